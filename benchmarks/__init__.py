@@ -1,0 +1,1 @@
+"""Benchmarks: mirrord against the tools operators use today (see README)."""

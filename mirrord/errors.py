@@ -1,0 +1,164 @@
+"""The one error tree of mirrord.
+
+Every error carries the data an operator needs (url, path, key, expected and
+actual values) as attributes, and a one-line human message as ``str(error)``.
+Third-party exceptions are mapped into this tree where they enter mirrord.
+"""
+
+from __future__ import annotations
+
+
+class MirrordError(Exception):
+    """Root of every error mirrord raises on purpose."""
+
+
+class ConfigError(MirrordError):
+    """A configuration file that cannot be used; ``key_path`` names where."""
+
+    def __init__(self, key_path: str, reason: str) -> None:
+        self.key_path = key_path
+        self.reason = reason
+        super().__init__(f"{key_path}: {reason}" if key_path else reason)
+
+
+class LockHeldError(MirrordError):
+    """Another mirrord process owns the storage directory."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path = path
+        self.holder = holder
+        super().__init__(f"storage {path} is locked by another mirrord ({holder})")
+
+
+# --- the origin's index ------------------------------------------------------
+
+
+class IndexRejectedError(MirrordError):
+    """An index that must not be published."""
+
+
+class IndexFormatError(IndexRejectedError):
+    """Not a well-formed APKINDEX.tar.gz."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"malformed index: {reason}")
+
+
+class SignatureError(IndexRejectedError):
+    """The index is unsigned, signed by an untrusted key, or tampered with."""
+
+    def __init__(self, key_name: str | None, reason: str) -> None:
+        self.key_name = key_name
+        self.reason = reason
+        shown = key_name if key_name is not None else "(none)"
+        super().__init__(f"signature check failed: key {shown}: {reason}")
+
+
+class UnsafeIndexError(IndexRejectedError):
+    """An index entry that a hostile or broken origin could use against us."""
+
+    def __init__(self, field: str, value: str, reason: str, package: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        self.package = package
+        where = f"package {package!r}: " if package else ""
+        super().__init__(f"unsafe index: {where}{field}={value!r}: {reason}")
+
+
+# --- packages ------------------------------------------------------------------
+
+
+class PackageVerifyError(MirrordError):
+    """A downloaded package does not match what the signed index promises."""
+
+    def __init__(self, filename: str, what: str, expected: str, actual: str) -> None:
+        self.filename = filename
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{filename}: {what} mismatch: expected {expected}, got {actual}")
+
+
+class PackageFormatError(PackageVerifyError):
+    """The bytes are not an apk v2 package at all (or exceed sane limits)."""
+
+    def __init__(self, filename: str, reason: str) -> None:
+        super().__init__(filename, "format", "apk v2 package", reason)
+        self.reason = reason
+
+
+# --- talking to the origin -----------------------------------------------------
+
+
+class OriginError(MirrordError):
+    """The origin did not give us what we asked for."""
+
+    transient = False
+
+    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{url}: {reason}")
+
+
+class TransientOriginError(OriginError):
+    """Worth retrying: connection trouble, 5xx, 429, stalls, short bodies."""
+
+    transient = True
+
+    def __init__(
+        self, url: str, reason: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(url, reason, status)
+        self.retry_after = retry_after
+
+
+class PermanentOriginError(OriginError):
+    """Not worth retrying this pass: 404, 403, other 4xx, absurd responses."""
+
+
+# --- our own files -------------------------------------------------------------
+
+
+class StoreError(MirrordError):
+    """The content store or state database cannot do what was asked."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class PublishError(MirrordError):
+    """A publish of one branch/repo/arch was refused or failed."""
+
+    def __init__(self, arch_key: str, reason: str) -> None:
+        self.arch_key = arch_key
+        self.reason = reason
+        super().__init__(f"{arch_key}: {reason}")
+
+
+class MassDeletionError(PublishError):
+    """The new index drops too many package names: refuse until forced."""
+
+    def __init__(self, arch_key: str, dropped: int, previous: int, limit: float) -> None:
+        self.dropped = dropped
+        self.previous = previous
+        self.limit = limit
+        fraction = dropped / previous if previous else 1.0
+        super().__init__(
+            arch_key,
+            f"refusing to publish: the new index drops {dropped} of {previous} package names "
+            f"({fraction:.1%} > publish.max_delete_fraction {limit:.1%}); "
+            "if the origin really removed them, force this publish once",
+        )
+
+
+class ShuttingDownError(MirrordError):
+    """Work that was queued but not started when the daemon began to stop."""
+
+    def __init__(self) -> None:
+        super().__init__("mirrord is shutting down; not started")

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mirrord.config import Config, load_config, parse_config
+from mirrord.errors import ConfigError
+from mirrord.model import ArchKey
+from tests.helpers import FIXTURES, REPO_ROOT
+
+EXAMPLE = REPO_ROOT / "config" / "mirrord.example.yaml"
+
+
+def minimal() -> dict[str, Any]:
+    return {
+        "origin": {"url": "https://dl-cdn.alpinelinux.org/alpine", "keys": "/etc/mirrord/keys"},
+        "repositories": [{"branch": "v3.20", "repos": ["main"], "arches": ["x86_64"]}],
+        "storage": {"path": "/var/lib/mirrord"},
+        "publish": {"path": "/srv/mirror/alpine"},
+    }
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    config = load_config(EXAMPLE)
+    assert config.origin.url == "https://dl-cdn.alpinelinux.org/alpine"
+    assert ArchKey("v3.20", "community", "aarch64") in config.arch_keys()
+    assert len(config.arch_keys()) == 5
+    assert config.fetch.schedule[1].rate_limit == 50_000_000
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    for section in dataclasses.fields(Config):
+        if section.name in ("repositories", "interval"):
+            assert section.name in raw
+            continue
+        documented = set(raw[section.name])
+        section_type = type(getattr(config, section.name))
+        expected = {f.name for f in dataclasses.fields(section_type)}
+        assert documented == expected, f"{section.name}: undocumented {expected - documented}"
+
+
+def test_defaults_from_a_minimal_config() -> None:
+    config = parse_config(minimal())
+    assert config.publish.grace == 3600
+    assert config.publish.max_delete_fraction == 0.10
+    assert config.fetch.concurrency == 16
+    assert config.interval == 60
+    assert config.fetch.rate_limit is None
+
+
+def test_units_in_durations_sizes_and_rates() -> None:
+    data = minimal()
+    data["publish"]["grace"] = "2h"
+    data["interval"] = "90s"
+    data["fetch"] = {"rate_limit": "400Mbit/s", "burst": "8MiB"}
+    data["limits"] = {"max_index_bytes": "64MB"}
+    config = parse_config(data)
+    assert config.publish.grace == 7200
+    assert config.interval == 90
+    assert config.fetch.rate_limit == 50_000_000
+    assert config.fetch.burst == 8 * 1024 * 1024
+    assert config.limits.max_index_bytes == 64_000_000
+
+
+def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
+    data = minimal()
+    node: Any = data
+    for part in path[:-1]:
+        node = node[part]
+    if delete:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "key_path", "reason"),
+    [
+        (_broken(("origin", "colour"), "blue"), "origin.colour", "unknown key"),
+        (_broken(("surprise",), 1), "surprise", "unknown key"),
+        (_broken(("origin", "url"), None, delete=True), "origin.url", "missing required key"),
+        (_broken(("storage",), None, delete=True), "storage", "missing required section"),
+        (_broken(("origin", "url"), "ftp://x/alpine"), "origin.url", "http"),
+        (_broken(("origin", "url"), 42), "origin.url", "non-empty string"),
+        (_broken(("origin", "allow_untrusted"), "yes"), "origin.allow_untrusted", "true or false"),
+        (_broken(("publish", "grace"), "soon"), "publish.grace", "duration"),
+        (_broken(("publish", "grace"), -1), "publish.grace", "negative"),
+        (
+            _broken(("publish", "max_delete_fraction"), 1.5),
+            "publish.max_delete_fraction",
+            "between",
+        ),
+        (_broken(("fetch",), {"concurrency": 0}), "fetch.concurrency", "between 1"),
+        (_broken(("fetch",), {"concurrency": "8"}), "fetch.concurrency", "whole number"),
+        (_broken(("fetch",), {"rate_limit": "fast"}), "fetch.rate_limit", "rate"),
+        (
+            _broken(("fetch",), {"schedule": {"00:00-12:00": "1MB/s", "11:00-13:00": "2MB/s"}}),
+            "fetch.schedule",
+            "overlap",
+        ),
+        (
+            _broken(("fetch",), {"schedule": {"25:00-26:00": 1}}),
+            "fetch.schedule.25:00-26:00",
+            "HH:MM",
+        ),
+        (_broken(("repositories",), []), "repositories", "non-empty list"),
+        (
+            _broken(("repositories", 0, "arches"), ["x86_64", "../etc"]),
+            "repositories[0].arches[1]",
+            "name",
+        ),
+        (_broken(("repositories", 0, "branch"), "a/b"), "repositories[0].branch", "name"),
+        (
+            _broken(("repositories", 0, "repos"), ["main", "main"]),
+            "repositories[0].repos[1]",
+            "twice",
+        ),
+        (_broken(("repositories", 0, "colour"), 1), "repositories[0].colour", "unknown key"),
+        (_broken(("metrics",), {"listen": "nowhere"}), "metrics.listen", "host:port"),
+        (_broken(("log",), {"level": "loud"}), "log.level", "one of"),
+        (_broken(("publish", "path"), "/var/lib/mirrord"), "publish.path", "differ"),
+        (_broken(("interval",), 0), "interval", "at least"),
+    ],
+)
+def test_broken_configs_name_the_key(data: dict[str, Any], key_path: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert caught.value.key_path == key_path
+    assert reason in caught.value.reason
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config(["a", "list"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("origin:\n  url: [unclosed\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(empty)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mirrord.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "mirrord.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    data = minimal()
+    data["origin"]["keys"] = str(FIXTURES / "keys")
+    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout and "3 keys" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d["publish"].update(grace="later"), "publish.grace:"),
+        (lambda d: d.update(bogus=1), "bogus: unknown key"),
+        (lambda d: d["origin"].update(keys="/nonexistent/keys"), "origin.keys: directory"),
+        (lambda d: d["origin"].pop("url"), "origin.url: missing required key"),
+    ],
+)
+def test_check_config_rejects_with_key_path_and_no_traceback(
+    tmp_path: Path, change: Any, expected: str
+) -> None:
+    data = minimal()
+    data["origin"]["keys"] = str(FIXTURES / "keys")
+    change(data)
+    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.count("\n") == 1
+
+
+def test_check_config_rejects_an_unreadable_keys_dir(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "broken.rsa.pub").write_text("not a key")
+    data = minimal()
+    data["origin"]["keys"] = str(keys)
+    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    assert result.returncode == 2
+    assert "origin.keys" in result.stderr and "not a PEM public key" in result.stderr
