@@ -1,0 +1,168 @@
+"""Assemble a running mirrord: lock, store, database, recovery, origin, workers.
+
+``open_runtime`` is the one place that opens resources and starts the
+long-lived tasks (download workers, the committer), all inside one TaskGroup.
+Leaving it stops taking new downloads, lets in-flight ones finish, and
+closes everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from structlog.typing import FilteringBoundLogger
+
+from mirrord.clock import Clock, SystemClock
+from mirrord.committer import Committer
+from mirrord.config import Config
+from mirrord.crashpoints import CrashPoints
+from mirrord.durable import same_filesystem
+from mirrord.errors import ConfigError, StoreError
+from mirrord.fetcher import Fetcher, Throttle
+from mirrord.lock import StorageLock
+from mirrord.metrics import Metrics
+from mirrord.origin import OriginClient
+from mirrord.publisher import Publisher
+from mirrord.recovery import RecoveryReport, recover_arch, recover_store
+from mirrord.signing import Keyring
+from mirrord.statedb import StateDB
+from mirrord.store import ContentStore
+from mirrord.sync import SyncEngine
+
+
+@dataclass
+class Runtime:
+    config: Config
+    engine: SyncEngine
+    fetcher: Fetcher
+    committer: Committer
+    store: ContentStore
+    db: StateDB
+    publisher: Publisher
+    metrics: Metrics
+    clock: Clock
+    log: FilteringBoundLogger
+    recovery: RecoveryReport
+
+
+def prepare_paths(config: Config) -> None:
+    """Create the storage and publish roots and check they can share hard links."""
+    for key_path, path in (
+        ("storage.path", config.storage.path),
+        ("publish.path", config.publish.path),
+    ):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(key_path, f"cannot create {path}: {error.strerror}") from None
+    if not same_filesystem(config.storage.path, config.publish.path):
+        raise ConfigError(
+            "publish.path",
+            f"{config.publish.path} must be on the same filesystem as storage.path "
+            f"{config.storage.path}: published files are hard links to stored objects",
+        )
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: Config,
+    *,
+    log: FilteringBoundLogger,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    crash: CrashPoints | None = None,
+    throttle: Throttle | None = None,
+) -> AsyncIterator[Runtime]:
+    clock = clock or SystemClock()
+    metrics = metrics or Metrics()
+    crash = crash or CrashPoints()
+    keyring = Keyring.load(config.origin.keys, required=not config.origin.allow_untrusted)
+    prepare_paths(config)
+    lock = StorageLock.acquire(config.storage.path)
+    try:
+        store = ContentStore(config.storage.path)
+        db = StateDB.open(config.storage.path / "state.db")
+        try:
+            publisher = Publisher(config.publish.path, store, crash)
+            report = RecoveryReport()
+            try:
+                await recover_store(store, db, log, report)
+                for key in config.arch_keys():
+                    await recover_arch(
+                        key,
+                        db=db,
+                        publisher=publisher,
+                        clock=clock,
+                        log=log,
+                        report=report,
+                        max_index_bytes=config.limits.max_index_bytes,
+                        max_package_bytes=config.limits.max_package_bytes,
+                    )
+            except OSError as error:
+                raise StoreError(
+                    str(error.filename or config.storage.path), f"recovery failed: {error.strerror}"
+                ) from None
+            async with OriginClient.open(config.origin.url, config.fetch) as origin:
+                committer = Committer(store, db, clock, log, crash)
+                fetcher = Fetcher(
+                    origin,
+                    store,
+                    committer,
+                    config.fetch,
+                    clock=clock,
+                    log=log,
+                    metrics=metrics,
+                    throttle=throttle,
+                )
+                engine = SyncEngine(
+                    config=config,
+                    keyring=keyring,
+                    origin=origin,
+                    fetcher=fetcher,
+                    committer=committer,
+                    publisher=publisher,
+                    db=db,
+                    clock=clock,
+                    log=log,
+                    metrics=metrics,
+                    crash=crash,
+                )
+                runtime = Runtime(
+                    config,
+                    engine,
+                    fetcher,
+                    committer,
+                    store,
+                    db,
+                    publisher,
+                    metrics,
+                    clock,
+                    log,
+                    report,
+                )
+                body_error: BaseException | None = None
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(committer.run(), name="committer")
+                    group.create_task(_workers_then_close(fetcher, committer), name="fetch-workers")
+                    try:
+                        yield runtime
+                    except BaseException as error:  # re-raised below, outside the TaskGroup
+                        body_error = error
+                    finally:
+                        fetcher.stop_taking_work()
+                if body_error is not None:
+                    raise body_error
+        finally:
+            db.close()
+    finally:
+        lock.release()
+
+
+async def _workers_then_close(fetcher: Fetcher, committer: Committer) -> None:
+    try:
+        await fetcher.run()
+    finally:
+        committer.close()

@@ -1,0 +1,451 @@
+"""The coordinator: one pass polls, verifies, plans, fetches and publishes each arch.
+
+Arches run side by side and each publishes as soon as its own packages are
+stored. Errors stay inside their arch: the result says what failed and the
+last good snapshot keeps being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from structlog.typing import FilteringBoundLogger
+
+from mirrord.apkindex import IndexArchive, read_index_archive
+from mirrord.apkpackage import PackageDigester, check_package
+from mirrord.clock import Clock
+from mirrord.committer import Committer
+from mirrord.config import Config
+from mirrord.crashpoints import CrashPoints
+from mirrord.errors import (
+    IndexRejectedError,
+    MassDeletionError,
+    MirrordError,
+    OriginError,
+    PublishError,
+    SignatureError,
+    UnsafeIndexError,
+)
+from mirrord.fetcher import Fetcher
+from mirrord.metrics import Metrics
+from mirrord.model import ArchKey, PackageRef, PublishedFile
+from mirrord.origin import IndexResult, OriginClient
+from mirrord.plan import due_deletions, plan_fetch, plan_publish, snapshot_files
+from mirrord.publisher import INDEX_NAME, Publisher
+from mirrord.signing import Keyring
+from mirrord.statedb import Snapshot, StateDB
+from mirrord.store import Landing
+
+OUTCOMES = ("published", "unchanged", "failed", "refused")
+
+
+@dataclass(frozen=True)
+class ArchResult:
+    key: ArchKey
+    outcome: str  # one of OUTCOMES
+    packages: int = 0
+    fetched: int = 0
+    fetched_bytes: int = 0
+    seconds: float = 0.0
+    snapshot_id: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("published", "unchanged")
+
+
+@dataclass
+class ArchState:
+    """What the daemon knows about one arch between passes (for status and metrics)."""
+
+    last_result: ArchResult | None = None
+    origin_last_modified: float | None = None
+    published_last_modified: float | None = None
+    behind_since: float | None = None  # when the origin first had what we have not published
+    last_success: float | None = None
+    last_error: str | None = None
+    index_stat: tuple[int, int] | None = None  # (size, mtime_ns) of our published index
+
+
+class ArchFailed(MirrordError):
+    pass
+
+
+@dataclass
+class SyncEngine:
+    config: Config
+    keyring: Keyring
+    origin: OriginClient
+    fetcher: Fetcher
+    committer: Committer
+    publisher: Publisher
+    db: StateDB
+    clock: Clock
+    log: FilteringBoundLogger
+    metrics: Metrics
+    crash: CrashPoints = field(default_factory=CrashPoints)
+    states: dict[ArchKey, ArchState] = field(default_factory=dict)
+    _locks: dict[ArchKey, asyncio.Lock] = field(default_factory=dict)
+
+    def state(self, key: ArchKey) -> ArchState:
+        return self.states.setdefault(key, ArchState())
+
+    async def run_pass(
+        self, keys: Sequence[ArchKey] | None = None, force: frozenset[ArchKey] = frozenset()
+    ) -> list[ArchResult]:
+        chosen = list(keys) if keys is not None else self.config.arch_keys()
+        started = self.clock.monotonic()
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self.sync_arch(key, force=key in force), name=f"sync {key}")
+                for key in chosen
+            ]
+        self.metrics.pass_duration.observe(self.clock.monotonic() - started)
+        return [task.result() for task in tasks]
+
+    async def sync_arch(self, key: ArchKey, *, force: bool = False) -> ArchResult:
+        """Bring one arch up to date; never raises a MirrordError (it becomes the result)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            started = self.clock.monotonic()
+            log = self.log.bind(arch=str(key))
+            labels = self.metrics.labels(key)
+            state = self.state(key)
+            try:
+                result = await self._sync(key, force, log)
+            except MassDeletionError as error:
+                result = ArchResult(key, "refused", error=str(error))
+            except MirrordError as error:
+                result = ArchResult(key, "failed", error=str(error))
+            result = _with_seconds(result, self.clock.monotonic() - started)
+            state.last_result = result
+            if result.ok:
+                state.last_success = self.clock.time()
+                state.last_error = None
+                self.metrics.last_success.labels(**labels).set(state.last_success)
+            else:
+                state.last_error = result.error
+                if result.outcome == "refused":
+                    self.metrics.publishes.labels(**labels, outcome="refused").inc()
+            self.metrics.arch_failing.labels(**labels).set(0 if result.ok else 1)
+            event = "sync.arch.done" if result.ok else "sync.arch.failed"
+            (log.info if result.ok else log.error)(
+                event,
+                outcome=result.outcome,
+                packages=result.packages,
+                fetched=result.fetched,
+                fetched_bytes=result.fetched_bytes,
+                seconds=round(result.seconds, 3),
+                snapshot=result.snapshot_id,
+                error=result.error,
+            )
+            return result
+
+    # --- one arch -------------------------------------------------------------------
+
+    async def _sync(self, key: ArchKey, force: bool, log: FilteringBoundLogger) -> ArchResult:
+        arch = str(key)
+        labels = self.metrics.labels(key)
+        state = self.state(key)
+        current = await self.db.call(self.db.current, arch)
+        snapshot = current[0] if current else None
+        trusted = snapshot is not None and await self._published_index_intact(key, snapshot)
+        try:
+            response = await self.origin.fetch_index(
+                key,
+                etag=snapshot.etag if trusted and snapshot else None,
+                last_modified=snapshot.last_modified_header if trusted and snapshot else None,
+                max_bytes=self.config.limits.max_index_bytes,
+                now=self.clock.time(),
+            )
+        except OriginError:
+            self.metrics.index_polls.labels(**labels, result="failed").inc()
+            raise
+        if response.body is None:
+            assert snapshot is not None
+            self.metrics.index_polls.labels(**labels, result="not_modified").inc()
+            self._note_current(key, snapshot)
+            await self.expire(key)
+            return ArchResult(key, "unchanged", packages=snapshot.packages, snapshot_id=snapshot.id)
+        self.metrics.index_polls.labels(**labels, result="modified").inc()
+        origin_modified = response.last_modified_ts
+        state.origin_last_modified = origin_modified
+        if origin_modified is not None:
+            self.metrics.origin_last_modified.labels(**labels).set(origin_modified)
+
+        index_sha256 = hashlib.sha256(response.body).hexdigest()
+        complete = snapshot is not None and snapshot.status != "adopted"
+        if snapshot is not None and trusted and complete and snapshot.index_sha256 == index_sha256:
+            # The same bytes under new validators: nothing to publish.
+            await self.db.call(
+                self.db.update_validators, snapshot.id, response.etag, response.last_modified
+            )
+            self._note_current(key, snapshot)
+            await self.expire(key)
+            return ArchResult(key, "unchanged", packages=snapshot.packages, snapshot_id=snapshot.id)
+        if state.behind_since is None:
+            state.behind_since = origin_modified or self.clock.time()
+
+        archive = await self._verify_index(key, response)
+        known = await self.db.call(self.db.lookup, [(e.checksum, e.size) for e in archive.entries])
+        fetch_plan = plan_fetch(archive.entries, known)
+        log.info(
+            "sync.arch.planned",
+            packages=len(archive.entries),
+            stored=len(archive.entries) - len(fetch_plan.missing),
+            missing=len(fetch_plan.missing),
+            signer=archive.signer,
+        )
+        digests = dict(known)
+        seeded = await self._seed_from_tree(key, fetch_plan.missing)
+        digests.update(seeded)
+        to_fetch = [ref for ref in fetch_plan.missing if ref.identity not in seeded]
+        if seeded:
+            log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
+        futures = [self.fetcher.fetch(key, ref) for ref in to_fetch]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        failures: list[BaseException] = []
+        for ref, outcome in zip(to_fetch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failures.append(outcome)
+            else:
+                digests[ref.identity] = outcome
+        if failures:
+            first = failures[0]
+            if not isinstance(first, MirrordError):
+                raise first
+            raise ArchFailed(f"{len(failures)} of {len(to_fetch)} packages failed; first: {first}")
+        fetched_bytes = sum(ref.size for ref in to_fetch)
+        files = snapshot_files(archive.entries, digests)
+        return await self._publish(
+            key,
+            response,
+            archive,
+            files,
+            snapshot,
+            force=force,
+            relink_all=not trusted,
+            log=log,
+            fetched=(len(to_fetch), fetched_bytes),
+        )
+
+    async def _seed_from_tree(
+        self, key: ArchKey, missing: Sequence[PackageRef]
+    ) -> dict[tuple[str, int], str]:
+        """Store files the tree already serves (a migrated mirror, a lost store) without
+        downloading them again: verified like a download, then hard-linked into the store."""
+        directory = self.publisher.arch_dir(key)
+        seeded: dict[tuple[str, int], str] = {}
+        for ref in missing:
+            temp = self.publisher.store.temp_path(ref.filename)
+            digest = await asyncio.to_thread(_verified_link, directory / ref.filename, temp, ref)
+            if digest is not None:
+                seeded[ref.identity] = await self.committer.land(
+                    Landing(temp, digest, ref.size), ref.checksum
+                )
+        return seeded
+
+    async def _verify_index(self, key: ArchKey, response: IndexResult) -> IndexArchive:
+        assert response.body is not None
+        try:
+            return await asyncio.to_thread(
+                read_index_archive,
+                response.body,
+                self.keyring,
+                allow_untrusted=self.config.origin.allow_untrusted,
+                max_index_bytes=self.config.limits.max_index_bytes,
+                max_package_bytes=self.config.limits.max_package_bytes,
+            )
+        except IndexRejectedError as error:
+            reason = (
+                "signature"
+                if isinstance(error, SignatureError)
+                else "unsafe_index"
+                if isinstance(error, UnsafeIndexError)
+                else "index_format"
+            )
+            self.metrics.verification_failures.labels(reason=reason).inc()
+            raise
+
+    async def _publish(
+        self,
+        key: ArchKey,
+        response: IndexResult,
+        archive: IndexArchive,
+        files: tuple[PublishedFile, ...],
+        snapshot: Snapshot | None,
+        *,
+        force: bool,
+        relink_all: bool,
+        log: FilteringBoundLogger,
+        fetched: tuple[int, int],
+    ) -> ArchResult:
+        assert response.body is not None
+        arch = str(key)
+        labels = self.metrics.labels(key)
+        previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
+        plan = plan_publish(
+            key,
+            files,
+            previous,
+            max_delete_fraction=self.config.publish.max_delete_fraction,
+            force=force,
+            relink_all=relink_all,
+        )
+        started = self.clock.monotonic()
+        index_sha256 = await self.committer.land_bytes(response.body)
+        now = self.clock.time()
+        snapshot_id = await self.db.call(
+            self.db.add_snapshot,
+            arch,
+            created_at=now,
+            index_sha256=index_sha256,
+            index_size=len(response.body),
+            last_modified=response.last_modified_ts,
+            etag=response.etag,
+            last_modified_header=response.last_modified,
+            description=archive.description,
+            files=plan.files,
+            status="pending",
+            forced=force and bool(plan.dropped_packages),
+        )
+        try:
+            await asyncio.to_thread(
+                self.publisher.publish, key, plan, response.body, response.last_modified_ts
+            )
+        except OSError as error:
+            self.metrics.publishes.labels(**labels, outcome="failed").inc()
+            raise PublishError(
+                arch,
+                f"cannot write the published tree: {error.strerror or error} ({error.filename})",
+            ) from None
+        await self.db.call(self.db.set_current, arch, snapshot_id, now)
+        self.crash.reach("publish.after_record")
+        seconds = self.clock.monotonic() - started
+        self.metrics.publish_duration.observe(seconds)
+        self.metrics.publishes.labels(**labels, outcome="published").inc()
+        if plan.unlisted:
+            await self.db.call(self.db.schedule_deletions, arch, plan.unlisted, now)
+        if plan.replaced:
+            log.warning(
+                "publish.files.replaced",
+                count=len(plan.replaced),
+                files=list(plan.replaced[:10]),
+                note="the origin changed these files' bytes without a new version",
+            )
+        if force and plan.dropped_packages:
+            log.warning("publish.forced", dropped=len(plan.dropped_packages))
+        new_snapshot = await self.db.call(self.db.snapshot, snapshot_id)
+        assert new_snapshot is not None
+        self._note_current(key, new_snapshot)
+        self.state(key).behind_since = None
+        await self.expire(key)
+        await self.db.call(self.db.prune_snapshots, arch, self.config.publish.keep_snapshots)
+        log.info(
+            "publish.snapshot.done",
+            snapshot=snapshot_id,
+            packages=len(plan.files),
+            linked=len(plan.link),
+            unlisted=len(plan.unlisted),
+            seconds=round(seconds, 4),
+        )
+        return ArchResult(
+            key,
+            "published",
+            packages=len(plan.files),
+            fetched=fetched[0],
+            fetched_bytes=fetched[1],
+            snapshot_id=snapshot_id,
+        )
+
+    def _note_current(self, key: ArchKey, snapshot: Snapshot) -> None:
+        labels = self.metrics.labels(key)
+        state = self.state(key)
+        state.published_last_modified = snapshot.last_modified
+        if snapshot.last_modified is not None:
+            self.metrics.published_last_modified.labels(**labels).set(snapshot.last_modified)
+            if (
+                state.origin_last_modified is None
+                or state.origin_last_modified <= snapshot.last_modified
+            ):
+                state.origin_last_modified = snapshot.last_modified
+                self.metrics.origin_last_modified.labels(**labels).set(snapshot.last_modified)
+        state.behind_since = None
+        self.metrics.published_packages.labels(**labels).set(snapshot.packages)
+        self.metrics.published_bytes.labels(**labels).set(snapshot.bytes)
+        path = self.publisher.arch_dir(key) / INDEX_NAME
+        try:
+            info = os.stat(path)
+            state.index_stat = (info.st_size, info.st_mtime_ns)
+        except FileNotFoundError:
+            state.index_stat = None
+
+    async def _published_index_intact(self, key: ArchKey, snapshot: Snapshot) -> bool:
+        """Is the index on disk still the one we published? (stat, not a re-hash)"""
+        state = self.state(key)
+        path = self.publisher.arch_dir(key) / INDEX_NAME
+        try:
+            info = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            return False
+        if state.index_stat is None:
+            digest = await asyncio.to_thread(self.publisher.index_digest, key)
+            if digest != snapshot.index_sha256:
+                return False
+            state.index_stat = (info.st_size, info.st_mtime_ns)
+        return state.index_stat == (info.st_size, info.st_mtime_ns)
+
+    async def expire(self, key: ArchKey) -> list[str]:
+        """Delete the files whose grace period is over and that no index lists again."""
+        arch = str(key)
+        pending = await self.db.call(self.db.pending_deletions, arch)
+        if not pending:
+            return []
+        current = await self.db.call(self.db.current, arch)
+        listed = (
+            {f.filename for f in await self.db.call(self.db.snapshot_files, current[0].id)}
+            if current
+            else set()
+        )
+        due, relisted = due_deletions(
+            pending, listed, now=self.clock.time(), grace=self.config.publish.grace
+        )
+        deleted: list[str] = []
+        if due:
+            deleted = await asyncio.to_thread(self.publisher.delete, key, due)
+            self.metrics.deleted_files.inc(len(deleted))
+            self.log.info("publish.files.expired", arch=arch, deleted=len(deleted))
+        if due or relisted:
+            await self.db.call(self.db.cancel_deletions, arch, due + relisted)
+        return deleted
+
+
+def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
+    """Link ``source`` to ``temp`` if it is exactly what ``ref`` promises; its SHA-256."""
+    try:
+        if source.stat().st_size != ref.size:
+            return None
+        os.link(source, temp)
+    except OSError:
+        return None
+    digester = PackageDigester(ref.filename)
+    try:
+        with open(temp, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digester.feed(block)
+        digest = digester.finish()
+        check_package(ref, digest)
+    except (OSError, MirrordError):
+        temp.unlink(missing_ok=True)
+        return None
+    return digest.sha256
+
+
+def _with_seconds(result: ArchResult, seconds: float) -> ArchResult:
+    return replace(result, seconds=seconds)
