@@ -1,0 +1,183 @@
+"""A real aiohttp origin on 127.0.0.1 serving a repository tree, with fault injection.
+
+Used by ``mirrord demo`` and the tests. Normal requests get aiohttp's
+FileResponse (ETag, Last-Modified, conditional GET, Range, If-Range), so
+mirrord talks to it exactly as it talks to nginx. Tests can queue faults per
+path: error statuses, connection resets and stalls mid-body, short or wrong
+bodies, and ignoring Range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do instead of serving the file, once."""
+
+    kind: str  # status | reset | stall | truncate | corrupt | ignore_range
+    status: int = 500
+    after: int = 0  # bytes of the body sent before the fault strikes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def http(cls, status: int, **headers: str) -> Fault:
+        return cls("status", status=status, headers=headers)
+
+    @classmethod
+    def reset(cls, after: int) -> Fault:
+        return cls("reset", after=after)
+
+    @classmethod
+    def stall(cls, after: int = 0) -> Fault:
+        return cls("stall", after=after)
+
+    @classmethod
+    def truncate(cls, length: int) -> Fault:
+        return cls("truncate", after=length)
+
+    @classmethod
+    def corrupt(cls, at: int = -1) -> Fault:
+        return cls("corrupt", after=at)
+
+    @classmethod
+    def ignore_range(cls) -> Fault:
+        return cls("ignore_range")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    method: str
+    path: str
+    status: int
+    headers: Mapping[str, str]
+    fault: str | None
+
+
+class OriginServer:
+    def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.root = root.resolve()
+        self.host = host
+        self.port = port
+        self.requests: list[RequestRecord] = []
+        self.faults: dict[str, deque[Fault]] = {}
+        self.supports_range = True
+        self.release_stalls = asyncio.Event()
+        self.request_seen = asyncio.Condition()
+        self.stalled = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def add_fault(self, path: str, *faults: Fault) -> None:
+        self.faults.setdefault("/" + path.lstrip("/"), deque()).extend(faults)
+
+    def requests_for(self, path: str) -> list[RequestRecord]:
+        wanted = "/" + path.lstrip("/")
+        return [r for r in self.requests if r.path == wanted]
+
+    def package_requests(self) -> list[RequestRecord]:
+        return [r for r in self.requests if r.path.endswith(".apk")]
+
+    async def wait_for_requests(self, predicate: object, count: int = 1) -> None:
+        """Wait until ``count`` recorded requests satisfy ``predicate(record)``."""
+        assert callable(predicate)
+        async with self.request_seen:
+            await self.request_seen.wait_for(
+                lambda: sum(1 for r in self.requests if predicate(r)) >= count
+            )
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self._handle)
+        app.router.add_route("HEAD", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None)
+        assert sockets
+        self.port = sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.release_stalls.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> OriginServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _record(self, request: web.Request, status: int, fault: str | None) -> None:
+        self.requests.append(
+            RequestRecord(request.method, request.path, status, dict(request.headers), fault)
+        )
+        async with self.request_seen:
+            self.request_seen.notify_all()
+
+    def _resolve(self, request: web.Request) -> Path | None:
+        relative = request.path.lstrip("/")
+        candidate = (self.root / relative).resolve()
+        if not candidate.is_relative_to(self.root) or not candidate.is_file():
+            return None
+        return candidate
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        queue = self.faults.get(request.path)
+        fault = queue.popleft() if queue else None
+        path = self._resolve(request)
+        if fault is not None and fault.kind == "status":
+            await self._record(request, fault.status, fault.kind)
+            return web.Response(status=fault.status, headers=dict(fault.headers), text="injected\n")
+        if path is None:
+            await self._record(request, 404, None)
+            return web.Response(status=404, text="not found\n")
+        if fault is None and self.supports_range:
+            await self._record(request, 200, None)
+            return web.FileResponse(path)
+        data = path.read_bytes()
+        if fault is None or fault.kind == "ignore_range":
+            await self._record(request, 200, fault.kind if fault else "no_range")
+            return web.Response(body=data, headers={"ETag": _etag(path)})
+        await self._record(request, 200, fault.kind)
+        if fault.kind == "truncate":
+            return web.Response(body=data[: fault.after], headers={"ETag": _etag(path)})
+        if fault.kind == "corrupt":
+            at = fault.after if fault.after >= 0 else len(data) // 2
+            broken = bytearray(data)
+            broken[at] ^= 0xFF
+            return web.Response(body=bytes(broken), headers={"ETag": _etag(path)})
+        response = web.StreamResponse(
+            status=200, headers={"Content-Length": str(len(data)), "ETag": _etag(path)}
+        )
+        await response.prepare(request)
+        await response.write(data[: fault.after])
+        if fault.kind == "stall":
+            self.stalled.set()
+            await self.release_stalls.wait()
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return response
+
+
+def _etag(path: Path) -> str:
+    info = path.stat()
+    return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'

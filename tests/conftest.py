@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mirrord.demo.origin import OriginServer
+from mirrord.demo.repogen import OriginTree, SigningKey
+from tests.helpers import LogCapture
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey.generate("mirrord-test")
+
+
+@pytest.fixture(scope="session")
+def other_key() -> SigningKey:
+    return SigningKey.generate("mirrord-other")
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path, signing_key: SigningKey) -> Path:
+    directory = tmp_path / "keys"
+    signing_key.write_public(directory)
+    return directory
+
+
+@pytest.fixture
+def origin_tree(tmp_path: Path, signing_key: SigningKey) -> OriginTree:
+    return OriginTree(tmp_path / "origin", signing_key)
+
+
+@pytest.fixture
+async def origin(origin_tree: OriginTree) -> AsyncIterator[OriginServer]:
+    origin_tree.root.mkdir(parents=True, exist_ok=True)
+    async with OriginServer(origin_tree.root) as server:
+        yield server
+
+
+@pytest.fixture
+def logs() -> LogCapture:
+    return LogCapture()

@@ -1,0 +1,104 @@
+"""Shared test helpers: configs, a log capture, a one-pass sync, tree checks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from mirrord.clock import Clock
+from mirrord.config import Config, parse_config
+from mirrord.logs import make_logger
+from mirrord.metrics import Metrics
+from mirrord.model import ArchKey
+from mirrord.runtime import open_runtime
+from mirrord.signing import Keyring
+from mirrord.sync import ArchResult
+from mirrord.treecheck import TreeReport, check_tree
+
+FIXTURES = Path(__file__).parent / "fixtures" / "alpine"
+REPO_ROOT = Path(__file__).parent.parent
+
+
+@dataclass
+class LogCapture:
+    stream: io.StringIO = field(default_factory=io.StringIO)
+
+    def logger(self) -> FilteringBoundLogger:
+        return make_logger("debug", "json", stream=self.stream)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for line in self.stream.getvalue().splitlines():
+            record = json.loads(line)
+            if name is None or record.get("event") == name:
+                found.append(record)
+        return found
+
+
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_dict(
+    tmp: Path, origin_url: str, keys: Path, repositories: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "origin": {"url": origin_url, "keys": str(keys)},
+        "repositories": repositories,
+        "storage": {"path": str(tmp / "storage")},
+        "publish": {"path": str(tmp / "published"), "grace": 3600},
+        "fetch": {"concurrency": 8, "read_timeout": 5, "attempts": 3},
+        "metrics": {"listen": False},
+        "control": {"socket": False},
+    }
+    return deep_merge(base, extra)
+
+
+def make_config(
+    tmp: Path, origin_url: str, keys: Path, repositories: list[dict[str, Any]], **extra: Any
+) -> Config:
+    return parse_config(config_dict(tmp, origin_url, keys, repositories, **extra))
+
+
+async def sync_once(
+    config: Config,
+    log: FilteringBoundLogger,
+    *,
+    clock: Clock | None = None,
+    force: frozenset[ArchKey] = frozenset(),
+    metrics: Metrics | None = None,
+) -> list[ArchResult]:
+    async with open_runtime(config, log=log, clock=clock, metrics=metrics) as runtime:
+        return await runtime.engine.run_pass(None, force)
+
+
+def check_published(config: Config) -> TreeReport:
+    return check_tree(config.publish.path, config.arch_keys(), Keyring.load(config.origin.keys))
+
+
+def temp_leftovers(*roots: Path) -> list[str]:
+    found: list[str] = []
+    for root in roots:
+        for directory, _dirs, files in os.walk(root):
+            for name in files:
+                if name.startswith(".mirrord-tmp-") or Path(directory).name == "tmp":
+                    found.append(os.path.join(directory, name))
+    return found
+
+
+def stored_objects(storage: Path) -> dict[str, int]:
+    objects = storage / "objects" / "sha256"
+    return {p.name: p.stat().st_size for p in objects.glob("*/*") if p.is_file()}
