@@ -51,8 +51,8 @@ class SignatureError(IndexRejectedError):
     def __init__(self, key_name: str | None, reason: str) -> None:
         self.key_name = key_name
         self.reason = reason
-        shown = key_name if key_name is not None else "(none)"
-        super().__init__(f"signature check failed: key {shown}: {reason}")
+        where = f"key {key_name}: " if key_name is not None else ""
+        super().__init__(f"signature check failed: {where}{reason}")
 
 
 class UnsafeIndexError(IndexRejectedError):

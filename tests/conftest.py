@@ -7,7 +7,7 @@ import pytest
 
 from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree, SigningKey
-from tests.helpers import LogCapture
+from tests.helpers import LogCapture, Mirror
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +42,10 @@ async def origin(origin_tree: OriginTree) -> AsyncIterator[OriginServer]:
 @pytest.fixture
 def logs() -> LogCapture:
     return LogCapture()
+
+
+@pytest.fixture
+def mirror(
+    tmp_path: Path, origin_tree: OriginTree, origin: OriginServer, keys_dir: Path, logs: LogCapture
+) -> Mirror:
+    return Mirror(tmp_path, origin_tree, origin, keys_dir, logs)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import DEVNULL
 from typing import Any
 
+import yaml
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.clock import Clock
 from mirrord.config import Config, parse_config
+from mirrord.demo.origin import OriginServer
+from mirrord.demo.repogen import OriginTree
 from mirrord.logs import make_logger
 from mirrord.metrics import Metrics
 from mirrord.model import ArchKey
@@ -83,6 +89,67 @@ async def sync_once(
 ) -> list[ArchResult]:
     async with open_runtime(config, log=log, clock=clock, metrics=metrics) as runtime:
         return await runtime.engine.run_pass(None, force)
+
+
+def repositories(*keys: ArchKey) -> list[dict[str, Any]]:
+    """The ``repositories`` config list covering exactly these arches."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for key in keys:
+        grouped.setdefault((key.branch, key.repo), []).append(key.arch)
+    return [{"branch": b, "repos": [r], "arches": arches} for (b, r), arches in grouped.items()]
+
+
+@dataclass
+class Mirror:
+    """A test world: an origin tree served on loopback, trusted keys, a log capture."""
+
+    tmp: Path
+    tree: OriginTree
+    origin: OriginServer
+    keys: Path
+    logs: LogCapture
+
+    def config_data(self, *keys: ArchKey, **extra: Any) -> dict[str, Any]:
+        return config_dict(self.tmp, self.origin.url, self.keys, repositories(*keys), **extra)
+
+    def config(self, *keys: ArchKey, **extra: Any) -> Config:
+        return parse_config(self.config_data(*keys, **extra))
+
+    def config_file(self, *keys: ArchKey, **extra: Any) -> Path:
+        path = self.tmp / "mirrord.yaml"
+        path.write_text(yaml.safe_dump(self.config_data(*keys, **extra)))
+        return path
+
+    async def sync(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        force: frozenset[ArchKey] = frozenset(),
+        metrics: Metrics | None = None,
+    ) -> list[ArchResult]:
+        return await sync_once(
+            config, self.logs.logger(), clock=clock, force=force, metrics=metrics
+        )
+
+
+async def spawn_mirrord(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = DEVNULL,
+    stderr: int | None = DEVNULL,
+) -> asyncio.subprocess.Process:
+    """A real ``mirrord`` process (python -m mirrord.cli) from the repository root."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirrord.cli",
+        *args,
+        env=dict(env) if env is not None else None,
+        cwd=REPO_ROOT,
+        stdout=stdout,
+        stderr=stderr,
+    )
 
 
 def check_published(config: Config) -> TreeReport:

@@ -6,21 +6,11 @@ import hashlib
 import os
 import shutil
 import stat
-from pathlib import Path
 
-from mirrord.config import Config
-from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree, PackageSpec, simple_specs
 from mirrord.model import ArchKey
 from mirrord.statedb import StateDB
-from tests.helpers import (
-    LogCapture,
-    check_published,
-    make_config,
-    stored_objects,
-    sync_once,
-    temp_leftovers,
-)
+from tests.helpers import Mirror, check_published, stored_objects, temp_leftovers
 
 BRANCHES = ("v3.19", "v3.20")
 ARCHES = ("x86_64", "aarch64")
@@ -42,26 +32,16 @@ def populate(tree: OriginTree) -> dict[ArchKey, list[PackageSpec]]:
     return layout
 
 
-def config_for(tmp_path: Path, origin: OriginServer, keys: Path) -> Config:
-    return make_config(
-        tmp_path,
-        origin.url,
-        keys,
-        [{"branch": b, "repos": ["main"], "arches": list(ARCHES)} for b in BRANCHES],
-    )
+KEYS = [ArchKey(b, "main", a) for b in BRANCHES for a in ARCHES]
 
 
 async def test_two_branches_two_arches_end_to_end(
-    tmp_path: Path,
-    origin_tree: OriginTree,
-    origin: OriginServer,
-    keys_dir: Path,
-    logs: LogCapture,
+    mirror: Mirror,
 ) -> None:
-    layout = populate(origin_tree)
-    config = config_for(tmp_path, origin, keys_dir)
+    layout = populate(mirror.tree)
+    config = mirror.config(*KEYS)
 
-    results = await sync_once(config, logs.logger())
+    results = await mirror.sync(config)
 
     assert [r.outcome for r in results] == ["published"] * 4, [r.error for r in results]
     report = check_published(config)
@@ -70,11 +50,11 @@ async def test_two_branches_two_arches_end_to_end(
 
     for key in layout:
         published = config.publish.path.joinpath(*key.parts)
-        origin_dir = origin_tree.arch_dir(key)
+        origin_dir = mirror.tree.arch_dir(key)
         index = published / "APKINDEX.tar.gz"
         assert index.read_bytes() == (origin_dir / "APKINDEX.tar.gz").read_bytes()
         assert int(index.stat().st_mtime) == int((origin_dir / "APKINDEX.tar.gz").stat().st_mtime)
-        for package in origin_tree.packages(key):
+        for package in mirror.tree.packages(key):
             path = published / package.spec.filename
             info = path.lstat()
             assert stat.S_ISREG(info.st_mode), "plain files, never symlinks"
@@ -89,16 +69,16 @@ async def test_two_branches_two_arches_end_to_end(
     # Every shared package: one request, one stored object, four published links.
     objects = stored_objects(config.storage.path)
     for spec in SHARED:
-        data = origin_tree.built(spec).data
+        data = mirror.tree.built(spec).data
         assert hashlib.sha256(data).hexdigest() in objects
-        requests = [r for r in origin.package_requests() if r.path.endswith(spec.filename)]
+        requests = [r for r in mirror.origin.package_requests() if r.path.endswith(spec.filename)]
         assert len(requests) == 1
     unique_packages = {
-        hashlib.sha256(p.data).hexdigest() for k in layout for p in origin_tree.packages(k)
+        hashlib.sha256(p.data).hexdigest() for k in layout for p in mirror.tree.packages(k)
     }
     assert len(unique_packages) == 4 * 12 + 3
     assert len(objects) == len(unique_packages) + 4  # + the four indexes, kept for rollback
-    assert len(origin.package_requests()) == len(unique_packages)
+    assert len(mirror.origin.package_requests()) == len(unique_packages)
     assert temp_leftovers(config.storage.path, config.publish.path) == []
 
     # The state database recorded one snapshot per arch with its file list.
@@ -116,45 +96,37 @@ async def test_two_branches_two_arches_end_to_end(
 
 
 async def test_second_pass_is_conditional_and_downloads_nothing(
-    tmp_path: Path,
-    origin_tree: OriginTree,
-    origin: OriginServer,
-    keys_dir: Path,
-    logs: LogCapture,
+    mirror: Mirror,
 ) -> None:
-    populate(origin_tree)
-    config = config_for(tmp_path, origin, keys_dir)
-    await sync_once(config, logs.logger())
-    before = len(origin.requests)
+    populate(mirror.tree)
+    config = mirror.config(*KEYS)
+    await mirror.sync(config)
+    before = len(mirror.origin.requests)
 
-    results = await sync_once(config, logs.logger())
+    results = await mirror.sync(config)
 
     assert [r.outcome for r in results] == ["unchanged"] * 4
-    later = origin.requests[before:]
+    later = mirror.origin.requests[before:]
     assert len(later) == 4
     assert all(r.path.endswith("APKINDEX.tar.gz") and r.status == 200 for r in later)
     assert all("If-None-Match" in r.headers and "If-Modified-Since" in r.headers for r in later)
 
 
 async def test_storage_lost_published_tree_kept_refetches_and_republishes(
-    tmp_path: Path,
-    origin_tree: OriginTree,
-    origin: OriginServer,
-    keys_dir: Path,
-    logs: LogCapture,
+    mirror: Mirror,
 ) -> None:
     """A new state database adopts the served index as the guard's baseline."""
-    populate(origin_tree)
-    config = config_for(tmp_path, origin, keys_dir)
-    await sync_once(config, logs.logger())
-    requests_before = len(origin.package_requests())
+    populate(mirror.tree)
+    config = mirror.config(*KEYS)
+    await mirror.sync(config)
+    requests_before = len(mirror.origin.package_requests())
     shutil.rmtree(config.storage.path)
 
-    results = await sync_once(config, logs.logger())
+    results = await mirror.sync(config)
 
     assert [r.outcome for r in results] == ["published"] * 4
-    assert len(logs.events("recovery.snapshot.adopted")) == 4
-    assert sum(e["packages"] for e in logs.events("sync.arch.seeded")) == 60
-    assert len(origin.package_requests()) == requests_before  # nothing downloaded again
+    assert len(mirror.logs.events("recovery.snapshot.adopted")) == 4
+    assert sum(e["packages"] for e in mirror.logs.events("sync.arch.seeded")) == 60
+    assert len(mirror.origin.package_requests()) == requests_before  # nothing downloaded again
     assert check_published(config).ok
     assert len(stored_objects(config.storage.path)) == 4 * 12 + 3 + 4

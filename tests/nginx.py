@@ -1,0 +1,125 @@
+"""A private nginx serving a directory on 127.0.0.1, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+CONFIG = """
+worker_processes {workers};
+daemon off;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    types {{ application/gzip gz; application/octet-stream apk; }}
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/client;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        autoindex on;
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if found is None:
+        raise RuntimeError("nginx is not installed: run ./dev test, which installs it")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Nginx:
+    def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
+        self.root = root
+        self.prefix = prefix
+        self.workers = workers
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(
+            CONFIG.format(
+                workers=self.workers, user=user, prefix=self.prefix, port=self.port, root=self.root
+            )
+        )
+        self._process = subprocess.Popen(
+            [
+                nginx_binary(),
+                "-c",
+                str(conf),
+                "-p",
+                str(self.prefix),
+                "-e",
+                str(self.prefix / "error.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while True:  # wait for the port to accept connections
+            if self._process.poll() is not None:
+                log = (self.prefix / "error.log").read_text(errors="replace")
+                raise RuntimeError(f"nginx exited: {log}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def __enter__(self) -> Nginx:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,53 @@
+"""The sync command's contract: exit codes and one line per failed arch."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mirrord.demo.repogen import build_index, simple_specs
+from mirrord.lock import StorageLock
+from mirrord.model import ArchKey
+from tests.helpers import Mirror, spawn_mirrord
+
+GOOD = ArchKey("v3.20", "main", "x86_64")
+BAD = ArchKey("v3.20", "main", "aarch64")
+
+
+async def mirrord(*args: str) -> tuple[int, str, str]:
+    process = await spawn_mirrord(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_sync_exit_codes_and_failure_lines(mirror: Mirror) -> None:
+    mirror.tree.put(GOOD, simple_specs("a", 5))
+    mirror.tree.put(BAD, simple_specs("b", 5, arch="aarch64"))
+    mirror.tree.write_index(BAD, build_index(mirror.tree.packages(BAD), None))  # unsigned
+    config = str(mirror.config_file(GOOD, BAD))
+
+    code, _out, err = await mirrord("sync", "--config", config, "--log-format", "json")
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"mirrord: {BAD}: failed: signature check failed: index is not signed (no .SIGN.RSA member)"
+    ]
+
+    code, _out, err = await mirrord("sync", "--config", config, "--only", str(GOOD))
+    assert (code, err) == (0, "")
+
+    code, _out, err = await mirrord("sync", "--config", config, "--only", "v9/x/y")
+    assert code == 2 and "not in the configuration" in err
+
+
+async def test_a_second_instance_on_the_same_storage_is_refused(mirror: Mirror) -> None:
+    mirror.tree.put(GOOD, simple_specs("a", 2))
+    config = str(mirror.config_file(GOOD))
+    lock = StorageLock.acquire(mirror.tmp / "storage")
+    try:
+        code, _out, err = await mirrord("sync", "--config", config)
+    finally:
+        lock.release()
+    assert code == 3
+    assert "locked by another mirrord" in err and "Traceback" not in err
