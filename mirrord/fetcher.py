@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity import RetryCallState
 
 from mirrord.apkpackage import PackageDigest, PackageDigester, check_package
 from mirrord.clock import Clock
@@ -34,6 +34,7 @@ from mirrord.fairqueue import FairQueue, QueueClosed
 from mirrord.metrics import Metrics
 from mirrord.model import ArchKey, PackageRef
 from mirrord.origin import OriginClient
+from mirrord.retry import retry_reason, retrying
 from mirrord.store import ContentStore, Landing
 
 READ_CHUNK = 1 << 18
@@ -107,10 +108,6 @@ class FetchJob:
     ref: PackageRef
     done: asyncio.Future[str]
     waiters: set[ArchKey] = field(default_factory=set)
-
-
-def _retryable(error: BaseException) -> bool:
-    return isinstance(error, TransientOriginError)
 
 
 class Fetcher:
@@ -243,38 +240,14 @@ class Fetcher:
         raise AssertionError("unreachable")
 
     async def _transfer_with_retries(self, job: FetchJob, sink: PackageSink) -> PackageDigest:
-        started = self._clock.monotonic()
-        config = self._config
-
-        def stop(state: RetryCallState) -> bool:
-            return (
-                state.attempt_number >= config.attempts
-                or self._clock.monotonic() - started >= config.retry_max_time
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop,
-            wait=self._wait,
-            retry=retry_if_exception(_retryable),
-            sleep=self._clock.sleep,
-            before_sleep=lambda state: self._note_retry(job, state),
-            reraise=True,
+        policy = retrying(
+            self._config, self._clock, self._rng, lambda state: self._note_retry(job, state)
         )
-        result: PackageDigest = await retrying(self._transfer, job, sink)
+        result: PackageDigest = await policy(self._transfer, job, sink)
         return result
 
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        retry_after = error.retry_after if isinstance(error, TransientOriginError) else None
-        if retry_after is not None and retry_after >= 0:
-            return min(retry_after, self._config.retry_max_time)
-        base = min(30.0, 0.5 * 2.0 ** (state.attempt_number - 1))
-        return base / 2 + self._rng.uniform(0, base / 2)
-
     def _note_retry(self, job: FetchJob, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        status = getattr(error, "status", None)
-        reason = f"http_{status}" if status else "network"
+        reason, error = retry_reason(state)
         self._metrics.retries.labels(reason=reason).inc()
         self._log.info(
             "fetch.package.retry",

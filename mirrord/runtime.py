@@ -21,7 +21,7 @@ from mirrord.config import Config
 from mirrord.crashpoints import CrashPoints
 from mirrord.durable import same_filesystem
 from mirrord.errors import ConfigError, StoreError
-from mirrord.fetcher import Fetcher, Throttle
+from mirrord.fetcher import Fetcher
 from mirrord.lock import StorageLock
 from mirrord.metrics import Metrics
 from mirrord.origin import OriginClient
@@ -31,6 +31,7 @@ from mirrord.signing import Keyring
 from mirrord.statedb import StateDB
 from mirrord.store import ContentStore
 from mirrord.sync import SyncEngine
+from mirrord.traffic import TrafficControl
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Runtime:
     clock: Clock
     log: FilteringBoundLogger
     recovery: RecoveryReport
+    traffic: TrafficControl
 
 
 def prepare_paths(config: Config) -> None:
@@ -74,7 +76,6 @@ async def open_runtime(
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     crash: CrashPoints | None = None,
-    throttle: Throttle | None = None,
 ) -> AsyncIterator[Runtime]:
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
@@ -107,6 +108,7 @@ async def open_runtime(
                 ) from None
             async with OriginClient.open(config.origin.url, config.fetch) as origin:
                 committer = Committer(store, db, clock, log, crash)
+                traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
                 fetcher = Fetcher(
                     origin,
                     store,
@@ -115,7 +117,7 @@ async def open_runtime(
                     clock=clock,
                     log=log,
                     metrics=metrics,
-                    throttle=throttle,
+                    throttle=traffic,
                 )
                 engine = SyncEngine(
                     config=config,
@@ -142,17 +144,20 @@ async def open_runtime(
                     clock,
                     log,
                     report,
+                    traffic,
                 )
                 body_error: BaseException | None = None
                 async with asyncio.TaskGroup() as group:
                     group.create_task(committer.run(), name="committer")
                     group.create_task(_workers_then_close(fetcher, committer), name="fetch-workers")
+                    shaper = group.create_task(traffic.run(), name="traffic-schedule")
                     try:
                         yield runtime
                     except BaseException as error:  # re-raised below, outside the TaskGroup
                         body_error = error
                     finally:
                         fetcher.stop_taking_work()
+                        shaper.cancel()
                 if body_error is not None:
                     raise body_error
         finally:

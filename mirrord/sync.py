@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
+from tenacity import RetryCallState
 
 from mirrord.apkindex import IndexArchive, read_index_archive
 from mirrord.apkpackage import PackageDigester, check_package
@@ -37,6 +39,7 @@ from mirrord.model import ArchKey, PackageRef, PublishedFile
 from mirrord.origin import IndexResult, OriginClient
 from mirrord.plan import due_deletions, plan_fetch, plan_publish, snapshot_files
 from mirrord.publisher import INDEX_NAME, Publisher
+from mirrord.retry import retry_reason, retrying
 from mirrord.signing import Keyring
 from mirrord.statedb import Snapshot, StateDB
 from mirrord.store import Landing
@@ -90,6 +93,7 @@ class SyncEngine:
     log: FilteringBoundLogger
     metrics: Metrics
     crash: CrashPoints = field(default_factory=CrashPoints)
+    rng: random.Random = field(default_factory=random.Random)
     states: dict[ArchKey, ArchState] = field(default_factory=dict)
     _locks: dict[ArchKey, asyncio.Lock] = field(default_factory=dict)
 
@@ -156,8 +160,15 @@ class SyncEngine:
         current = await self.db.call(self.db.current, arch)
         snapshot = current[0] if current else None
         trusted = snapshot is not None and await self._published_index_intact(key, snapshot)
+        def note_retry(state: RetryCallState) -> None:
+            reason, error = retry_reason(state)
+            self.metrics.retries.labels(reason=reason).inc()
+            log.info("sync.index.retry", attempt=state.attempt_number, error=str(error))
+
+        policy = retrying(self.config.fetch, self.clock, self.rng, note_retry)
         try:
-            response = await self.origin.fetch_index(
+            response: IndexResult = await policy(
+                self.origin.fetch_index,
                 key,
                 etag=snapshot.etag if trusted and snapshot else None,
                 last_modified=snapshot.last_modified_header if trusted and snapshot else None,

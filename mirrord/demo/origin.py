@@ -72,6 +72,8 @@ class OriginServer:
         self.release_stalls = asyncio.Event()
         self.request_seen = asyncio.Condition()
         self.stalled = asyncio.Event()
+        self.active_packages = 0
+        self.max_active_packages = 0
         self._runner: web.AppRunner | None = None
 
     @property
@@ -140,6 +142,16 @@ class OriginServer:
         return candidate
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not request.path.endswith(".apk"):
+            return await self._serve(request)
+        self.active_packages += 1
+        self.max_active_packages = max(self.max_active_packages, self.active_packages)
+        try:
+            return await self._serve(request)
+        finally:
+            self.active_packages -= 1
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         queue = self.faults.get(request.path)
         fault = queue.popleft() if queue else None
         path = self._resolve(request)
@@ -149,13 +161,14 @@ class OriginServer:
         if path is None:
             await self._record(request, 404, None)
             return web.Response(status=404, text="not found\n")
-        if fault is None and self.supports_range:
-            await self._record(request, 200, None)
+        etag = _etag(path)
+        if fault is None and self.supports_range and _if_range_holds(request, etag):
+            await self._record(request, 206 if "Range" in request.headers else 200, None)
             return web.FileResponse(path)
         data = path.read_bytes()
         if fault is None or fault.kind == "ignore_range":
-            await self._record(request, 200, fault.kind if fault else "no_range")
-            return web.Response(body=data, headers={"ETag": _etag(path)})
+            await self._record(request, 200, fault.kind if fault else "full_body")
+            return web.Response(body=data, headers={"ETag": etag})
         await self._record(request, 200, fault.kind)
         if fault.kind == "truncate":
             return web.Response(body=data[: fault.after], headers={"ETag": _etag(path)})
@@ -174,8 +187,16 @@ class OriginServer:
             await self.release_stalls.wait()
         transport = request.transport
         if transport is not None:
-            transport.abort()
+            transport.close()  # flush what was written, then end the connection early
         return response
+
+
+def _if_range_holds(request: web.Request, etag: str) -> bool:
+    """aiohttp's FileResponse only understands If-Range dates; compare entity tags here."""
+    value = request.headers.get("If-Range")
+    if value is None or not (value.startswith('"') or value.startswith("W/")):
+        return True
+    return value == etag
 
 
 def _etag(path: Path) -> str:

@@ -1,0 +1,41 @@
+"""Bounded and fair: connection limits hold, and small arches are not starved by a big one."""
+
+from __future__ import annotations
+
+import pytest
+
+from mirrord.demo.repogen import simple_specs
+from mirrord.model import ArchKey
+from tests.helpers import Mirror
+
+HUGE = ArchKey("edge", "community", "x86_64")
+SMALL = [ArchKey("edge", "main", arch) for arch in ("aarch64", "armv7", "riscv64")]
+
+
+async def test_small_arches_publish_long_before_a_huge_one_finishes(mirror: Mirror) -> None:
+    mirror.tree.put(HUGE, simple_specs("big", 240, payload=20_000))
+    for key in SMALL:
+        mirror.tree.put(key, simple_specs(f"small-{key.arch}", 4, arch=key.arch, payload=20_000))
+    config = mirror.config(HUGE, *SMALL, fetch={"concurrency": 2})
+
+    results = await mirror.sync(config)
+
+    assert all(r.outcome == "published" for r in results)
+    published = [e["arch"] for e in mirror.logs.events("publish.snapshot.done")]
+    assert published[-1] == str(HUGE)
+    # Each small arch was published while the huge one still had most of its work to do.
+    requests = [r.path for r in mirror.origin.package_requests()]
+    for key in SMALL:
+        last_small = max(i for i, path in enumerate(requests) if path.startswith(f"/{key}/"))
+        assert last_small < 40, f"{key} waited behind {last_small} downloads"
+
+
+@pytest.mark.parametrize(("concurrency", "per_host", "bound"), [(8, 3, 3), (2, 16, 2)])
+async def test_downloads_in_flight_stay_within_the_limits(
+    mirror: Mirror, concurrency: int, per_host: int, bound: int
+) -> None:
+    key = ArchKey("v3.20", "main", "x86_64")
+    mirror.tree.put(key, simple_specs("pkg", 60, payload=50_000))
+    config = mirror.config(key, fetch={"concurrency": concurrency, "per_host": per_host})
+    assert (await mirror.sync(config))[0].outcome == "published"
+    assert 1 <= mirror.origin.max_active_packages <= bound

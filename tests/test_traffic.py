@@ -1,0 +1,151 @@
+"""Token bucket, schedule and rate changes, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from mirrord.clock import FakeClock
+from mirrord.config import FetchConfig, ScheduleWindow
+from mirrord.demo.repogen import simple_specs
+from mirrord.logs import make_logger
+from mirrord.metrics import Metrics
+from mirrord.model import ArchKey
+from mirrord.traffic import (
+    RateMeter,
+    TokenBucket,
+    TrafficControl,
+    minutes_to_next_edge,
+    scheduled_rate,
+)
+from mirrord.units import parse_rate
+from tests.helpers import Mirror
+
+MB = 1_000_000
+
+
+async def test_unlimited_bucket_never_sleeps() -> None:
+    clock = FakeClock(autojump=True)
+    bucket = TokenBucket(None, 1000, clock)
+    await bucket.consume(10**9)
+    assert clock.slept == []
+
+
+async def test_bucket_allows_the_burst_then_the_rate() -> None:
+    clock = FakeClock(autojump=True)
+    bucket = TokenBucket(1000.0, 500, clock)
+    await bucket.consume(500)  # the full bucket: no wait
+    assert clock.monotonic() == 0
+    await bucket.consume(2000)  # four more bursts' worth, at 1000 B/s
+    assert clock.monotonic() == pytest.approx(2.0, abs=1e-6)
+
+
+async def test_bytes_in_any_window_stay_under_burst_plus_rate() -> None:
+    clock = FakeClock(autojump=True)
+    rate, burst = 20 * MB, 4 * MB
+    bucket = TokenBucket(float(rate), burst, clock)
+    stamps: list[tuple[float, int]] = []
+    for _ in range(4000):  # 256 KiB chunks, as the fetcher reads them
+        await bucket.consume(262_144)
+        stamps.append((clock.monotonic(), 262_144))
+    total_time = stamps[-1][0]
+    total = sum(n for _, n in stamps)
+    assert (total - burst) / total_time == pytest.approx(rate, rel=0.01)
+    for start, _ in stamps[::50]:
+        in_window = sum(n for t, n in stamps if start <= t < start + 1.0)
+        assert in_window <= rate + burst
+
+
+async def test_a_rate_change_reaches_a_waiting_download_within_a_second() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10.0, 10, clock)
+    await bucket.consume(10)
+    async with asyncio.TaskGroup() as group:
+        waiting = group.create_task(bucket.consume(10_000))  # 1000 s at 10 B/s
+        await settle(lambda: clock.sleepers == 1)
+        bucket.set_rate(None)
+        for _ in range(4):
+            clock.advance(0.25)
+            if await settle(waiting.done):
+                break
+    assert waiting.done() and clock.monotonic() <= 1.0
+
+
+def test_schedule_windows() -> None:
+    windows = (
+        ScheduleWindow(0, 360, None),
+        ScheduleWindow(360, 1440, parse_rate("50MB/s")),
+    )
+    assert scheduled_rate(windows, 7.0, 0) is None
+    assert scheduled_rate(windows, 7.0, 359.9) is None
+    assert scheduled_rate(windows, 7.0, 360) == 50 * MB
+    assert scheduled_rate(windows, 7.0, 1439.99) == 50 * MB
+    assert scheduled_rate((ScheduleWindow(60, 120, 1.0),), 7.0, 30) == 7.0  # gap: the default
+    assert minutes_to_next_edge(windows, 100) == 260
+    assert minutes_to_next_edge(windows, 400) == 1040
+    assert minutes_to_next_edge((ScheduleWindow(60, 120, 1.0),), 130) == 1440 - 130 + 60
+
+
+async def settle(condition: Callable[[], bool], turns: int = 1000) -> bool:
+    """Let the event loop run (no real time passes) until ``condition`` holds."""
+    for _ in range(turns):
+        if condition():
+            return True
+        await asyncio.sleep(0)
+    return condition()
+
+
+async def test_traffic_control_follows_the_schedule_edge_and_overrides() -> None:
+    clock = FakeClock(start=0.0)
+    config = FetchConfig(
+        rate_limit=1.0 * MB,
+        schedule=(ScheduleWindow(0, 360, None), ScheduleWindow(360, 1440, 50.0 * MB)),
+    )
+    metrics = Metrics()
+    traffic = TrafficControl(
+        config,
+        clock=clock,
+        metrics=metrics,
+        log=make_logger("error", "json"),
+        minute_of_day=lambda ts: (ts / 60) % 1440,  # UTC-like local time for the test
+    )
+    async with asyncio.TaskGroup() as group:
+        follower = group.create_task(traffic.run())
+        assert await settle(lambda: clock.sleepers == 1)  # waiting for the next edge
+        assert traffic.bucket.rate is None  # 00:00: unlimited
+        clock.advance(6 * 3600 + 1)  # past 06:00
+        assert await settle(lambda: traffic.bucket.rate == 50 * MB)
+        assert metrics.registry.get_sample_value("mirrord_rate_limit_bytes_per_second") == 50 * MB
+        traffic.set_override(5.0 * MB)
+        assert traffic.bucket.rate == 5 * MB and traffic.override == 5 * MB
+        traffic.clear_override()
+        assert traffic.bucket.rate == 50 * MB and traffic.override == "schedule"
+        follower.cancel()
+
+
+def test_rate_meter_window() -> None:
+    clock = FakeClock()
+    meter = RateMeter(clock, window=5.0)
+    for _ in range(10):
+        meter.add(1000)
+        clock.advance(0.5)
+    assert meter.rate() == pytest.approx(10_000 / 5.0)
+    clock.advance(10)
+    assert meter.rate() == 0 and meter.bytes == 10_000
+
+
+async def test_the_rate_limit_shapes_a_real_sync(mirror: Mirror) -> None:
+    key = ArchKey("v3.20", "main", "x86_64")
+    mirror.tree.put(key, simple_specs("pkg", 20, payload=30_000))
+    total = sum(len(p.data) for p in mirror.tree.packages(key))
+    config = mirror.config(key, fetch={"rate_limit": "100KB/s", "burst": "64KiB"})
+    clock = FakeClock(autojump=True)
+
+    (result,) = await mirror.sync(config, clock=clock)
+
+    assert result.outcome == "published"
+    expected = (total - 64 * 1024) / 100_000
+    assert clock.monotonic() == pytest.approx(expected, rel=0.02)
+    assert max(clock.slept) <= 0.25
