@@ -10,11 +10,12 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from mirrord import __version__
+from mirrord.aio import run_async
 from mirrord.config import Config, load_config
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import ConfigError, LockHeldError, MirrordError
@@ -26,20 +27,6 @@ DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
 T = TypeVar("T")
-
-
-def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a declared dependency
-        return asyncio.new_event_loop
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
-def run_async(main: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
-        return runner.run(main)
 
 
 def _fail(message: str, code: int) -> int:

@@ -1,17 +1,19 @@
-"""Group commit of verified downloads into the store.
+"""Group commit: make stored objects durable, then record them.
 
-Downloads hand their verified temp files here. One task lands everything
-that has queued up since its last round: record the intent in the state
-database, rename the files into ``objects/``, one ``syncfs`` for the whole
-batch, then mark them durable. Only then does anyone learn the object exists.
+Downloads rename verified files into ``objects/`` themselves (content-addressed
+and verified, an object appearing there early is harmless) and queue them
+here. One task takes everything queued since its last round, makes it
+durable with one ``syncfs`` and records it in the state database in one
+statement. Only then does anyone learn the object exists, and only then can an
+index that lists it be published. An object renamed but not yet recorded
+when the process dies is found and re-verified by start-up recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
@@ -19,12 +21,12 @@ from mirrord.clock import Clock
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import MirrordError, StoreError
 from mirrord.statedb import StateDB
-from mirrord.store import ContentStore, Landing
+from mirrord.store import ContentStore, StoredObject
 
 
 @dataclass
 class _Request:
-    landing: Landing
+    stored: StoredObject
     checksum: str | None
     done: asyncio.Future[str]
 
@@ -37,6 +39,9 @@ class Committer:
         clock: Clock,
         log: FilteringBoundLogger,
         crash: CrashPoints | None = None,
+        max_pending: int = 4096,
+        window: float = 0.1,
+        batch_max: int = 5000,
     ) -> None:
         self._store = store
         self._db = db
@@ -44,18 +49,36 @@ class Committer:
         self._log = log
         self._crash = crash or CrashPoints()
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max_pending)
+        self._window = window
+        self._batch_max = batch_max
+        self._busy: Callable[[], bool] = lambda: False
         self.batches = 0
 
-    async def land(self, landing: Landing, checksum: str | None) -> str:
-        """Return the object's digest once it is durable and recorded."""
+    async def submit(self, stored: StoredObject, checksum: str | None) -> asyncio.Future[str]:
+        """Queue a landed object; the future gives the digest once durable and recorded.
+
+        Waits only while ``max_pending`` landings are already queued (backpressure
+        on downloads when the disk cannot keep up).
+        """
+        await self._slots.acquire()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(landing, checksum, done))
-        return await done
+        done.add_done_callback(lambda _: self._slots.release())
+        self._queue.put_nowait(_Request(stored, checksum, done))
+        return done
+
+    async def land(self, stored: StoredObject, checksum: str | None) -> str:
+        """Return the object's digest once it is durable and recorded."""
+        return await (await self.submit(stored, checksum))
 
     async def land_bytes(self, data: bytes) -> str:
-        temp = self._store.temp_path("blob")
-        sha256 = await asyncio.to_thread(_write_temp, temp, data)
-        return await self.land(Landing(temp, sha256, len(data)), None)
+        """Store in-memory content (an index); its digest once durable and recorded."""
+        sha256 = await asyncio.to_thread(self._store.put_bytes, data)
+        return await self.land(StoredObject(sha256, len(data)), None)
+
+    def wait_for_more_while(self, busy: Callable[[], bool]) -> None:
+        """Tell the committer when more landings are on their way (downloads running)."""
+        self._busy = busy
 
     def close(self) -> None:
         self._queue.put_nowait(None)
@@ -65,28 +88,42 @@ class Committer:
             first = await self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            closing = False
-            while not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    closing = True
-                    break
-                batch.append(item)
+            batch, closing = await self._gather([first])
             await self._commit(batch)
             if closing:
                 return
 
+    async def _gather(self, batch: list[_Request]) -> tuple[list[_Request], bool]:
+        """Take what is queued; while downloads are running, wait up to ``window`` for more.
+
+        One syncfs costs milliseconds whatever the batch size: under load, fewer
+        and larger batches are what makes durability cheap.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._window
+        while len(batch) < self._batch_max:
+            if not self._queue.empty():
+                item = self._queue.get_nowait()
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not self._busy():
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
     async def _commit(self, batch: list[_Request]) -> None:
         try:
-            rows = [(r.landing.sha256, r.landing.size, r.checksum) for r in batch]
-            await self._db.call(self._db.begin_landing, rows, self._clock.time())
-            self._crash.reach("store.after_intent")
-            await asyncio.to_thread(self._land_all, batch)
-            self._crash.reach("store.after_rename")
+            self._crash.reach("store.before_sync")
             await asyncio.to_thread(self._store.sync)
             self._crash.reach("store.after_sync")
-            await self._db.call(self._db.mark_durable, [r.landing.sha256 for r in batch])
+            rows = [(r.stored.sha256, r.stored.size, r.checksum) for r in batch]
+            await self._db.call(self._db.record_objects, rows, self._clock.time())
         except OSError as error:
             failure: MirrordError = StoreError(
                 str(self._store.root), f"cannot land objects: {error.strerror or error}"
@@ -99,14 +136,4 @@ class Committer:
         self.batches += 1
         for request in batch:
             if not request.done.done():
-                request.done.set_result(request.landing.sha256)
-
-    def _land_all(self, batch: list[_Request]) -> None:
-        for request in batch:
-            self._store.land(request.landing)
-
-
-def _write_temp(path: Path, data: bytes) -> str:
-    with open(path, "wb") as handle:
-        handle.write(data)
-    return hashlib.sha256(data).hexdigest()
+                request.done.set_result(request.stored.sha256)

@@ -8,6 +8,7 @@ that uses those paths.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class FetchConfig:
     rate_limit: float | None = None
     burst: int = 4 * 1024 * 1024
     schedule: tuple[ScheduleWindow, ...] = ()
+    processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,18 @@ def _schedule(value: object, where: str) -> tuple[ScheduleWindow, ...]:
     return tuple(windows)
 
 
+def default_processes() -> int:
+    """Fetch worker processes for ``auto``: one per core, none on a single core."""
+    cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(cores, 4)
+
+
+def _processes(value: object, where: str) -> int:
+    if value == "auto":
+        return default_processes()
+    return _int_range(0, 64)(value, where)
+
+
 def _repositories(value: object, where: str) -> tuple[RepositorySet, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(where, f"expected a non-empty list, got {_kind(value)}")
@@ -394,6 +408,7 @@ def parse_config(data: object) -> Config:
         rate_limit=fetch_section.get("rate_limit", _rate, None),
         burst=fetch_section.get("burst", _size, 4 * 1024 * 1024),
         schedule=fetch_section.get("schedule", _schedule, ()),
+        processes=fetch_section.get("processes", _processes, default_processes()),
     )
     fetch_section.finish()
 

@@ -15,8 +15,7 @@ ENV_VAR = "MIRRORD_CRASH_AT"
 
 KNOWN_POINTS = frozenset(
     {
-        "store.after_intent",
-        "store.after_rename",
+        "store.before_sync",
         "store.after_sync",
         "publish.after_links",
         "publish.before_index_rename",

@@ -162,3 +162,7 @@ class ShuttingDownError(MirrordError):
 
     def __init__(self) -> None:
         super().__init__("mirrord is shutting down; not started")
+
+
+class InternalError(MirrordError):
+    """A bug caught at a boundary so one package or arch fails, not the daemon."""

@@ -1,105 +1,49 @@
-"""Package downloads: N workers draining a fair queue, verifying as bytes arrive.
+"""Package downloads: N workers draining a fair queue, one download per identity.
 
-Each job streams one package into a temp file while hashing it (in a worker
-thread, in large batches), checks it against the signed index (size, ``C:``,
-``datahash``), and hands it to the committer. Transient failures are retried
-with backoff and resumed with ``Range`` when the origin allows it; a package
-that fails verification is fetched once more from scratch, then fails.
+The Fetcher decides what runs when: jobs are deduplicated by index identity
+(``C:``, ``S:``) across arches and branches, handed out round-robin between
+arches (so a huge arch cannot starve small ones), and bounded by
+``fetch.concurrency``. Each job runs on a Downloader (on this event loop, or
+in a fetch worker process) and its verified temp file goes to the committer;
+the worker moves on while the object lands with the next group commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import random
+import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
-from tenacity import RetryCallState
 
-from mirrord.apkpackage import PackageDigest, PackageDigester, check_package
-from mirrord.clock import Clock
 from mirrord.committer import Committer
-from mirrord.config import FetchConfig
-from mirrord.errors import (
-    MirrordError,
-    PackageVerifyError,
-    ShuttingDownError,
-    StoreError,
-    TransientOriginError,
-)
+from mirrord.errors import InternalError, MirrordError, ShuttingDownError, StoreError
 from mirrord.fairqueue import FairQueue, QueueClosed
 from mirrord.metrics import Metrics
 from mirrord.model import ArchKey, PackageRef
-from mirrord.origin import OriginClient
-from mirrord.retry import retry_reason, retrying
-from mirrord.store import ContentStore, Landing
-
-READ_CHUNK = 1 << 18
-FLUSH_AT = 1 << 20  # hand bytes to the hashing/writing thread in batches this big
+from mirrord.store import StoredObject
 
 
-class Throttle(Protocol):
-    async def consume(self, nbytes: int) -> None: ...
+class Downloader(Protocol):
+    async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject: ...
 
 
-class Unthrottled:
-    async def consume(self, nbytes: int) -> None:
-        return None
+class MetricsEvents:
+    """FetchEvents that land in the daemon's Prometheus metrics."""
 
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
 
-class PackageSink:
-    """A temp file plus the running digests of what was written to it. Blocking."""
+    def received(self, key: ArchKey, nbytes: int) -> None:
+        labels = self._metrics.labels(key)
+        self._metrics.fetched_bytes.labels(**labels, outcome="received").inc(nbytes)
 
-    def __init__(self, path: Path, filename: str) -> None:
-        self.path = path
-        self.filename = filename
-        self.written = 0
-        self.validator: str | None = None  # If-Range value for a resume
-        self._digester = PackageDigester(filename)
-        self._fd = -1
+    def retried(self, reason: str) -> None:
+        self._metrics.retries.labels(reason=reason).inc()
 
-    def _open(self) -> None:
-        try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as error:
-            raise StoreError(str(self.path), f"cannot create temp file: {error.strerror}") from None
-
-    def restart(self) -> None:
-        self.close()
-        self._digester = PackageDigester(self.filename)
-        self.written = 0
-        self._open()
-
-    def write(self, data: bytes) -> None:
-        if self._fd < 0:
-            self._open()
-        self._digester.feed(data)
-        view = memoryview(data)
-        try:
-            while view.nbytes:
-                count = os.write(self._fd, view)
-                view = view[count:]
-        except OSError as error:
-            raise StoreError(str(self.path), f"cannot write: {error.strerror}") from None
-        self.written += len(data)
-
-    def finish(self) -> PackageDigest:
-        if self._fd < 0:
-            self._open()
-        self.close()
-        return self._digester.finish()
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def discard(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
+    def verify_failed(self, reason: str) -> None:
+        self._metrics.verification_failures.labels(reason=reason).inc()
 
 
 @dataclass
@@ -113,31 +57,21 @@ class FetchJob:
 class Fetcher:
     def __init__(
         self,
-        origin: OriginClient,
-        store: ContentStore,
+        downloader: Downloader,
         committer: Committer,
-        config: FetchConfig,
         *,
-        clock: Clock,
+        concurrency: int,
         log: FilteringBoundLogger,
         metrics: Metrics,
-        throttle: Throttle | None = None,
-        rng: random.Random | None = None,
     ) -> None:
-        self._origin = origin
-        self._store = store
+        self.downloader = downloader
         self._committer = committer
-        self._config = config
-        self._clock = clock
+        self._concurrency = concurrency
         self._log = log
         self._metrics = metrics
-        self.throttle: Throttle = throttle or Unthrottled()
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._queue: FairQueue[FetchJob] = FairQueue()
         self._jobs: dict[tuple[str, int], FetchJob] = {}
         self.in_flight = 0
-
-    # --- the public face ----------------------------------------------------------
 
     def fetch(self, key: ArchKey, ref: PackageRef) -> asyncio.Future[str]:
         """A future for the stored object's SHA-256; one download per identity."""
@@ -169,10 +103,8 @@ class Fetcher:
     async def run(self) -> None:
         """The worker pool; returns after ``stop_taking_work`` once in-flight jobs end."""
         async with asyncio.TaskGroup() as group:
-            for number in range(self._config.concurrency):
+            for number in range(self._concurrency):
                 group.create_task(self._worker(), name=f"fetch-worker-{number}")
-
-    # --- workers --------------------------------------------------------------------
 
     async def _worker(self) -> None:
         while True:
@@ -184,22 +116,41 @@ class Fetcher:
             self.in_flight += 1
             self._metrics.in_flight.inc()
             try:
-                sha256 = await self._fetch_verified(job)
+                stored = await self.downloader.download(job.key, job.ref)
             except MirrordError as error:
                 self._finish(job, error=error)
-            else:
-                self._finish(job, sha256=sha256)
+                continue
+            except Exception as error:  # a bug must cost one package, not the daemon
+                self._log.exception("fetch.package.crashed", package=job.ref.filename)
+                self._finish(job, error=InternalError(f"{job.ref.filename}: {error!r}"))
+                continue
             finally:
                 self.in_flight -= 1
                 self._metrics.in_flight.dec()
+            # Durability is the committer's business: this worker moves on to the
+            # next download while the object lands with the next group commit.
+            landed = await self._committer.submit(stored, job.ref.checksum)
+            landed.add_done_callback(functools.partial(self._landed, job))
+
+    def _landed(self, job: FetchJob, landed: asyncio.Future[str]) -> None:
+        if landed.cancelled():
+            self._finish(job, error=ShuttingDownError())
+            return
+        error = landed.exception()
+        if error is None:
+            self._finish(job, sha256=landed.result())
+        elif isinstance(error, MirrordError):
+            self._finish(job, error=error)
+        else:
+            self._finish(job, error=StoreError(job.ref.filename, f"landing failed: {error}"))
 
     def _finish(
         self, job: FetchJob, *, sha256: str | None = None, error: MirrordError | None = None
     ) -> None:
         self._jobs.pop(job.ref.identity, None)
-        labels = self._metrics.labels(job.key)
         if job.done.done():
             return
+        labels = self._metrics.labels(job.key)
         if error is not None:
             self._metrics.fetched_files.labels(**labels, outcome="failed").inc()
             job.done.set_exception(error)
@@ -207,108 +158,6 @@ class Fetcher:
             assert sha256 is not None
             self._metrics.fetched_files.labels(**labels, outcome="stored").inc()
             job.done.set_result(sha256)
-
-    async def _fetch_verified(self, job: FetchJob) -> str:
-        log = self._log.bind(arch=str(job.key), package=job.ref.filename)
-        for attempt in (1, 2):
-            sink = PackageSink(self._store.temp_path(job.ref.filename), job.ref.filename)
-            try:
-                digest = await self._transfer_with_retries(job, sink)
-                check_package(job.ref, digest)
-            except PackageVerifyError as error:
-                await asyncio.to_thread(sink.discard)
-                self._metrics.verification_failures.labels(reason=_reason(error)).inc()
-                log.warning(
-                    "fetch.package.verify_failed",
-                    what=error.what,
-                    expected=error.expected,
-                    actual=error.actual,
-                    attempt=attempt,
-                )
-                if attempt == 2:
-                    raise
-                self._metrics.retries.labels(reason="verification").inc()
-                continue
-            except BaseException:
-                await asyncio.to_thread(sink.discard)
-                raise
-            sha256 = await self._committer.land(
-                Landing(sink.path, digest.sha256, digest.size), job.ref.checksum
-            )
-            log.debug("fetch.package.done", bytes=digest.size, sha256=sha256)
-            return sha256
-        raise AssertionError("unreachable")
-
-    async def _transfer_with_retries(self, job: FetchJob, sink: PackageSink) -> PackageDigest:
-        policy = retrying(
-            self._config, self._clock, self._rng, lambda state: self._note_retry(job, state)
-        )
-        result: PackageDigest = await policy(self._transfer, job, sink)
-        return result
-
-    def _note_retry(self, job: FetchJob, state: RetryCallState) -> None:
-        reason, error = retry_reason(state)
-        self._metrics.retries.labels(reason=reason).inc()
-        self._log.info(
-            "fetch.package.retry",
-            arch=str(job.key),
-            package=job.ref.filename,
-            attempt=state.attempt_number,
-            error=str(error),
-            wait=round(state.upcoming_sleep, 3),
-        )
-
-    async def _transfer(self, job: FetchJob, sink: PackageSink) -> PackageDigest:
-        ref = job.ref
-        resume = sink.written if sink.validator else 0
-        labels = self._metrics.labels(job.key)
-        received = 0
-        try:
-            async with self._origin.download(
-                job.key,
-                ref.filename,
-                offset=resume,
-                if_range=sink.validator,
-                now=self._clock.time(),
-            ) as (start, body):
-                if start.offset == 0 and sink.written:
-                    await asyncio.to_thread(sink.restart)
-                if start.length is not None and start.offset + start.length != ref.size:
-                    raise PackageVerifyError(
-                        ref.filename,
-                        "size (S:)",
-                        str(ref.size),
-                        f"{start.offset + start.length} (Content-Length)",
-                    )
-                sink.validator = start.validator
-                buffer = bytearray()
-                try:
-                    async for chunk in body.iter_chunked(READ_CHUNK):
-                        received += len(chunk)
-                        await self.throttle.consume(len(chunk))
-                        buffer += chunk
-                        if sink.written + len(buffer) > ref.size:
-                            raise PackageVerifyError(
-                                ref.filename, "size (S:)", str(ref.size), "more bytes than that"
-                            )
-                        if len(buffer) >= FLUSH_AT:
-                            await asyncio.to_thread(sink.write, bytes(buffer))
-                            buffer.clear()
-                finally:
-                    if buffer:  # keep what arrived, so a retry can resume after it
-                        await asyncio.to_thread(sink.write, bytes(buffer))
-        except TransientOriginError as error:
-            if error.status == 416:
-                sink.validator = None
-            raise
-        finally:
-            self._metrics.fetched_bytes.labels(**labels, outcome="received").inc(received)
-        return await asyncio.to_thread(sink.finish)
-
-
-def _reason(error: PackageVerifyError) -> str:
-    what = error.what.split(" ", 1)[0]
-    return {"checksum": "checksum", "datahash": "datahash", "size": "size"}.get(what, "format")
 
 
 def _consume_exception(future: asyncio.Future[str]) -> None:

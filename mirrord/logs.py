@@ -33,7 +33,12 @@ def make_logger(
     if console:
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     else:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        processors += [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(),
+        ]
     logger: FilteringBoundLogger = structlog.wrap_logger(
         structlog.PrintLogger(out),
         processors=processors,

@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -112,6 +113,7 @@ class OriginClient:
     def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
         self.base = URL(base_url.rstrip("/"))
         self._session = session
+        self._prefixes: dict[ArchKey, str] = {}
 
     @classmethod
     @asynccontextmanager
@@ -134,7 +136,14 @@ class OriginClient:
             yield cls(base_url, session)
 
     def url(self, key: ArchKey, name: str) -> URL:
-        return self.base.joinpath(key.branch, key.repo, key.arch, name)
+        # Branch, repo, arch and package names are validated to a URL-safe
+        # alphabet (apart from '+', which quote() escapes): build the string
+        # directly instead of paying yarl's per-segment parsing for every request.
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = str(self.base.joinpath(key.branch, key.repo, key.arch)) + "/"
+            self._prefixes[key] = prefix
+        return URL(prefix + quote(name, safe="@~-._"), encoded=True)
 
     async def fetch_index(
         self,

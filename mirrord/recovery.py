@@ -34,6 +34,7 @@ class RecoveryReport:
     tree_temps: int = 0
     objects_kept: int = 0
     objects_dropped: int = 0
+    objects_missing: int = 0
     snapshots_completed: int = 0
     snapshots_adopted: int = 0
     files_scheduled: int = 0
@@ -55,29 +56,44 @@ def published_entries(
 
 
 async def recover_store(
-    store: ContentStore, db: StateDB, log: FilteringBoundLogger, report: RecoveryReport
+    store: ContentStore,
+    db: StateDB,
+    clock: Clock,
+    log: FilteringBoundLogger,
+    report: RecoveryReport,
 ) -> None:
+    """Make the objects table and ``objects/`` agree.
+
+    Objects on disk but not recorded (the process died between their rename
+    and the group commit) are re-read: kept and recorded when intact, removed
+    otherwise. Records whose file is gone are forgotten, so the next pass
+    fetches them again instead of publishing a link to nothing.
+    """
     report.store_temps = await asyncio.to_thread(store.prepare)
-    landing = await db.call(db.landing_objects)
-    keep: list[str] = []
-    drop: list[str] = []
-    for sha256 in landing:
-        actual = await asyncio.to_thread(store.hash_object, sha256)
-        (keep if actual == sha256 else drop).append(sha256)
-    if drop:
-        for sha256 in drop:
+    on_disk = await asyncio.to_thread(store.object_names)
+    known = await db.call(db.object_digests)
+    rows: list[tuple[str, int, str | None]] = []
+    for sha256 in sorted(on_disk - known):
+        described = await asyncio.to_thread(store.describe_object, sha256)
+        if described is not None and described[0] == sha256:
+            rows.append((sha256, described[1], described[2]))
+        else:
             await asyncio.to_thread(store.remove, sha256)
-        await db.call(db.forget_objects, drop)
-    if keep:
+            report.objects_dropped += 1
+    if rows:
         await asyncio.to_thread(store.sync)
-        await db.call(db.mark_durable, keep)
-    report.objects_kept, report.objects_dropped = len(keep), len(drop)
-    if report.store_temps or landing:
+        await db.call(db.record_objects, rows, clock.time())
+    missing = sorted(known - on_disk)
+    if missing:
+        await db.call(db.forget_objects, missing)
+    report.objects_kept, report.objects_missing = len(rows), len(missing)
+    if report.store_temps or rows or missing or report.objects_dropped:
         log.info(
             "recovery.store.done",
             temps_swept=report.store_temps,
-            objects_kept=len(keep),
-            objects_dropped=len(drop),
+            objects_recovered=len(rows),
+            objects_dropped=report.objects_dropped,
+            objects_missing=len(missing),
         )
 
 

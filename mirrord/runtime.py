@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -19,9 +20,10 @@ from mirrord.clock import Clock, SystemClock
 from mirrord.committer import Committer
 from mirrord.config import Config
 from mirrord.crashpoints import CrashPoints
+from mirrord.download import PackageDownloader
 from mirrord.durable import same_filesystem
 from mirrord.errors import ConfigError, StoreError
-from mirrord.fetcher import Fetcher
+from mirrord.fetcher import Fetcher, MetricsEvents
 from mirrord.lock import StorageLock
 from mirrord.metrics import Metrics
 from mirrord.origin import OriginClient
@@ -32,6 +34,7 @@ from mirrord.statedb import StateDB
 from mirrord.store import ContentStore
 from mirrord.sync import SyncEngine
 from mirrord.traffic import TrafficControl
+from mirrord.workerpool import ProcessDownloader
 
 
 @dataclass
@@ -90,7 +93,7 @@ async def open_runtime(
             publisher = Publisher(config.publish.path, store, crash)
             report = RecoveryReport()
             try:
-                await recover_store(store, db, log, report)
+                await recover_store(store, db, clock, log, report)
                 for key in config.arch_keys():
                     await recover_arch(
                         key,
@@ -109,16 +112,33 @@ async def open_runtime(
             async with OriginClient.open(config.origin.url, config.fetch) as origin:
                 committer = Committer(store, db, clock, log, crash)
                 traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
+                downloader: PackageDownloader | ProcessDownloader
+                if config.fetch.processes > 0:
+                    downloader = ProcessDownloader(
+                        config.fetch.processes,
+                        worker_hello(config),
+                        traffic=traffic,
+                        events=MetricsEvents(metrics),
+                        log=log,
+                    )
+                else:
+                    downloader = PackageDownloader(
+                        origin,
+                        store,
+                        config.fetch,
+                        clock=clock,
+                        log=log,
+                        events=MetricsEvents(metrics),
+                        throttle=traffic,
+                    )
                 fetcher = Fetcher(
-                    origin,
-                    store,
+                    downloader,
                     committer,
-                    config.fetch,
-                    clock=clock,
+                    concurrency=config.fetch.concurrency,
                     log=log,
                     metrics=metrics,
-                    throttle=traffic,
                 )
+                committer.wait_for_more_while(lambda: fetcher.in_flight > 0 or fetcher.queued > 0)
                 engine = SyncEngine(
                     config=config,
                     keyring=keyring,
@@ -149,7 +169,11 @@ async def open_runtime(
                 body_error: BaseException | None = None
                 async with asyncio.TaskGroup() as group:
                     group.create_task(committer.run(), name="committer")
-                    group.create_task(_workers_then_close(fetcher, committer), name="fetch-workers")
+                    if isinstance(downloader, ProcessDownloader):
+                        group.create_task(downloader.run(), name="fetch-processes")
+                    group.create_task(
+                        _workers_then_close(fetcher, committer, downloader), name="fetch-workers"
+                    )
                     shaper = group.create_task(traffic.run(), name="traffic-schedule")
                     try:
                         yield runtime
@@ -166,8 +190,32 @@ async def open_runtime(
         lock.release()
 
 
-async def _workers_then_close(fetcher: Fetcher, committer: Committer) -> None:
+async def _workers_then_close(
+    fetcher: Fetcher, committer: Committer, downloader: PackageDownloader | ProcessDownloader
+) -> None:
     try:
         await fetcher.run()
     finally:
         committer.close()
+        if isinstance(downloader, ProcessDownloader):
+            downloader.close()
+
+
+def worker_hello(config: Config) -> dict[str, Any]:
+    """What a fetch worker process needs to know (its share of the connection limits)."""
+    fetch = config.fetch
+    share = fetch.processes
+    return {
+        "origin": config.origin.url,
+        "storage": str(config.storage.path),
+        "log_level": config.log.level,
+        "log_format": config.log.format,
+        "fetch": {
+            "concurrency": max(1, -(-fetch.concurrency // share)),
+            "per_host": max(1, -(-fetch.per_host // share)),
+            "connect_timeout": fetch.connect_timeout,
+            "read_timeout": fetch.read_timeout,
+            "attempts": fetch.attempts,
+            "retry_max_time": fetch.retry_max_time,
+        },
+    }

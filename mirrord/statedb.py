@@ -7,6 +7,7 @@ event loop never waits on SQLite and the connection is never shared.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -28,7 +29,6 @@ CREATE TABLE IF NOT EXISTS objects (
     sha256 TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     checksum TEXT,
-    durable INTEGER NOT NULL DEFAULT 0,
     stored_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_identity ON objects (checksum, size);
@@ -156,30 +156,29 @@ class StateDB:
 
     # --- objects ---------------------------------------------------------------
 
-    def begin_landing(self, rows: Sequence[tuple[str, int, str | None]], now: float) -> None:
-        """Record the intent to land objects (durable=0) before their rename."""
+    def record_objects(self, rows: Sequence[tuple[str, int, str | None]], now: float) -> None:
+        """Record durable objects (sha256, size, C: or None) in one statement.
+
+        One statement, not executemany: the sqlite3 module releases the GIL
+        around every step, and thousands of tiny releases stall the event loop.
+        """
+        payload = json.dumps(rows, separators=(",", ":"))
         with self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO objects (sha256, size, checksum, durable, stored_at) "
-                "VALUES (?, ?, ?, 0, ?)",
-                [(sha, size, checksum, now) for sha, size, checksum in rows],
+            self._db.execute(
+                "INSERT OR IGNORE INTO objects (sha256, size, checksum, stored_at) "
+                "SELECT value ->> 0, value ->> 1, value ->> 2, ? FROM json_each(?)",
+                (now, payload),
             )
 
-    def mark_durable(self, shas: Sequence[str]) -> None:
-        with self._db:
-            self._db.executemany(
-                "UPDATE objects SET durable = 1 WHERE sha256 = ?", [(s,) for s in shas]
-            )
-
-    def landing_objects(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT sha256 FROM objects WHERE durable = 0")]
+    def object_digests(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT sha256 FROM objects")}
 
     def forget_objects(self, shas: Sequence[str]) -> None:
         with self._db:
             self._db.executemany("DELETE FROM objects WHERE sha256 = ?", [(s,) for s in shas])
 
     def lookup(self, identities: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        """Durable objects by the index identity (C:, S:)."""
+        """Stored objects by the index identity (C:, S:)."""
         found: dict[tuple[str, int], str] = {}
         wanted = set(identities)
         checksums = sorted({c for c, _ in wanted})
@@ -188,7 +187,7 @@ class StateDB:
             marks = ",".join("?" * len(batch))
             rows = self._db.execute(
                 f"SELECT checksum, size, sha256 FROM objects "  # noqa: S608 - only placeholders
-                f"WHERE durable = 1 AND checksum IN ({marks})",
+                f"WHERE checksum IN ({marks})",
                 batch,
             )
             for checksum, size, sha256 in rows:
@@ -197,14 +196,8 @@ class StateDB:
         return found
 
     def object_stats(self) -> tuple[int, int]:
-        row = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE durable = 1"
-        ).fetchone()
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
         return int(row[0]), int(row[1])
-
-    def is_durable(self, sha256: str) -> bool:
-        row = self._db.execute("SELECT durable FROM objects WHERE sha256 = ?", (sha256,)).fetchone()
-        return bool(row and row[0])
 
     # --- snapshots -------------------------------------------------------------
 

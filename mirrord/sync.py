@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
-from tenacity import RetryCallState
 
 from mirrord.apkindex import IndexArchive, read_index_archive
 from mirrord.apkpackage import PackageDigester, check_package
@@ -39,10 +38,10 @@ from mirrord.model import ArchKey, PackageRef, PublishedFile
 from mirrord.origin import IndexResult, OriginClient
 from mirrord.plan import due_deletions, plan_fetch, plan_publish, snapshot_files
 from mirrord.publisher import INDEX_NAME, Publisher
-from mirrord.retry import retry_reason, retrying
+from mirrord.retry import call_with_retries, retry_reason
 from mirrord.signing import Keyring
 from mirrord.statedb import Snapshot, StateDB
-from mirrord.store import Landing
+from mirrord.store import Landing, StoredObject
 
 OUTCOMES = ("published", "unchanged", "failed", "refused")
 
@@ -127,6 +126,9 @@ class SyncEngine:
                 result = ArchResult(key, "refused", error=str(error))
             except MirrordError as error:
                 result = ArchResult(key, "failed", error=str(error))
+            except Exception as error:  # a bug must fail this arch's pass, not the daemon
+                log.exception("sync.arch.crashed")
+                result = ArchResult(key, "failed", error=f"internal error: {error!r}")
             result = _with_seconds(result, self.clock.monotonic() - started)
             state.last_result = result
             if result.ok:
@@ -160,20 +162,24 @@ class SyncEngine:
         current = await self.db.call(self.db.current, arch)
         snapshot = current[0] if current else None
         trusted = snapshot is not None and await self._published_index_intact(key, snapshot)
-        def note_retry(state: RetryCallState) -> None:
-            reason, error = retry_reason(state)
-            self.metrics.retries.labels(reason=reason).inc()
-            log.info("sync.index.retry", attempt=state.attempt_number, error=str(error))
 
-        policy = retrying(self.config.fetch, self.clock, self.rng, note_retry)
+        def note_retry(attempt: int, error: BaseException, wait: float) -> None:
+            self.metrics.retries.labels(reason=retry_reason(error)).inc()
+            log.info("sync.index.retry", attempt=attempt, error=str(error), wait=round(wait, 3))
+
         try:
-            response: IndexResult = await policy(
-                self.origin.fetch_index,
-                key,
-                etag=snapshot.etag if trusted and snapshot else None,
-                last_modified=snapshot.last_modified_header if trusted and snapshot else None,
-                max_bytes=self.config.limits.max_index_bytes,
-                now=self.clock.time(),
+            response = await call_with_retries(
+                lambda: self.origin.fetch_index(
+                    key,
+                    etag=snapshot.etag if trusted and snapshot else None,
+                    last_modified=snapshot.last_modified_header if trusted and snapshot else None,
+                    max_bytes=self.config.limits.max_index_bytes,
+                    now=self.clock.time(),
+                ),
+                self.config.fetch,
+                self.clock,
+                self.rng,
+                note_retry,
             )
         except OriginError:
             self.metrics.index_polls.labels(**labels, result="failed").inc()
@@ -253,13 +259,14 @@ class SyncEngine:
         downloading them again: verified like a download, then hard-linked into the store."""
         directory = self.publisher.arch_dir(key)
         seeded: dict[tuple[str, int], str] = {}
+        store = self.publisher.store
         for ref in missing:
-            temp = self.publisher.store.temp_path(ref.filename)
+            temp = store.temp_path()
             digest = await asyncio.to_thread(_verified_link, directory / ref.filename, temp, ref)
             if digest is not None:
-                seeded[ref.identity] = await self.committer.land(
-                    Landing(temp, digest, ref.size), ref.checksum
-                )
+                await asyncio.to_thread(store.land, Landing(temp, digest, ref.size))
+                stored = StoredObject(digest, ref.size)
+                seeded[ref.identity] = await self.committer.land(stored, ref.checksum)
         return seeded
 
     async def _verify_index(self, key: ArchKey, response: IndexResult) -> IndexArchive:
@@ -443,7 +450,9 @@ def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
         if source.stat().st_size != ref.size:
             return None
         os.link(source, temp)
+        os.chmod(temp, 0o444)  # an adopted tree may have writable files; objects are not
     except OSError:
+        temp.unlink(missing_ok=True)
         return None
     digester = PackageDigester(ref.filename)
     try:

@@ -33,6 +33,7 @@ class TokenBucket:
         self._tokens = float(self._burst)
         self._stamp = clock.monotonic()
         self._lock = asyncio.Lock()
+        self.passed = 0  # bytes let through while limited
 
     @property
     def rate(self) -> float | None:
@@ -68,6 +69,7 @@ class TokenBucket:
                 if self._tokens >= take - 1e-3:  # float dust must not cause endless tiny sleeps
                     self._tokens -= take
                     remaining -= take
+                    self.passed += take
                     continue
                 await self._clock.sleep(min((take - self._tokens) / self._rate, MAX_SLEEP))
 
@@ -145,7 +147,16 @@ class TrafficControl:
         self.bucket = TokenBucket(None, config.burst, clock)
         self.meter = RateMeter(clock)
         self.changed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self.apply()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the rate in force changes."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     async def consume(self, nbytes: int) -> None:
         await self.bucket.consume(nbytes)
@@ -167,6 +178,8 @@ class TrafficControl:
         if rate != self.bucket.rate:
             self.bucket.set_rate(rate)
             self._log.info("traffic.rate.changed", rate=format_rate(rate), bytes_per_second=rate)
+            for listener in list(self._listeners):
+                listener()
         self._metrics.rate_limit.set(float("inf") if rate is None else rate)
         return rate
 

@@ -57,7 +57,8 @@ async def start_sync(config_path: Path, crash_at: str | None = None) -> asyncio.
 async def setup(mirror: Mirror) -> tuple[Config, Path]:
     for key in KEYS:
         mirror.tree.put(key, first_generation(key.arch))
-    extra = {"fetch": {"concurrency": 4, "read_timeout": 2, "attempts": 2}}
+    # The production shape: downloads in worker processes.
+    extra = {"fetch": {"concurrency": 4, "read_timeout": 2, "attempts": 2, "processes": 2}}
     config = mirror.config(*KEYS, **extra)
     assert all(r.outcome == "published" for r in await mirror.sync(config))
     for key in KEYS:

@@ -7,6 +7,8 @@ import os
 import shutil
 import stat
 
+import pytest
+
 from mirrord.demo.repogen import OriginTree, PackageSpec, simple_specs
 from mirrord.model import ArchKey
 from mirrord.statedb import StateDB
@@ -35,11 +37,10 @@ def populate(tree: OriginTree) -> dict[ArchKey, list[PackageSpec]]:
 KEYS = [ArchKey(b, "main", a) for b in BRANCHES for a in ARCHES]
 
 
-async def test_two_branches_two_arches_end_to_end(
-    mirror: Mirror,
-) -> None:
+@pytest.mark.parametrize("processes", [0, 2], ids=["on-the-loop", "worker-processes"])
+async def test_two_branches_two_arches_end_to_end(mirror: Mirror, processes: int) -> None:
     layout = populate(mirror.tree)
-    config = mirror.config(*KEYS)
+    config = mirror.config(*KEYS, fetch={"processes": processes})
 
     results = await mirror.sync(config)
 

@@ -1,0 +1,227 @@
+"""The daemon's side of the fetch worker processes (see ``fetchworker``).
+
+``ProcessDownloader`` is a Downloader: each job goes to the live worker with
+the fewest jobs in flight, and its result (a verified temp file, or a
+MirrordError) comes back over the socket. Worker events are replayed into
+the daemon's metrics; rate-limit tokens are granted from the daemon's one
+token bucket, so the limit stays global. A worker that dies fails its jobs
+(the arch retries at the next pass) and is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from mirrord.errors import InternalError, ShuttingDownError
+from mirrord.fetcher import MetricsEvents
+from mirrord.model import ArchKey, PackageRef
+from mirrord.store import StoredObject
+from mirrord.traffic import TrafficControl
+from mirrord.wire import Message, decode, encode, error_from_wire
+
+RESTART_DELAY = 1.0
+LIVE_WAIT = 30.0
+
+
+@dataclass
+class _Process:
+    index: int
+    process: asyncio.subprocess.Process
+    writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader
+    pending: dict[int, asyncio.Future[Message]] = field(default_factory=dict)
+    alive: bool = True
+
+    def send(self, message: Message) -> None:
+        self.writer.write(encode(message))
+
+
+class ProcessDownloader:
+    def __init__(
+        self,
+        count: int,
+        hello: dict[str, Any],
+        *,
+        traffic: TrafficControl,
+        events: MetricsEvents,
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._count = count
+        self._hello = hello
+        self._traffic = traffic
+        self._events = events
+        self._log = log
+        self._workers: list[_Process] = []
+        self._ids = 0
+        self._ready = asyncio.Event()
+        self._live = asyncio.Event()
+        self._stopping = False
+        self._group: asyncio.TaskGroup | None = None
+
+    # --- Downloader ---------------------------------------------------------------
+
+    async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
+        await self._ready.wait()
+        live = [w for w in self._workers if w.alive]
+        if not live and not self._stopping:
+            # Every worker died (a restart is on its way): wait for one, not forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LIVE_WAIT):
+                    await self._live.wait()
+            live = [w for w in self._workers if w.alive]
+        if not live:
+            raise (
+                ShuttingDownError()
+                if self._stopping
+                else InternalError("no fetch worker is running")
+            )
+        worker = min(live, key=lambda w: len(w.pending))
+        self._ids += 1
+        job_id = self._ids
+        reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        worker.pending[job_id] = reply
+        worker.send(
+            {
+                "t": "job",
+                "id": job_id,
+                "key": str(key),
+                "filename": ref.filename,
+                "checksum": ref.checksum,
+                "size": ref.size,
+            }
+        )
+        message = await reply
+        self._replay(key, message.get("events", {}))
+        if message["t"] == "done":
+            return StoredObject(str(message["sha256"]), int(message["size"]))
+        raise error_from_wire(message.get("error", {}))
+
+    def _replay(self, key: ArchKey, events: Message) -> None:
+        self._events.received(key, int(events.get("rx", 0)))
+        for reason in events.get("retries", ()):
+            self._events.retried(str(reason))
+        for reason in events.get("verify", ()):
+            self._events.verify_failed(str(reason))
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.alive]
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start the workers and keep them running until ``close``."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self._traffic.add_listener(self._broadcast_limit)
+            for index in range(self._count):
+                group.create_task(self._keep_running(index), name=f"fetch-process-{index}")
+
+    def close(self) -> None:
+        """Stop: close every socket; the workers exit and their loops end."""
+        self._stopping = True
+        self._ready.set()
+        self._traffic.remove_listener(self._broadcast_limit)
+        for worker in self._workers:
+            if worker.alive:
+                worker.writer.close()
+
+    async def _keep_running(self, index: int) -> None:
+        while not self._stopping:
+            worker = await self._start(index)
+            await self._serve(worker)
+            if not self._stopping:
+                self._log.error("fetch.worker.exited", index=index, code=worker.process.returncode)
+                await asyncio.sleep(RESTART_DELAY)
+
+    async def _start(self, index: int) -> _Process:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mirrord.fetchworker",
+                str(child_end.fileno()),
+                str(os.getpid()),
+                pass_fds=(child_end.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            child_end.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_end)
+        worker = _Process(index, process, writer, reader)
+        worker.send({"t": "hello", **self._hello})
+        self._send_limit(worker)
+        if len(self._workers) <= index:
+            self._workers.append(worker)
+        else:
+            self._workers[index] = worker
+        if len(self._workers) == self._count:
+            self._ready.set()
+        self._live.set()
+        return worker
+
+    async def _serve(self, worker: _Process) -> None:
+        try:
+            while line := await worker.reader.readline():
+                self._handle(worker, decode(line))
+        except (ConnectionError, ValueError) as error:
+            self._log.error("fetch.worker.protocol", index=worker.index, error=str(error))
+        finally:
+            worker.alive = False
+            if not any(w.alive for w in self._workers):
+                self._live.clear()
+            worker.writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                if self._stopping is False:
+                    worker.process.kill()
+            await worker.process.wait()
+            failure = ShuttingDownError() if self._stopping else None
+            for reply in worker.pending.values():
+                if not reply.done():
+                    reply.set_result(
+                        {
+                            "t": "fail",
+                            "error": {"kind": type(failure).__name__}
+                            if failure
+                            else {"kind": "InternalError", "message": "fetch worker process died"},
+                        }
+                    )
+            worker.pending.clear()
+
+    def _handle(self, worker: _Process, message: Message) -> None:
+        kind = message["t"]
+        if kind in ("done", "fail"):
+            reply = worker.pending.pop(int(message["id"]), None)
+            if reply is not None and not reply.done():
+                reply.set_result(message)
+        elif kind == "rx":
+            self._traffic.meter.add(int(message["n"]))
+        elif kind == "want":
+            assert self._group is not None
+            self._group.create_task(self._grant(worker, int(message["rid"]), int(message["n"])))
+
+    async def _grant(self, worker: _Process, request: int, nbytes: int) -> None:
+        await self._traffic.bucket.consume(nbytes)
+        if worker.alive:
+            worker.send({"t": "grant", "rid": request, "n": nbytes})
+
+    def _chunk(self) -> int:
+        return max(16 << 10, min(1 << 20, self._traffic.bucket.burst // (2 * self._count)))
+
+    def _send_limit(self, worker: _Process) -> None:
+        worker.send(
+            {"t": "limit", "on": self._traffic.bucket.rate is not None, "chunk": self._chunk()}
+        )
+
+    def _broadcast_limit(self) -> None:
+        for worker in self._workers:
+            if worker.alive:
+                self._send_limit(worker)

@@ -1,0 +1,97 @@
+"""Downloads in fetch worker processes: same guarantees, one global rate limit, self-healing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from mirrord.demo.origin import Fault
+from mirrord.demo.repogen import PackageSpec, simple_specs
+from mirrord.metrics import Metrics
+from mirrord.model import ArchKey
+from mirrord.runtime import open_runtime
+from mirrord.workerpool import ProcessDownloader
+from tests.helpers import Mirror, check_published
+
+KEY = ArchKey("v3.20", "main", "x86_64")
+TARGET = PackageSpec("target", "2.0-r0", payload=300_000, seed=99)
+PATH = f"{KEY}/{TARGET.filename}"
+
+
+def world(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, [*simple_specs("other", 6, payload=4000), TARGET])
+
+
+async def test_a_reset_mid_body_is_resumed_inside_a_worker(mirror: Mirror) -> None:
+    world(mirror)
+    mirror.origin.add_fault(PATH, Fault.reset(after=150_000))
+    config = mirror.config(KEY, fetch={"processes": 2})
+    metrics = Metrics()
+    (result,) = await mirror.sync(config, metrics=metrics)
+    assert result.outcome == "published", result.error
+    first, second = (dict(r.headers) for r in mirror.origin.requests_for(PATH))
+    assert "Range" not in first and second["Range"] == "bytes=150000-"
+    retries = metrics.registry.get_sample_value(
+        "mirrord_fetch_retries_total", {"reason": "network"}
+    )
+    assert retries == 1  # the worker's events reach the daemon's metrics
+    assert check_published(config).ok
+
+
+async def test_worker_failures_come_back_as_the_same_errors(mirror: Mirror) -> None:
+    world(mirror)
+    mirror.origin.add_fault(PATH, Fault.corrupt(), Fault.corrupt())
+    config = mirror.config(KEY, fetch={"processes": 2})
+    (result,) = await mirror.sync(config)
+    assert result.outcome == "failed" and result.error is not None
+    assert (
+        f"{TARGET.filename}: checksum (C:) mismatch" in result.error or "datahash" in result.error
+    )
+    assert len(mirror.origin.requests_for(PATH)) == 2
+    assert not config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz").exists()
+
+    mirror.origin.add_fault(PATH, Fault.http(404))
+    (result,) = await mirror.sync(config)
+    assert (
+        result.error is not None and "HTTP 404" in result.error and TARGET.filename in result.error
+    )
+
+
+async def test_the_rate_limit_stays_global_across_worker_processes(mirror: Mirror) -> None:
+    world(mirror)
+    total = sum(len(p.data) for p in mirror.tree.packages(KEY))
+    # High enough not to slow the test: what matters is that every byte was granted.
+    config = mirror.config(KEY, fetch={"processes": 2, "rate_limit": "1GB/s", "burst": "64KiB"})
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        (result,) = await runtime.engine.run_pass()
+        passed = runtime.traffic.bucket.passed
+        measured = runtime.traffic.meter.bytes
+    assert result.outcome == "published"
+    assert passed >= total
+    assert measured == total
+
+
+async def test_a_killed_worker_fails_its_jobs_and_is_restarted(mirror: Mirror) -> None:
+    world(mirror)
+    mirror.origin.add_fault(PATH, Fault.stall(after=1000))
+    config = mirror.config(KEY, fetch={"processes": 1})
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        downloader = runtime.fetcher.downloader
+        assert isinstance(downloader, ProcessDownloader)
+
+        async def kill_when_stalled() -> None:
+            await mirror.origin.stalled.wait()
+            pid = downloader.worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(kill_when_stalled())
+            (failed,) = await runtime.engine.run_pass()
+        assert failed.outcome == "failed"
+        assert failed.error is not None and "fetch worker process died" in failed.error
+        mirror.origin.release_stalls.set()
+        (healed,) = await runtime.engine.run_pass()
+        assert healed.outcome == "published", healed.error
+        assert mirror.logs.events("fetch.worker.exited")
+    assert check_published(config).ok
