@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from mirrord import __version__
+from mirrord import __version__, ctl
 from mirrord.aio import run_async
 from mirrord.config import Config, load_config
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import ConfigError, LockHeldError, MirrordError
 from mirrord.logs import make_logger
 from mirrord.model import ArchKey
+from mirrord.sdnotify import Notifier
 from mirrord.signing import Keyring
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
@@ -99,12 +100,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = make_logger(args.log_level or config.log.level, args.log_format or config.log.format)
 
     async def main() -> int:
-        daemon = Daemon(config, log, crash=CrashPoints.from_environ(os.environ))
+        daemon = Daemon(
+            config,
+            log,
+            config_path=args.config,
+            crash=CrashPoints.from_environ(os.environ),
+            notifier=Notifier.from_environ(os.environ),
+            environ=dict(os.environ),
+        )
         daemon.install_signal_handlers(asyncio.get_running_loop())
-        await daemon.run()
+        try:
+            await daemon.run()
+        except BaseExceptionGroup as group:  # a service failed: report its own error
+            first = _first_error(group)
+            if isinstance(first, MirrordError):
+                raise first from None
+            raise
         return EXIT_OK
 
     return run_async(main())
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -184,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(verify)
 
+    ctl.add_parser(commands)
+
     demo = commands.add_parser(
         "demo", help="the whole job against a generated local origin, offline"
     )
@@ -206,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_verify_tree(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "ctl":
+            return ctl.cmd_ctl(args)
     except ConfigError as error:
         where = getattr(args, "config", None)
         prefix = f"{where}: " if where and error.key_path else ""

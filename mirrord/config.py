@@ -98,6 +98,7 @@ class MetricsConfig:
 class ControlConfig:
     socket: Path | None = Path("/run/mirrord/control.sock")
     group: str | None = None
+    idle_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -436,6 +437,7 @@ def parse_config(data: object) -> Config:
     control = ControlConfig(
         socket=control_section.get("socket", _optional_path, default_socket),
         group=control_section.get("group", _string, None),
+        idle_timeout=control_section.get("idle_timeout", _duration(0.1), 60.0),
     )
     control_section.finish()
 

@@ -166,3 +166,11 @@ class ShuttingDownError(MirrordError):
 
 class InternalError(MirrordError):
     """A bug caught at a boundary so one package or arch fails, not the daemon."""
+
+
+class ControlError(MirrordError):
+    """An operator request that cannot be carried out; ``code`` goes on the wire."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)

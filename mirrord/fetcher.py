@@ -71,7 +71,21 @@ class Fetcher:
         self._metrics = metrics
         self._queue: FairQueue[FetchJob] = FairQueue()
         self._jobs: dict[tuple[str, int], FetchJob] = {}
+        self._running = asyncio.Event()
+        self._running.set()
         self.in_flight = 0
+        self.completed = 0  # jobs ended, either way (the watchdog's sign of progress)
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def pause(self) -> None:
+        """Start no new download; the ones in flight finish."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
 
     def fetch(self, key: ArchKey, ref: PackageRef) -> asyncio.Future[str]:
         """A future for the stored object's SHA-256; one download per identity."""
@@ -108,6 +122,7 @@ class Fetcher:
 
     async def _worker(self) -> None:
         while True:
+            await self._running.wait()
             try:
                 job = await self._queue.get()
             except QueueClosed:
@@ -148,6 +163,7 @@ class Fetcher:
         self, job: FetchJob, *, sha256: str | None = None, error: MirrordError | None = None
     ) -> None:
         self._jobs.pop(job.ref.identity, None)
+        self.completed += 1
         if job.done.done():
             return
         labels = self._metrics.labels(job.key)

@@ -58,11 +58,6 @@ class Metrics:
             "The download rate limit in force (+Inf when unlimited).",
             registry=r,
         )
-        self.measured_rate = Gauge(
-            "mirrord_download_rate_bytes_per_second",
-            "Download rate measured over the last few seconds.",
-            registry=r,
-        )
         self.pass_duration = Histogram(
             "mirrord_pass_duration_seconds",
             "Wall time of a whole sync pass over every configured arch.",
@@ -96,12 +91,6 @@ class Metrics:
         self.published_last_modified = Gauge(
             "mirrord_published_index_last_modified_seconds",
             "Last-Modified of the published index (unix time).",
-            ARCH_LABELS,
-            registry=r,
-        )
-        self.lag = Gauge(
-            "mirrord_mirror_lag_seconds",
-            "How far the published index is behind the origin's (0 when current).",
             ARCH_LABELS,
             registry=r,
         )

@@ -170,6 +170,18 @@ class StateDB:
                 (now, payload),
             )
 
+    def objects_stored_before(self, moment: float) -> list[tuple[str, int]]:
+        rows = self._db.execute("SELECT sha256, size FROM objects WHERE stored_at < ?", (moment,))
+        return [(str(sha), int(size)) for sha, size in rows]
+
+    def referenced_digests(self) -> set[str]:
+        """Every object a remembered snapshot needs: its files and its index."""
+        referenced: set[str] = set()
+        for index_sha256, blob in self._db.execute("SELECT index_sha256, files FROM snapshots"):
+            referenced.add(index_sha256)
+            referenced.update(f.sha256 for f in decode_files(blob) if f.sha256)
+        return referenced
+
     def object_digests(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT sha256 FROM objects")}
 

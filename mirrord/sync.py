@@ -24,6 +24,7 @@ from mirrord.committer import Committer
 from mirrord.config import Config
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import (
+    ControlError,
     IndexRejectedError,
     MassDeletionError,
     MirrordError,
@@ -73,6 +74,7 @@ class ArchState:
     last_success: float | None = None
     last_error: str | None = None
     index_stat: tuple[int, int] | None = None  # (size, mtime_ns) of our published index
+    relink: bool = False  # the tree may be damaged: link every file again at the next publish
 
 
 class ArchFailed(MirrordError):
@@ -161,7 +163,11 @@ class SyncEngine:
         state = self.state(key)
         current = await self.db.call(self.db.current, arch)
         snapshot = current[0] if current else None
-        trusted = snapshot is not None and await self._published_index_intact(key, snapshot)
+        trusted = (
+            snapshot is not None
+            and not state.relink
+            and await self._published_index_intact(key, snapshot)
+        )
 
         def note_retry(attempt: int, error: BaseException, wait: float) -> None:
             self.metrics.retries.labels(reason=retry_reason(error)).inc()
@@ -363,6 +369,7 @@ class SyncEngine:
         assert new_snapshot is not None
         self._note_current(key, new_snapshot)
         self.state(key).behind_since = None
+        self.state(key).relink = False
         await self.expire(key)
         await self.db.call(self.db.prune_snapshots, arch, self.config.publish.keep_snapshots)
         log.info(
@@ -381,6 +388,45 @@ class SyncEngine:
             fetched_bytes=fetched[1],
             snapshot_id=snapshot_id,
         )
+
+    async def rollback(self, key: ArchKey, snapshot_id: int) -> Snapshot:
+        """Publish an earlier snapshot again: files first, index last, as always."""
+        arch = str(key)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            snapshot = await self.db.call(self.db.snapshot, snapshot_id)
+            if snapshot is None or snapshot.arch != arch:
+                raise ControlError("not_found", f"{arch} has no snapshot {snapshot_id}")
+            files = await self.db.call(self.db.snapshot_files, snapshot_id)
+            needed = [f.sha256 for f in files if f.sha256] + [snapshot.index_sha256]
+            if any(not f.sha256 for f in files) or not all(
+                await asyncio.to_thread(lambda: [self.publisher.store.has(s) for s in needed])
+            ):
+                raise ControlError(
+                    "not_found",
+                    f"snapshot {snapshot_id} of {arch} is no longer complete in the store "
+                    "(garbage-collected or adopted without its bytes)",
+                )
+            index = await asyncio.to_thread(self.publisher.store.read_bytes, snapshot.index_sha256)
+            current = await self.db.call(self.db.current, arch)
+            previous = (
+                await self.db.call(self.db.snapshot_files, current[0].id) if current else None
+            )
+            plan = plan_publish(key, files, previous, max_delete_fraction=1.0, force=True)
+            now = self.clock.time()
+            try:
+                await asyncio.to_thread(
+                    self.publisher.publish, key, plan, index, snapshot.last_modified
+                )
+            except OSError as error:
+                raise PublishError(arch, f"rollback failed: {error.strerror or error}") from None
+            await self.db.call(self.db.set_current, arch, snapshot_id, now)
+            if plan.unlisted:
+                await self.db.call(self.db.schedule_deletions, arch, plan.unlisted, now)
+            self._note_current(key, snapshot)
+            self.log.warning(
+                "publish.rollback.done", arch=arch, snapshot=snapshot_id, packages=len(files)
+            )
+            return snapshot
 
     def _note_current(self, key: ArchKey, snapshot: Snapshot) -> None:
         labels = self.metrics.labels(key)

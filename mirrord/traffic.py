@@ -47,6 +47,11 @@ class TokenBucket:
         self._refill()
         self._rate = rate
 
+    def set_burst(self, burst: int) -> None:
+        self._refill()
+        self._burst = max(1, burst)
+        self._tokens = min(self._tokens, float(self._burst))
+
     def _refill(self) -> None:
         now = self._clock.monotonic()
         if self._rate is None:
@@ -196,6 +201,7 @@ class TrafficControl:
 
     def reconfigure(self, config: FetchConfig) -> None:
         self._config = config
+        self.bucket.set_burst(config.burst)
         self.apply()
         self.changed.set()
 

@@ -1,0 +1,1 @@
+"""The admin control socket: protocol, server and the ``mirrord ctl`` client."""

@@ -1,0 +1,51 @@
+"""Run the real daemon inside the test's event loop, with its socket and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from mirrord.config import load_config
+from mirrord.control.client import call
+from mirrord.daemon import Daemon
+from mirrord.model import ArchKey
+from tests.helpers import Mirror
+from tests.nginx import free_port
+
+
+def daemon_config(mirror: Mirror, *keys: ArchKey, **extra: Any) -> Path:
+    settings: dict[str, Any] = {
+        "control": {"socket": str(mirror.tmp / "control.sock")},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "interval": 3600,
+    }
+    for name, value in extra.items():
+        if isinstance(value, dict) and isinstance(settings.get(name), dict):
+            settings[name] = {**settings[name], **value}
+        else:
+            settings[name] = value
+    return mirror.config_file(*keys, **settings)
+
+
+@asynccontextmanager
+async def running_daemon(mirror: Mirror, config_path: Path) -> AsyncIterator[Daemon]:
+    daemon = Daemon(load_config(config_path), mirror.logs.logger(), config_path=config_path)
+    async with asyncio.TaskGroup() as group:
+        runner = group.create_task(daemon.run())
+        ready = group.create_task(daemon.ready.wait())
+        await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            runner.result()  # it failed to start: raise why
+        try:
+            yield daemon
+        finally:
+            daemon.request_stop()
+
+
+async def ctl(daemon: Daemon, cmd: str, **args: Any) -> Any:
+    socket = daemon.config.control.socket
+    assert socket is not None
+    return await call(socket, cmd, args)

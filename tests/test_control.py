@@ -1,0 +1,327 @@
+"""The admin control socket, spoken to over a real Unix socket, against the real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mirrord.control.protocol import MAX_LINE, request_line
+from mirrord.demo.repogen import simple_specs
+from mirrord.errors import ControlError
+from mirrord.model import ArchKey
+from mirrord.store import ContentStore
+from tests.daemon_harness import ctl, daemon_config, running_daemon
+from tests.helpers import REPO_ROOT, Mirror, check_published, stored_objects
+
+KEY = ArchKey("v3.20", "main", "x86_64")
+OTHER = ArchKey("v3.20", "community", "x86_64")
+
+
+async def raw_exchange(path: str, payload: bytes, *, read: bool = True) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
+    writer.write(payload)  # no drain: a huge payload may still be going out as we read
+    data = await asyncio.wait_for(reader.readline(), 10) if read else b""
+    writer.close()
+    return data
+
+
+async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 8))
+    mirror.tree.put(OTHER, simple_specs("b", 3))
+    async with running_daemon(mirror, daemon_config(mirror, KEY, OTHER)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        status = await ctl(daemon, "status")
+        assert status["paused"] is False and status["pass"]["count"] == 1
+        arches = {a["arch"]: a for a in status["arches"]}
+        assert arches[str(KEY)]["packages"] == 8 and arches[str(OTHER)]["packages"] == 3
+        assert arches[str(KEY)]["last_outcome"] == "published" and arches[str(KEY)]["lag"] == 0
+        assert status["store"]["objects"] == 11 + 2
+
+        socket = str(daemon.config.control.socket)
+        assert stat.S_IMODE(os.stat(socket).st_mode) == 0o660
+        human = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "mirrord.cli", "ctl", "--socket", socket, "status"],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        assert human.returncode == 0, human.stderr
+        assert str(KEY) in human.stdout and "running" in human.stdout
+        as_json = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "mirrord.cli",
+                "ctl",
+                "--socket",
+                socket,
+                "--json",
+                "snapshots",
+                str(KEY),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        assert json.loads(as_json.stdout)["snapshots"][0]["current"] is True
+
+
+async def test_bad_clients_get_errors_and_everyone_else_is_served(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    config = daemon_config(mirror, KEY)
+    async with running_daemon(mirror, config) as daemon:
+        await daemon.state.wait_for_passes(1)
+        path = str(daemon.config.control.socket)
+
+        # A client that connects and says nothing holds no one up.
+        silent_reader, silent_writer = await asyncio.open_unix_connection(path)
+
+        not_json = json.loads(await raw_exchange(path, b"hello there\n"))
+        assert not_json["ok"] is False and not_json["error"]["code"] == "bad_request"
+        unknown = json.loads(await raw_exchange(path, request_line("launch-missiles")))
+        assert unknown["error"]["code"] == "unknown_command"
+        future = json.loads(await raw_exchange(path, b'{"v": 9, "cmd": "status"}\n'))
+        assert future["error"]["code"] == "unsupported_version"
+        bad_arg = json.loads(await raw_exchange(path, request_line("snapshots", {"arch": "../x"})))
+        assert bad_arg["error"]["code"] == "bad_request"
+        not_ours = json.loads(
+            await raw_exchange(path, request_line("snapshots", {"arch": "a/b/c"}))
+        )
+        assert not_ours["error"]["code"] == "not_found"
+
+        huge = json.loads(await raw_exchange(path, b"x" * (10 * 1024 * 1024) + b"\n"))
+        assert huge["error"]["code"] == "too_large" and str(MAX_LINE) in huge["error"]["message"]
+
+        # Several requests on one connection, after an error.
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"{broken\n" + request_line("status", request_id=7))
+        await writer.drain()
+        first = json.loads(await reader.readline())
+        second = json.loads(await reader.readline())
+        assert first["ok"] is False and second["ok"] is True and second["id"] == 7
+        writer.close()
+
+        # A client that asks and leaves before the answer.
+        for _ in range(5):
+            await raw_exchange(path, request_line("status"), read=False)
+
+        assert (await ctl(daemon, "status"))["pass"]["count"] >= 1
+        silent_writer.close()
+        del silent_reader
+
+
+async def test_a_client_that_says_nothing_is_dropped_after_the_idle_timeout(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    config = daemon_config(mirror, KEY, control={"idle_timeout": 0.2})
+    async with running_daemon(mirror, config) as daemon:
+        reader, writer = await asyncio.open_unix_connection(str(daemon.config.control.socket))
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the daemon
+        writer.close()
+
+
+async def test_peer_credentials_decide_who_may_steer(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    public = Path(tempfile.mkdtemp(prefix="mirrord-ctl-"))  # reachable by another uid
+    public.chmod(0o755)
+    socket_path = str(public / "control.sock")
+    config = daemon_config(mirror, KEY, control={"group": "nogroup", "socket": socket_path})
+    try:
+        await _check_peers(mirror, config)
+    finally:
+        shutil.rmtree(public)
+
+
+async def _check_peers(mirror: Mirror, config: Path) -> None:
+    async with running_daemon(mirror, config) as daemon:
+        path = str(daemon.config.control.socket)
+        os.chmod(path, 0o666)  # let anyone connect, so SO_PEERCRED is what decides
+        script = (
+            "import os, socket, sys\n"
+            "os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(65534)\n"
+            "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+            "try:\n"
+            '    s.sendall(b\'{"v":1,"cmd":"status"}\\n\')\n'
+            "except BrokenPipeError:\n"  # refused before it finished asking: the reply is there
+            "    pass\n"
+            "print(s.makefile().readline())\n"
+        )
+
+        def as_nobody(gid: int) -> dict[str, object]:
+            # The system interpreter: the venv's lives under /root, out of nobody's reach.
+            out = subprocess.run(
+                ["/usr/bin/python3", "-c", script, path, str(gid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr
+            return dict(json.loads(out.stdout))
+
+        stranger = await asyncio.to_thread(as_nobody, 65533)
+        assert stranger["ok"] is False and stranger["error"]["code"] == "forbidden"  # type: ignore[index]
+        member = await asyncio.to_thread(as_nobody, 65534)  # nogroup: control.group
+        assert member["ok"] is True
+
+
+async def test_pause_resume_rate_and_sync(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        assert await ctl(daemon, "pause") == {"paused": True}
+        assert daemon.runtime is not None and daemon.runtime.fetcher.paused
+        await ctl(daemon, "sync")
+        assert (await ctl(daemon, "status"))["pass"]["count"] == 1  # paused: no pass
+        await ctl(daemon, "resume")
+        await daemon.state.wait_for_passes(2)
+
+        assert (await ctl(daemon, "rate", value="20MB/s"))["limit"] == 20_000_000
+        assert daemon.runtime.traffic.bucket.rate == 20_000_000
+        assert (await ctl(daemon, "rate", value="unlimited"))["limit"] is None
+        assert (await ctl(daemon, "rate", value="schedule"))["source"] == "config"
+        with pytest.raises(ControlError, match="rate"):
+            await ctl(daemon, "rate", value="fast")
+
+        mirror.tree.put(KEY, simple_specs("a", 5))
+        assert await ctl(daemon, "sync", arches=[str(KEY)]) == {"queued": [str(KEY)]}
+        await daemon.state.wait_for_passes(3)
+        assert check_published(daemon.config).files == 5
+
+
+async def test_rollback_republishes_an_earlier_snapshot_and_holds_the_arch(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 10))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        index = daemon.config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+        first_index = index.read_bytes()
+        first_mtime = index.stat().st_mtime
+        mirror.tree.put(KEY, [s.bumped() for s in simple_specs("a", 10)][:9])
+        await ctl(daemon, "sync")
+        await daemon.state.wait_for_passes(2)
+        assert index.read_bytes() != first_index
+
+        listing = await ctl(daemon, "snapshots", arch=str(KEY))
+        oldest = listing["snapshots"][-1]
+        result = await ctl(daemon, "rollback", arch=str(KEY), snapshot=oldest["id"])
+        assert result["held"] is True
+        assert index.read_bytes() == first_index and index.stat().st_mtime == first_mtime
+        assert check_published(daemon.config).files == 10
+
+        await ctl(daemon, "sync")  # all arches: the held one is skipped
+        await daemon.state.wait_for_passes(3)
+        assert index.read_bytes() == first_index
+        with pytest.raises(ControlError, match="no snapshot"):
+            await ctl(daemon, "rollback", arch=str(KEY), snapshot=999)
+
+        await ctl(daemon, "resume", arches=[str(KEY)])  # release: back to the origin's index
+        await daemon.state.wait_for_passes(4)
+        assert index.read_bytes() != first_index
+        assert check_published(daemon.config).files == 9
+
+
+async def test_publish_force_overrides_the_guard_once(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 20))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        mirror.tree.put(KEY, simple_specs("a", 4))
+        await ctl(daemon, "sync")
+        await daemon.state.wait_for_passes(2)
+        status = await ctl(daemon, "status")
+        assert status["arches"][0]["last_outcome"] == "refused"
+        with pytest.raises(ControlError, match="force"):
+            await ctl(daemon, "publish", arch=str(KEY))
+        await ctl(daemon, "publish", arch=str(KEY), force=True)
+        await daemon.state.wait_for_passes(3)
+        assert check_published(daemon.config).files == 4
+
+
+async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror) -> None:
+    specs = simple_specs("a", 6, payload=5000)
+    mirror.tree.put(KEY, specs)
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        store = ContentStore(daemon.config.storage.path)
+        victim = next(iter(sorted(stored_objects(daemon.config.storage.path))))
+        path = store.object_path(victim)
+        os.chmod(path, 0o644)
+        with open(path, "r+b") as handle:  # bit rot, in the store and the published link
+            handle.seek(100)
+            byte = handle.read(1)
+            handle.seek(100)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        assert not check_published(daemon.config).ok  # the published link shares the inode
+
+        started = await ctl(daemon, "verify", repair=True)
+        assert started["running"] is True
+        with pytest.raises(ControlError, match="already running"):
+            await ctl(daemon, "verify")
+        await daemon.state.wait_for_passes(2)  # the repair asks for a pass
+        status = await ctl(daemon, "status")
+        assert status["verify"]["damaged"] == 1 and status["verify"]["repaired"] == 1
+        assert check_published(daemon.config).ok
+        assert victim in stored_objects(daemon.config.storage.path)
+
+
+async def test_gc_deletes_what_no_remembered_snapshot_needs(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 5))
+    config = daemon_config(mirror, KEY, publish={"keep_snapshots": 1, "grace": 0})
+    async with running_daemon(mirror, config) as daemon:
+        await daemon.state.wait_for_passes(1)
+        before = set(stored_objects(daemon.config.storage.path))
+        mirror.tree.put(KEY, [s.bumped() for s in simple_specs("a", 5)])
+        await ctl(daemon, "sync")
+        await daemon.state.wait_for_passes(2)
+        result = await ctl(daemon, "gc")
+        after = set(stored_objects(daemon.config.storage.path))
+        assert result["deleted_objects"] == 6  # five old packages and the old index
+        assert len(before - after) == 6 and len(after) == 6
+        assert check_published(daemon.config).ok
+
+
+async def test_reload_applies_changes_and_refuses_a_broken_file(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    mirror.tree.put(OTHER, simple_specs("b", 2))
+    config_path = daemon_config(mirror, KEY)
+    async with running_daemon(mirror, config_path) as daemon:
+        await daemon.state.wait_for_passes(1)
+        good = config_path.read_text()
+        daemon_config(mirror, KEY, OTHER, fetch={"rate_limit": "5MB/s"})
+        result = await ctl(daemon, "reload")
+        assert "repositories" in result["applied"] and "fetch.rate_limit" in result["applied"]
+        assert daemon.runtime is not None and daemon.runtime.traffic.bucket.rate == 5_000_000
+        await ctl(daemon, "rate", value="unlimited")
+        await ctl(daemon, "sync")
+        await daemon.state.wait_for_passes(2)
+        assert check_published(daemon.config).files == 5
+
+        config_path.write_text(good.replace("interval: 3600", "interval: soon"))
+        with pytest.raises(ControlError, match="interval"):
+            await ctl(daemon, "reload")
+        assert daemon.config.interval == 3600 and len(daemon.config.arch_keys()) == 2
+        assert mirror.logs.events("config.reload.refused")
+
+
+async def test_drain_finishes_the_pass_then_stops(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        mirror.tree.put(KEY, simple_specs("a", 4))
+        await ctl(daemon, "sync")
+        await ctl(daemon, "drain")
+        await daemon.state.stopping.wait()
+    assert check_published(daemon.config).files == 4
+    assert mirror.logs.events("daemon.stopped")
