@@ -118,7 +118,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         return EXIT_OK
 
-    return run_async(main())
+    try:
+        return run_async(main())
+    except asyncio.CancelledError:  # a second SIGTERM/SIGINT: stopped at once
+        print(
+            "mirrord: stopped at once (second signal); recovery runs at the next start",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -113,6 +113,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     interval: float = 60.0
+    shutdown_grace: float = 30.0
 
     def arch_keys(self) -> list[ArchKey]:
         keys: list[ArchKey] = []
@@ -442,6 +443,7 @@ def parse_config(data: object) -> Config:
     control_section.finish()
 
     interval = top.get("interval", _duration(1), 60.0)
+    shutdown_grace = top.get("shutdown_grace", _duration(0), 30.0)
     top.finish()
 
     config = Config(
@@ -455,6 +457,7 @@ def parse_config(data: object) -> Config:
         metrics=metrics,
         control=control,
         interval=interval,
+        shutdown_grace=shutdown_grace,
     )
     if config.storage.path.resolve() == config.publish.path.resolve():
         raise ConfigError("publish.path", "must differ from storage.path")

@@ -36,13 +36,13 @@ from mirrord.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.signing import Keyring
 from mirrord.sync import ArchResult
 
-SHUTDOWN_GRACE = 30.0
 STALL_LIMIT = 900.0  # a pass that makes no progress this long stops the watchdog pings
 
 LIVE_KEYS = frozenset(
     {
         "repositories",
         "interval",
+        "shutdown_grace",
         "origin.keys",
         "origin.allow_untrusted",
         "publish.grace",
@@ -85,7 +85,6 @@ class Daemon:
     crash: CrashPoints = field(default_factory=CrashPoints)
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     environ: Mapping[str, str] = field(default_factory=dict)
-    shutdown_grace: float = SHUTDOWN_GRACE
     state: DaemonState = field(default_factory=DaemonState)
     scrape: ScrapeState = field(default_factory=ScrapeState)
     runtime: Runtime | None = None
@@ -196,12 +195,14 @@ class Daemon:
             runtime.fetcher.stop_taking_work()
         if passes.done():
             return
+        grace = self.config.shutdown_grace
         try:
-            async with asyncio.timeout(None if self.state.draining else self.shutdown_grace):
+            async with asyncio.timeout(None if self.state.draining else grace):
                 await asyncio.shield(passes)
         except TimeoutError:
-            self.log.warning("daemon.stop.grace_expired", grace=self.shutdown_grace)
+            self.log.warning("daemon.stop.grace_expired", grace=grace)
             passes.cancel()
+            runtime.fetcher.abort()
 
     def _healthy(self) -> bool:
         """False when a pass has made no progress (no download ended) for STALL_LIMIT."""

@@ -73,6 +73,7 @@ class Fetcher:
         self._jobs: dict[tuple[str, int], FetchJob] = {}
         self._running = asyncio.Event()
         self._running.set()
+        self._tasks: list[asyncio.Task[None]] = []
         self.in_flight = 0
         self.completed = 0  # jobs ended, either way (the watchdog's sign of progress)
 
@@ -117,8 +118,16 @@ class Fetcher:
     async def run(self) -> None:
         """The worker pool; returns after ``stop_taking_work`` once in-flight jobs end."""
         async with asyncio.TaskGroup() as group:
-            for number in range(self._concurrency):
+            self._tasks = [
                 group.create_task(self._worker(), name=f"fetch-worker-{number}")
+                for number in range(self._concurrency)
+            ]
+
+    def abort(self) -> None:
+        """Cancel the downloads in flight (after the shutdown grace period)."""
+        self.stop_taking_work()
+        for task in self._tasks:
+            task.cancel()
 
     async def _worker(self) -> None:
         while True:

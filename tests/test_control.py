@@ -152,7 +152,8 @@ async def _check_peers(mirror: Mirror, config: Path) -> None:
         os.chmod(path, 0o666)  # let anyone connect, so SO_PEERCRED is what decides
         script = (
             "import os, socket, sys\n"
-            "os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(65534)\n"
+            "os.setgroups([int(g) for g in sys.argv[3:]]); os.setgid(int(sys.argv[2]))\n"
+            "os.setuid(65534)\n"
             "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
             "try:\n"
             '    s.sendall(b\'{"v":1,"cmd":"status"}\\n\')\n'
@@ -161,10 +162,10 @@ async def _check_peers(mirror: Mirror, config: Path) -> None:
             "print(s.makefile().readline())\n"
         )
 
-        def as_nobody(gid: int) -> dict[str, object]:
+        def as_nobody(gid: int, *groups: int) -> dict[str, object]:
             # The system interpreter: the venv's lives under /root, out of nobody's reach.
             out = subprocess.run(
-                ["/usr/bin/python3", "-c", script, path, str(gid)],
+                ["/usr/bin/python3", "-c", script, path, str(gid), *map(str, groups)],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -176,6 +177,8 @@ async def _check_peers(mirror: Mirror, config: Path) -> None:
         assert stranger["ok"] is False and stranger["error"]["code"] == "forbidden"  # type: ignore[index]
         member = await asyncio.to_thread(as_nobody, 65534)  # nogroup: control.group
         assert member["ok"] is True
+        supplementary = await asyncio.to_thread(as_nobody, 65533, 65534)  # via SO_PEERGROUPS
+        assert supplementary["ok"] is True
 
 
 async def test_pause_resume_rate_and_sync(mirror: Mirror) -> None:
@@ -266,14 +269,23 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
         assert not check_published(daemon.config).ok  # the published link shares the inode
 
         started = await ctl(daemon, "verify", repair=True)
-        assert started["running"] is True
-        with pytest.raises(ControlError, match="already running"):
-            await ctl(daemon, "verify")
+        assert started["running"] is True and started["repair"] is True
         await daemon.state.wait_for_passes(2)  # the repair asks for a pass
         status = await ctl(daemon, "status")
         assert status["verify"]["damaged"] == 1 and status["verify"]["repaired"] == 1
         assert check_published(daemon.config).ok
         assert victim in stored_objects(daemon.config.storage.path)
+
+
+async def test_only_one_verify_runs_at_a_time(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        daemon.state.scrub.running = True  # as if a long scrub were under way
+        with pytest.raises(ControlError, match="already running"):
+            await ctl(daemon, "verify")
+        daemon.state.scrub.running = False
+        assert (await ctl(daemon, "verify"))["running"] is True
 
 
 async def test_gc_deletes_what_no_remembered_snapshot_needs(mirror: Mirror) -> None:

@@ -44,6 +44,23 @@ def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+_GID = struct.Struct("I")
+
+
+def peer_groups(conn: socket.socket, pid: int) -> set[int]:
+    """The peer's supplementary groups: from the socket itself, else from /proc.
+
+    SO_PEERGROUPS works under ProtectProc=invisible, where another user's
+    /proc/<pid> is hidden from mirrord.
+    """
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _GID.size * 256)
+    except OSError:
+        return supplementary_groups(pid)
+    return {gid for (gid,) in _GID.iter_unpack(raw[: len(raw) // _GID.size * _GID.size])}
+
+
 def supplementary_groups(pid: int) -> set[int]:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -94,12 +111,12 @@ class ControlServer:
         self._clients = 0
         self._listener: socket.socket | None = None
 
-    def allowed(self, pid: int, uid: int, gid: int) -> bool:
+    def allowed(self, uid: int, gid: int, groups: Callable[[], set[int]]) -> bool:
         if uid in (0, os.geteuid()):
             return True
         if self._gid is None:
             return False
-        return gid == self._gid or self._gid in supplementary_groups(pid)
+        return gid == self._gid or self._gid in groups()
 
     def _bind(self) -> socket.socket:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +178,7 @@ class ControlServer:
             pid, uid, gid = peer_credentials(conn)
             reader, writer = await asyncio.open_unix_connection(sock=conn, limit=MAX_LINE)
             try:
-                if not self.allowed(pid, uid, gid):
+                if not self.allowed(uid, gid, lambda: peer_groups(conn, pid)):
                     self._log.warning("control.client.refused", pid=pid, uid=uid)
                     writer.write(
                         error_response(
