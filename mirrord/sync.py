@@ -13,12 +13,10 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.apkindex import IndexArchive, read_index_archive
-from mirrord.apkpackage import PackageDigester, check_package
 from mirrord.clock import Clock
 from mirrord.committer import Committer
 from mirrord.config import Config
@@ -35,14 +33,14 @@ from mirrord.errors import (
 )
 from mirrord.fetcher import Fetcher
 from mirrord.metrics import Metrics
-from mirrord.model import ArchKey, PackageRef, PublishedFile
+from mirrord.model import ArchKey, PublishedFile
 from mirrord.origin import IndexResult, OriginClient
 from mirrord.plan import due_deletions, plan_fetch, plan_publish, snapshot_files
 from mirrord.publisher import INDEX_NAME, Publisher
 from mirrord.retry import call_with_retries, retry_reason
+from mirrord.seed import seed_from_tree
 from mirrord.signing import Keyring
 from mirrord.statedb import Snapshot, StateDB
-from mirrord.store import Landing, StoredObject
 
 OUTCOMES = ("published", "unchanged", "failed", "refused")
 
@@ -226,7 +224,9 @@ class SyncEngine:
             signer=archive.signer,
         )
         digests = dict(known)
-        seeded = await self._seed_from_tree(key, fetch_plan.missing)
+        seeded = await seed_from_tree(
+            self.publisher.arch_dir(key), fetch_plan.missing, self.publisher.store, self.committer
+        )
         digests.update(seeded)
         to_fetch = [ref for ref in fetch_plan.missing if ref.identity not in seeded]
         if seeded:
@@ -257,23 +257,6 @@ class SyncEngine:
             log=log,
             fetched=(len(to_fetch), fetched_bytes),
         )
-
-    async def _seed_from_tree(
-        self, key: ArchKey, missing: Sequence[PackageRef]
-    ) -> dict[tuple[str, int], str]:
-        """Store files the tree already serves (a migrated mirror, a lost store) without
-        downloading them again: verified like a download, then hard-linked into the store."""
-        directory = self.publisher.arch_dir(key)
-        seeded: dict[tuple[str, int], str] = {}
-        store = self.publisher.store
-        for ref in missing:
-            temp = store.temp_path()
-            digest = await asyncio.to_thread(_verified_link, directory / ref.filename, temp, ref)
-            if digest is not None:
-                await asyncio.to_thread(store.land, Landing(temp, digest, ref.size))
-                stored = StoredObject(digest, ref.size)
-                seeded[ref.identity] = await self.committer.land(stored, ref.checksum)
-        return seeded
 
     async def _verify_index(self, key: ArchKey, response: IndexResult) -> IndexArchive:
         assert response.body is not None
@@ -488,29 +471,6 @@ class SyncEngine:
         if due or relisted:
             await self.db.call(self.db.cancel_deletions, arch, due + relisted)
         return deleted
-
-
-def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
-    """Link ``source`` to ``temp`` if it is exactly what ``ref`` promises; its SHA-256."""
-    try:
-        if source.stat().st_size != ref.size:
-            return None
-        os.link(source, temp)
-        os.chmod(temp, 0o444)  # an adopted tree may have writable files; objects are not
-    except OSError:
-        temp.unlink(missing_ok=True)
-        return None
-    digester = PackageDigester(ref.filename)
-    try:
-        with open(temp, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digester.feed(block)
-        digest = digester.finish()
-        check_package(ref, digest)
-    except (OSError, MirrordError):
-        temp.unlink(missing_ok=True)
-        return None
-    return digest.sha256
 
 
 def _with_seconds(result: ArchResult, seconds: float) -> ArchResult:
