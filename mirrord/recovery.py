@@ -49,8 +49,8 @@ def published_entries(
         try:
             for member in iter_members(stream.data):
                 if member.name == "APKINDEX":
-                    return parse_entries(member.data.decode("utf-8"), max_package_bytes)
-        except (TarFormatError, UnicodeDecodeError):
+                    return parse_entries(member.data, max_package_bytes)
+        except TarFormatError:
             continue
     return ()
 

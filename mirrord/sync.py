@@ -33,7 +33,7 @@ from mirrord.errors import (
 )
 from mirrord.fetcher import Fetcher
 from mirrord.metrics import Metrics
-from mirrord.model import ArchKey, PublishedFile
+from mirrord.model import ArchKey, PackageRef, PublishedFile
 from mirrord.origin import IndexResult, OriginClient
 from mirrord.plan import due_deletions, plan_fetch, plan_publish, snapshot_files
 from mirrord.publisher import INDEX_NAME, Publisher
@@ -43,6 +43,7 @@ from mirrord.signing import Keyring
 from mirrord.statedb import Snapshot, StateDB
 
 OUTCOMES = ("published", "unchanged", "failed", "refused")
+FETCH_WINDOW = 512
 
 
 @dataclass(frozen=True)
@@ -231,19 +232,11 @@ class SyncEngine:
         to_fetch = [ref for ref in fetch_plan.missing if ref.identity not in seeded]
         if seeded:
             log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
-        futures = [self.fetcher.fetch(key, ref) for ref in to_fetch]
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        failures: list[BaseException] = []
-        for ref, outcome in zip(to_fetch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                failures.append(outcome)
-            else:
-                digests[ref.identity] = outcome
-        if failures:
-            first = failures[0]
+        failures, first = await self._fetch_all(key, to_fetch, digests)
+        if first is not None:
             if not isinstance(first, MirrordError):
                 raise first
-            raise ArchFailed(f"{len(failures)} of {len(to_fetch)} packages failed; first: {first}")
+            raise ArchFailed(f"{failures} of {len(to_fetch)} packages failed; first: {first}")
         fetched_bytes = sum(ref.size for ref in to_fetch)
         files = snapshot_files(archive.entries, digests)
         return await self._publish(
@@ -257,6 +250,41 @@ class SyncEngine:
             log=log,
             fetched=(len(to_fetch), fetched_bytes),
         )
+
+    async def _fetch_all(
+        self, key: ArchKey, refs: Sequence[PackageRef], digests: dict[tuple[str, int], str]
+    ) -> tuple[int, BaseException | None]:
+        """Fetch ``refs`` through the shared pool, at most WINDOW queued at a time.
+
+        The window keeps memory flat for a 100,000-package arch (no future per
+        package up front) while keeping enough queued for the round-robin
+        between arches. Returns (failures, first failure); digests fill in.
+        """
+        window = max(FETCH_WINDOW, 4 * self.config.fetch.concurrency)
+        pending: dict[asyncio.Future[str], PackageRef] = {}
+        failures = 0
+        first: BaseException | None = None
+
+        def collect(done: set[asyncio.Future[str]]) -> None:
+            nonlocal failures, first
+            for future in done:
+                ref = pending.pop(future)
+                error = future.exception()
+                if error is None:
+                    digests[ref.identity] = future.result()
+                else:
+                    failures += 1
+                    first = first or error
+
+        for ref in refs:
+            if len(pending) >= window:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                collect(done)
+            pending[self.fetcher.fetch(key, ref)] = ref
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            collect(done)
+        return failures, first
 
     async def _verify_index(self, key: ArchKey, response: IndexResult) -> IndexArchive:
         assert response.body is not None
