@@ -6,7 +6,7 @@ No I/O here: callers pass in what they know and carry out what comes back.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from mirrord.apkindex import IndexEntry
 from mirrord.errors import MassDeletionError
@@ -34,60 +34,105 @@ def plan_fetch(entries: Sequence[IndexEntry], known: Mapping[tuple[str, int], st
     return FetchPlan(stored, tuple(missing))
 
 
-@dataclass(frozen=True)
+PENDING = ""  # the digest of a file whose package is still being fetched
+
+
+@dataclass
 class PublishPlan:
-    files: tuple[PublishedFile, ...]  # the new snapshot, in index order
-    link: tuple[PublishedFile, ...]  # names that are new or change content
-    replaced: tuple[str, ...]  # subset of link: names whose published bytes change
+    """What publishing a new index takes, decided before its downloads finish.
+
+    Files whose package is still being fetched carry the PENDING digest;
+    ``fill`` completes them afterwards, touching only those entries, so the
+    work left when the last download lands does not grow with the arch.
+    """
+
+    files: list[PublishedFile]  # the new snapshot, in index order
+    link: list[int]  # indexes into files: names that are new or change content
+    replaced: tuple[str, ...]  # names whose published bytes change
     unlisted: tuple[str, ...]  # names the previous snapshot listed and this one does not
     dropped_packages: tuple[str, ...]  # package names that disappear entirely
+    waiting: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def fill(self, digests: Mapping[tuple[str, int], str]) -> None:
+        """Set the digests of the fetched packages (KeyError if one is missing)."""
+        for identity, positions in self.waiting.items():
+            sha256 = digests[identity]
+            for position in positions:
+                self.files[position] = replace(self.files[position], sha256=sha256)
+        self.waiting = {}
+
+    @property
+    def to_link(self) -> list[PublishedFile]:
+        return [self.files[i] for i in self.link]
 
     @property
     def bytes(self) -> int:
         return sum(f.size for f in self.files)
 
 
-def snapshot_files(
-    entries: Sequence[IndexEntry], digests: Mapping[tuple[str, int], str]
-) -> tuple[PublishedFile, ...]:
-    """Every index entry with the stored object that holds its bytes (KeyError if missing)."""
-    return tuple(
-        PublishedFile(e.filename, digests[(e.checksum, e.size)], e.size, e.name) for e in entries
-    )
-
-
 def plan_publish(
     key: ArchKey,
-    files: Sequence[PublishedFile],
+    entries: Sequence[IndexEntry],
+    known: Mapping[tuple[str, int], str],
     previous: Sequence[PublishedFile] | None,
     *,
     max_delete_fraction: float,
     force: bool,
     relink_all: bool = False,
 ) -> PublishPlan:
-    """Decide a publish; raise MassDeletionError when too many package names vanish.
+    """Plan publishing ``entries``; raise MassDeletionError when too many package names vanish.
 
-    ``relink_all`` is for a tree that may have been damaged behind our back:
-    every file is linked again (a no-op for the ones that are intact).
-    A previous file with an empty digest is one adopted without knowing its bytes.
+    ``known`` maps index identities (C:, S:) to stored objects; any other entry
+    is being fetched. ``relink_all`` is for a tree that may have been damaged
+    behind our back: every file is linked again (a no-op for intact ones).
     """
+    files: list[PublishedFile] = []
+    waiting: dict[tuple[str, int], list[int]] = {}
+    for position, entry in enumerate(entries):
+        identity = (entry.checksum, entry.size)
+        sha256 = known.get(identity, PENDING)
+        if sha256 == PENDING:
+            waiting.setdefault(identity, []).append(position)
+        files.append(PublishedFile(entry.filename, sha256, entry.size, entry.name))
+    plan = _plan(key, files, previous, max_delete_fraction, force, relink_all)
+    plan.waiting = waiting
+    return plan
+
+
+def plan_rollback(
+    key: ArchKey, files: Sequence[PublishedFile], previous: Sequence[PublishedFile] | None
+) -> PublishPlan:
+    """Plan publishing a remembered snapshot again (an operator's decision: no guard)."""
+    return _plan(key, list(files), previous, 1.0, True, False)
+
+
+def _plan(
+    key: ArchKey,
+    files: list[PublishedFile],
+    previous: Sequence[PublishedFile] | None,
+    max_delete_fraction: float,
+    force: bool,
+    relink_all: bool,
+) -> PublishPlan:
     before = {f.filename: f for f in previous or ()}
-    now_listed = {f.filename for f in files}
-    link: list[PublishedFile] = []
+    link: list[int] = []
     replaced: list[str] = []
-    for f in files:
-        old = before.get(f.filename)
+    for position, new in enumerate(files):
+        old = before.get(new.filename)
         if old is None or relink_all or not old.sha256:
-            link.append(f)
-        elif old.sha256 != f.sha256:
-            link.append(f)
-            replaced.append(f.filename)
+            # New, or a tree to repair, or adopted without knowing its bytes.
+            link.append(position)
+        elif new.sha256 == PENDING or old.sha256 != new.sha256:
+            # Same name, other bytes (a pending package has bytes we do not store yet).
+            link.append(position)
+            replaced.append(new.filename)
+    now_listed = {f.filename for f in files}
     unlisted = tuple(name for name in before if name not in now_listed)
     previous_names = {f.package for f in previous or ()}
     dropped = sorted(previous_names - {f.package for f in files})
     if previous_names and not force and len(dropped) / len(previous_names) > max_delete_fraction:
         raise MassDeletionError(str(key), len(dropped), len(previous_names), max_delete_fraction)
-    return PublishPlan(tuple(files), tuple(link), tuple(replaced), unlisted, tuple(dropped))
+    return PublishPlan(files, link, tuple(replaced), unlisted, tuple(dropped))
 
 
 def due_deletions(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mirrord.crashpoints import CrashPoints
 from mirrord.durable import TEMP_MARK, fsync_dir, unlink_if_exists, write_atomic
-from mirrord.model import ArchKey
-from mirrord.plan import PublishPlan
+from mirrord.model import ArchKey, PublishedFile
 from mirrord.store import ContentStore
 
 INDEX_NAME = "APKINDEX.tar.gz"
@@ -52,11 +51,13 @@ class Publisher:
         os.link(source, temp)
         os.replace(temp, target)
 
-    def publish(self, key: ArchKey, plan: PublishPlan, index: bytes, mtime: float | None) -> None:
-        """Make ``plan``'s files visible, then atomically replace the index."""
+    def publish(
+        self, key: ArchKey, link: Sequence[PublishedFile], index: bytes, mtime: float | None
+    ) -> None:
+        """Make the ``link`` files visible, then atomically replace the index."""
         directory = self.arch_dir(key)
         self._ensure_dir(directory)
-        for published in plan.link:
+        for published in link:
             self._link(self.store.object_path(published.sha256), directory / published.filename)
         self._crash.reach("publish.after_links")
         fsync_dir(directory)  # the links are durable before the index that lists them

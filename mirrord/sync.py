@@ -33,9 +33,9 @@ from mirrord.errors import (
 )
 from mirrord.fetcher import Fetcher
 from mirrord.metrics import Metrics
-from mirrord.model import ArchKey, PackageRef, PublishedFile
+from mirrord.model import ArchKey, PackageRef
 from mirrord.origin import IndexResult, OriginClient
-from mirrord.plan import due_deletions, plan_fetch, plan_publish, snapshot_files
+from mirrord.plan import PublishPlan, due_deletions, plan_fetch, plan_publish, plan_rollback
 from mirrord.publisher import INDEX_NAME, Publisher
 from mirrord.retry import call_with_retries, retry_reason
 from mirrord.seed import seed_from_tree
@@ -212,10 +212,23 @@ class SyncEngine:
             await self.expire(key)
             return ArchResult(key, "unchanged", packages=snapshot.packages, snapshot_id=snapshot.id)
         if state.behind_since is None:
-            state.behind_since = origin_modified or self.clock.time()
+            now = self.clock.time()  # an origin clock ahead of ours must not hide the lag
+            state.behind_since = min(origin_modified, now) if origin_modified else now
 
         archive = await self._verify_index(key, response)
         known = await self.db.call(self.db.lookup, [(e.checksum, e.size) for e in archive.entries])
+        previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
+        # Decide the publish now: a mass deletion is refused before a byte is fetched,
+        # and what is left after the downloads does not grow with the arch.
+        plan = plan_publish(
+            key,
+            archive.entries,
+            known,
+            previous,
+            max_delete_fraction=self.config.publish.max_delete_fraction,
+            force=force,
+            relink_all=not trusted,
+        )
         fetch_plan = plan_fetch(archive.entries, known)
         log.info(
             "sync.arch.planned",
@@ -224,31 +237,28 @@ class SyncEngine:
             missing=len(fetch_plan.missing),
             signer=archive.signer,
         )
-        digests = dict(known)
-        seeded = await seed_from_tree(
+        index_object = await self.committer.land_bytes(response.body)
+        digests: dict[tuple[str, int], str] = await seed_from_tree(
             self.publisher.arch_dir(key), fetch_plan.missing, self.publisher.store, self.committer
         )
-        digests.update(seeded)
-        to_fetch = [ref for ref in fetch_plan.missing if ref.identity not in seeded]
-        if seeded:
-            log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
+        to_fetch = [ref for ref in fetch_plan.missing if ref.identity not in digests]
+        if digests:
+            log.info("sync.arch.seeded", packages=len(digests), source="published tree")
         failures, first = await self._fetch_all(key, to_fetch, digests)
         if first is not None:
             if not isinstance(first, MirrordError):
                 raise first
             raise ArchFailed(f"{failures} of {len(to_fetch)} packages failed; first: {first}")
-        fetched_bytes = sum(ref.size for ref in to_fetch)
-        files = snapshot_files(archive.entries, digests)
+        plan.fill(digests)
         return await self._publish(
             key,
             response,
             archive,
-            files,
-            snapshot,
+            plan,
+            index_object,
             force=force,
-            relink_all=not trusted,
             log=log,
-            fetched=(len(to_fetch), fetched_bytes),
+            fetched=(len(to_fetch), sum(ref.size for ref in to_fetch)),
         )
 
     async def _fetch_all(
@@ -313,28 +323,36 @@ class SyncEngine:
         key: ArchKey,
         response: IndexResult,
         archive: IndexArchive,
-        files: tuple[PublishedFile, ...],
-        snapshot: Snapshot | None,
+        plan: PublishPlan,
+        index_sha256: str,
         *,
         force: bool,
-        relink_all: bool,
         log: FilteringBoundLogger,
         fetched: tuple[int, int],
     ) -> ArchResult:
+        """Files first, index last; the snapshot record comes after the index is live.
+
+        Recording the snapshot (a list of every file) costs time in proportion
+        to the arch, so it stays off the path to the new index. If the process
+        dies in between, recovery adopts the published index as the snapshot.
+        """
         assert response.body is not None
         arch = str(key)
         labels = self.metrics.labels(key)
-        previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
-        plan = plan_publish(
-            key,
-            files,
-            previous,
-            max_delete_fraction=self.config.publish.max_delete_fraction,
-            force=force,
-            relink_all=relink_all,
-        )
         started = self.clock.monotonic()
-        index_sha256 = await self.committer.land_bytes(response.body)
+        try:
+            await asyncio.to_thread(
+                self.publisher.publish, key, plan.to_link, response.body, response.last_modified_ts
+            )
+        except OSError as error:
+            self.metrics.publishes.labels(**labels, outcome="failed").inc()
+            raise PublishError(
+                arch,
+                f"cannot write the published tree: {error.strerror or error} ({error.filename})",
+            ) from None
+        seconds = self.clock.monotonic() - started
+        self.metrics.publish_duration.observe(seconds)
+        self.metrics.publishes.labels(**labels, outcome="published").inc()
         now = self.clock.time()
         snapshot_id = await self.db.call(
             self.db.add_snapshot,
@@ -347,24 +365,11 @@ class SyncEngine:
             last_modified_header=response.last_modified,
             description=archive.description,
             files=plan.files,
-            status="pending",
+            status="published",
             forced=force and bool(plan.dropped_packages),
         )
-        try:
-            await asyncio.to_thread(
-                self.publisher.publish, key, plan, response.body, response.last_modified_ts
-            )
-        except OSError as error:
-            self.metrics.publishes.labels(**labels, outcome="failed").inc()
-            raise PublishError(
-                arch,
-                f"cannot write the published tree: {error.strerror or error} ({error.filename})",
-            ) from None
         await self.db.call(self.db.set_current, arch, snapshot_id, now)
         self.crash.reach("publish.after_record")
-        seconds = self.clock.monotonic() - started
-        self.metrics.publish_duration.observe(seconds)
-        self.metrics.publishes.labels(**labels, outcome="published").inc()
         if plan.unlisted:
             await self.db.call(self.db.schedule_deletions, arch, plan.unlisted, now)
         if plan.replaced:
@@ -422,11 +427,11 @@ class SyncEngine:
             previous = (
                 await self.db.call(self.db.snapshot_files, current[0].id) if current else None
             )
-            plan = plan_publish(key, files, previous, max_delete_fraction=1.0, force=True)
+            plan = plan_rollback(key, files, previous)
             now = self.clock.time()
             try:
                 await asyncio.to_thread(
-                    self.publisher.publish, key, plan, index, snapshot.last_modified
+                    self.publisher.publish, key, plan.to_link, index, snapshot.last_modified
                 )
             except OSError as error:
                 raise PublishError(arch, f"rollback failed: {error.strerror or error}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -258,7 +259,8 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
         await daemon.state.wait_for_passes(1)
         store = ContentStore(daemon.config.storage.path)
-        victim = next(iter(sorted(stored_objects(daemon.config.storage.path))))
+        package = mirror.tree.built(specs[2]).data
+        victim = hashlib.sha256(package).hexdigest()  # a package, published as a hard link
         path = store.object_path(victim)
         os.chmod(path, 0o644)
         with open(path, "r+b") as handle:  # bit rot, in the store and the published link

@@ -1,0 +1,119 @@
+"""The pure decisions: what to fetch, what a publish links and unlists, what is due."""
+
+from __future__ import annotations
+
+import pytest
+
+from mirrord.apkindex import IndexEntry
+from mirrord.errors import MassDeletionError
+from mirrord.model import ArchKey, PublishedFile
+from mirrord.plan import PENDING, due_deletions, plan_fetch, plan_publish, plan_rollback
+
+KEY = ArchKey("v3.20", "main", "x86_64")
+
+
+def entry(
+    name: str, version: str = "1-r0", checksum: str | None = None, size: int = 100
+) -> IndexEntry:
+    return IndexEntry(name, version, checksum or f"Q1{name}{version}", size)
+
+
+def published(e: IndexEntry, sha: str) -> PublishedFile:
+    return PublishedFile(e.filename, sha, e.size, e.name)
+
+
+def identity(e: IndexEntry) -> tuple[str, int]:
+    return (e.checksum, e.size)
+
+
+def test_plan_fetch_skips_stored_and_deduplicates_identities() -> None:
+    a, b = entry("a"), entry("b")
+    twin = IndexEntry("a-doc", "1-r0", a.checksum, a.size)  # same bytes under another name
+    plan = plan_fetch([a, b, twin], {identity(b): "sha-b"})
+    assert plan.stored == {b.filename: "sha-b"}
+    assert [ref.filename for ref in plan.missing] == [a.filename]
+
+
+def test_first_publish_links_everything_and_waits_for_pending_digests() -> None:
+    a, b = entry("a"), entry("b")
+    plan = plan_publish(
+        KEY, [a, b], {identity(a): "sha-a"}, None, max_delete_fraction=0.1, force=False
+    )
+    assert [f.sha256 for f in plan.files] == ["sha-a", PENDING]
+    assert plan.link == [0, 1] and plan.replaced == () and plan.unlisted == ()
+    plan.fill({identity(b): "sha-b"})
+    assert [f.sha256 for f in plan.to_link] == ["sha-a", "sha-b"]
+    assert plan.waiting == {}
+
+
+def test_incremental_publish_links_only_what_changed() -> None:
+    old = [entry(f"p{i}") for i in range(20)]
+    previous = [published(e, f"sha-{e.name}") for e in old]
+    rebuilt = entry("p0", "1-r1")
+    added = entry("new")
+    same_name_new_bytes = entry("p1", checksum="Q1other")
+    entries = [rebuilt, same_name_new_bytes, *old[2:19], added]  # p19 dropped
+    known = {identity(e): f"sha-{e.name}" for e in old[2:19]}
+    plan = plan_publish(KEY, entries, known, previous, max_delete_fraction=0.1, force=False)
+    assert sorted(plan.files[i].filename for i in plan.link) == sorted(
+        [rebuilt.filename, same_name_new_bytes.filename, added.filename]
+    )
+    assert plan.replaced == (same_name_new_bytes.filename,)
+    assert set(plan.unlisted) == {old[0].filename, old[19].filename}
+    assert plan.dropped_packages == ("p19",)  # p0 got a new version: not a drop
+
+
+def test_the_mass_deletion_guard_counts_package_names() -> None:
+    old = [entry(f"p{i}") for i in range(10)]
+    previous = [published(e, f"sha-{e.name}") for e in old]
+    known = {identity(e): f"sha-{e.name}" for e in old}
+    one_dropped = old[:9]
+    plan_publish(KEY, one_dropped, known, previous, max_delete_fraction=0.10, force=False)
+    with pytest.raises(MassDeletionError) as caught:
+        plan_publish(KEY, old[:8], known, previous, max_delete_fraction=0.10, force=False)
+    assert caught.value.dropped == 2 and caught.value.previous == 10
+    forced = plan_publish(KEY, old[:8], known, previous, max_delete_fraction=0.10, force=True)
+    assert len(forced.dropped_packages) == 2
+
+
+def test_relink_all_and_adopted_files_link_again_without_counting_as_replaced() -> None:
+    a = entry("a")
+    adopted = [PublishedFile(a.filename, "", a.size, a.name)]
+    plan = plan_publish(
+        KEY, [a], {identity(a): "sha-a"}, adopted, max_delete_fraction=0.1, force=False
+    )
+    assert plan.link == [0] and plan.replaced == ()
+    current = [published(a, "sha-a")]
+    unchanged = plan_publish(
+        KEY, [a], {identity(a): "sha-a"}, current, max_delete_fraction=0.1, force=False
+    )
+    assert unchanged.link == []
+    repair = plan_publish(
+        KEY,
+        [a],
+        {identity(a): "sha-a"},
+        current,
+        max_delete_fraction=0.1,
+        force=False,
+        relink_all=True,
+    )
+    assert repair.link == [0]
+
+
+def test_fill_fails_loudly_when_a_digest_is_missing() -> None:
+    a = entry("a")
+    plan = plan_publish(KEY, [a], {}, None, max_delete_fraction=0.1, force=False)
+    with pytest.raises(KeyError):
+        plan.fill({})
+
+
+def test_rollback_bypasses_the_guard() -> None:
+    old = [published(entry(f"p{i}"), f"sha{i}") for i in range(10)]
+    plan = plan_rollback(KEY, old[:1], old)
+    assert len(plan.unlisted) == 9 and len(plan.dropped_packages) == 9
+
+
+def test_due_deletions() -> None:
+    pending = {"a.apk": 100.0, "b.apk": 150.0, "c.apk": 10.0}
+    due, relisted = due_deletions(pending, ["c.apk"], now=200.0, grace=60)
+    assert due == ["a.apk"] and relisted == ["c.apk"]
