@@ -36,6 +36,7 @@ from mirrord.logs import make_logger
 from mirrord.model import ArchKey, PackageRef
 from mirrord.origin import OriginClient
 from mirrord.store import ContentStore
+from mirrord.traffic import limited_receive_buffer
 from mirrord.wire import Message, decode, encode, error_to_wire
 
 PR_SET_PDEATHSIG = 1
@@ -72,6 +73,8 @@ class GrantedThrottle:
         self._lock = asyncio.Lock()
         self._requests = 0
         self._pending: dict[int, asyncio.Future[int]] = {}
+        self._burst = 4 << 20
+        self._rate = 0.0
 
     async def consume(self, nbytes: int) -> None:
         self._received += nbytes
@@ -92,11 +95,18 @@ class GrantedThrottle:
         if future is not None and not future.done():
             future.set_result(nbytes)
 
-    def set_limit(self, limited: bool, chunk: int) -> None:
+    def set_limit(self, limited: bool, chunk: int, burst: int = 4 << 20, rate: float = 0) -> None:
         self.limited = limited
         self.chunk = max(1, chunk)
+        self._burst = burst
+        self._rate = rate
         if not limited:
             self._balance = 0
+
+    def receive_buffer(self, connections: int) -> int | None:
+        return limited_receive_buffer(
+            self._rate if self.limited else None, self._burst, connections
+        )
 
     def flush_received(self) -> None:
         if self._received:
@@ -199,7 +209,12 @@ async def serve(sock: socket.socket) -> None:
     channel = Channel(writer)
     throttle = GrantedThrottle(channel)
     store = ContentStore(Path(hello["storage"]))
-    async with OriginClient.open(hello["origin"], config) as origin:
+    connections = config.concurrency
+    async with OriginClient.open(
+        hello["origin"],
+        config,
+        receive_buffer=lambda: throttle.receive_buffer(connections),
+    ) as origin:
         worker = Worker(origin, store, config, channel, throttle, log)
         async with asyncio.TaskGroup() as group:
             reporter = group.create_task(throttle.report_received())
@@ -214,7 +229,12 @@ async def serve(sock: socket.socket) -> None:
                 elif kind == "grant":
                     throttle.granted(int(message["rid"]), int(message["n"]))
                 elif kind == "limit":
-                    throttle.set_limit(bool(message["on"]), int(message["chunk"]))
+                    throttle.set_limit(
+                        bool(message["on"]),
+                        int(message["chunk"]),
+                        int(message.get("burst", 4 << 20)),
+                        float(message.get("rate") or 0),
+                    )
             # The daemon closed the socket: it is stopping (or gone). Drop everything.
             reporter.cancel()
             for task in jobs:

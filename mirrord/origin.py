@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import AsyncIterator, Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from yarl import URL
 
 from mirrord import __version__
@@ -117,12 +119,30 @@ class OriginClient:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, base_url: str, fetch: FetchConfig) -> AsyncIterator[OriginClient]:
+    async def open(
+        cls,
+        base_url: str,
+        fetch: FetchConfig,
+        receive_buffer: Callable[[], int | None] = lambda: None,
+    ) -> AsyncIterator[OriginClient]:
+        """``receive_buffer`` says, per new connection, an SO_RCVBUF to pin (None: the
+        kernel's autotuning). Under a rate limit a small one keeps the kernel from
+        buffering more than the token bucket allows ahead of the limit."""
+
+        def make_socket(addr_info: AddrInfoType) -> socket.socket:
+            family, kind, proto, _, _ = addr_info
+            sock = socket.socket(family=family, type=kind, proto=proto)
+            size = receive_buffer()
+            if size is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            return sock
+
         connector = aiohttp.TCPConnector(
             limit=fetch.concurrency + 8,  # index polls get room beside the downloads
             limit_per_host=fetch.per_host,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
+            socket_factory=make_socket,
         )
         timeout = aiohttp.ClientTimeout(
             total=None, connect=fetch.connect_timeout, sock_read=fetch.read_timeout

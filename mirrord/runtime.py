@@ -109,9 +109,13 @@ async def open_runtime(
                 raise StoreError(
                     str(error.filename or config.storage.path), f"recovery failed: {error.strerror}"
                 ) from None
-            async with OriginClient.open(config.origin.url, config.fetch) as origin:
+            traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
+            async with OriginClient.open(
+                config.origin.url,
+                config.fetch,
+                receive_buffer=lambda: traffic.receive_buffer(config.fetch.concurrency),
+            ) as origin:
                 committer = Committer(store, db, clock, log, crash)
-                traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
                 downloader: PackageDownloader | ProcessDownloader
                 if config.fetch.processes > 0:
                     downloader = ProcessDownloader(

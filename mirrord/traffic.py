@@ -128,6 +128,17 @@ def minutes_to_next_edge(windows: Sequence[ScheduleWindow], minute: float) -> fl
     return (edges[0] + 1440 - minute) if edges else 1440.0
 
 
+MIN_RECEIVE_BUFFER = 16 * 1024
+MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> int | None:
+    if rate is None:
+        return None
+    share = burst // (2 * max(1, connections))
+    return max(MIN_RECEIVE_BUFFER, min(MAX_RECEIVE_BUFFER, share))
+
+
 _UNSET = object()
 
 
@@ -198,6 +209,11 @@ class TrafficControl:
         self._override = _UNSET
         self.apply()
         self.changed.set()
+
+    def receive_buffer(self, connections: int) -> int | None:
+        """SO_RCVBUF for a new connection: while limited, kernel buffering across all
+        connections stays within half the burst (the kernel's own overhead doubles it)."""
+        return limited_receive_buffer(self.bucket.rate, self.bucket.burst, connections)
 
     def reconfigure(self, config: FetchConfig) -> None:
         self._config = config

@@ -217,8 +217,15 @@ class ProcessDownloader:
         return max(16 << 10, min(1 << 20, self._traffic.bucket.burst // (2 * self._count)))
 
     def _send_limit(self, worker: _Process) -> None:
+        bucket = self._traffic.bucket
         worker.send(
-            {"t": "limit", "on": self._traffic.bucket.rate is not None, "chunk": self._chunk()}
+            {
+                "t": "limit",
+                "on": bucket.rate is not None,
+                "chunk": self._chunk(),
+                "burst": bucket.burst // self._count,  # this worker's share of kernel buffering
+                "rate": bucket.rate,
+            }
         )
 
     def _broadcast_limit(self) -> None:

@@ -17,6 +17,7 @@ from mirrord.traffic import (
     RateMeter,
     TokenBucket,
     TrafficControl,
+    limited_receive_buffer,
     minutes_to_next_edge,
     scheduled_rate,
 )
@@ -149,3 +150,10 @@ async def test_the_rate_limit_shapes_a_real_sync(mirror: Mirror) -> None:
     expected = (total - 64 * 1024) / 100_000
     assert clock.monotonic() == pytest.approx(expected, rel=0.02)
     assert max(clock.slept) <= 0.25
+
+
+def test_receive_buffers_under_a_limit_fit_in_half_the_burst() -> None:
+    assert limited_receive_buffer(None, 4 << 20, 16) is None  # unlimited: kernel autotuning
+    assert limited_receive_buffer(20e6, 4 << 20, 16) == (4 << 20) // 32
+    assert limited_receive_buffer(20e6, 64 << 10, 64) == 16 * 1024  # never absurdly small
+    assert limited_receive_buffer(20e9, 1 << 30, 1) == 4 * 1024 * 1024  # nor huge
