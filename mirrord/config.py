@@ -75,6 +75,7 @@ class FetchConfig:
     burst: int = 4 * 1024 * 1024
     schedule: tuple[ScheduleWindow, ...] = ()
     processes: int = 0
+    processes_from: int = 128
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,7 @@ def parse_config(data: object) -> Config:
         burst=fetch_section.get("burst", _size, 4 * 1024 * 1024),
         schedule=fetch_section.get("schedule", _schedule, ()),
         processes=fetch_section.get("processes", _processes, default_processes()),
+        processes_from=fetch_section.get("processes_from", _int_range(0, 1_000_000), 128),
     )
     fetch_section.finish()
 

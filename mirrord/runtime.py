@@ -34,7 +34,7 @@ from mirrord.statedb import StateDB
 from mirrord.store import ContentStore
 from mirrord.sync import SyncEngine
 from mirrord.traffic import TrafficControl
-from mirrord.workerpool import ProcessDownloader
+from mirrord.workerpool import AdaptiveDownloader, ProcessDownloader
 
 
 @dataclass
@@ -116,24 +116,30 @@ async def open_runtime(
                 receive_buffer=lambda: traffic.receive_buffer(config.fetch.concurrency),
             ) as origin:
                 committer = Committer(store, db, clock, log, crash)
-                downloader: PackageDownloader | ProcessDownloader
+                local = PackageDownloader(
+                    origin,
+                    store,
+                    config.fetch,
+                    clock=clock,
+                    log=log,
+                    events=MetricsEvents(metrics),
+                    throttle=traffic,
+                )
+                downloader: PackageDownloader | AdaptiveDownloader = local
+                pool: ProcessDownloader | None = None
                 if config.fetch.processes > 0:
-                    downloader = ProcessDownloader(
+                    pool = ProcessDownloader(
                         config.fetch.processes,
                         worker_hello(config),
                         traffic=traffic,
                         events=MetricsEvents(metrics),
                         log=log,
                     )
-                else:
-                    downloader = PackageDownloader(
-                        origin,
-                        store,
-                        config.fetch,
-                        clock=clock,
-                        log=log,
-                        events=MetricsEvents(metrics),
-                        throttle=traffic,
+                    downloader = AdaptiveDownloader(
+                        local,
+                        pool,
+                        backlog=lambda: fetcher.queued + fetcher.in_flight,
+                        threshold=config.fetch.processes_from,
                     )
                 fetcher = Fetcher(
                     downloader,
@@ -173,10 +179,10 @@ async def open_runtime(
                 body_error: BaseException | None = None
                 async with asyncio.TaskGroup() as group:
                     group.create_task(committer.run(), name="committer")
-                    if isinstance(downloader, ProcessDownloader):
-                        group.create_task(downloader.run(), name="fetch-processes")
+                    if pool is not None:
+                        group.create_task(pool.run(), name="fetch-processes")
                     group.create_task(
-                        _workers_then_close(fetcher, committer, downloader), name="fetch-workers"
+                        _workers_then_close(fetcher, committer, pool), name="fetch-workers"
                     )
                     shaper = group.create_task(traffic.run(), name="traffic-schedule")
                     try:
@@ -195,14 +201,14 @@ async def open_runtime(
 
 
 async def _workers_then_close(
-    fetcher: Fetcher, committer: Committer, downloader: PackageDownloader | ProcessDownloader
+    fetcher: Fetcher, committer: Committer, pool: ProcessDownloader | None
 ) -> None:
     try:
         await fetcher.run()
     finally:
         committer.close()
-        if isinstance(downloader, ProcessDownloader):
-            downloader.close()
+        if pool is not None:
+            pool.close()
 
 
 def worker_hello(config: Config) -> dict[str, Any]:

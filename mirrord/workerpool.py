@@ -15,11 +15,13 @@ import contextlib
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from mirrord.download import PackageDownloader
 from mirrord.errors import InternalError, ShuttingDownError
 from mirrord.fetcher import MetricsEvents
 from mirrord.model import ArchKey, PackageRef
@@ -28,6 +30,7 @@ from mirrord.traffic import TrafficControl
 from mirrord.wire import Message, decode, encode, error_from_wire
 
 RESTART_DELAY = 1.0
+POOL_THRESHOLD = 128  # queued downloads that make it worth starting the worker processes
 LIVE_WAIT = 30.0
 
 
@@ -42,6 +45,35 @@ class _Process:
 
     def send(self, message: Message) -> None:
         self.writer.write(encode(message))
+
+
+class AdaptiveDownloader:
+    """Small jobs on the daemon's own loop, big backlogs on the worker processes.
+
+    Starting worker processes costs a few hundred milliseconds of imports: an
+    incremental pass of a hundred packages is faster without them. Once the
+    backlog reaches ``threshold`` the pool starts, and new jobs go to it as
+    soon as it is up (until then they keep running here).
+    """
+
+    def __init__(
+        self,
+        local: PackageDownloader,
+        pool: ProcessDownloader,
+        backlog: Callable[[], int],
+        threshold: int = POOL_THRESHOLD,
+    ) -> None:
+        self.local = local
+        self.pool = pool
+        self._backlog = backlog
+        self._threshold = threshold
+
+    async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
+        if self.pool.ready or self._threshold == 0:  # 0: always the workers
+            return await self.pool.download(key, ref)
+        if self._backlog() >= self._threshold:
+            self.pool.start()
+        return await self.local.download(key, ref)
 
 
 class ProcessDownloader:
@@ -64,11 +96,22 @@ class ProcessDownloader:
         self._ready = asyncio.Event()
         self._live = asyncio.Event()
         self._stopping = False
+        self._wanted = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Workers are up and taking jobs."""
+        return self._ready.is_set() and not self._stopping
+
+    def start(self) -> None:
+        """Start the worker processes (``run`` waits for this; idempotent)."""
+        self._wanted.set()
 
     # --- Downloader ---------------------------------------------------------------
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
+        self.start()
         await self._ready.wait()
         live = [w for w in self._workers if w.alive]
         if not live and not self._stopping:
@@ -117,7 +160,10 @@ class ProcessDownloader:
     # --- lifecycle ----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Start the workers and keep them running until ``close``."""
+        """Start the workers once wanted and keep them running until ``close``."""
+        await self._wanted.wait()
+        if self._stopping:
+            return
         async with asyncio.TaskGroup() as group:
             self._group = group
             self._traffic.add_listener(self._broadcast_limit)
@@ -128,6 +174,7 @@ class ProcessDownloader:
         """Stop: close every socket; the workers exit and their loops end."""
         self._stopping = True
         self._ready.set()
+        self._wanted.set()
         self._traffic.remove_listener(self._broadcast_limit)
         for worker in self._workers:
             if worker.alive:

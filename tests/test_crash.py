@@ -58,7 +58,15 @@ async def setup(mirror: Mirror) -> tuple[Config, Path]:
     for key in KEYS:
         mirror.tree.put(key, first_generation(key.arch))
     # The production shape: downloads in worker processes.
-    extra = {"fetch": {"concurrency": 4, "read_timeout": 2, "attempts": 2, "processes": 2}}
+    extra = {
+        "fetch": {
+            "concurrency": 4,
+            "read_timeout": 2,
+            "attempts": 2,
+            "processes": 2,
+            "processes_from": 0,
+        }
+    }
     config = mirror.config(*KEYS, **extra)
     assert all(r.outcome == "published" for r in await mirror.sync(config))
     for key in KEYS:

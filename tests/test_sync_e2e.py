@@ -40,7 +40,7 @@ KEYS = [ArchKey(b, "main", a) for b in BRANCHES for a in ARCHES]
 @pytest.mark.parametrize("processes", [0, 2], ids=["on-the-loop", "worker-processes"])
 async def test_two_branches_two_arches_end_to_end(mirror: Mirror, processes: int) -> None:
     layout = populate(mirror.tree)
-    config = mirror.config(*KEYS, fetch={"processes": processes})
+    config = mirror.config(*KEYS, fetch={"processes": processes, "processes_from": 0})
 
     results = await mirror.sync(config)
 

@@ -11,7 +11,7 @@ from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.metrics import Metrics
 from mirrord.model import ArchKey
 from mirrord.runtime import open_runtime
-from mirrord.workerpool import ProcessDownloader
+from mirrord.workerpool import AdaptiveDownloader
 from tests.helpers import Mirror, check_published
 
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -26,7 +26,7 @@ def world(mirror: Mirror) -> None:
 async def test_a_reset_mid_body_is_resumed_inside_a_worker(mirror: Mirror) -> None:
     world(mirror)
     mirror.origin.add_fault(PATH, Fault.reset(after=150_000))
-    config = mirror.config(KEY, fetch={"processes": 2})
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 0})
     metrics = Metrics()
     (result,) = await mirror.sync(config, metrics=metrics)
     assert result.outcome == "published", result.error
@@ -42,7 +42,7 @@ async def test_a_reset_mid_body_is_resumed_inside_a_worker(mirror: Mirror) -> No
 async def test_worker_failures_come_back_as_the_same_errors(mirror: Mirror) -> None:
     world(mirror)
     mirror.origin.add_fault(PATH, Fault.corrupt(), Fault.corrupt())
-    config = mirror.config(KEY, fetch={"processes": 2})
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 0})
     (result,) = await mirror.sync(config)
     assert result.outcome == "failed" and result.error is not None
     assert (
@@ -62,7 +62,9 @@ async def test_the_rate_limit_stays_global_across_worker_processes(mirror: Mirro
     world(mirror)
     total = sum(len(p.data) for p in mirror.tree.packages(KEY))
     # High enough not to slow the test: what matters is that every byte was granted.
-    config = mirror.config(KEY, fetch={"processes": 2, "rate_limit": "1GB/s", "burst": "64KiB"})
+    config = mirror.config(
+        KEY, fetch={"processes": 2, "processes_from": 0, "rate_limit": "1GB/s", "burst": "64KiB"}
+    )
     async with open_runtime(config, log=mirror.logs.logger()) as runtime:
         (result,) = await runtime.engine.run_pass()
         passed = runtime.traffic.bucket.passed
@@ -75,10 +77,11 @@ async def test_the_rate_limit_stays_global_across_worker_processes(mirror: Mirro
 async def test_a_killed_worker_fails_its_jobs_and_is_restarted(mirror: Mirror) -> None:
     world(mirror)
     mirror.origin.add_fault(PATH, Fault.stall(after=1000))
-    config = mirror.config(KEY, fetch={"processes": 1})
+    config = mirror.config(KEY, fetch={"processes": 1, "processes_from": 0})
     async with open_runtime(config, log=mirror.logs.logger()) as runtime:
-        downloader = runtime.fetcher.downloader
-        assert isinstance(downloader, ProcessDownloader)
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        downloader = adaptive.pool
 
         async def kill_when_stalled() -> None:
             await mirror.origin.stalled.wait()
@@ -95,3 +98,20 @@ async def test_a_killed_worker_fails_its_jobs_and_is_restarted(mirror: Mirror) -
         assert healed.outcome == "published", healed.error
         assert mirror.logs.events("fetch.worker.exited")
     assert check_published(config).ok
+
+
+async def test_worker_processes_start_only_for_a_big_backlog(mirror: Mirror) -> None:
+    few = simple_specs("few", 10)
+    mirror.tree.put(KEY, few)
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50, "concurrency": 4})
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        (small,) = await runtime.engine.run_pass()
+        assert small.outcome == "published" and not adaptive.pool.ready
+        assert adaptive.pool.worker_pids() == []
+        mirror.tree.put(KEY, [*few, *simple_specs("many", 200, payload=1000)])
+        (big,) = await runtime.engine.run_pass()
+        assert big.outcome == "published" and adaptive.pool.ready
+        assert len(adaptive.pool.worker_pids()) == 2
+    assert check_published(config).files == 210
