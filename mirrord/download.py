@@ -29,7 +29,7 @@ from mirrord.origin import OriginClient
 from mirrord.retry import call_with_retries, retry_reason
 from mirrord.store import ContentStore, StoredObject, TempObject
 
-READ_CHUNK = 1 << 18
+IOV_MAX = 1024
 FLUSH_AT = 1 << 20  # hand bytes to the hashing/writing thread in batches this big
 INLINE_MAX = 128 << 10  # smaller packages are hashed and written on the event loop
 
@@ -86,18 +86,20 @@ class PackageSink:
         self._digester = PackageDigester(self.filename)
         self.written = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, chunks: list[bytes]) -> None:
+        """Hash and write the chunks as they came off the socket (no joining copies)."""
         fd = self._file().fd
-        self._digester.feed(data)
-        view = memoryview(data)
+        total = 0
+        for chunk in chunks:
+            self._digester.feed(chunk)
+            total += len(chunk)
         try:
-            while view.nbytes:
-                view = view[os.write(fd, view) :]
+            _writev_all(fd, chunks)
         except OSError as error:
             raise StoreError(self.filename, f"cannot write a temp file: {error.strerror}") from None
-        self.written += len(data)
+        self.written += total
 
-    def complete(self, tail: bytes) -> PackageDigest:
+    def complete(self, tail: list[bytes]) -> PackageDigest:
         if tail:
             self.write(tail)
         self._file()
@@ -119,6 +121,20 @@ class PackageSink:
             os.close(self._temp.fd)
             self._store.discard_temp(self._temp)
             self._temp = None
+
+
+def _writev_all(fd: int, chunks: list[bytes]) -> None:
+    pending: list[bytes | memoryview] = list(chunks)
+    while pending:
+        written = os.writev(fd, pending[:IOV_MAX])
+        while written and pending:
+            first = pending[0]
+            if written >= len(first):
+                written -= len(first)
+                pending.pop(0)
+            else:
+                pending[0] = memoryview(first)[written:]
+                written = 0
 
 
 @dataclass
@@ -224,7 +240,7 @@ class PackageDownloader:
             raise
         finally:
             self._events.received(key, counter.bytes)
-        if sink.written == 0 and len(tail) <= INLINE_MAX:
+        if sink.written == 0 and sum(map(len, tail)) <= INLINE_MAX:
             # Most packages are a few tens of KB: hashing and writing them here
             # costs less than the hop to a worker thread and back.
             return sink.complete(tail)
@@ -232,23 +248,25 @@ class PackageDownloader:
 
     async def _stream_body(
         self, ref: PackageRef, sink: PackageSink, body: aiohttp.StreamReader, counter: _Received
-    ) -> bytes:
+    ) -> list[bytes]:
         """Throttle, size-check and batch the body into the sink; returns the unwritten tail."""
-        buffer = bytearray()
+        chunks: list[bytes] = []
+        buffered = 0
         try:
-            async for chunk in body.iter_chunked(READ_CHUNK):
+            async for chunk, _ in body.iter_chunks():  # as received: no joining copies
                 counter.bytes += len(chunk)
                 await self.throttle.consume(len(chunk))
-                buffer += chunk
-                if sink.written + len(buffer) > ref.size:
+                chunks.append(chunk)
+                buffered += len(chunk)
+                if sink.written + buffered > ref.size:
                     raise PackageVerifyError(
                         ref.filename, "size (S:)", str(ref.size), "more bytes than that"
                     )
-                if len(buffer) >= FLUSH_AT:
-                    await asyncio.to_thread(sink.write, bytes(buffer))
-                    buffer.clear()
+                if buffered >= FLUSH_AT:
+                    await asyncio.to_thread(sink.write, chunks)
+                    chunks, buffered = [], 0
         except BaseException:
-            if buffer:  # keep what arrived, so a retry can resume after it
-                await asyncio.to_thread(sink.write, bytes(buffer))
+            if chunks:  # keep what arrived, so a retry can resume after it
+                await asyncio.to_thread(sink.write, chunks)
             raise
-        return bytes(buffer)
+        return chunks
