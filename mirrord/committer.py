@@ -1,8 +1,8 @@
 """Group commit: make stored objects durable, then record them.
 
-Downloads rename verified files into ``objects/`` themselves (content-addressed
-and verified, an object appearing there early is harmless) and queue them
-here. One task takes everything queued since its last round, makes it
+Downloads give verified files their name in ``objects/`` themselves
+(content-addressed and verified, an object appearing there early is harmless)
+and queue them here. One task takes everything queued since its last round, makes it
 durable with one ``syncfs`` and records it in the state database in one
 statement. Only then does anyone learn the object exists, and only then can an
 index that lists it be published. An object renamed but not yet recorded
@@ -40,7 +40,7 @@ class Committer:
         log: FilteringBoundLogger,
         crash: CrashPoints | None = None,
         max_pending: int = 4096,
-        window: float = 0.1,
+        window: float = 1.0,
         batch_max: int = 5000,
     ) -> None:
         self._store = store
@@ -96,8 +96,9 @@ class Committer:
     async def _gather(self, batch: list[_Request]) -> tuple[list[_Request], bool]:
         """Take what is queued; while downloads are running, wait up to ``window`` for more.
 
-        One syncfs costs milliseconds whatever the batch size: under load, fewer
-        and larger batches are what makes durability cheap.
+        One syncfs costs milliseconds whatever the batch size, and while it runs
+        the journal holds up every file creation: under load, about one batch a
+        second is what keeps durability cheap.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window
