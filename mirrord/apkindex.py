@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
+import sys
 import zlib
 from dataclasses import dataclass
 
@@ -25,7 +25,7 @@ _MAX_FILENAME = 250
 @dataclass(frozen=True, slots=True)
 class RawStream:
     raw: bytes  # the compressed bytes exactly as they appear in the file
-    data: bytes  # what they decompress to
+    data: bytearray  # what they decompress to
 
 
 def split_gzip_streams(blob: bytes, max_output: int) -> list[RawStream]:
@@ -35,9 +35,9 @@ def split_gzip_streams(blob: bytes, max_output: int) -> list[RawStream]:
     budget = max_output
     while pos < len(blob):
         inflater = zlib.decompressobj(31)
-        chunk = blob[pos:]
+        chunk = memoryview(blob)[pos:]
         out = bytearray()
-        pending = chunk
+        pending: bytes | memoryview = chunk
         try:
             while True:
                 out += inflater.decompress(pending, budget - len(out) + 1)
@@ -53,7 +53,7 @@ def split_gzip_streams(blob: bytes, max_output: int) -> list[RawStream]:
         if not inflater.eof:
             raise IndexFormatError(f"gzip stream {len(streams) + 1} is truncated")
         consumed = len(chunk) - len(inflater.unused_data)
-        streams.append(RawStream(blob[pos : pos + consumed], bytes(out)))
+        streams.append(RawStream(blob[pos : pos + consumed], out))
         budget -= len(out)
         pos += consumed
     return streams
@@ -147,41 +147,49 @@ _WANTED = frozenset(b"CPVSA")
 
 def _decoded(fields: dict[int, bytes], line_number: int) -> dict[str, str]:
     try:
-        return {chr(key): value.decode("utf-8") for key, value in fields.items()}
+        decoded = {chr(key): value.decode("utf-8") for key, value in fields.items()}
+        if "A" in decoded:  # a handful of arches: share one string each
+            decoded["A"] = sys.intern(decoded["A"])
+        return decoded
     except UnicodeDecodeError as error:
         raise IndexFormatError(
             f"entry ending at line {line_number} is not UTF-8: {error}"
         ) from None
 
 
-def parse_entries(data: bytes, max_package_bytes: int) -> tuple[IndexEntry, ...]:
-    """Parse the APKINDEX text; refuse duplicates and anything unsafe as a path.
+def parse_entries(
+    data: bytes | bytearray, max_package_bytes: int, start: int = 0, end: int | None = None
+) -> tuple[IndexEntry, ...]:
+    """Parse the APKINDEX text in ``data[start:end]``; refuse duplicates and unsafe names.
 
-    Line by line from the bytes, decoding only the fields mirrord uses: an
-    index of 100,000 packages never exists as one big str or list of lines.
+    Line by line in place, decoding only the fields mirrord uses: an index of
+    100,000 packages never exists as a copy, one big str or a list of lines.
     """
+    stop = len(data) if end is None else end
     entries: list[IndexEntry] = []
     seen: set[str] = set()
     fields: dict[int, bytes] = {}
     number = 0
-    for raw in io.BytesIO(data):
+    pos = start
+    while pos < stop:
+        newline = data.find(b"\n", pos, stop)
+        line_end = stop if newline < 0 else newline
         number += 1
-        line = raw.rstrip(b"\n")
-        if line:
-            if len(line) < 2 or line[1] != 0x3A:  # "X:value"
-                shown = line[:60].decode("utf-8", "replace")
+        if line_end > pos:
+            if line_end - pos < 2 or data[pos + 1] != 0x3A:  # "X:value"
+                shown = bytes(data[pos : min(line_end, pos + 60)]).decode("utf-8", "replace")
                 raise IndexFormatError(f"line {number}: expected 'X:value', got {shown!r}")
-            key = line[0]
+            key = data[pos]
             if key in _WANTED:
                 if key in fields:
                     raise IndexFormatError(
                         f"line {number}: field {chr(key)}: repeated within one entry"
                     )
-                fields[key] = line[2:]
-            continue
-        if fields:
+                fields[key] = bytes(data[pos + 2 : line_end])
+        elif fields:
             _add(entries, seen, _entry(_decoded(fields, number), number, max_package_bytes))
             fields = {}
+        pos = line_end + 1
     if fields:
         _add(entries, seen, _entry(_decoded(fields, number), number, max_package_bytes))
     return tuple(entries)
@@ -210,7 +218,7 @@ def _signatures(stream: RawStream) -> list[SignatureMember] | None:
         key_name, digest = parsed
         if not key_name or "/" in key_name or key_name.startswith("."):
             raise SignatureError(key_name, "invalid key name in signature member")
-        found.append(SignatureMember(key_name, digest, member.data))
+        found.append(SignatureMember(key_name, digest, bytes(member.data)))
     return found
 
 
@@ -248,16 +256,16 @@ def read_index_archive(
         content = streams[0]
 
     description = ""
-    index_data: bytes | None = None
+    span: tuple[int, int] | None = None
     try:
         for member in iter_members(content.data):
             if member.name == "DESCRIPTION":
-                description = member.data.decode("utf-8", "replace").strip()
+                description = bytes(member.data).decode("utf-8", "replace").strip()
             elif member.name == "APKINDEX":
-                index_data = member.data
+                span = (member.start, member.start + len(member.data))
     except TarFormatError as error:
         raise IndexFormatError(f"index stream is not a tar: {error}") from None
-    if index_data is None:
+    if span is None:
         raise IndexFormatError("no APKINDEX member in the index stream")
-    del streams, content  # the decompressed tar: only the APKINDEX member is needed now
-    return IndexArchive(signer, description, parse_entries(index_data, max_package_bytes))
+    entries = parse_entries(content.data, max_package_bytes, *span)
+    return IndexArchive(signer, description, entries)

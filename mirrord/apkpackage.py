@@ -128,7 +128,7 @@ class PackageDigester:
         pkginfo = next((m for m in members if m.name == ".PKGINFO"), None)
         if pkginfo is None:
             raise PackageFormatError(self.filename, "control stream has no .PKGINFO")
-        self._pkginfo = parse_pkginfo(pkginfo.data.decode("utf-8", "replace"))
+        self._pkginfo = parse_pkginfo(bytes(pkginfo.data).decode("utf-8", "replace"))
         self._control_checksum = q1(self._stream_sha1.digest())
         hashes = self._pkginfo.get("datahash")
         if hashes:

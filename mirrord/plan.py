@@ -13,25 +13,18 @@ from mirrord.errors import MassDeletionError
 from mirrord.model import ArchKey, PackageRef, PublishedFile
 
 
-@dataclass(frozen=True)
-class FetchPlan:
-    stored: dict[str, str]  # filename -> sha256 of entries already in the store
-    missing: tuple[PackageRef, ...]  # one per identity, in index order
-
-
-def plan_fetch(entries: Sequence[IndexEntry], known: Mapping[tuple[str, int], str]) -> FetchPlan:
-    stored: dict[str, str] = {}
+def plan_fetch(
+    entries: Sequence[IndexEntry], known: Mapping[tuple[str, int], str]
+) -> tuple[PackageRef, ...]:
+    """The packages to download: one per identity not in the store, in index order."""
     missing: list[PackageRef] = []
     queued: set[tuple[str, int]] = set()
     for entry in entries:
         identity = (entry.checksum, entry.size)
-        sha256 = known.get(identity)
-        if sha256 is not None:
-            stored[entry.filename] = sha256
-        elif identity not in queued:
+        if identity not in known and identity not in queued:
             queued.add(identity)
             missing.append(entry.ref())
-    return FetchPlan(stored, tuple(missing))
+    return tuple(missing)
 
 
 PENDING = ""  # the digest of a file whose package is still being fetched

@@ -49,7 +49,8 @@ def published_entries(
         try:
             for member in iter_members(stream.data):
                 if member.name == "APKINDEX":
-                    return parse_entries(member.data, max_package_bytes)
+                    end = member.start + len(member.data)
+                    return parse_entries(stream.data, max_package_bytes, member.start, end)
         except TarFormatError:
             continue
     return ()

@@ -215,33 +215,12 @@ class SyncEngine:
             now = self.clock.time()  # an origin clock ahead of ours must not hide the lag
             state.behind_since = min(origin_modified, now) if origin_modified else now
 
-        archive = await self._verify_index(key, response)
-        known = await self.db.call(self.db.lookup, [(e.checksum, e.size) for e in archive.entries])
-        previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
-        # Decide the publish now: a mass deletion is refused before a byte is fetched,
-        # and what is left after the downloads does not grow with the arch.
-        plan = plan_publish(
-            key,
-            archive.entries,
-            known,
-            previous,
-            max_delete_fraction=self.config.publish.max_delete_fraction,
-            force=force,
-            relink_all=not trusted,
-        )
-        fetch_plan = plan_fetch(archive.entries, known)
-        log.info(
-            "sync.arch.planned",
-            packages=len(archive.entries),
-            stored=len(archive.entries) - len(fetch_plan.missing),
-            missing=len(fetch_plan.missing),
-            signer=archive.signer,
-        )
+        plan, missing, description = await self._plan(key, response, snapshot, force, trusted, log)
         index_object = await self.committer.land_bytes(response.body)
         digests: dict[tuple[str, int], str] = await seed_from_tree(
-            self.publisher.arch_dir(key), fetch_plan.missing, self.publisher.store, self.committer
+            self.publisher.arch_dir(key), missing, self.publisher.store, self.committer
         )
-        to_fetch = [ref for ref in fetch_plan.missing if ref.identity not in digests]
+        to_fetch = [ref for ref in missing if ref.identity not in digests]
         if digests:
             log.info("sync.arch.seeded", packages=len(digests), source="published tree")
         failures, first = await self._fetch_all(key, to_fetch, digests)
@@ -253,13 +232,51 @@ class SyncEngine:
         return await self._publish(
             key,
             response,
-            archive,
+            description,
             plan,
             index_object,
             force=force,
             log=log,
             fetched=(len(to_fetch), sum(ref.size for ref in to_fetch)),
         )
+
+    async def _plan(
+        self,
+        key: ArchKey,
+        response: IndexResult,
+        snapshot: Snapshot | None,
+        force: bool,
+        trusted: bool,
+        log: FilteringBoundLogger,
+    ) -> tuple[PublishPlan, tuple[PackageRef, ...], str]:
+        """Verify the index and decide the publish before a byte is fetched.
+
+        A mass deletion is refused here, and what is left to do after the
+        downloads does not grow with the arch. The parsed entries, the previous
+        file list and the store lookup die with this frame: during the
+        downloads only the plan stays in memory.
+        """
+        archive = await self._verify_index(key, response)
+        known = await self.db.call(self.db.lookup, [(e.checksum, e.size) for e in archive.entries])
+        previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
+        plan = plan_publish(
+            key,
+            archive.entries,
+            known,
+            previous,
+            max_delete_fraction=self.config.publish.max_delete_fraction,
+            force=force,
+            relink_all=not trusted,
+        )
+        missing = plan_fetch(archive.entries, known)
+        log.info(
+            "sync.arch.planned",
+            packages=len(archive.entries),
+            stored=len(archive.entries) - len(missing),
+            missing=len(missing),
+            signer=archive.signer,
+        )
+        return plan, missing, archive.description
 
     async def _fetch_all(
         self, key: ArchKey, refs: Sequence[PackageRef], digests: dict[tuple[str, int], str]
@@ -322,7 +339,7 @@ class SyncEngine:
         self,
         key: ArchKey,
         response: IndexResult,
-        archive: IndexArchive,
+        description: str,
         plan: PublishPlan,
         index_sha256: str,
         *,
@@ -363,7 +380,7 @@ class SyncEngine:
             last_modified=response.last_modified_ts,
             etag=response.etag,
             last_modified_header=response.last_modified,
-            description=archive.description,
+            description=description,
             files=plan.files,
             status="published",
             forced=force and bool(plan.dropped_packages),

@@ -22,7 +22,8 @@ class TarFormatError(ValueError):
 class TarMember:
     name: str
     kind: bytes  # the typeflag: b"0" regular file, b"5" directory, ...
-    data: bytes
+    data: memoryview  # a view into the stream: no copy (bytes(member.data) makes one)
+    start: int  # where data begins in the stream
 
 
 def _number(field: bytes, what: str) -> int:
@@ -65,12 +66,13 @@ def _pax_path(records: bytes) -> str | None:
     return path
 
 
-def iter_members(data: bytes) -> Iterator[TarMember]:
+def iter_members(data: bytes | bytearray) -> Iterator[TarMember]:
     """Yield the members of an (optionally cut) tar stream held in memory."""
+    view = memoryview(data)
     pos = 0
     pending_name: str | None = None
     while pos + BLOCK <= len(data):
-        header = data[pos : pos + BLOCK]
+        header = bytes(view[pos : pos + BLOCK])
         if header == b"\0" * BLOCK:
             return
         if not _header_checksum_ok(header):
@@ -81,13 +83,13 @@ def iter_members(data: bytes) -> Iterator[TarMember]:
         end = start + size
         if end > len(data):
             raise TarFormatError(f"member at offset {pos} runs past the end of the stream")
-        body = data[start:end]
+        body = view[start:end]
         pos = start + (size + BLOCK - 1) // BLOCK * BLOCK
         if kind == b"x":
-            pending_name = _pax_path(body)
+            pending_name = _pax_path(bytes(body))
             continue
         if kind == b"L":
-            pending_name = body.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            pending_name = bytes(body).rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
         if kind in (b"g", b"K"):
             continue
@@ -99,8 +101,8 @@ def iter_members(data: bytes) -> Iterator[TarMember]:
         text = name.decode("utf-8", "surrogateescape")
         if pending_name is not None:
             text, pending_name = pending_name, None
-        yield TarMember(text, kind, body)
-    if pos != len(data) and data[pos:].strip(b"\0"):
+        yield TarMember(text, kind, body, start)
+    if pos != len(data) and bytes(view[pos:]).strip(b"\0"):
         raise TarFormatError("trailing bytes after the last member")
 
 
