@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +24,8 @@ from mirrord.fairqueue import FairQueue, QueueClosed
 from mirrord.metrics import Metrics
 from mirrord.model import ArchKey, PackageRef
 from mirrord.store import StoredObject
+
+RECENT = 8192  # finished identities remembered (enough to cover a planning race)
 
 
 class Downloader(Protocol):
@@ -71,6 +74,7 @@ class Fetcher:
         self._metrics = metrics
         self._queue: FairQueue[FetchJob] = FairQueue()
         self._jobs: dict[tuple[str, int], FetchJob] = {}
+        self._recent: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._running = asyncio.Event()
         self._running.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,7 +93,16 @@ class Fetcher:
         self._running.set()
 
     def fetch(self, key: ArchKey, ref: PackageRef) -> asyncio.Future[str]:
-        """A future for the stored object's SHA-256; one download per identity."""
+        """A future for the stored object's SHA-256; one download per identity.
+
+        An identity is either in flight here, recently finished (remembered for
+        arches that planned before it landed), or recorded in the state database.
+        """
+        recent = self._recent.get(ref.identity)
+        if recent is not None:
+            stored: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            stored.set_result(recent)
+            return stored
         job = self._jobs.get(ref.identity)
         if job is None:
             done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -100,6 +113,9 @@ class Fetcher:
             self._metrics.queue_depth.set(len(self._queue))
         job.waiters.add(key)
         return job.done
+
+    def forget_recent(self) -> None:
+        self._recent.clear()
 
     @property
     def queued(self) -> int:
@@ -173,6 +189,10 @@ class Fetcher:
     ) -> None:
         self._jobs.pop(job.ref.identity, None)
         self.completed += 1
+        if sha256 is not None:
+            self._recent[job.ref.identity] = sha256
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
         if job.done.done():
             return
         labels = self._metrics.labels(job.key)

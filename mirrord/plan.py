@@ -44,15 +44,23 @@ class PublishPlan:
     replaced: tuple[str, ...]  # names whose published bytes change
     unlisted: tuple[str, ...]  # names the previous snapshot listed and this one does not
     dropped_packages: tuple[str, ...]  # package names that disappear entirely
-    waiting: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    # identity -> position of the file waiting for it (a list when several names share it)
+    waiting: dict[tuple[str, int], int | list[int]] = field(default_factory=dict)
+
+    def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
+        """A package has been stored: give its files their digest."""
+        positions = self.waiting.pop(identity)
+        for position in positions if isinstance(positions, list) else (positions,):
+            self.files[position] = replace(self.files[position], sha256=sha256)
 
     def fill(self, digests: Mapping[tuple[str, int], str]) -> None:
-        """Set the digests of the fetched packages (KeyError if one is missing)."""
-        for identity, positions in self.waiting.items():
-            sha256 = digests[identity]
-            for position in positions:
-                self.files[position] = replace(self.files[position], sha256=sha256)
-        self.waiting = {}
+        for identity, sha256 in digests.items():
+            if identity in self.waiting:
+                self.fill_one(identity, sha256)
+
+    @property
+    def complete(self) -> bool:
+        return not self.waiting
 
     @property
     def to_link(self) -> list[PublishedFile]:
@@ -80,12 +88,18 @@ def plan_publish(
     behind our back: every file is linked again (a no-op for intact ones).
     """
     files: list[PublishedFile] = []
-    waiting: dict[tuple[str, int], list[int]] = {}
+    waiting: dict[tuple[str, int], int | list[int]] = {}
     for position, entry in enumerate(entries):
         identity = (entry.checksum, entry.size)
         sha256 = known.get(identity, PENDING)
         if sha256 == PENDING:
-            waiting.setdefault(identity, []).append(position)
+            already = waiting.get(identity)
+            if already is None:
+                waiting[identity] = position
+            elif isinstance(already, list):
+                already.append(position)
+            else:
+                waiting[identity] = [already, position]
         files.append(PublishedFile(entry.filename, sha256, entry.size, entry.name))
     plan = _plan(key, files, previous, max_delete_fraction, force, relink_all)
     plan.waiting = waiting

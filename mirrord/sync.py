@@ -96,6 +96,7 @@ class SyncEngine:
     rng: random.Random = field(default_factory=random.Random)
     states: dict[ArchKey, ArchState] = field(default_factory=dict)
     _locks: dict[ArchKey, asyncio.Lock] = field(default_factory=dict)
+    _planning: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def state(self, key: ArchKey) -> ArchState:
         return self.states.setdefault(key, ArchState())
@@ -105,6 +106,7 @@ class SyncEngine:
     ) -> list[ArchResult]:
         chosen = list(keys) if keys is not None else self.config.arch_keys()
         started = self.clock.monotonic()
+        self.fetcher.forget_recent()  # objects may have gone since (gc, verify --repair)
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(self.sync_arch(key, force=key in force), name=f"sync {key}")
@@ -215,20 +217,29 @@ class SyncEngine:
             now = self.clock.time()  # an origin clock ahead of ours must not hide the lag
             state.behind_since = min(origin_modified, now) if origin_modified else now
 
-        plan, missing, description = await self._plan(key, response, snapshot, force, trusted, log)
+        async with self._planning:  # one arch at a time: its planning data is the peak
+            plan, missing, description = await self._plan(
+                key, response, snapshot, force, trusted, log
+            )
         index_object = await self.committer.land_bytes(response.body)
-        digests: dict[tuple[str, int], str] = await seed_from_tree(
+        seeded = await seed_from_tree(
             self.publisher.arch_dir(key), missing, self.publisher.store, self.committer
         )
-        to_fetch = [ref for ref in missing if ref.identity not in digests]
-        if digests:
-            log.info("sync.arch.seeded", packages=len(digests), source="published tree")
-        failures, first = await self._fetch_all(key, to_fetch, digests)
+        plan.fill(seeded)
+        if seeded:
+            log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
+        # Other arches may have stored some of these since this arch planned.
+        remaining = [ref for ref in missing if ref.identity not in seeded]
+        landed = await self.db.call(self.db.lookup, [ref.identity for ref in remaining])
+        plan.fill(landed)
+        to_fetch = [ref for ref in remaining if ref.identity not in landed]
+        del missing, remaining, seeded, landed
+        failures, first = await self._fetch_all(key, to_fetch, plan)
         if first is not None:
             if not isinstance(first, MirrordError):
                 raise first
             raise ArchFailed(f"{failures} of {len(to_fetch)} packages failed; first: {first}")
-        plan.fill(digests)
+        assert plan.complete
         return await self._publish(
             key,
             response,
@@ -279,13 +290,13 @@ class SyncEngine:
         return plan, missing, archive.description
 
     async def _fetch_all(
-        self, key: ArchKey, refs: Sequence[PackageRef], digests: dict[tuple[str, int], str]
+        self, key: ArchKey, refs: Sequence[PackageRef], plan: PublishPlan
     ) -> tuple[int, BaseException | None]:
         """Fetch ``refs`` through the shared pool, at most WINDOW queued at a time.
 
         The window keeps memory flat for a 100,000-package arch (no future per
         package up front) while keeping enough queued for the round-robin
-        between arches. Returns (failures, first failure); digests fill in.
+        between arches. Returns (failures, first failure); the plan fills in.
         """
         window = max(FETCH_WINDOW, 4 * self.config.fetch.concurrency)
         pending: dict[asyncio.Future[str], PackageRef] = {}
@@ -298,7 +309,7 @@ class SyncEngine:
                 ref = pending.pop(future)
                 error = future.exception()
                 if error is None:
-                    digests[ref.identity] = future.result()
+                    plan.fill_one(ref.identity, future.result())
                 else:
                     failures += 1
                     first = first or error

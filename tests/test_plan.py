@@ -99,11 +99,16 @@ def test_relink_all_and_adopted_files_link_again_without_counting_as_replaced() 
     assert repair.link == [0]
 
 
-def test_fill_fails_loudly_when_a_digest_is_missing() -> None:
-    a = entry("a")
-    plan = plan_publish(KEY, [a], {}, None, max_delete_fraction=0.1, force=False)
+def test_a_plan_is_complete_only_when_every_digest_is_in() -> None:
+    a, b = entry("a"), entry("b")
+    twin = IndexEntry("b-doc", "1-r0", b.checksum, b.size)
+    plan = plan_publish(KEY, [a, b, twin], {}, None, max_delete_fraction=0.1, force=False)
+    plan.fill({identity(a): "sha-a"})
+    assert not plan.complete
+    plan.fill_one(identity(b), "sha-b")
+    assert plan.complete and [f.sha256 for f in plan.files] == ["sha-a", "sha-b", "sha-b"]
     with pytest.raises(KeyError):
-        plan.fill({})
+        plan.fill_one(identity(b), "again")
 
 
 def test_rollback_bypasses_the_guard() -> None:
