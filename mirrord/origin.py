@@ -84,8 +84,10 @@ def map_errors(url: str) -> Iterator[None]:
         yield
     except OriginError:
         raise
+    except aiohttp.ConnectionTimeoutError:
+        raise TransientOriginError(url, "timed out connecting (fetch.connect_timeout)") from None
     except TimeoutError:
-        raise TransientOriginError(url, "timed out (no data within the read timeout)") from None
+        raise TransientOriginError(url, "timed out: no data within fetch.read_timeout") from None
     except aiohttp.ClientPayloadError as error:
         raise TransientOriginError(url, f"body cut short: {error}") from None
     except aiohttp.ServerDisconnectedError:
@@ -144,8 +146,13 @@ class OriginClient:
             enable_cleanup_closed=True,
             socket_factory=make_socket,
         )
+        # sock_connect, not connect: aiohttp's "connect" also counts the wait for a
+        # free connection in the pool, which under load is queueing, not a failure.
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=fetch.connect_timeout, sock_read=fetch.read_timeout
+            total=None,
+            connect=None,
+            sock_connect=fetch.connect_timeout,
+            sock_read=fetch.read_timeout,
         )
         async with aiohttp.ClientSession(
             connector=connector,

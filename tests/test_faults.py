@@ -196,3 +196,19 @@ async def test_a_package_vanishing_mid_pass_is_retried_with_the_new_index(mirror
     second = await world.sync()
     assert second.outcome == "published", second.error
     assert check_published(world.config).files == 4
+
+
+async def test_waiting_for_a_free_connection_is_not_a_connect_timeout(mirror: Mirror) -> None:
+    """More jobs than connections queue in the pool; only the TCP connect is timed."""
+    specs = simple_specs("slow", 4, payload=2000)
+    mirror.tree.put(KEY, specs)
+    for spec in specs:
+        mirror.origin.add_fault(f"{KEY}/{spec.filename}", Fault.delay(0.3))
+    config = mirror.config(
+        KEY, fetch={"concurrency": 4, "per_host": 1, "connect_timeout": 0.2, "attempts": 1}
+    )
+    metrics = Metrics()
+    (result,) = await mirror.sync(config, metrics=metrics)
+    assert result.outcome == "published", result.error
+    assert len(mirror.origin.package_requests()) == 4  # one each: nothing timed out
+    assert mirror.origin.max_active_packages == 1

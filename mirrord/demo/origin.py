@@ -22,9 +22,10 @@ from aiohttp import web
 class Fault:
     """What to do instead of serving the file, once."""
 
-    kind: str  # status | reset | stall | truncate | corrupt | ignore_range
+    kind: str  # status | reset | stall | truncate | corrupt | ignore_range | delay
     status: int = 500
     after: int = 0  # bytes of the body sent before the fault strikes
+    seconds: float = 0.0
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -50,6 +51,11 @@ class Fault:
     @classmethod
     def ignore_range(cls) -> Fault:
         return cls("ignore_range")
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Answer normally, but only after ``seconds`` (a slow origin)."""
+        return cls("delay", seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,9 @@ class OriginServer:
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         queue = self.faults.get(request.path)
         fault = queue.popleft() if queue else None
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+            fault = None
         path = self._resolve(request)
         if fault is not None and fault.kind == "status":
             await self._record(request, fault.status, fault.kind)
