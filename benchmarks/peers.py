@@ -1,0 +1,145 @@
+"""The tools operators use today, as command lines over the same files from the same server.
+
+Each writes what it downloads under ``dest`` at the file's path relative to
+the origin root, so one check covers every tool. None of them verifies
+anything (signatures, sizes, checksums) or flushes what it wrote to disk.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What to fetch: files (relative paths) under ``base_url``, living in ``directories``."""
+
+    base_url: str
+    files: tuple[str, ...]
+    directories: tuple[str, ...]
+
+
+def _urls(transfer: Transfer) -> list[str]:
+    return [f"{transfer.base_url}/{relative}" for relative in transfer.files]
+
+
+def wget2(transfer: Transfer, dest: Path, inputs: Path) -> list[str]:
+    urls = inputs / "wget2-urls.txt"
+    urls.write_text("".join(f"{url}\n" for url in _urls(transfer)))
+    return [
+        "wget2",
+        f"--max-threads={CONCURRENCY}",
+        "-q",
+        "--force-directories",
+        "--no-host-directories",
+        "-i",
+        str(urls),
+        "-P",
+        str(dest),
+    ]
+
+
+def curl(transfer: Transfer, dest: Path, inputs: Path) -> list[str]:
+    config = inputs / "curl.cfg"
+    lines = [
+        f'url = "{url}"\noutput = "{dest / relative}"\n'
+        for url, relative in zip(_urls(transfer), transfer.files, strict=True)
+    ]
+    config.write_text("".join(lines))
+    return [
+        "curl",
+        "-Z",
+        "--parallel-max",
+        str(CONCURRENCY),
+        "-s",
+        "-S",
+        "-f",
+        "--create-dirs",
+        "-K",
+        str(config),
+    ]
+
+
+def aria2c(transfer: Transfer, dest: Path, inputs: Path) -> list[str]:
+    listing = inputs / "aria2c-input.txt"
+    listing.write_text(
+        "".join(
+            f"{url}\n  out={relative}\n"
+            for url, relative in zip(_urls(transfer), transfer.files, strict=True)
+        )
+    )
+    return [
+        "aria2c",
+        "-j",
+        str(CONCURRENCY),
+        "-i",
+        str(listing),
+        "-d",
+        str(dest),
+        "-q",
+        "--auto-file-renaming=false",
+        "--allow-overwrite=true",
+    ]
+
+
+def wget(transfer: Transfer, dest: Path, inputs: Path) -> list[str]:
+    """Single-threaded recursive mirror of each arch directory through nginx's autoindex."""
+    return [
+        "wget",
+        "-r",
+        "-np",
+        "-nH",
+        "-q",
+        "-e",
+        "robots=off",
+        "-R",
+        "index.html*",
+        "-P",
+        str(dest),
+        *(f"{transfer.base_url}/{directory}/" for directory in transfer.directories),
+    ]
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str  # the column heading
+    binary: str
+    command: Callable[[Transfer, Path, Path], list[str]]
+
+    def installed(self) -> bool:
+        return shutil.which(self.binary) is not None
+
+
+HTTP_PEERS = (
+    Peer(f"wget2 -t{CONCURRENCY}", "wget2", wget2),
+    Peer(f"curl -Z {CONCURRENCY}", "curl", curl),
+    Peer(f"aria2c -j{CONCURRENCY}", "aria2c", aria2c),
+    Peer("wget -r", "wget", wget),
+)
+
+
+def rsync(url: str, directory: str, dest: Path) -> list[str]:
+    """``rsync -a --delete`` of one arch directory from the daemon into ``dest``."""
+    return ["rsync", "-a", "--delete", "--stats", f"{url}/{directory}/", f"{dest / directory}/"]
+
+
+@dataclass(frozen=True)
+class RsyncStats:
+    files_transferred: int
+    bytes_received: int
+
+
+def parse_rsync_stats(text: str) -> RsyncStats:
+    def number(label: str) -> int:
+        match = re.search(rf"^{re.escape(label)}: ([\d,]+)", text, re.MULTILINE)
+        if match is None:
+            raise ValueError(f"rsync --stats output has no {label!r}")
+        return int(match.group(1).replace(",", ""))
+
+    return RsyncStats(number("Number of regular files transferred"), number("Total bytes received"))

@@ -1,0 +1,187 @@
+"""Scenario 1: a full sync into empty storage, mirrord against the HTTP peers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import measure, mirrordrun
+from benchmarks.context import Bench
+from benchmarks.data import DataSet
+from benchmarks.peers import HTTP_PEERS, Peer, Transfer
+from benchmarks.results import GoalCheck, ScenarioResult, Table, fmt, mib
+from benchmarks.scenarios.common import (
+    MAIN,
+    VERIFIES,
+    Runner,
+    Trial,
+    completeness,
+    med,
+    peer_runner,
+    ratio_row,
+    requests_cell,
+    retry_note,
+    row,
+    slug,
+    trial,
+)
+from benchmarks.servers import LoggedNginx
+from benchmarks.trees import LiveOrigin, warm
+
+MIRRORD = "mirrord"
+WGET2 = HTTP_PEERS[0].name
+
+
+@dataclass(frozen=True)
+class Comparison:
+    trials: dict[str, list[Trial]]
+    installed: dict[str, bool]  # column order: mirrord first
+    files: int
+    total_bytes: int
+    commands: tuple[str, ...]
+    config: str  # mirrord's YAML of its first run
+    retries: tuple[str, ...]  # mirrord's fetch.package.retry errors, every run
+
+
+def _mirrord_runner(bench: Bench, url: str, logs: Path, retries: list[str]) -> Runner:
+    def run(out: Path, rep: int) -> tuple[measure.Usage, Path, str]:
+        setup = mirrordrun.MirrordSetup(
+            origin_url=url,
+            keys=bench.sets.public_keys(),
+            arches=(MAIN,),
+            directory=out,
+            fetch=mirrordrun.default_fetch(bench.sizes.fetch_concurrency),
+        )
+        result = mirrordrun.sync(setup, logs, f"mirrord-{rep}")
+        retries.extend(result.retries)
+        return result.usage, setup.published, result.command
+
+    return run
+
+
+def _peer_argv(peer: Peer, transfer: Transfer) -> Callable[[Path, Path], list[str]]:
+    return lambda out, inputs: peer.command(transfer, out, inputs)
+
+
+def compare(bench: Bench, name: str, dataset: DataSet, peers: Sequence[Peer]) -> Comparison:
+    """Serve ``dataset`` as one arch; run mirrord and each peer in turn, ``runs`` times."""
+    directory = bench.scenario_dir(name)
+    logs = directory / "logs"
+    logs.mkdir()
+    origin = LiveOrigin(directory / "origin", bench.sets.key)
+    origin.publish({MAIN: dataset.packages})
+    expected = origin.expected()
+    warm(origin.root)
+    installed = {MIRRORD: True, **{p.name: p.installed() for p in peers}}
+    trials: dict[str, list[Trial]] = {tool: [] for tool in installed}
+    commands: dict[str, str] = {}
+    retries: list[str] = []
+    with LoggedNginx(origin.root, directory / "nginx", workers=2) as nginx:
+        transfer = Transfer(nginx.url, tuple(expected), ("/".join(MAIN.parts),))
+        runners: dict[str, Runner] = {MIRRORD: _mirrord_runner(bench, nginx.url, logs, retries)}
+        for peer in peers:
+            if installed[peer.name]:
+                argv = _peer_argv(peer, transfer)
+                runners[peer.name] = peer_runner(argv, logs, slug(peer.name))
+        for rep in range(bench.runs):
+            for tool, runner in runners.items():
+                done = trial(runner, directory / "out", rep, expected, nginx)
+                trials[tool].append(done)
+                commands.setdefault(tool, done.command)
+                bench.progress(f"{name} {rep + 1}/{bench.runs} {tool}: {done.usage.wall:.2f} s")
+    return Comparison(
+        trials,
+        installed,
+        len(expected),
+        sum(expected.values()),
+        tuple(commands.values()),
+        (logs / "mirrord-0.yaml").read_text(),
+        tuple(retries),
+    )
+
+
+def figures_of(comparison: Comparison) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {}
+    for tool, runs in comparison.trials.items():
+        if runs:
+            wall = med(runs, lambda t: t.usage.wall)
+            figures[tool] = {
+                "wall": wall,
+                "wall_sync": med(runs, lambda t: t.usage.wall + t.synced),
+                "mb_per_s": comparison.total_bytes / 1e6 / wall,
+                "files_per_s": comparison.files / wall,
+                "cpu": med(runs, lambda t: t.usage.cpu),
+                "rss_mib": mib(med(runs, lambda t: float(t.usage.peak_rss))),
+            }
+    return figures
+
+
+def table_of(comparison: Comparison, figures: Mapping[str, Mapping[str, float]]) -> Table:
+    tools = list(comparison.installed)
+    trials, installed = comparison.trials, comparison.installed
+
+    def figure(key: str, digits: int = 2) -> Callable[[str, Sequence[Trial]], str]:
+        return lambda tool, _runs: fmt(figures[tool][key], digits)
+
+    def durability(tool: str, _runs: Sequence[Trial]) -> str:
+        return "yes / yes" if tool == MIRRORD else "no / no"
+
+    def ratios(label: str, key: str) -> tuple[str, ...]:
+        values = {tool: f[key] for tool, f in figures.items()}
+        return ratio_row(label, tools, values, installed=installed)
+
+    rows = [
+        row("wall s", tools, trials, figure("wall"), installed=installed),
+        row(
+            "wall + os.sync() after exit, s",
+            tools,
+            trials,
+            figure("wall_sync"),
+            installed=installed,
+        ),
+        row("MB/s", tools, trials, figure("mb_per_s", 1), installed=installed),
+        row("files/s", tools, trials, figure("files_per_s", 0), installed=installed),
+        row("CPU s (user+sys, tree)", tools, trials, figure("cpu"), installed=installed),
+        row("peak RSS MiB (tree sum)", tools, trials, figure("rss_mib", 1), installed=installed),
+        row("HTTP requests", tools, trials, lambda _t, rs: requests_cell(rs), installed=installed),
+        row("complete", tools, trials, lambda _t, rs: completeness(rs), installed=installed),
+        row("verifies / durable at exit", tools, trials, durability, installed=installed),
+        ratios("wall ratio peer/mirrord (>1: mirrord faster)", "wall"),
+        ratios("CPU ratio peer/mirrord", "cpu"),
+    ]
+    return Table(("figure", *tools), tuple(rows))
+
+
+def full_sync(bench: Bench, name: str, label: str, dataset: DataSet) -> ScenarioResult:
+    comparison = compare(bench, name, dataset, HTTP_PEERS)
+    figures = figures_of(comparison)
+    mine, theirs = figures.get(MIRRORD), figures.get(WGET2)
+    goal = f"full sync ({label}) at least as fast as {WGET2}"
+    if mine and theirs:
+        check = GoalCheck(
+            goal,
+            f"mirrord {mine['wall']:.2f} s vs {theirs['wall']:.2f} s",
+            mine["wall"] <= theirs["wall"],
+        )
+    else:
+        check = GoalCheck(goal, f"{WGET2} not installed", None)
+    return ScenarioResult(
+        name=name,
+        title=f"Full sync, {label} set",
+        summary=(
+            f"Full sync of the {label} set into empty storage: {len(dataset.packages):,} "
+            f"packages + the index, {comparison.total_bytes / 1e6:,.1f} MB, one arch, served "
+            f"by nginx (2 workers) on 127.0.0.1. Medians of {bench.runs} alternating run(s); "
+            "MB = 10^6 bytes; rates are over the whole process's wall time."
+        ),
+        tables=(table_of(comparison, figures),),
+        notes=(
+            VERIFIES,
+            "Complete = every file the index lists (and the index) is on disk with its size.",
+            *retry_note(comparison.retries, bench.runs),
+        ),
+        commands=(*comparison.commands, f"mirrord config:\n{comparison.config}"),
+        goals=(check,),
+        figures=figures,
+    )
