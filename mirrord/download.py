@@ -23,6 +23,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.apkpackage import PackageDigest, PackageDigester, check_package
 from mirrord.clock import Clock
 from mirrord.config import FetchConfig
+from mirrord.durable import start_writeback
 from mirrord.errors import PackageVerifyError, StoreError, TransientOriginError
 from mirrord.model import ArchKey, PackageRef
 from mirrord.origin import OriginClient
@@ -30,6 +31,7 @@ from mirrord.retry import call_with_retries, retry_reason
 from mirrord.store import ContentStore, StoredObject, TempObject
 
 IOV_MAX = 1024
+WRITEBACK_EVERY = 8 << 20
 FLUSH_AT = 1 << 20  # hand bytes to the hashing/writing thread in batches this big
 INLINE_MAX = 128 << 10  # smaller packages are hashed and written on the event loop
 
@@ -68,6 +70,7 @@ class PackageSink:
         self._store = store
         self._digester = PackageDigester(filename)
         self._temp: TempObject | None = None
+        self._flushed = 0
 
     def _file(self) -> TempObject:
         if self._temp is None:
@@ -85,6 +88,7 @@ class PackageSink:
             os.lseek(self._temp.fd, 0, os.SEEK_SET)
         self._digester = PackageDigester(self.filename)
         self.written = 0
+        self._flushed = 0
 
     def write(self, chunks: list[bytes]) -> None:
         """Hash and write the chunks as they came off the socket (no joining copies)."""
@@ -98,6 +102,11 @@ class PackageSink:
         except OSError as error:
             raise StoreError(self.filename, f"cannot write a temp file: {error.strerror}") from None
         self.written += total
+        if self.written - self._flushed >= WRITEBACK_EVERY:
+            # Start writing this stretch to disk now, without waiting: the group
+            # commit's syncfs then finds little left to do.
+            start_writeback(fd, self._flushed, self.written - self._flushed)
+            self._flushed = self.written
 
     def complete(self, tail: list[bytes]) -> PackageDigest:
         if tail:
