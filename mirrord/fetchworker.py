@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import random
 import signal
 import socket
 import sys
@@ -166,6 +167,14 @@ class Worker:
         self._throttle = throttle
         self._log = log
         self._clock = SystemClock()
+        self._rng = random.Random()  # noqa: S311 - backoff jitter
+        self._arches: dict[str, ArchKey] = {}
+
+    def _arch(self, text: str) -> ArchKey:
+        key = self._arches.get(text)
+        if key is None:
+            key = self._arches[text] = ArchKey.parse(text)
+        return key
 
     async def run_job(self, message: Message) -> None:
         events = JobEvents()
@@ -177,11 +186,12 @@ class Worker:
             log=self._log,
             events=events,
             throttle=self._throttle,
+            rng=self._rng,
         )
         job_id = message["id"]
         try:
             stored = await downloader.download(
-                ArchKey.parse(message["key"]),
+                self._arch(message["key"]),
                 PackageRef(message["filename"], message["checksum"], int(message["size"])),
             )
         except MirrordError as error:

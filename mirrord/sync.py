@@ -43,7 +43,7 @@ from mirrord.signing import Keyring
 from mirrord.statedb import Snapshot, StateDB
 
 OUTCOMES = ("published", "unchanged", "failed", "refused")
-FETCH_WINDOW = 512
+FETCH_WINDOW = 4096
 
 
 @dataclass(frozen=True)
