@@ -20,6 +20,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.clock import Clock
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import MirrordError, StoreError
+from mirrord.model import ArchKey
 from mirrord.statedb import StateDB
 from mirrord.store import ContentStore, StoredObject
 
@@ -29,6 +30,7 @@ class _Request:
     stored: StoredObject
     checksum: str | None
     done: asyncio.Future[str]
+    key: ArchKey | None  # the arch whose download this is (None: not a download)
 
 
 class Committer:
@@ -52,10 +54,12 @@ class Committer:
         self._slots = asyncio.Semaphore(max_pending)
         self._window = window
         self._batch_max = batch_max
-        self._busy: Callable[[], bool] = lambda: False
+        self._downloading: Callable[[ArchKey], int] = lambda _key: 0
         self.batches = 0
 
-    async def submit(self, stored: StoredObject, checksum: str | None) -> asyncio.Future[str]:
+    async def submit(
+        self, stored: StoredObject, checksum: str | None, key: ArchKey | None = None
+    ) -> asyncio.Future[str]:
         """Queue a landed object; the future gives the digest once durable and recorded.
 
         Waits only while ``max_pending`` landings are already queued (backpressure
@@ -64,7 +68,7 @@ class Committer:
         await self._slots.acquire()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda _: self._slots.release())
-        self._queue.put_nowait(_Request(stored, checksum, done))
+        self._queue.put_nowait(_Request(stored, checksum, done, key))
         return done
 
     async def land(self, stored: StoredObject, checksum: str | None) -> str:
@@ -76,9 +80,10 @@ class Committer:
         sha256 = await asyncio.to_thread(self._store.put_bytes, data)
         return await self.land(StoredObject(sha256, len(data)), None)
 
-    def wait_for_more_while(self, busy: Callable[[], bool]) -> None:
-        """Tell the committer when more landings are on their way (downloads running)."""
-        self._busy = busy
+    def wait_for_more_while(self, downloading: Callable[[ArchKey], int]) -> None:
+        """How many downloads an arch still has running: while every arch in a batch
+        has some, the batch may wait for more; an arch with none wants its commit now."""
+        self._downloading = downloading
 
     def close(self) -> None:
         self._queue.put_nowait(None)
@@ -98,7 +103,8 @@ class Committer:
 
         One syncfs costs milliseconds whatever the batch size, and while it runs
         the journal holds up every file creation: under load, about one batch a
-        second is what keeps durability cheap.
+        second is what keeps durability cheap. But an arch whose downloads are
+        all done is waiting for this commit to publish: then it goes at once.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window
@@ -107,7 +113,7 @@ class Committer:
                 item = self._queue.get_nowait()
             else:
                 remaining = deadline - loop.time()
-                if remaining <= 0 or not self._busy():
+                if remaining <= 0 or not self._more_coming(batch):
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
@@ -117,6 +123,9 @@ class Committer:
                 return batch, True
             batch.append(item)
         return batch, False
+
+    def _more_coming(self, batch: list[_Request]) -> bool:
+        return all(r.key is not None and self._downloading(r.key) > 0 for r in batch)
 
     async def _commit(self, batch: list[_Request]) -> None:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,6 +75,7 @@ class Fetcher:
         self._queue: FairQueue[FetchJob] = FairQueue()
         self._jobs: dict[tuple[str, int], FetchJob] = {}
         self._recent: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._downloading: Counter[ArchKey] = Counter()
         self._running = asyncio.Event()
         self._running.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,10 +110,15 @@ class Fetcher:
             done.add_done_callback(_consume_exception)
             job = FetchJob(key, ref, done)
             self._jobs[ref.identity] = job
+            self._downloading[key] += 1
             self._queue.put(key, job)
             self._metrics.queue_depth.set(len(self._queue))
         job.waiters.add(key)
         return job.done
+
+    def downloading(self, key: ArchKey) -> int:
+        """Jobs first asked for by this arch that are queued or downloading."""
+        return self._downloading[key]
 
     def forget_recent(self) -> None:
         self._recent.clear()
@@ -125,6 +131,7 @@ class Fetcher:
         """Fail every job not yet started and let the workers finish; returns how many."""
         dropped = 0
         while (job := self._queue.get_nowait()) is not None:
+            self._downloading[job.key] -= 1
             self._finish(job, error=ShuttingDownError())
             dropped += 1
         self._queue.close()
@@ -167,9 +174,10 @@ class Fetcher:
             finally:
                 self.in_flight -= 1
                 self._metrics.in_flight.dec()
+                self._downloading[job.key] -= 1
             # Durability is the committer's business: this worker moves on to the
             # next download while the object lands with the next group commit.
-            landed = await self._committer.submit(stored, job.ref.checksum)
+            landed = await self._committer.submit(stored, job.ref.checksum, job.key)
             landed.add_done_callback(functools.partial(self._landed, job))
 
     def _landed(self, job: FetchJob, landed: asyncio.Future[str]) -> None:

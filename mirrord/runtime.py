@@ -148,7 +148,7 @@ async def open_runtime(
                     log=log,
                     metrics=metrics,
                 )
-                committer.wait_for_more_while(lambda: fetcher.in_flight > 0 or fetcher.queued > 0)
+                committer.wait_for_more_while(fetcher.downloading)
                 engine = SyncEngine(
                     config=config,
                     keyring=keyring,

@@ -127,7 +127,8 @@ async def test_storage_lost_published_tree_kept_refetches_and_republishes(
 
     assert [r.outcome for r in results] == ["published"] * 4
     assert len(mirror.logs.events("recovery.snapshot.adopted")) == 4
-    assert sum(e["packages"] for e in mirror.logs.events("sync.arch.seeded")) == 60
+    # 51 distinct packages; a noarch one may be seeded by more than one arch at once.
+    assert 51 <= sum(e["packages"] for e in mirror.logs.events("sync.arch.seeded")) <= 60
     assert len(mirror.origin.package_requests()) == requests_before  # nothing downloaded again
     assert check_published(config).ok
     assert len(stored_objects(config.storage.path)) == 4 * 12 + 3 + 4
