@@ -112,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources=tuple(sources),
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(ordered, run, machine(HERE.parent)))
+    history_file = HERE / "HISTORY.md"
+    history = history_file.read_text() if history_file.exists() else ""
+    args.output.write_text(render(ordered, run, machine(HERE.parent), history))
     _progress(f"wrote {args.output}")
     return 1 if any(r.error for r in results.values()) else 0
 

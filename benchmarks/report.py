@@ -101,7 +101,13 @@ def _verdict(met: bool | None) -> str:
     return "not measured" if met is None else ("**met**" if met else "**missed**")
 
 
-def render(results: Sequence[ScenarioResult], run: Run, host: Sequence[tuple[str, str]]) -> str:
+def render(
+    results: Sequence[ScenarioResult],
+    run: Run,
+    host: Sequence[tuple[str, str]],
+    history: str = "",
+) -> str:
+    """The report; ``history`` (benchmarks/HISTORY.md, kept by hand) closes it."""
     lines = [
         "# mirrord benchmarks",
         "",
@@ -145,4 +151,6 @@ def render(results: Sequence[ScenarioResult], run: Run, host: Sequence[tuple[str
             lines += ["<details><summary>Commands</summary>", "", "```"]
             lines += list(result.commands)
             lines += ["```", "", "</details>", ""]
+    if history.strip():
+        lines += [history.strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
