@@ -10,7 +10,7 @@ import binascii
 import re
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mirrord.errors import IndexFormatError, SignatureError, UnsafeIndexError
 from mirrord.model import PackageRef
@@ -66,10 +66,12 @@ class IndexEntry:
     checksum: str
     size: int
     arch: str | None = None
+    # Built once: the plan, the fetch list and the snapshot all share this string.
+    filename: str = field(default="", compare=False)
 
-    @property
-    def filename(self) -> str:
-        return f"{self.name}-{self.version}.apk"
+    def __post_init__(self) -> None:
+        if not self.filename:
+            object.__setattr__(self, "filename", f"{self.name}-{self.version}.apk")
 
     def ref(self) -> PackageRef:
         return PackageRef(self.filename, self.checksum, self.size)

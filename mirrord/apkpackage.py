@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from mirrord.errors import PackageFormatError, PackageVerifyError
 from mirrord.model import PackageRef
-from mirrord.signing import parse_signature_name
+from mirrord.signames import parse_signature_name
 from mirrord.tarlite import TarFormatError, iter_members
 
 MAX_CONTROL_BYTES = 16 * 1024 * 1024

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import yaml
-
 from mirrord.errors import ConfigError
 from mirrord.model import ArchKey, valid_segment
 from mirrord.units import parse_duration, parse_rate, parse_size
@@ -474,6 +472,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError("", f"cannot read {path}: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise ConfigError("", f"{path} is not UTF-8 text") from None
+    import yaml  # here, not at the top: fetch worker processes never parse YAML
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -35,9 +35,8 @@ from mirrord.download import PackageDownloader
 from mirrord.errors import InternalError, MirrordError
 from mirrord.logs import make_logger
 from mirrord.model import ArchKey, PackageRef
-from mirrord.origin import OriginClient
+from mirrord.origin import OriginClient, limited_receive_buffer
 from mirrord.store import ContentStore
-from mirrord.traffic import limited_receive_buffer
 from mirrord.wire import Message, decode, encode, error_to_wire
 
 PR_SET_PDEATHSIG = 1

@@ -30,6 +30,17 @@ _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522,
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
+MIN_RECEIVE_BUFFER = 16 * 1024
+MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> int | None:
+    if rate is None:
+        return None
+    share = burst // (2 * max(1, connections))
+    return max(MIN_RECEIVE_BUFFER, min(MAX_RECEIVE_BUFFER, share))
+
+
 def parse_http_date(value: str | None) -> float | None:
     if not value:
         return None

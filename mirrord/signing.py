@@ -10,8 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mirrord.errors import ConfigError, SignatureError
-
-SIGNATURE_PREFIXES = {".SIGN.RSA256.": "sha256", ".SIGN.RSA.": "sha1"}
+from mirrord.signames import parse_signature_name as parse_signature_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +20,6 @@ class SignatureMember:
     key_name: str
     digest: str  # "sha1" or "sha256"
     signature: bytes
-
-
-def parse_signature_name(member_name: str) -> tuple[str, str] | None:
-    """``.SIGN.RSA.<key>`` -> (key, "sha1"); anything else -> None."""
-    for prefix, digest in SIGNATURE_PREFIXES.items():
-        if member_name.startswith(prefix):
-            return member_name[len(prefix) :], digest
-    return None
 
 
 class Keyring:

@@ -20,6 +20,7 @@ from mirrord.aio import first_completed
 from mirrord.clock import Clock
 from mirrord.config import FetchConfig, ScheduleWindow
 from mirrord.metrics import Metrics
+from mirrord.origin import limited_receive_buffer
 from mirrord.units import format_rate
 
 MAX_SLEEP = 0.25  # a rate change reaches waiting downloads within this long
@@ -126,17 +127,6 @@ def minutes_to_next_edge(windows: Sequence[ScheduleWindow], minute: float) -> fl
         if edge > minute:
             return edge - minute
     return (edges[0] + 1440 - minute) if edges else 1440.0
-
-
-MIN_RECEIVE_BUFFER = 16 * 1024
-MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
-
-
-def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> int | None:
-    if rate is None:
-        return None
-    share = burst // (2 * max(1, connections))
-    return max(MIN_RECEIVE_BUFFER, min(MAX_RECEIVE_BUFFER, share))
 
 
 _UNSET = object()

@@ -13,11 +13,11 @@ from mirrord.demo.repogen import simple_specs
 from mirrord.logs import make_logger
 from mirrord.metrics import Metrics
 from mirrord.model import ArchKey
+from mirrord.origin import limited_receive_buffer
 from mirrord.traffic import (
     RateMeter,
     TokenBucket,
     TrafficControl,
-    limited_receive_buffer,
     minutes_to_next_edge,
     scheduled_rate,
 )
