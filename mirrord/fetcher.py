@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
@@ -49,12 +49,11 @@ class MetricsEvents:
         self._metrics.verification_failures.labels(reason=reason).inc()
 
 
-@dataclass
+@dataclass(slots=True)
 class FetchJob:
     key: ArchKey  # the arch whose URL we fetch from (the first that asked)
     ref: PackageRef
     done: asyncio.Future[str]
-    waiters: set[ArchKey] = field(default_factory=set)
 
 
 class Fetcher:
@@ -113,7 +112,6 @@ class Fetcher:
             self._downloading[key] += 1
             self._queue.put(key, job)
             self._metrics.queue_depth.set(len(self._queue))
-        job.waiters.add(key)
         return job.done
 
     def downloading(self, key: ArchKey) -> int:

@@ -80,7 +80,9 @@ async def seed_from_tree(
     if not candidates:
         return {}
     landed = await asyncio.to_thread(_verify_and_land, directory, candidates, store)
-    digests = await asyncio.gather(
-        *(committer.land(StoredObject(sha256, ref.size), ref.checksum) for ref, sha256 in landed)
-    )
-    return {ref.identity: sha256 for (ref, _), sha256 in zip(landed, digests, strict=True)}
+    async with asyncio.TaskGroup() as group:
+        commits = [
+            group.create_task(committer.land(StoredObject(sha256, ref.size), ref.checksum))
+            for ref, sha256 in landed
+        ]
+    return {ref.identity: task.result() for (ref, _), task in zip(landed, commits, strict=True)}
