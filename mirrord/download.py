@@ -1,8 +1,9 @@
 """One package download: stream, hash as bytes arrive, verify, retry, resume.
 
-``PackageDownloader.download`` streams a package into a temp file in the
-store's ``tmp/`` while computing its digests, checks it against the signed
-index (size, ``C:``, ``datahash``) and returns the verified temp file. Transient
+``PackageDownloader.download`` streams a package into an unnamed file in the
+store while computing its digests, checks it against the signed index (size,
+``C:``, ``datahash``) and only then gives it its name under ``objects/``
+(durability and recording are the committer's). Transient
 failures are retried with backoff and resumed with ``Range`` + ``If-Range``
 when the origin allows; a package that fails verification is fetched once
 more from scratch, then fails. The same code runs on the daemon's event loop
@@ -174,7 +175,7 @@ class PackageDownloader:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
-        """A verified temp file holding exactly what ``ref`` promises."""
+        """Store exactly what ``ref`` promises under its digest (not yet durable)."""
         for attempt in (1, 2):
             sink = PackageSink(self._store, ref.filename)
             try:

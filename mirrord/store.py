@@ -1,8 +1,10 @@
 """The content-addressed object store: ``objects/sha256/<ab>/<full hex>``.
 
-Objects arrive as temporary files in ``tmp/`` (same filesystem), are made
-read-only and renamed into place, and become durable in batches with one
-``syncfs``. Blocking methods: call them from a worker thread.
+Objects are written read-only as unnamed ``O_TMPFILE`` files in ``objects/``
+(or, where the kernel lacks it, named temp files in ``tmp/`` on the same
+filesystem), get their name only once verified, and become durable in
+batches with one ``syncfs``. Blocking methods: call them from a worker thread
+(or inline for small objects).
 """
 
 from __future__ import annotations
