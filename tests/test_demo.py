@@ -42,5 +42,5 @@ def test_demo_publishes_a_verified_tree_and_is_incremental_on_rerun(tmp_path: Pa
     second = run_demo(directory)
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.count("unchanged  v3.20/") == 4
-    assert "fetched    0 packages" in second.stdout
+    assert "fetched    0 package files" in second.stdout and "with 0 downloads" in second.stdout
     assert stored_objects(directory / "storage") == objects

@@ -188,8 +188,9 @@ def _print_summary(
         write(f"  {result.outcome:<10} {result.key}: {note}\n")
     rate = fetched_bytes / sync_seconds if sync_seconds > 0 else 0.0
     write(
-        f"  fetched    {fetched} packages, {format_bytes(fetched_bytes)} in {sync_seconds:.2f} s "
-        f"({format_bytes(rate)}/s, {requests} package requests)\n"
+        f"  fetched    {fetched} package files in {sync_seconds:.2f} s with {requests} downloads "
+        f"({format_bytes(fetched_bytes)}, {format_bytes(rate)}/s; a shared noarch package "
+        "is downloaded once)\n"
     )
     write(
         f"  stored     {stored_objects} objects, {format_bytes(stored_bytes)} in {layout.storage} "
