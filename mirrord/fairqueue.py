@@ -27,6 +27,10 @@ class FairQueue(Generic[T]):
         self._closed = False
         self._size = 0
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def __len__(self) -> int:
         return self._size
 

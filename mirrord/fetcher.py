@@ -99,10 +99,14 @@ class Fetcher:
         arches that planned before it landed), or recorded in the state database.
         """
         recent = self._recent.get(ref.identity)
-        if recent is not None:
-            stored: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            stored.set_result(recent)
-            return stored
+        if recent is not None or self._queue.closed:
+            answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            if recent is not None:
+                answer.set_result(recent)
+            else:
+                answer.set_exception(ShuttingDownError())
+                answer.add_done_callback(_consume_exception)
+            return answer
         job = self._jobs.get(ref.identity)
         if job is None:
             done: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -8,6 +8,7 @@ last good snapshot keeps being served.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import random
@@ -60,6 +61,13 @@ class ArchResult:
     @property
     def ok(self) -> bool:
         return self.outcome in ("published", "unchanged")
+
+
+@dataclass
+class _FetchOutcome:
+    outstanding: int = 0
+    failures: int = 0
+    first: BaseException | None = None
 
 
 @dataclass
@@ -298,31 +306,32 @@ class SyncEngine:
         package up front) while keeping enough queued for the round-robin
         between arches. Returns (failures, first failure); the plan fills in.
         """
-        window = max(FETCH_WINDOW, 4 * self.config.fetch.concurrency)
-        pending: dict[asyncio.Future[str], PackageRef] = {}
-        failures = 0
-        first: BaseException | None = None
+        slots = asyncio.Semaphore(max(FETCH_WINDOW, 4 * self.config.fetch.concurrency))
+        all_done = asyncio.Event()
+        outcome = _FetchOutcome(outstanding=1)  # 1 until every ref is submitted
 
-        def collect(done: set[asyncio.Future[str]]) -> None:
-            nonlocal failures, first
-            for future in done:
-                ref = pending.pop(future)
-                error = future.exception()
-                if error is None:
-                    plan.fill_one(ref.identity, future.result())
-                else:
-                    failures += 1
-                    first = first or error
+        def settle() -> None:
+            outcome.outstanding -= 1
+            if outcome.outstanding == 0:
+                all_done.set()
+
+        def landed(ref: PackageRef, future: asyncio.Future[str]) -> None:
+            slots.release()
+            error = future.exception()
+            if error is None:
+                plan.fill_one(ref.identity, future.result())
+            else:
+                outcome.failures += 1
+                outcome.first = outcome.first or error
+            settle()
 
         for ref in refs:
-            if len(pending) >= window:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                collect(done)
-            pending[self.fetcher.fetch(key, ref)] = ref
-        while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            collect(done)
-        return failures, first
+            await slots.acquire()
+            outcome.outstanding += 1
+            self.fetcher.fetch(key, ref).add_done_callback(functools.partial(landed, ref))
+        settle()  # every ref submitted
+        await all_done.wait()
+        return outcome.failures, outcome.first
 
     async def _verify_index(self, key: ArchKey, response: IndexResult) -> IndexArchive:
         assert response.body is not None
