@@ -42,6 +42,7 @@ class RepositorySet:
 @dataclass(frozen=True)
 class StorageConfig:
     path: Path
+    gc_interval: float = 86400.0  # 0: only `mirrord ctl gc`
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,10 @@ def parse_config(data: object) -> Config:
     repositories = top.get("repositories", _repositories)
 
     storage_section = top.section("storage")
-    storage = StorageConfig(path=storage_section.get("path", _path))
+    storage = StorageConfig(
+        path=storage_section.get("path", _path),
+        gc_interval=storage_section.get("gc_interval", _duration(0), 86400.0),
+    )
     storage_section.finish()
 
     publish_section = top.section("publish")

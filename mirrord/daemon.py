@@ -27,6 +27,7 @@ from mirrord.config import Config, load_config
 from mirrord.control.server import ControlServer
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import ConfigError, ControlError
+from mirrord.maintenance import collect_garbage
 from mirrord.metrics import Metrics
 from mirrord.metrics_http import DaemonCollector, MetricsServer, ScrapeState
 from mirrord.operations import DaemonState, Operations
@@ -53,6 +54,7 @@ LIVE_KEYS = frozenset(
         "fetch.schedule",
         "limits.max_index_bytes",
         "limits.max_package_bytes",
+        "storage.gc_interval",
     }
 )
 
@@ -92,6 +94,7 @@ class Daemon:
     reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_progress: float = 0.0
+    _last_gc: float = 0.0
     _completed_seen: int = 0
     _group: asyncio.TaskGroup | None = None
 
@@ -122,6 +125,7 @@ class Daemon:
             config, log=self.log, clock=self.clock, metrics=self.metrics, crash=self.crash
         ) as runtime:
             self.runtime = runtime
+            self._last_gc = self.clock.monotonic()  # the first collection a gc_interval from now
             self.operations = Operations(self.state, runtime, reload=self.reload, spawn=self._spawn)
             self.scrape.measured_rate = runtime.traffic.meter.rate
             self.metrics.registry.register(DaemonCollector(self.scrape, self.clock))
@@ -250,11 +254,28 @@ class Daemon:
             finally:
                 state.pass_running = False
             state.last_pass_seconds = self.clock.monotonic() - started
+        await self._collect_garbage_if_due(runtime)
         await self._refresh_scrape(runtime)
         self._report_pass(results, state.last_pass_seconds)
         async with state.pass_finished:
             state.passes += 1
             state.pass_finished.notify_all()
+
+    async def _collect_garbage_if_due(self, runtime: Runtime) -> None:
+        """Unattended for months, the store must not grow forever."""
+        interval = self.config.storage.gc_interval
+        now = self.clock.monotonic()
+        if interval <= 0 or now - self._last_gc < interval:
+            return
+        self._last_gc = now
+        async with self.state.pass_lock:
+            await collect_garbage(
+                runtime.store,
+                runtime.db,
+                clock=self.clock,
+                grace=self.config.publish.grace,
+                log=self.log,
+            )
 
     def _report_pass(self, results: list[ArchResult], seconds: float) -> None:
         failed = [r for r in results if not r.ok]

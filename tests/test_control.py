@@ -339,3 +339,18 @@ async def test_drain_finishes_the_pass_then_stops(mirror: Mirror) -> None:
         await daemon.state.stopping.wait()
     assert check_published(daemon.config).files == 4
     assert mirror.logs.events("daemon.stopped")
+
+
+async def test_the_daemon_collects_garbage_on_its_own(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 5))
+    config = daemon_config(
+        mirror, KEY, publish={"keep_snapshots": 1, "grace": 0}, storage={"gc_interval": 0.01}
+    )
+    async with running_daemon(mirror, config) as daemon:
+        await daemon.state.wait_for_passes(1)
+        mirror.tree.put(KEY, [s.bumped() for s in simple_specs("a", 5)])
+        await ctl(daemon, "sync")
+        await daemon.state.wait_for_passes(2)
+        assert len(stored_objects(daemon.config.storage.path)) == 6  # no `ctl gc` needed
+        assert mirror.logs.events("maintenance.gc.done")[-1]["objects"] == 6
+        assert check_published(daemon.config).ok
