@@ -223,6 +223,9 @@ class Daemon:
         state = self.state
         while not state.stopping.is_set():
             state.wake.clear()
+            if state.draining:  # nothing running: stop now
+                state.request_stop()
+                return
             if state.paused:
                 self.notifier.status("paused")
                 await state.wake.wait()

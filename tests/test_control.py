@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mirrord.control.protocol import MAX_LINE, request_line
+from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from mirrord.errors import ControlError
 from mirrord.model import ArchKey
@@ -329,16 +330,29 @@ async def test_reload_applies_changes_and_refuses_a_broken_file(mirror: Mirror) 
         assert mirror.logs.events("config.reload.refused")
 
 
-async def test_drain_finishes_the_pass_then_stops(mirror: Mirror) -> None:
-    mirror.tree.put(KEY, simple_specs("a", 3))
+async def test_drain_finishes_the_running_pass_then_stops(mirror: Mirror) -> None:
+    specs = simple_specs("a", 4)
+    mirror.tree.put(KEY, specs[:3])
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
         await daemon.state.wait_for_passes(1)
-        mirror.tree.put(KEY, simple_specs("a", 4))
+        mirror.tree.put(KEY, specs)
+        mirror.origin.add_fault(f"{KEY}/{specs[3].filename}", Fault.delay(0.5))
         await ctl(daemon, "sync")
-        await ctl(daemon, "drain")
+        await mirror.origin.delaying.wait()
+        await ctl(daemon, "drain")  # the pass is downloading: it finishes, then the daemon stops
         await daemon.state.stopping.wait()
     assert check_published(daemon.config).files == 4
+    assert daemon.state.passes == 2
     assert mirror.logs.events("daemon.stopped")
+
+
+async def test_drain_when_idle_stops_without_another_pass(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await daemon.state.wait_for_passes(1)
+        await ctl(daemon, "drain")
+        await daemon.state.stopping.wait()
+    assert daemon.state.passes == 1
 
 
 async def test_the_daemon_collects_garbage_on_its_own(mirror: Mirror) -> None:

@@ -78,6 +78,7 @@ class OriginServer:
         self.release_stalls = asyncio.Event()
         self.request_seen = asyncio.Condition()
         self.stalled = asyncio.Event()
+        self.delaying = asyncio.Event()  # a delayed request has arrived
         self.active_packages = 0
         self.max_active_packages = 0
         self._runner: web.AppRunner | None = None
@@ -161,6 +162,7 @@ class OriginServer:
         queue = self.faults.get(request.path)
         fault = queue.popleft() if queue else None
         if fault is not None and fault.kind == "delay":
+            self.delaying.set()
             await asyncio.sleep(fault.seconds)
             fault = None
         path = self._resolve(request)
