@@ -19,6 +19,7 @@ from mirrord.aio import run_async
 from mirrord.config import Config, load_config
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import ConfigError, LockHeldError, MirrordError
+from mirrord.heap import return_freed_memory
 from mirrord.logs import make_logger
 from mirrord.model import ArchKey
 from mirrord.sdnotify import Notifier
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("sync", "run", "demo"):
+        return_freed_memory()
     try:
         if args.command == "sync":
             return cmd_sync(args, parser)

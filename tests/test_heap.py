@@ -1,0 +1,43 @@
+"""The allocator setting that keeps a long run's RSS from ratcheting up.
+
+Runs in a child interpreter: an allocator setting is process-wide.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# Free one 8 MiB buffer (glibc then raises its mmap threshold to 8 MiB), fill
+# the heap with 2 MiB buffers, free all but the newest (it pins the heap top),
+# and print how many MiB stayed resident.
+PROGRAM = """
+import sys
+from mirrord.heap import return_freed_memory
+if sys.argv[1] == "tuned":
+    assert return_freed_memory()
+def rss():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) // 1024
+    raise SystemExit("no VmRSS")
+bytearray(8 << 20)  # allocated, then freed at once
+before = rss()
+buffers = [bytearray(2 << 20) for _ in range(60)]
+last = buffers.pop()
+del buffers
+print(rss() - before)
+"""
+
+
+def resident_growth(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+def test_freed_buffers_go_back_to_the_kernel() -> None:
+    assert resident_growth("default") >= 100  # the heap kept the freed 118 MiB
+    assert resident_growth("tuned") <= 10  # only the buffer still alive
