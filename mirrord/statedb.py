@@ -80,9 +80,24 @@ class Snapshot:
     forced: bool
 
 
+ENCODE_BATCH = 1024  # lines compressed at a time: a 100,000-file list never exists as text
+
+
 def encode_files(files: Iterable[PublishedFile]) -> bytes:
-    text = "\n".join(f"{f.filename}\t{f.sha256}\t{f.size}\t{f.package}" for f in files)
-    return zlib.compress(text.encode(), 1)
+    compressor = zlib.compressobj(1)
+    parts: list[bytes] = []
+    batch: list[str] = []
+    separator = ""
+    for f in files:
+        batch.append(f"{f.filename}\t{f.sha256}\t{f.size}\t{f.package}")
+        if len(batch) == ENCODE_BATCH:
+            parts.append(compressor.compress((separator + "\n".join(batch)).encode()))
+            batch.clear()
+            separator = "\n"
+    if batch:
+        parts.append(compressor.compress((separator + "\n".join(batch)).encode()))
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def decode_files(blob: bytes) -> list[PublishedFile]:
