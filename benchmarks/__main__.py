@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import shlex
 import signal
 import sys
@@ -68,6 +69,16 @@ def _stop(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def compile_sources() -> None:
+    """Byte-compile mirrord, as installing it from a wheel does.
+
+    mirrord is installed editable here, and the environment may set
+    PYTHONDONTWRITEBYTECODE: every mirrord process (and fetch worker) would
+    then compile its sources at start, ~50 ms that no installed mirrord pays.
+    """
+    compileall.compile_dir(HERE.parent / "mirrord", quiet=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
@@ -83,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "a private network namespace: its own loopback, no other traffic"
         )
     _progress(f"network: {network}")
+    compile_sources()
     sizes = QUICK if args.quick else FULL
     work = args.work.resolve()
     sets = DataSets(work / ("data-quick" if args.quick else "data"), sizes, _progress)
