@@ -19,7 +19,7 @@ from mirrord.aio import run_async
 from mirrord.config import Config, load_config
 from mirrord.crashpoints import CrashPoints
 from mirrord.errors import ConfigError, LockHeldError, MirrordError
-from mirrord.heap import return_freed_memory
+from mirrord.heap import pin_mmap_threshold
 from mirrord.logs import make_logger
 from mirrord.model import ArchKey
 from mirrord.sdnotify import Notifier
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("sync", "run", "demo"):
-        return_freed_memory()
+        pin_mmap_threshold()  # the process that parses indexes; fetch workers keep the default
     try:
         if args.command == "sync":
             return cmd_sync(args, parser)

@@ -33,7 +33,6 @@ from mirrord.clock import SystemClock
 from mirrord.config import FetchConfig
 from mirrord.download import PackageDownloader
 from mirrord.errors import InternalError, MirrordError
-from mirrord.heap import return_freed_memory
 from mirrord.logs import make_logger
 from mirrord.model import ArchKey, PackageRef
 from mirrord.origin import OriginClient, limited_receive_buffer
@@ -255,7 +254,6 @@ async def serve(sock: socket.socket) -> None:
 def main(argv: list[str]) -> int:
     fd, parent = int(argv[1]), int(argv[2])
     die_with_parent(parent)
-    return_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     sock = socket.socket(fileno=fd)
     try:

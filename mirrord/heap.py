@@ -1,12 +1,13 @@
-"""Ask the C allocator to give freed memory back to the kernel.
+"""Keep big freed buffers out of the C heap, so a long run's RSS does not ratchet up.
 
-Parsing an index allocates and frees tens of megabytes at once. After such a
-free, glibc raises its mmap threshold (up to 32 MiB), so later large buffers
-come from the heap, where freed holes stay resident for the rest of the run.
-A fixed threshold keeps buffers over 128 KiB in their own mappings, returned
-on free. Measured on a 100,000-package sync: peak RSS of the main process
-~190 MiB with glibc's default, ~163 MiB with this (benchmarks/HISTORY.md).
-Allocators without ``mallopt`` (musl has a no-op stub) are left alone.
+Planning an arch inflates and parses its index: buffers of megabytes,
+allocated and freed at once. After such a free glibc raises its mmap threshold
+(up to 32 MiB), so later big buffers come from the heap, where freed holes stay
+resident. Pinning the threshold at 1 MiB keeps every buffer that large in its
+own mapping, returned to the kernel on free. It stays above the 256 KiB
+chunks a download receives: at glibc's 128 KiB default each chunk became an
+mmap and downloads lost ~25 % of their speed (benchmarks/HISTORY.md).
+Allocators without ``mallopt`` (musl has a no-op) are left alone.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import ctypes
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
-MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, kept fixed
+MMAP_THRESHOLD = 1 << 20
 
 
-def return_freed_memory() -> bool:
-    """Fix the allocator's mmap threshold; True when the allocator took it."""
+def pin_mmap_threshold() -> bool:
+    """True when the allocator took the fixed threshold."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
