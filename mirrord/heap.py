@@ -5,8 +5,8 @@ allocated and freed at once. After such a free glibc raises its mmap threshold
 (up to 32 MiB), so later big buffers come from the heap, where freed holes stay
 resident. Pinning the threshold at 1 MiB keeps every buffer that large in its
 own mapping, returned to the kernel on free. It stays above the 256 KiB
-chunks a download receives: at glibc's 128 KiB default each chunk became an
-mmap and downloads lost ~25 % of their speed (benchmarks/HISTORY.md).
+chunks a download receives: pinned at 128 KiB (glibc's starting value), each
+chunk became an mmap and full syncs ran 10-25 % slower (benchmarks/HISTORY.md).
 Allocators without ``mallopt`` (musl has a no-op) are left alone.
 """
 
