@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,14 @@ def wget(transfer: Transfer, dest: Path, inputs: Path) -> list[str]:
     ]
 
 
+def sequential_python(transfer: Transfer, dest: Path, inputs: Path) -> list[str]:
+    """One file at a time over one keep-alive connection, hashed with SHA-256 (seqmirror.py)."""
+    listing = inputs / "seqmirror-files.txt"
+    listing.write_text("".join(f"{relative}\n" for relative in transfer.files))
+    script = Path(__file__).with_name("seqmirror.py")
+    return [sys.executable, str(script), transfer.base_url, str(listing), str(dest)]
+
+
 @dataclass(frozen=True)
 class Peer:
     name: str  # the column heading
@@ -121,7 +130,9 @@ HTTP_PEERS = (
     Peer(f"curl -Z {CONCURRENCY}", "curl", curl),
     Peer(f"aria2c -j{CONCURRENCY}", "aria2c", aria2c),
     Peer("wget -r", "wget", wget),
+    Peer("sequential Python", sys.executable, sequential_python),
 )
+SEQUENTIAL = HTTP_PEERS[-1].name
 
 
 def rsync(url: str, directory: str, dest: Path) -> list[str]:
