@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tests.nginx import CONFIG, Nginx, free_port, nginx_binary
+from tests.nginx import CONFIG, Nginx, free_port, stop_process, wait_for_port
 
 LOG_FORMAT = 'log_format bench "$status $request_method $body_bytes_sent $request_uri";'
-CONNECT_RETRY = 0.01
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
-    """Return once 127.0.0.1:port accepts a connection; fail if the process exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(CONNECT_RETRY)  # between connection attempts, not instead of one
 
 
 @dataclass(frozen=True)
@@ -47,29 +29,13 @@ class LoggedNginx(Nginx):
     def access_log(self) -> Path:
         return self.prefix / "access.log"
 
-    def start(self, timeout: float = 10.0) -> None:
-        self.prefix.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+    def config_template(self) -> str:
         template = CONFIG.replace(
             "access_log off;", LOG_FORMAT + "\n    access_log {prefix}/access.log bench;"
         )
         if template == CONFIG:
             raise RuntimeError("tests.nginx.CONFIG no longer has 'access_log off;' to replace")
-        conf = self.prefix / "nginx.conf"
-        user = "user root;" if os.geteuid() == 0 else ""
-        conf.write_text(
-            template.format(
-                workers=self.workers, user=user, prefix=self.prefix, port=self.port, root=self.root
-            )
-        )
-        argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix)]
-        argv += ["-e", str(self.prefix / "error.log")]
-        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, self._process, "nginx", timeout)
-        except BaseException:
-            self.stop()
-            raise
+        return template
 
     def mark(self) -> int:
         """Where the access log ends now; pass it to ``requests_since``."""
@@ -155,10 +121,5 @@ class RsyncDaemon:
         tb: TracebackType | None,
     ) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process)
             self._process = None

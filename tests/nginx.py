@@ -54,6 +54,41 @@ def free_port() -> int:
         return port
 
 
+PORT_RETRY = 0.01
+
+
+def wait_for_port(
+    port: int,
+    process: subprocess.Popen[bytes],
+    what: str,
+    timeout: float,
+    log: Path | None = None,
+) -> None:
+    """Return once 127.0.0.1:port accepts a connection; fail if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            detail = f": {log.read_text(errors='replace')}" if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {process.returncode} before listening{detail}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(PORT_RETRY)  # between connection attempts, not instead of one
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Nginx:
     def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
         self.root = root
@@ -66,50 +101,32 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def config_template(self) -> str:
+        """The nginx.conf, with {workers} {user} {prefix} {port} {root} to fill in."""
+        return CONFIG
+
     def start(self, timeout: float = 10.0) -> None:
         self.prefix.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         user = "user root;" if os.geteuid() == 0 else ""
         conf = self.prefix / "nginx.conf"
         conf.write_text(
-            CONFIG.format(
+            self.config_template().format(
                 workers=self.workers, user=user, prefix=self.prefix, port=self.port, root=self.root
             )
         )
-        self._process = subprocess.Popen(
-            [
-                nginx_binary(),
-                "-c",
-                str(conf),
-                "-p",
-                str(self.prefix),
-                "-e",
-                str(self.prefix / "error.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while True:  # wait for the port to accept connections
-            if self._process.poll() is not None:
-                log = (self.prefix / "error.log").read_text(errors="replace")
-                raise RuntimeError(f"nginx exited: {log}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+        error_log = self.prefix / "error.log"
+        argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix), "-e", str(error_log)]
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.port, self._process, "nginx", timeout, error_log)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process)
             self._process = None
 
     def __enter__(self) -> Nginx:
