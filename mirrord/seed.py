@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,17 +23,23 @@ from mirrord.store import ContentStore, Landing, StoredObject
 READ_BLOCK = 1 << 20
 
 
-def _sizes(directory: Path) -> dict[str, int]:
-    try:
-        entries = os.scandir(directory)
-    except FileNotFoundError:
-        return {}
-    with entries:
-        return {
-            entry.name: entry.stat(follow_symlinks=False).st_size
-            for entry in entries
-            if entry.name.endswith(".apk") and entry.is_file(follow_symlinks=False)
-        }
+def _present(directory: Path, missing: Sequence[PackageRef]) -> list[PackageRef]:
+    """The missing packages the tree has a regular file for, of the listed size.
+
+    Stats only the names asked about: an incremental pass misses a few files
+    of an arch that may list tens of thousands.
+    """
+    if not directory.is_dir():
+        return []
+    found: list[PackageRef] = []
+    for ref in missing:
+        try:
+            info = os.stat(directory / ref.filename, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_size == ref.size:
+            found.append(ref)
+    return found
 
 
 def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
@@ -75,8 +82,7 @@ async def seed_from_tree(
     """Identity -> SHA-256 of every missing package found intact in ``directory``."""
     if not missing:
         return {}
-    sizes = await asyncio.to_thread(_sizes, directory)
-    candidates = [ref for ref in missing if sizes.get(ref.filename) == ref.size]
+    candidates = await asyncio.to_thread(_present, directory, missing)
     if not candidates:
         return {}
     landed = await asyncio.to_thread(_verify_and_land, directory, candidates, store)
