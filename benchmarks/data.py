@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mirrord.apkindex import read_index_archive, split_gzip_streams
+from mirrord.alpine.apkindex import read_index_archive, split_gzip_streams
+from mirrord.alpine.signing import Keyring
+from mirrord.alpine.tarlite import iter_members
 from mirrord.demo.repogen import PackageSpec, SigningKey, build_package, index_text
-from mirrord.signing import Keyring
-from mirrord.tarlite import iter_members
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_INDEX = REPO_ROOT / "tests" / "fixtures" / "alpine" / "v3.16-main-x86_64-APKINDEX.tar.gz"

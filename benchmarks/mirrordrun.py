@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from benchmarks import measure
-from mirrord.model import ArchKey
+from mirrord.core.model import ArchKey
 
 BRANCH = "v3.20"
 

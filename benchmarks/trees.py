@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.data import Package
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import OriginTree, SigningKey, build_index
-from mirrord.model import ArchKey
 
 INDEX_NAME = "APKINDEX.tar.gz"
 Layout = Mapping[ArchKey, Sequence[Package]]

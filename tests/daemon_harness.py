@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from mirrord.config import load_config
-from mirrord.control.client import call
-from mirrord.daemon import Daemon
-from mirrord.model import ArchKey
+from mirrord.core.config import load_config
+from mirrord.core.model import ArchKey
+from mirrord.shell.control.client import call
+from mirrord.shell.daemon import Daemon
 from tests.helpers import Mirror
 from tests.nginx import free_port
 

@@ -16,17 +16,17 @@ from typing import Any
 import yaml
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.clock import Clock
-from mirrord.config import Config, parse_config
+from mirrord.alpine.signing import Keyring
+from mirrord.core.clock import Clock
+from mirrord.core.config import Config, parse_config
+from mirrord.core.logs import make_logger
+from mirrord.core.metrics import Metrics
+from mirrord.core.model import ArchKey
 from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree
-from mirrord.logs import make_logger
-from mirrord.metrics import Metrics
-from mirrord.model import ArchKey
-from mirrord.runtime import open_runtime
-from mirrord.signing import Keyring
-from mirrord.sync import ArchResult
-from mirrord.treecheck import TreeReport, check_tree
+from mirrord.publish.treecheck import TreeReport, check_tree
+from mirrord.sync.engine import ArchResult
+from mirrord.sync.runtime import open_runtime
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alpine"
 REPO_ROOT = Path(__file__).parent.parent
@@ -139,11 +139,11 @@ async def spawn_mirrord(
     stdout: int | None = DEVNULL,
     stderr: int | None = DEVNULL,
 ) -> asyncio.subprocess.Process:
-    """A real ``mirrord`` process (python -m mirrord.cli) from the repository root."""
+    """A real ``mirrord`` process (python -m mirrord.shell.cli) from the repository root."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "mirrord.cli",
+        "mirrord.shell.cli",
         *args,
         env=dict(env) if env is not None else None,
         cwd=REPO_ROOT,

@@ -13,14 +13,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mirrord.apkindex import read_index_archive
-from mirrord.apkpackage import check_package, digest_bytes
-from mirrord.config import Config
+from mirrord.alpine.apkindex import read_index_archive
+from mirrord.alpine.apkpackage import check_package, digest_bytes
+from mirrord.alpine.signing import Keyring
+from mirrord.core.config import Config
+from mirrord.core.errors import MirrordError
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import PackageSpec
-from mirrord.errors import MirrordError
-from mirrord.model import ArchKey
-from mirrord.runtime import open_runtime
-from mirrord.signing import Keyring
+from mirrord.sync.runtime import open_runtime
 from tests.helpers import Mirror
 
 Fetch = Callable[[str], bytes | None]  # relative path -> bytes, None when missing

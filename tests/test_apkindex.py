@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mirrord.apkindex import read_index_archive, split_gzip_streams
+from mirrord.alpine.apkindex import read_index_archive, split_gzip_streams
+from mirrord.alpine.signing import Keyring
+from mirrord.core.errors import IndexFormatError, SignatureError, UnsafeIndexError
 from mirrord.demo.repogen import PackageSpec, SigningKey, build_index, build_package
-from mirrord.errors import IndexFormatError, SignatureError, UnsafeIndexError
-from mirrord.signing import Keyring
 from tests.helpers import FIXTURES
 
 LIMIT = 256 << 20

@@ -6,7 +6,10 @@ import zlib
 
 import pytest
 
-from mirrord.apkpackage import PackageDigester, check_package, digest_bytes
+from mirrord.alpine.apkpackage import PackageDigester, check_package, digest_bytes
+from mirrord.alpine.tarlite import build_member
+from mirrord.core.errors import PackageFormatError, PackageVerifyError
+from mirrord.core.model import PackageRef
 from mirrord.demo.repogen import (
     PackageSpec,
     SigningKey,
@@ -15,9 +18,6 @@ from mirrord.demo.repogen import (
     data_stream,
     signature_stream,
 )
-from mirrord.errors import PackageFormatError, PackageVerifyError
-from mirrord.model import PackageRef
-from mirrord.tarlite import build_member
 from tests.helpers import FIXTURES
 
 

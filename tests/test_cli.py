@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import build_index, simple_specs
-from mirrord.lock import StorageLock
-from mirrord.model import ArchKey
+from mirrord.storage.lock import StorageLock
 from tests.helpers import Mirror, spawn_mirrord
 
 GOOD = ArchKey("v3.20", "main", "x86_64")

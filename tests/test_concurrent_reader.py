@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
-from mirrord.model import ArchKey
 from tests.helpers import Mirror
 from tests.reader import publish_while_reading
 

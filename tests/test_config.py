@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mirrord.config import Config, load_config, parse_config
-from mirrord.errors import ConfigError
-from mirrord.model import ArchKey
+from mirrord.core.config import Config, load_config, parse_config
+from mirrord.core.errors import ConfigError
+from mirrord.core.model import ArchKey
 from tests.helpers import FIXTURES, REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "config" / "mirrord.example.yaml"
@@ -151,7 +151,7 @@ def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mirrord.cli", *args],
+        [sys.executable, "-m", "mirrord.shell.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from mirrord.control.protocol import MAX_LINE, request_line
+from mirrord.core.errors import ControlError
+from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
-from mirrord.errors import ControlError
-from mirrord.model import ArchKey
-from mirrord.store import ContentStore
+from mirrord.shell.control.protocol import MAX_LINE, request_line
+from mirrord.storage.store import ContentStore
 from tests.daemon_harness import ctl, daemon_config, running_daemon
 from tests.helpers import REPO_ROOT, Mirror, check_published, stored_objects
 
@@ -52,7 +52,7 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
         assert stat.S_IMODE(os.stat(socket).st_mode) == 0o660
         human = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "mirrord.cli", "ctl", "--socket", socket, "status"],
+            [sys.executable, "-m", "mirrord.shell.cli", "ctl", "--socket", socket, "status"],
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,
@@ -65,7 +65,7 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
             [
                 sys.executable,
                 "-m",
-                "mirrord.cli",
+                "mirrord.shell.cli",
                 "ctl",
                 "--socket",
                 socket,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mirrord.config import Config
-from mirrord.crashpoints import ENV_VAR, KNOWN_POINTS
+from mirrord.core.config import Config
+from mirrord.core.crashpoints import ENV_VAR, KNOWN_POINTS
+from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
-from mirrord.model import ArchKey
 from tests.helpers import (
     Mirror,
     check_published,

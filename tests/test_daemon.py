@@ -7,8 +7,8 @@ import json
 import signal
 from typing import Any
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
-from mirrord.model import ArchKey
 from tests.helpers import Mirror, spawn_mirrord
 
 KEY = ArchKey("v3.20", "main", "x86_64")

@@ -6,16 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mirrord.alpine.signing import Keyring
+from mirrord.core.model import ArchKey
 from mirrord.demo.runner import ARCHES, BRANCH, REPOS
-from mirrord.model import ArchKey
-from mirrord.signing import Keyring
-from mirrord.treecheck import check_tree
+from mirrord.publish.treecheck import check_tree
 from tests.helpers import REPO_ROOT, stored_objects, temp_leftovers
 
 
 def run_demo(directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mirrord.cli", "demo", "--dir", str(directory)],
+        [sys.executable, "-m", "mirrord.shell.cli", "demo", "--dir", str(directory)],
         capture_output=True,
         text=True,
         timeout=300,

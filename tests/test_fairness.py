@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
-from mirrord.model import ArchKey
 from tests.helpers import Mirror
 
 HUGE = ArchKey("edge", "community", "x86_64")

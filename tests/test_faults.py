@@ -12,13 +12,13 @@ import hashlib
 
 import pytest
 
-from mirrord.clock import FakeClock
-from mirrord.config import Config
+from mirrord.core.clock import FakeClock
+from mirrord.core.config import Config
+from mirrord.core.metrics import Metrics
+from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
-from mirrord.metrics import Metrics
-from mirrord.model import ArchKey
-from mirrord.sync import ArchResult
+from mirrord.sync.engine import ArchResult
 from tests.helpers import Mirror, check_published, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")

@@ -13,7 +13,7 @@ import sys
 # and print how many MiB stayed resident.
 PROGRAM = """
 import sys
-from mirrord.heap import pin_mmap_threshold
+from mirrord.shell.heap import pin_mmap_threshold
 if sys.argv[1] == "pinned":
     assert pin_mmap_threshold()
 def rss():

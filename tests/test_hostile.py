@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from mirrord.config import Config
+from mirrord.core.config import Config
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import (
     OriginTree,
     PackageSpec,
@@ -22,7 +23,6 @@ from mirrord.demo.repogen import (
     signature_stream,
     simple_specs,
 )
-from mirrord.model import ArchKey
 from tests.helpers import Mirror, check_published, stored_objects
 from tests.test_apkpackage import raw_streams
 

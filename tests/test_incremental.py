@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mirrord.clock import FakeClock
+from mirrord.core.clock import FakeClock
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
-from mirrord.model import ArchKey
 from tests.helpers import Mirror, check_published
 
 KEY = ArchKey("v3.20", "main", "x86_64")

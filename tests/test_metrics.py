@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
-from mirrord.model import ArchKey
 from tests.daemon_harness import ctl, daemon_config, running_daemon
 from tests.helpers import REPO_ROOT, Mirror
 

@@ -7,8 +7,8 @@ import email.utils
 import urllib.error
 import urllib.request
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
-from mirrord.model import ArchKey
 from tests.helpers import Mirror
 from tests.nginx import Nginx
 from tests.reader import publish_while_reading

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mirrord.apkindex import IndexEntry
-from mirrord.errors import MassDeletionError
-from mirrord.model import ArchKey, PublishedFile
-from mirrord.plan import PENDING, due_deletions, plan_fetch, plan_publish, plan_rollback
+from mirrord.alpine.apkindex import IndexEntry
+from mirrord.core.errors import MassDeletionError
+from mirrord.core.model import ArchKey, PublishedFile
+from mirrord.publish.plan import PENDING, due_deletions, plan_fetch, plan_publish, plan_rollback
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 

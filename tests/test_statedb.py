@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mirrord.model import PublishedFile
-from mirrord.statedb import ENCODE_BATCH, StateDB
+from mirrord.core.model import PublishedFile
+from mirrord.storage.statedb import ENCODE_BATCH, StateDB
 
 
 def files(count: int) -> list[PublishedFile]:

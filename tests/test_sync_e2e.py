@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import OriginTree, PackageSpec, simple_specs
-from mirrord.model import ArchKey
-from mirrord.statedb import StateDB
+from mirrord.storage.statedb import StateDB
 from tests.helpers import Mirror, check_published, stored_objects, temp_leftovers
 
 BRANCHES = ("v3.19", "v3.20")

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
-from mirrord.model import ArchKey
 from tests.helpers import REPO_ROOT, Mirror, check_published, spawn_mirrord
 
 UNIT = REPO_ROOT / "systemd" / "mirrord.service"

@@ -7,21 +7,21 @@ from collections.abc import Callable
 
 import pytest
 
-from mirrord.clock import FakeClock
-from mirrord.config import FetchConfig, ScheduleWindow
+from mirrord.core.clock import FakeClock
+from mirrord.core.config import FetchConfig, ScheduleWindow
+from mirrord.core.logs import make_logger
+from mirrord.core.metrics import Metrics
+from mirrord.core.model import ArchKey
+from mirrord.core.units import parse_rate
 from mirrord.demo.repogen import simple_specs
-from mirrord.logs import make_logger
-from mirrord.metrics import Metrics
-from mirrord.model import ArchKey
-from mirrord.origin import limited_receive_buffer
-from mirrord.traffic import (
+from mirrord.fetch.origin import limited_receive_buffer
+from mirrord.fetch.traffic import (
     RateMeter,
     TokenBucket,
     TrafficControl,
     minutes_to_next_edge,
     scheduled_rate,
 )
-from mirrord.units import parse_rate
 from tests.helpers import Mirror
 
 MB = 1_000_000

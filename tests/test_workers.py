@@ -6,12 +6,12 @@ import asyncio
 import os
 import signal
 
+from mirrord.core.metrics import Metrics
+from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
-from mirrord.metrics import Metrics
-from mirrord.model import ArchKey
-from mirrord.runtime import open_runtime
-from mirrord.workerpool import AdaptiveDownloader
+from mirrord.fetch.workerpool import AdaptiveDownloader
+from mirrord.sync.runtime import open_runtime
 from tests.helpers import Mirror, check_published
 
 KEY = ArchKey("v3.20", "main", "x86_64")

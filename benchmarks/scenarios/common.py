@@ -14,7 +14,7 @@ from benchmarks.mirrordrun import BRANCH
 from benchmarks.results import MISSING, NOT_INSTALLED, fmt_int, median, ratio
 from benchmarks.servers import LoggedNginx, Requests
 from benchmarks.trees import TreeCheck, check_tree, fresh, remove
-from mirrord.model import ArchKey
+from mirrord.core.model import ArchKey
 
 MAIN = ArchKey(BRANCH, "main", "x86_64")
 VERIFIES = "mirrord verifies the index signature and every package's size, C: and datahash, "

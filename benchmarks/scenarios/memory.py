@@ -11,7 +11,7 @@ from benchmarks.results import GoalCheck, ScenarioResult, Table, fmt, mib
 from benchmarks.scenarios.common import Trial, completeness, med, trial
 from benchmarks.servers import LoggedNginx
 from benchmarks.trees import LiveOrigin, warm
-from mirrord.model import ArchKey
+from mirrord.core.model import ArchKey
 
 GOAL_MIB = 150.0
 REPOS = ("main", "community", "testing", "extra", "contrib", "backports", "edge", "misc")

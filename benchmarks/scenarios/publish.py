@@ -15,7 +15,7 @@ from benchmarks.mirrordrun import BRANCH
 from benchmarks.results import GoalCheck, ScenarioResult, Table, fmt, fmt_int, median
 from benchmarks.servers import LoggedNginx
 from benchmarks.trees import INDEX_NAME, LiveOrigin, warm
-from mirrord.model import ArchKey
+from mirrord.core.model import ArchKey
 
 GOAL_SECONDS = 0.050
 FLAT_FACTOR = 1.5  # "flat": the largest arch's figure at most this times the smallest's

@@ -16,7 +16,7 @@ from benchmarks.mirrordrun import BRANCH
 from benchmarks.results import GoalCheck, ScenarioResult, Table, fmt, fmt_int, median, mib
 from benchmarks.servers import LoggedNginx, Requests
 from benchmarks.trees import LiveOrigin, warm
-from mirrord.model import ArchKey
+from mirrord.core.model import ArchKey
 
 ALPINE_ARCHES = ("x86_64", "aarch64", "armv7", "armhf", "x86", "ppc64le", "s390x", "riscv64")
 CPU_GOAL = 0.100

@@ -19,9 +19,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mirrord.apkpackage import q1
-from mirrord.model import ArchKey
-from mirrord.tarlite import END_OF_ARCHIVE, build_member
+from mirrord.alpine.apkpackage import q1
+from mirrord.alpine.tarlite import END_OF_ARCHIVE, build_member
+from mirrord.core.model import ArchKey
 
 
 @dataclass(frozen=True)

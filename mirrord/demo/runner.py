@@ -20,15 +20,15 @@ from typing import TextIO
 
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.config import Config, parse_config
+from mirrord.alpine.signing import Keyring
+from mirrord.core.config import Config, parse_config
+from mirrord.core.model import ArchKey
+from mirrord.core.units import format_bytes
 from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree, PackageSpec, SigningKey
-from mirrord.model import ArchKey
-from mirrord.runtime import open_runtime
-from mirrord.signing import Keyring
-from mirrord.sync import ArchResult
-from mirrord.treecheck import check_tree
-from mirrord.units import format_bytes
+from mirrord.publish.treecheck import check_tree
+from mirrord.sync.engine import ArchResult
+from mirrord.sync.runtime import open_runtime
 
 BRANCH = "v3.20"
 REPOS = {"main": 180, "community": 120}

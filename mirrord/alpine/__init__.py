@@ -1,0 +1,1 @@
+"""The Alpine formats: tar streams, signatures, APKINDEX and apk v2 packages (pure)."""

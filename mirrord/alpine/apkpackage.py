@@ -1,0 +1,179 @@
+"""Streaming identity of an apk v2 package, computed as its bytes arrive.
+
+An apk v2 file is gzip(signature tar) + gzip(control tar) + gzip(data tar);
+unsigned packages lack the first. While the bytes stream past, this computes:
+
+* the SHA-256 of the whole file (mirrord's storage key) and its size;
+* the index's ``C:`` identity: ``Q1`` + base64(SHA-1 of the raw control
+  stream), or of control + data for old packages without ``datahash``;
+* the SHA-256 of the raw data stream, to hold against ``.PKGINFO``'s
+  ``datahash`` (``C:`` does not cover the data stream, ``datahash`` does).
+
+Only the small signature and control streams are inflated (with a size cap);
+the data stream is hashed raw.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from dataclasses import dataclass
+
+from mirrord.alpine.signames import parse_signature_name
+from mirrord.alpine.tarlite import TarFormatError, iter_members
+from mirrord.core.errors import PackageFormatError, PackageVerifyError
+from mirrord.core.model import PackageRef
+
+MAX_CONTROL_BYTES = 16 * 1024 * 1024
+
+
+def q1(sha1_digest: bytes) -> str:
+    return "Q1" + base64.b64encode(sha1_digest).decode("ascii")
+
+
+def parse_pkginfo(text: str) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(" = ")
+        if sep:
+            fields.setdefault(key.strip(), []).append(value.strip())
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class PackageDigest:
+    sha256: str
+    size: int
+    checksum: str  # what the index's C: must say
+    datahash_declared: str | None  # from .PKGINFO
+    datahash_actual: str  # SHA-256 of the raw data stream
+    signer: str | None  # key name of the package's own signature member, if any
+    pkgname: str | None
+    pkgver: str | None
+
+
+class PackageDigester:
+    """Feed the package bytes in order; ``finish()`` returns its PackageDigest."""
+
+    def __init__(self, filename: str, max_control_bytes: int = MAX_CONTROL_BYTES) -> None:
+        self.filename = filename
+        self._max_control = max_control_bytes
+        self._file = hashlib.sha256()
+        self.size = 0
+        self._phase = "first"  # "first" (signature or control), "control", "data"
+        self._inflater = zlib.decompressobj(31)
+        self._plain = bytearray()
+        self._stream_sha1 = hashlib.sha1()  # noqa: S324 - apk's C: is SHA-1 by definition
+        self._data = hashlib.sha256()
+        self._data_bytes = 0
+        self._legacy: hashlib._Hash | None = None
+        self._control_checksum: str | None = None
+        self._datahash: str | None = None
+        self._signer: str | None = None
+        self._pkginfo: dict[str, list[str]] = {}
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._file.update(chunk)
+        self.size += len(chunk)
+        view = memoryview(chunk)
+        while view.nbytes:
+            if self._phase == "data":
+                self._data.update(view)
+                self._data_bytes += view.nbytes
+                if self._legacy is not None:
+                    self._legacy.update(view)
+                return
+            consumed, ended = self._inflate(view)
+            self._stream_sha1.update(view[:consumed])
+            view = view[consumed:]
+            if ended:
+                self._end_stream()
+
+    def _inflate(self, view: memoryview) -> tuple[int, bool]:
+        pending: bytes | memoryview = view
+        try:
+            while True:
+                room = self._max_control - len(self._plain) + 1
+                self._plain += self._inflater.decompress(pending, room)
+                if len(self._plain) > self._max_control:
+                    raise PackageFormatError(
+                        self.filename, f"control stream inflates past {self._max_control} bytes"
+                    )
+                if self._inflater.eof:
+                    return view.nbytes - len(self._inflater.unused_data), True
+                if not self._inflater.unconsumed_tail:
+                    return view.nbytes, False
+                pending = self._inflater.unconsumed_tail
+        except zlib.error as error:
+            raise PackageFormatError(self.filename, f"not a gzip stream ({error})") from None
+
+    def _end_stream(self) -> None:
+        try:
+            members = list(iter_members(bytes(self._plain)))
+        except TarFormatError as error:
+            raise PackageFormatError(
+                self.filename, f"bad tar in {self._phase} stream: {error}"
+            ) from None
+        if self._phase == "first" and members and parse_signature_name(members[0].name):
+            parsed = parse_signature_name(members[0].name)
+            self._signer = parsed[0] if parsed else None
+            self._phase = "control"
+            self._inflater = zlib.decompressobj(31)
+            self._plain = bytearray()
+            self._stream_sha1 = hashlib.sha1()  # noqa: S324
+            return
+        pkginfo = next((m for m in members if m.name == ".PKGINFO"), None)
+        if pkginfo is None:
+            raise PackageFormatError(self.filename, "control stream has no .PKGINFO")
+        self._pkginfo = parse_pkginfo(bytes(pkginfo.data).decode("utf-8", "replace"))
+        self._control_checksum = q1(self._stream_sha1.digest())
+        hashes = self._pkginfo.get("datahash")
+        if hashes:
+            self._datahash = hashes[0].lower()
+        else:
+            self._legacy = self._stream_sha1.copy()
+        self._plain = bytearray()
+        self._phase = "data"
+
+    def finish(self) -> PackageDigest:
+        if self._phase != "data":
+            raise PackageFormatError(self.filename, f"file ends inside the {self._phase} stream")
+        if self._data_bytes == 0:
+            raise PackageFormatError(self.filename, "no data stream")
+        checksum = q1(self._legacy.digest()) if self._legacy is not None else self._control_checksum
+        assert checksum is not None
+        return PackageDigest(
+            sha256=self._file.hexdigest(),
+            size=self.size,
+            checksum=checksum,
+            datahash_declared=self._datahash,
+            datahash_actual=self._data.hexdigest(),
+            signer=self._signer,
+            pkgname=self._first("pkgname"),
+            pkgver=self._first("pkgver"),
+        )
+
+    def _first(self, field: str) -> str | None:
+        values = self._pkginfo.get(field)
+        return values[0] if values else None
+
+
+def check_package(ref: PackageRef, digest: PackageDigest) -> None:
+    """Raise PackageVerifyError unless the bytes are what the signed index promised."""
+    if digest.checksum != ref.checksum:
+        raise PackageVerifyError(ref.filename, "checksum (C:)", ref.checksum, digest.checksum)
+    if digest.datahash_declared is not None and digest.datahash_declared != digest.datahash_actual:
+        raise PackageVerifyError(
+            ref.filename, "datahash", digest.datahash_declared, digest.datahash_actual
+        )
+    if digest.size != ref.size:
+        raise PackageVerifyError(ref.filename, "size (S:)", str(ref.size), str(digest.size))
+
+
+def digest_bytes(filename: str, data: bytes) -> PackageDigest:
+    digester = PackageDigester(filename)
+    digester.feed(data)
+    return digester.finish()

@@ -1,0 +1,490 @@
+"""The YAML configuration: parsed into frozen dataclasses, refused with a key path.
+
+Loading is pure apart from reading the file; checks that need the filesystem
+(keys directory, same filesystem for storage and publish) live with the code
+that uses those paths.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from mirrord.core.errors import ConfigError
+from mirrord.core.model import ArchKey, valid_segment
+from mirrord.core.units import parse_duration, parse_rate, parse_size
+
+T = TypeVar("T")
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class OriginConfig:
+    url: str
+    keys: Path
+    allow_untrusted: bool = False
+
+
+@dataclass(frozen=True)
+class RepositorySet:
+    branch: str
+    repos: tuple[str, ...]
+    arches: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: Path
+    gc_interval: float = 86400.0  # 0: only `mirrord ctl gc`
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    path: Path
+    grace: float = 3600.0
+    max_delete_fraction: float = 0.10
+    keep_snapshots: int = 20
+
+
+@dataclass(frozen=True)
+class ScheduleWindow:
+    """``start``/``end`` are minutes after local midnight; end may be 1440."""
+
+    start: int
+    end: int
+    rate_limit: float | None
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    concurrency: int = 16
+    per_host: int = 16
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    attempts: int = 5
+    retry_max_time: float = 300.0
+    rate_limit: float | None = None
+    burst: int = 4 * 1024 * 1024
+    schedule: tuple[ScheduleWindow, ...] = ()
+    processes: int = 0
+    processes_from: int = 128
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_index_bytes: int = 256 * 1024 * 1024
+    max_package_bytes: int = 4 * 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None = "127.0.0.1:9469"
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: Path | None = Path("/run/mirrord/control.sock")
+    group: str | None = None
+    idle_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    origin: OriginConfig
+    repositories: tuple[RepositorySet, ...]
+    storage: StorageConfig
+    publish: PublishConfig
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    interval: float = 60.0
+    shutdown_grace: float = 30.0
+
+    def arch_keys(self) -> list[ArchKey]:
+        keys: list[ArchKey] = []
+        for repo_set in self.repositories:
+            for repo in repo_set.repos:
+                for arch in repo_set.arches:
+                    key = ArchKey(repo_set.branch, repo, arch)
+                    if key not in keys:
+                        keys.append(key)
+        return keys
+
+
+class _Section:
+    """Reads one mapping, remembering its key path and which keys were used."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(path or "(top level)", f"expected a mapping, got {_kind(data)}")
+        for key in data:
+            if not isinstance(key, str):
+                raise ConfigError(path or "(top level)", f"keys must be strings, got {key!r}")
+        self.data: Mapping[str, object] = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, convert: Callable[[object, str], T], default: T = _MISSING) -> T:
+        self.used.add(key)
+        if key not in self.data or (self.data[key] is None and default is not _MISSING):
+            if default is _MISSING:
+                raise ConfigError(self.where(key), "missing required key")
+            return default
+        return convert(self.data[key], self.where(key))
+
+    def section(self, key: str, required: bool = True) -> _Section:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise ConfigError(self.where(key), "missing required section")
+            return _Section({}, self.where(key))
+        return _Section(self.data[key], self.where(key))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used))
+            raise ConfigError(self.where(unknown[0]), f"unknown key (known keys here: {known})")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, f"expected a non-empty string, got {_kind(value)}")
+    return value
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _path(value: object, where: str) -> Path:
+    text = _string(value, where)
+    if "\0" in text:
+        raise ConfigError(where, "a path cannot contain NUL")
+    return Path(text).expanduser()
+
+
+def _optional_path(value: object, where: str) -> Path | None:
+    if value is False:
+        return None
+    return _path(value, where)
+
+
+def _int_range(low: int, high: int) -> Callable[[object, str], int]:
+    def convert(value: object, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(where, f"expected a whole number, got {_kind(value)}")
+        if not low <= value <= high:
+            raise ConfigError(where, f"must be between {low} and {high}, got {value}")
+        return value
+
+    return convert
+
+
+def _fraction(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(where, f"expected a fraction between 0 and 1, got {_kind(value)}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(where, f"must be between 0 and 1, got {value}")
+    return float(value)
+
+
+def _duration(minimum: float) -> Callable[[object, str], float]:
+    def convert(value: object, where: str) -> float:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(where, f"expected a duration such as 60 or 5m, got {_kind(value)}")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as error:
+            raise ConfigError(where, str(error)) from None
+        if seconds < minimum:
+            raise ConfigError(where, f"must be at least {minimum:g} seconds, got {value!r}")
+        return seconds
+
+    return convert
+
+
+def _size(value: object, where: str) -> int:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ConfigError(where, f"expected a size such as 512MB, got {_kind(value)}")
+    try:
+        size = parse_size(value)
+    except ValueError as error:
+        raise ConfigError(where, str(error)) from None
+    if size <= 0:
+        raise ConfigError(where, "must be positive")
+    return size
+
+
+def _rate(value: object, where: str) -> float | None:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(where, f"expected a rate such as 50MB/s or unlimited, got {_kind(value)}")
+    try:
+        return parse_rate(value)
+    except ValueError as error:
+        raise ConfigError(where, str(error)) from None
+
+
+def _segments(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a non-empty list of names, got {_kind(value)}")
+    names: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not valid_segment(item):
+            raise ConfigError(
+                f"{where}[{i}]",
+                f"expected a name of letters, digits, '.', '_', '+', '-', got {_kind(item)}",
+            )
+        if item in names:
+            raise ConfigError(f"{where}[{i}]", f"{item!r} is listed twice")
+        names.append(item)
+    return tuple(names)
+
+
+def _segment(value: object, where: str) -> str:
+    if not isinstance(value, str) or not valid_segment(value):
+        raise ConfigError(
+            where, f"expected a name of letters, digits, '.', '_', '+', '-', got {_kind(value)}"
+        )
+    return value
+
+
+def _url(value: object, where: str) -> str:
+    text = _string(value, where).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(where, f"expected an http:// or https:// URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(where, "the base URL cannot have a query or fragment")
+    return text
+
+
+def _listen(value: object, where: str) -> str | None:
+    if value is False:
+        return None
+    text = _string(value, where)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(where, f"expected host:port such as 127.0.0.1:9469, got {value!r}")
+    return text
+
+
+_LEVELS = ("debug", "info", "warning", "error")
+_FORMATS = ("auto", "json", "console")
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
+    def convert(value: object, where: str) -> str:
+        if value not in options:
+            raise ConfigError(where, f"expected one of {', '.join(options)}, got {_kind(value)}")
+        return str(value)
+
+    return convert
+
+
+_CLOCK = re.compile(r"^([01]?[0-9]|2[0-4]):([0-5][0-9])$")
+
+
+def _minute_of_day(text: str, where: str) -> int:
+    match = _CLOCK.match(text.strip())
+    if not match:
+        raise ConfigError(where, f"expected HH:MM, got {text!r}")
+    minutes = int(match.group(1)) * 60 + int(match.group(2))
+    if minutes > 1440:
+        raise ConfigError(where, f"{text!r} is past 24:00")
+    return minutes
+
+
+def _schedule(value: object, where: str) -> tuple[ScheduleWindow, ...]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, f"expected a mapping of 'HH:MM-HH:MM': rate, got {_kind(value)}")
+    windows: list[ScheduleWindow] = []
+    for span, rate in value.items():
+        here = f"{where}.{span}"
+        if not isinstance(span, str) or span.count("-") != 1:
+            raise ConfigError(here, "expected a window such as '06:00-24:00'")
+        start_text, end_text = span.split("-")
+        start, end = _minute_of_day(start_text, here), _minute_of_day(end_text, here)
+        if start >= end:
+            raise ConfigError(here, "a window must end after it starts (split windows at 24:00)")
+        windows.append(ScheduleWindow(start, end, _rate(rate, here)))
+    windows.sort(key=lambda w: w.start)
+    for before, after in itertools.pairwise(windows):
+        if after.start < before.end:
+            raise ConfigError(where, "schedule windows overlap")
+    return tuple(windows)
+
+
+def default_processes() -> int:
+    """Fetch worker processes for ``auto``: one per core, none on a single core."""
+    cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(cores, 4)
+
+
+def _processes(value: object, where: str) -> int:
+    if value == "auto":
+        return default_processes()
+    return _int_range(0, 64)(value, where)
+
+
+def _repositories(value: object, where: str) -> tuple[RepositorySet, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a non-empty list, got {_kind(value)}")
+    sets: list[RepositorySet] = []
+    for i, item in enumerate(value):
+        section = _Section(item, f"{where}[{i}]")
+        sets.append(
+            RepositorySet(
+                branch=section.get("branch", _segment),
+                repos=section.get("repos", _segments),
+                arches=section.get("arches", _segments),
+            )
+        )
+        section.finish()
+    return tuple(sets)
+
+
+def parse_config(data: object) -> Config:
+    """Turn parsed YAML into a Config or raise ConfigError naming the key."""
+    top = _Section(data, "")
+
+    origin_section = top.section("origin")
+    origin = OriginConfig(
+        url=origin_section.get("url", _url),
+        keys=origin_section.get("keys", _path),
+        allow_untrusted=origin_section.get("allow_untrusted", _bool, False),
+    )
+    origin_section.finish()
+
+    repositories = top.get("repositories", _repositories)
+
+    storage_section = top.section("storage")
+    storage = StorageConfig(
+        path=storage_section.get("path", _path),
+        gc_interval=storage_section.get("gc_interval", _duration(0), 86400.0),
+    )
+    storage_section.finish()
+
+    publish_section = top.section("publish")
+    publish = PublishConfig(
+        path=publish_section.get("path", _path),
+        grace=publish_section.get("grace", _duration(0), 3600.0),
+        max_delete_fraction=publish_section.get("max_delete_fraction", _fraction, 0.10),
+        keep_snapshots=publish_section.get("keep_snapshots", _int_range(1, 10_000), 20),
+    )
+    publish_section.finish()
+
+    fetch_section = top.section("fetch", required=False)
+    fetch = FetchConfig(
+        concurrency=fetch_section.get("concurrency", _int_range(1, 1024), 16),
+        per_host=fetch_section.get("per_host", _int_range(1, 1024), 16),
+        connect_timeout=fetch_section.get("connect_timeout", _duration(0.1), 10.0),
+        read_timeout=fetch_section.get("read_timeout", _duration(0.1), 60.0),
+        attempts=fetch_section.get("attempts", _int_range(1, 100), 5),
+        retry_max_time=fetch_section.get("retry_max_time", _duration(0), 300.0),
+        rate_limit=fetch_section.get("rate_limit", _rate, None),
+        burst=fetch_section.get("burst", _size, 4 * 1024 * 1024),
+        schedule=fetch_section.get("schedule", _schedule, ()),
+        processes=fetch_section.get("processes", _processes, default_processes()),
+        processes_from=fetch_section.get("processes_from", _int_range(0, 1_000_000), 128),
+    )
+    fetch_section.finish()
+
+    limits_section = top.section("limits", required=False)
+    limits = LimitsConfig(
+        max_index_bytes=limits_section.get("max_index_bytes", _size, 256 * 1024 * 1024),
+        max_package_bytes=limits_section.get("max_package_bytes", _size, 4 * 1024**3),
+    )
+    limits_section.finish()
+
+    log_section = top.section("log", required=False)
+    log = LogConfig(
+        level=log_section.get("level", _choice(_LEVELS), "info"),
+        format=log_section.get("format", _choice(_FORMATS), "auto"),
+    )
+    log_section.finish()
+
+    metrics_section = top.section("metrics", required=False)
+    default_listen: str | None = "127.0.0.1:9469"
+    metrics = MetricsConfig(listen=metrics_section.get("listen", _listen, default_listen))
+    metrics_section.finish()
+
+    control_section = top.section("control", required=False)
+    default_socket: Path | None = Path("/run/mirrord/control.sock")
+    control = ControlConfig(
+        socket=control_section.get("socket", _optional_path, default_socket),
+        group=control_section.get("group", _string, None),
+        idle_timeout=control_section.get("idle_timeout", _duration(0.1), 60.0),
+    )
+    control_section.finish()
+
+    interval = top.get("interval", _duration(1), 60.0)
+    shutdown_grace = top.get("shutdown_grace", _duration(0), 30.0)
+    top.finish()
+
+    config = Config(
+        origin=origin,
+        repositories=repositories,
+        storage=storage,
+        publish=publish,
+        fetch=fetch,
+        limits=limits,
+        log=log,
+        metrics=metrics,
+        control=control,
+        interval=interval,
+        shutdown_grace=shutdown_grace,
+    )
+    if config.storage.path.resolve() == config.publish.path.resolve():
+        raise ConfigError("publish.path", "must differ from storage.path")
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and parse a YAML file; every failure is a ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("", f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path} is not UTF-8 text") from None
+    import yaml  # here, not at the top: fetch worker processes never parse YAML
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError("", f"{path}: {problem}{where}") from None
+    if data is None:
+        raise ConfigError("", f"{path} is empty")
+    return parse_config(data)

@@ -1,0 +1,123 @@
+"""Prometheus metrics on a private registry, one Metrics object per daemon.
+
+Labels come only from small fixed sets: the configured branch/repo/arch,
+outcomes and failure reasons. Never package names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mirrord.core.model import ArchKey
+
+ARCH_LABELS = ("branch", "repo", "arch")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.fetched_bytes = Counter(
+            "mirrord_fetched_bytes",
+            "Package bytes received from the origin.",
+            [*ARCH_LABELS, "outcome"],
+            registry=r,
+        )
+        self.fetched_files = Counter(
+            "mirrord_fetched_files",
+            "Package downloads finished, by outcome (stored, failed).",
+            [*ARCH_LABELS, "outcome"],
+            registry=r,
+        )
+        self.verification_failures = Counter(
+            "mirrord_verification_failures",
+            "Packages or indexes that failed verification, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "mirrord_fetch_retries",
+            "Download attempts retried, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.index_polls = Counter(
+            "mirrord_index_polls",
+            "Index polls of the origin, by result (modified, not_modified, failed).",
+            [*ARCH_LABELS, "result"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "mirrord_downloads_in_flight", "Package downloads in progress.", registry=r
+        )
+        self.queue_depth = Gauge(
+            "mirrord_fetch_queue_depth", "Package downloads waiting for a worker.", registry=r
+        )
+        self.rate_limit = Gauge(
+            "mirrord_rate_limit_bytes_per_second",
+            "The download rate limit in force (+Inf when unlimited).",
+            registry=r,
+        )
+        self.pass_duration = Histogram(
+            "mirrord_pass_duration_seconds",
+            "Wall time of a whole sync pass over every configured arch.",
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
+            registry=r,
+        )
+        self.publish_duration = Histogram(
+            "mirrord_publish_duration_seconds",
+            "Time from all packages stored to the new index live.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.published_packages = Gauge(
+            "mirrord_published_packages",
+            "Packages in the published index.",
+            ARCH_LABELS,
+            registry=r,
+        )
+        self.published_bytes = Gauge(
+            "mirrord_published_bytes",
+            "Bytes of packages in the published index.",
+            ARCH_LABELS,
+            registry=r,
+        )
+        self.origin_last_modified = Gauge(
+            "mirrord_origin_index_last_modified_seconds",
+            "Last-Modified of the origin's index at the last poll (unix time).",
+            ARCH_LABELS,
+            registry=r,
+        )
+        self.published_last_modified = Gauge(
+            "mirrord_published_index_last_modified_seconds",
+            "Last-Modified of the published index (unix time).",
+            ARCH_LABELS,
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "mirrord_last_success_timestamp_seconds",
+            "When this arch last ended a pass published and up to date (unix time).",
+            ARCH_LABELS,
+            registry=r,
+        )
+        self.arch_failing = Gauge(
+            "mirrord_arch_failing",
+            "1 when this arch's last pass failed or was refused, else 0.",
+            ARCH_LABELS,
+            registry=r,
+        )
+        self.publishes = Counter(
+            "mirrord_publishes",
+            "Snapshot publishes, by outcome (published, refused, failed).",
+            [*ARCH_LABELS, "outcome"],
+            registry=r,
+        )
+        self.deleted_files = Counter(
+            "mirrord_deleted_files",
+            "Published files removed after their grace period.",
+            registry=r,
+        )
+
+    @staticmethod
+    def labels(key: ArchKey) -> dict[str, str]:
+        return {"branch": key.branch, "repo": key.repo, "arch": key.arch}

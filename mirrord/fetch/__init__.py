@@ -1,0 +1,1 @@
+"""Getting bytes from the origin: HTTP client, retries, traffic shaping, download workers."""

@@ -1,0 +1,281 @@
+"""The daemon's side of the fetch worker processes (see ``mirrord.fetch.worker``).
+
+``ProcessDownloader`` is a Downloader: each job goes to the live worker with
+the fewest jobs in flight, and its result (a verified temp file, or a
+MirrordError) comes back over the socket. Worker events are replayed into
+the daemon's metrics; rate-limit tokens are granted from the daemon's one
+token bucket, so the limit stays global. A worker that dies fails its jobs
+(the arch retries at the next pass) and is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from mirrord.core.errors import InternalError, ShuttingDownError
+from mirrord.core.model import ArchKey, PackageRef
+from mirrord.fetch.download import PackageDownloader
+from mirrord.fetch.fetcher import MetricsEvents
+from mirrord.fetch.traffic import TrafficControl
+from mirrord.fetch.wire import Message, decode, encode, error_from_wire
+from mirrord.storage.store import StoredObject
+
+RESTART_DELAY = 1.0
+POOL_THRESHOLD = 128  # queued downloads that make it worth starting the worker processes
+LIVE_WAIT = 30.0
+
+
+@dataclass
+class _Process:
+    index: int
+    process: asyncio.subprocess.Process
+    writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader
+    pending: dict[int, asyncio.Future[Message]] = field(default_factory=dict)
+    alive: bool = True
+
+    def send(self, message: Message) -> None:
+        self.writer.write(encode(message))
+
+
+class AdaptiveDownloader:
+    """Small jobs on the daemon's own loop, big backlogs on the worker processes.
+
+    Starting worker processes costs a few hundred milliseconds of imports: an
+    incremental pass of a hundred packages is faster without them. Once the
+    backlog reaches ``threshold`` the pool starts, and new jobs go to it as
+    soon as it is up (until then they keep running here).
+    """
+
+    def __init__(
+        self,
+        local: PackageDownloader,
+        pool: ProcessDownloader,
+        backlog: Callable[[], int],
+        threshold: int = POOL_THRESHOLD,
+    ) -> None:
+        self.local = local
+        self.pool = pool
+        self._backlog = backlog
+        self._threshold = threshold
+
+    async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
+        if self.pool.ready or self._threshold == 0:  # 0: always the workers
+            return await self.pool.download(key, ref)
+        if self._backlog() >= self._threshold:
+            self.pool.start()
+        return await self.local.download(key, ref)
+
+
+class ProcessDownloader:
+    def __init__(
+        self,
+        count: int,
+        hello: dict[str, Any],
+        *,
+        traffic: TrafficControl,
+        events: MetricsEvents,
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._count = count
+        self._hello = hello
+        self._traffic = traffic
+        self._events = events
+        self._log = log
+        self._workers: list[_Process] = []
+        self._ids = 0
+        self._ready = asyncio.Event()
+        self._live = asyncio.Event()
+        self._stopping = False
+        self._wanted = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Workers are up and taking jobs."""
+        return self._ready.is_set() and not self._stopping
+
+    def start(self) -> None:
+        """Start the worker processes (``run`` waits for this; idempotent)."""
+        self._wanted.set()
+
+    # --- Downloader ---------------------------------------------------------------
+
+    async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
+        self.start()
+        await self._ready.wait()
+        live = [w for w in self._workers if w.alive]
+        if not live and not self._stopping:
+            # Every worker died (a restart is on its way): wait for one, not forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LIVE_WAIT):
+                    await self._live.wait()
+            live = [w for w in self._workers if w.alive]
+        if not live:
+            raise (
+                ShuttingDownError()
+                if self._stopping
+                else InternalError("no fetch worker is running")
+            )
+        worker = min(live, key=lambda w: len(w.pending))
+        self._ids += 1
+        job_id = self._ids
+        reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        worker.pending[job_id] = reply
+        worker.send(
+            {
+                "t": "job",
+                "id": job_id,
+                "key": str(key),
+                "filename": ref.filename,
+                "checksum": ref.checksum,
+                "size": ref.size,
+            }
+        )
+        message = await reply
+        self._replay(key, message.get("events", {}))
+        if message["t"] == "done":
+            return StoredObject(str(message["sha256"]), int(message["size"]))
+        raise error_from_wire(message.get("error", {}))
+
+    def _replay(self, key: ArchKey, events: Message) -> None:
+        self._events.received(key, int(events.get("rx", 0)))
+        for reason in events.get("retries", ()):
+            self._events.retried(str(reason))
+        for reason in events.get("verify", ()):
+            self._events.verify_failed(str(reason))
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.alive]
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start the workers once wanted and keep them running until ``close``."""
+        await self._wanted.wait()
+        if self._stopping:
+            return
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self._traffic.add_listener(self._broadcast_limit)
+            for index in range(self._count):
+                group.create_task(self._keep_running(index), name=f"fetch-process-{index}")
+
+    def close(self) -> None:
+        """Stop: close every socket; the workers exit and their loops end."""
+        self._stopping = True
+        self._ready.set()
+        self._wanted.set()
+        self._traffic.remove_listener(self._broadcast_limit)
+        for worker in self._workers:
+            if worker.alive:
+                worker.writer.close()
+
+    async def _keep_running(self, index: int) -> None:
+        while not self._stopping:
+            worker = await self._start(index)
+            await self._serve(worker)
+            if not self._stopping:
+                self._log.error("fetch.worker.exited", index=index, code=worker.process.returncode)
+                await asyncio.sleep(RESTART_DELAY)
+
+    async def _start(self, index: int) -> _Process:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mirrord.fetch.worker",
+                str(child_end.fileno()),
+                str(os.getpid()),
+                pass_fds=(child_end.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            child_end.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_end)
+        worker = _Process(index, process, writer, reader)
+        worker.send({"t": "hello", **self._hello})
+        self._send_limit(worker)
+        if len(self._workers) <= index:
+            self._workers.append(worker)
+        else:
+            self._workers[index] = worker
+        if len(self._workers) == self._count:
+            self._ready.set()
+        self._live.set()
+        return worker
+
+    async def _serve(self, worker: _Process) -> None:
+        try:
+            while line := await worker.reader.readline():
+                self._handle(worker, decode(line))
+        except (ConnectionError, ValueError) as error:
+            self._log.error("fetch.worker.protocol", index=worker.index, error=str(error))
+        finally:
+            worker.alive = False
+            if not any(w.alive for w in self._workers):
+                self._live.clear()
+            worker.writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                if self._stopping is False:
+                    worker.process.kill()
+            await worker.process.wait()
+            failure = ShuttingDownError() if self._stopping else None
+            for reply in worker.pending.values():
+                if not reply.done():
+                    reply.set_result(
+                        {
+                            "t": "fail",
+                            "error": {"kind": type(failure).__name__}
+                            if failure
+                            else {"kind": "InternalError", "message": "fetch worker process died"},
+                        }
+                    )
+            worker.pending.clear()
+
+    def _handle(self, worker: _Process, message: Message) -> None:
+        kind = message["t"]
+        if kind in ("done", "fail"):
+            reply = worker.pending.pop(int(message["id"]), None)
+            if reply is not None and not reply.done():
+                reply.set_result(message)
+        elif kind == "rx":
+            self._traffic.meter.add(int(message["n"]))
+        elif kind == "want":
+            assert self._group is not None
+            self._group.create_task(self._grant(worker, int(message["rid"]), int(message["n"])))
+
+    async def _grant(self, worker: _Process, request: int, nbytes: int) -> None:
+        await self._traffic.bucket.consume(nbytes)
+        if worker.alive:
+            worker.send({"t": "grant", "rid": request, "n": nbytes})
+
+    def _chunk(self) -> int:
+        return max(16 << 10, min(1 << 20, self._traffic.bucket.burst // (2 * self._count)))
+
+    def _send_limit(self, worker: _Process) -> None:
+        bucket = self._traffic.bucket
+        worker.send(
+            {
+                "t": "limit",
+                "on": bucket.rate is not None,
+                "chunk": self._chunk(),
+                "burst": bucket.burst // self._count,  # this worker's share of kernel buffering
+                "rate": bucket.rate,
+            }
+        )
+
+    def _broadcast_limit(self) -> None:
+        for worker in self._workers:
+            if worker.alive:
+                self._send_limit(worker)

@@ -1,0 +1,1 @@
+"""The published tree: publish plans, atomic publishing, recovery and tree checks."""

@@ -1,0 +1,157 @@
+"""Pure decisions: what to fetch, what a publish must link and delete, what is due.
+
+No I/O here: callers pass in what they know and carry out what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from mirrord.alpine.apkindex import IndexEntry
+from mirrord.core.errors import MassDeletionError
+from mirrord.core.model import ArchKey, PackageRef, PublishedFile
+
+
+def plan_fetch(
+    entries: Sequence[IndexEntry], known: Mapping[tuple[str, int], str]
+) -> tuple[PackageRef, ...]:
+    """The packages to download: one per identity not in the store, in index order."""
+    missing: list[PackageRef] = []
+    queued: set[tuple[str, int]] = set()
+    for entry in entries:
+        identity = (entry.checksum, entry.size)
+        if identity not in known and identity not in queued:
+            queued.add(identity)
+            missing.append(entry.ref())
+    return tuple(missing)
+
+
+PENDING = ""  # the digest of a file whose package is still being fetched
+
+
+@dataclass
+class PublishPlan:
+    """What publishing a new index takes, decided before its downloads finish.
+
+    Files whose package is still being fetched carry the PENDING digest;
+    ``fill`` completes them afterwards, touching only those entries, so the
+    work left when the last download lands does not grow with the arch.
+    """
+
+    files: list[PublishedFile]  # the new snapshot, in index order
+    link: list[int]  # indexes into files: names that are new or change content
+    replaced: tuple[str, ...]  # names whose published bytes change
+    unlisted: tuple[str, ...]  # names the previous snapshot listed and this one does not
+    dropped_packages: tuple[str, ...]  # package names that disappear entirely
+    # identity -> position of the file waiting for it (a list when several names share it)
+    waiting: dict[tuple[str, int], int | list[int]] = field(default_factory=dict)
+
+    def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
+        """A package has been stored: give its files their digest."""
+        positions = self.waiting.pop(identity)
+        for position in positions if isinstance(positions, list) else (positions,):
+            self.files[position] = replace(self.files[position], sha256=sha256)
+
+    def fill(self, digests: Mapping[tuple[str, int], str]) -> None:
+        for identity, sha256 in digests.items():
+            if identity in self.waiting:
+                self.fill_one(identity, sha256)
+
+    @property
+    def complete(self) -> bool:
+        return not self.waiting
+
+    @property
+    def to_link(self) -> list[PublishedFile]:
+        return [self.files[i] for i in self.link]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def plan_publish(
+    key: ArchKey,
+    entries: Sequence[IndexEntry],
+    known: Mapping[tuple[str, int], str],
+    previous: Sequence[PublishedFile] | None,
+    *,
+    max_delete_fraction: float,
+    force: bool,
+    relink_all: bool = False,
+) -> PublishPlan:
+    """Plan publishing ``entries``; raise MassDeletionError when too many package names vanish.
+
+    ``known`` maps index identities (C:, S:) to stored objects; any other entry
+    is being fetched. ``relink_all`` is for a tree that may have been damaged
+    behind our back: every file is linked again (a no-op for intact ones).
+    """
+    files: list[PublishedFile] = []
+    waiting: dict[tuple[str, int], int | list[int]] = {}
+    for position, entry in enumerate(entries):
+        identity = (entry.checksum, entry.size)
+        sha256 = known.get(identity, PENDING)
+        if sha256 == PENDING:
+            already = waiting.get(identity)
+            if already is None:
+                waiting[identity] = position
+            elif isinstance(already, list):
+                already.append(position)
+            else:
+                waiting[identity] = [already, position]
+        files.append(PublishedFile(entry.filename, sha256, entry.size, entry.name))
+    plan = _plan(key, files, previous, max_delete_fraction, force, relink_all)
+    plan.waiting = waiting
+    return plan
+
+
+def plan_rollback(
+    key: ArchKey, files: Sequence[PublishedFile], previous: Sequence[PublishedFile] | None
+) -> PublishPlan:
+    """Plan publishing a remembered snapshot again (an operator's decision: no guard)."""
+    return _plan(key, list(files), previous, 1.0, True, False)
+
+
+def _plan(
+    key: ArchKey,
+    files: list[PublishedFile],
+    previous: Sequence[PublishedFile] | None,
+    max_delete_fraction: float,
+    force: bool,
+    relink_all: bool,
+) -> PublishPlan:
+    before = {f.filename: f for f in previous or ()}
+    link: list[int] = []
+    replaced: list[str] = []
+    for position, new in enumerate(files):
+        old = before.get(new.filename)
+        if old is None or relink_all or not old.sha256:
+            # New, or a tree to repair, or adopted without knowing its bytes.
+            link.append(position)
+        elif new.sha256 == PENDING or old.sha256 != new.sha256:
+            # Same name, other bytes (a pending package has bytes we do not store yet).
+            link.append(position)
+            replaced.append(new.filename)
+    now_listed = {f.filename for f in files}
+    unlisted = tuple(name for name in before if name not in now_listed)
+    previous_names = {f.package for f in previous or ()}
+    dropped = sorted(previous_names - {f.package for f in files})
+    if previous_names and not force and len(dropped) / len(previous_names) > max_delete_fraction:
+        raise MassDeletionError(str(key), len(dropped), len(previous_names), max_delete_fraction)
+    return PublishPlan(files, link, tuple(replaced), unlisted, tuple(dropped))
+
+
+def due_deletions(
+    pending: Mapping[str, float], listed: Iterable[str], *, now: float, grace: float
+) -> tuple[list[str], list[str]]:
+    """Split pending deletions into (delete now, no longer pending because listed again)."""
+    listed_set = set(listed)
+    due: list[str] = []
+    relisted: list[str] = []
+    for name, since in sorted(pending.items()):
+        if name in listed_set:
+            relisted.append(name)
+        elif now - since >= grace:
+            due.append(name)
+    return due, relisted

@@ -1,0 +1,109 @@
+"""The published tree: hard-link packages in first, swap the index in last.
+
+Blocking methods; the coordinator runs them in a worker thread. Every write
+uses a ``.mirrord-tmp-`` name in the same directory and an atomic rename, so
+nginx, rsync and the CDN only ever see complete files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from mirrord.core.crashpoints import CrashPoints
+from mirrord.core.model import ArchKey, PublishedFile
+from mirrord.storage.durable import TEMP_MARK, fsync_dir, unlink_if_exists, write_atomic
+from mirrord.storage.store import ContentStore
+
+INDEX_NAME = "APKINDEX.tar.gz"
+
+
+class Publisher:
+    def __init__(self, root: Path, store: ContentStore, crash: CrashPoints | None = None) -> None:
+        self.root = root
+        self.store = store
+        self._crash = crash or CrashPoints()
+
+    def arch_dir(self, key: ArchKey) -> Path:
+        return self.root.joinpath(*key.parts)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        missing: list[Path] = []
+        probe = directory
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)
+            fsync_dir(path.parent)
+
+    def _link(self, source: Path, target: Path) -> None:
+        try:
+            os.link(source, target)
+            return
+        except FileExistsError:
+            if os.path.samefile(source, target):
+                return
+        temp = target.with_name(f"{TEMP_MARK}{target.name}")
+        unlink_if_exists(temp)
+        os.link(source, temp)
+        os.replace(temp, target)
+
+    def publish(
+        self, key: ArchKey, link: Sequence[PublishedFile], index: bytes, mtime: float | None
+    ) -> None:
+        """Make the ``link`` files visible, then atomically replace the index."""
+        directory = self.arch_dir(key)
+        self._ensure_dir(directory)
+        for published in link:
+            self._link(self.store.object_path(published.sha256), directory / published.filename)
+        self._crash.reach("publish.after_links")
+        fsync_dir(directory)  # the links are durable before the index that lists them
+        write_atomic(
+            directory / INDEX_NAME,
+            index,
+            mtime=mtime,
+            before_rename=lambda: self._crash.reach("publish.before_index_rename"),
+        )
+        self._crash.reach("publish.after_index_rename")
+
+    def delete(self, key: ArchKey, filenames: Iterable[str]) -> list[str]:
+        directory = self.arch_dir(key)
+        deleted = [name for name in filenames if unlink_if_exists(directory / name)]
+        if deleted:
+            fsync_dir(directory)
+        return deleted
+
+    def sweep(self, key: ArchKey) -> int:
+        """Remove temporary names left by a crash; returns how many."""
+        directory = self.arch_dir(key)
+        if not directory.is_dir():
+            return 0
+        swept = 0
+        for entry in os.scandir(directory):
+            if entry.name.startswith(TEMP_MARK):
+                unlink_if_exists(Path(entry.path))
+                swept += 1
+        return swept
+
+    def index_bytes(self, key: ArchKey) -> bytes | None:
+        try:
+            return (self.arch_dir(key) / INDEX_NAME).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def index_digest(self, key: ArchKey) -> str | None:
+        data = self.index_bytes(key)
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
+    def package_files(self, key: ArchKey) -> set[str]:
+        directory = self.arch_dir(key)
+        if not directory.is_dir():
+            return set()
+        return {
+            entry.name
+            for entry in os.scandir(directory)
+            if entry.name.endswith(".apk") and not entry.name.startswith(".")
+        }

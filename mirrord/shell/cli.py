@@ -1,0 +1,258 @@
+"""The ``mirrord`` command line. The only place that picks the event loop (uvloop).
+
+Exit codes: 0 done, 1 some arch failed (sync) or a check found problems,
+2 bad configuration or usage, 3 cannot run (storage locked or unusable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from mirrord import __version__
+from mirrord.alpine.signing import Keyring
+from mirrord.core.aio import run_async
+from mirrord.core.config import Config, load_config
+from mirrord.core.crashpoints import CrashPoints
+from mirrord.core.errors import ConfigError, LockHeldError, MirrordError
+from mirrord.core.logs import make_logger
+from mirrord.core.model import ArchKey
+from mirrord.shell import ctl
+from mirrord.shell.heap import pin_mmap_threshold
+from mirrord.shell.sdnotify import Notifier
+
+DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
+
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"mirrord: {message}", file=sys.stderr)
+    return code
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise ConfigError(error.key_path, f"{error.reason}") from None
+
+
+def _arch_list(values: Sequence[str] | None, parser: argparse.ArgumentParser) -> list[ArchKey]:
+    keys: list[ArchKey] = []
+    for value in values or ():
+        try:
+            keys.append(ArchKey.parse(value))
+        except ValueError as error:
+            parser.error(str(error))
+    return keys
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    keyring = Keyring.load(config.origin.keys, required=not config.origin.allow_untrusted)
+    arches = config.arch_keys()
+    print(f"{args.config}: OK")
+    print(f"  origin      {config.origin.url}")
+    print(f"  trusted     {len(keyring.names)} keys in {config.origin.keys}")
+    print(f"  arches      {len(arches)}: {', '.join(str(k) for k in arches)}")
+    print(f"  storage     {config.storage.path}")
+    print(f"  publish     {config.publish.path} (grace {config.publish.grace:g} s)")
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from mirrord.sync.runtime import open_runtime
+
+    config = _load(args.config)
+    only = _arch_list(args.only, parser)
+    force = frozenset(_arch_list(args.force, parser))
+    known = set(config.arch_keys())
+    for key in [*only, *force]:
+        if key not in known:
+            parser.error(f"{key} is not in the configuration's repositories")
+    log = make_logger(args.log_level or config.log.level, args.log_format or config.log.format)
+
+    async def main() -> int:
+        async with open_runtime(
+            config, log=log, crash=CrashPoints.from_environ(os.environ)
+        ) as runtime:
+            results = await runtime.engine.run_pass(only or None, force)
+        failed = [r for r in results if not r.ok]
+        for result in failed:
+            print(f"mirrord: {result.key}: {result.outcome}: {result.error}", file=sys.stderr)
+        return EXIT_FAILED if failed else EXIT_OK
+
+    return run_async(main())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mirrord.shell.daemon import Daemon
+
+    config = _load(args.config)
+    log = make_logger(args.log_level or config.log.level, args.log_format or config.log.format)
+
+    async def main() -> int:
+        daemon = Daemon(
+            config,
+            log,
+            config_path=args.config,
+            crash=CrashPoints.from_environ(os.environ),
+            notifier=Notifier.from_environ(os.environ),
+            environ=dict(os.environ),
+        )
+        daemon.install_signal_handlers(asyncio.get_running_loop())
+        try:
+            await daemon.run()
+        except BaseExceptionGroup as group:  # a service failed: report its own error
+            first = _first_error(group)
+            if isinstance(first, MirrordError):
+                raise first from None
+            raise
+        return EXIT_OK
+
+    try:
+        return run_async(main())
+    except asyncio.CancelledError:  # a second SIGTERM/SIGINT: stopped at once
+        print(
+            "mirrord: stopped at once (second signal); recovery runs at the next start",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mirrord.demo.runner import run_demo
+
+    log = make_logger(args.log_level or "warning", args.log_format or "auto", stream=sys.stderr)
+    return run_async(run_demo(args.dir.resolve(), log, sys.stdout))
+
+
+def cmd_verify_tree(args: argparse.Namespace) -> int:
+    from mirrord.publish.treecheck import check_tree
+
+    config = _load(args.config)
+    keyring = Keyring.load(config.origin.keys, required=not config.origin.allow_untrusted)
+    report = check_tree(
+        config.publish.path,
+        config.arch_keys(),
+        keyring,
+        allow_untrusted=config.origin.allow_untrusted,
+        max_index_bytes=config.limits.max_index_bytes,
+        max_package_bytes=config.limits.max_package_bytes,
+    )
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    print(
+        f"{report.arches} arches, {report.files} files, {report.bytes} bytes verified; "
+        f"{len(report.problems)} problems"
+    )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+# --- argument parsing -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mirrord", description="Verified, atomically published mirror of Alpine repositories."
+    )
+    parser.add_argument("--version", action="version", version=f"mirrord {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=DEFAULT_CONFIG,
+            help=f"YAML file (default {DEFAULT_CONFIG})",
+        )
+
+    def with_logging(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        sub.add_argument("--log-format", choices=("auto", "json", "console"))
+
+    sync = commands.add_parser("sync", help="one pass: poll, fetch, verify, publish, exit")
+    with_config(sync)
+    with_logging(sync)
+    sync.add_argument(
+        "--only", action="append", metavar="BRANCH/REPO/ARCH", help="sync just these arches"
+    )
+    sync.add_argument(
+        "--force",
+        action="append",
+        metavar="BRANCH/REPO/ARCH",
+        help="publish this arch even if the mass-deletion guard would refuse (once)",
+    )
+
+    run = commands.add_parser("run", help="the daemon: a pass every `interval`, forever")
+    with_config(run)
+    with_logging(run)
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    with_config(check)
+
+    verify = commands.add_parser(
+        "verify-tree", help="check the published tree like an apk client: indexes, sizes, C:"
+    )
+    with_config(verify)
+
+    ctl.add_parser(commands)
+
+    demo = commands.add_parser(
+        "demo", help="the whole job against a generated local origin, offline"
+    )
+    demo.add_argument("--dir", type=Path, default=Path("mirrord-demo"), help="working directory")
+    with_logging(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("sync", "run", "demo"):
+        pin_mmap_threshold()  # the process that parses indexes; fetch workers keep the default
+    try:
+        if args.command == "sync":
+            return cmd_sync(args, parser)
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "check-config":
+            return cmd_check_config(args)
+        if args.command == "verify-tree":
+            return cmd_verify_tree(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+        if args.command == "ctl":
+            return ctl.cmd_ctl(args)
+    except ConfigError as error:
+        where = getattr(args, "config", None)
+        prefix = f"{where}: " if where and error.key_path else ""
+        return _fail(f"config error: {prefix}{error}", EXIT_USAGE)
+    except LockHeldError as error:
+        return _fail(str(error), EXIT_CANNOT_RUN)
+    except MirrordError as error:
+        return _fail(str(error), EXIT_CANNOT_RUN)
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

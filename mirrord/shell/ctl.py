@@ -1,0 +1,100 @@
+"""``mirrord ctl``: talk to a running daemon over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mirrord.core.aio import run_async
+from mirrord.core.config import load_config
+from mirrord.core.errors import ControlError
+from mirrord.shell.control import render
+from mirrord.shell.control.client import DaemonUnreachable, call
+
+DEFAULT_SOCKET = Path("/run/mirrord/control.sock")
+EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ctl = commands.add_parser("ctl", help="steer a running daemon through its control socket")
+    ctl.add_argument(
+        "--socket",
+        type=Path,
+        help=f"control socket (default: from --config, else {DEFAULT_SOCKET})",
+    )
+    ctl.add_argument("--config", "-c", type=Path, help="read control.socket from this file")
+    ctl.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    sub = ctl.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
+    sub.add_parser("status", help="per arch: snapshot, lag, last error; rate, downloads, pause")
+    sync = sub.add_parser("sync", help="sync now (all arches, or the ones named)")
+    sync.add_argument("arches", nargs="*", metavar="BRANCH/REPO/ARCH")
+    sub.add_parser("pause", help="start no new pass or download (in-flight ones finish)")
+    resume = sub.add_parser("resume", help="undo pause; with arches, release their hold")
+    resume.add_argument("arches", nargs="*", metavar="BRANCH/REPO/ARCH")
+    rate = sub.add_parser("rate", help="show or set the download rate limit")
+    rate.add_argument("value", nargs="?", help="e.g. 50MB/s, 400Mbit/s, unlimited, schedule")
+    snapshots = sub.add_parser("snapshots", help="list an arch's remembered snapshots")
+    snapshots.add_argument("arch", metavar="BRANCH/REPO/ARCH")
+    rollback = sub.add_parser("rollback", help="publish an earlier snapshot again (and hold it)")
+    rollback.add_argument("arch", metavar="BRANCH/REPO/ARCH")
+    rollback.add_argument("snapshot", type=int)
+    publish = sub.add_parser("publish", help="publish once past the mass-deletion guard")
+    publish.add_argument("--force", action="store_true", required=True)
+    publish.add_argument("arch", metavar="BRANCH/REPO/ARCH")
+    verify = sub.add_parser("verify", help="re-read every stored object against its digest")
+    verify.add_argument("--repair", action="store_true", help="drop damaged objects and refetch")
+    sub.add_parser("gc", help="delete objects no remembered snapshot needs (after the grace)")
+    sub.add_parser("reload", help="re-read the configuration file")
+    sub.add_parser("drain", help="finish the current pass, then stop")
+
+
+def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    cmd: str = args.ctl_command
+    if cmd in ("sync", "resume"):
+        return cmd, {"arches": list(args.arches)}
+    if cmd == "rate":
+        return cmd, {"value": args.value}
+    if cmd == "snapshots":
+        return cmd, {"arch": args.arch}
+    if cmd == "rollback":
+        return cmd, {"arch": args.arch, "snapshot": args.snapshot}
+    if cmd == "publish":
+        return cmd, {"arch": args.arch, "force": args.force}
+    if cmd == "verify":
+        return cmd, {"repair": args.repair}
+    return cmd, {}
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    if args.config is not None:
+        configured = load_config(args.config).control.socket
+        if configured is None:
+            raise ControlError("disabled", f"{args.config} disables the control socket")
+        return configured
+    return DEFAULT_SOCKET
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    cmd, payload = request_for(args)
+    try:
+        result = run_async(call(socket_path(args), cmd, payload))
+    except DaemonUnreachable as error:
+        print(f"mirrord: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ControlError as error:
+        print(f"mirrord: {cmd} refused ({error.code}): {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif cmd == "status":
+        print(render.status(result))
+    elif cmd == "snapshots":
+        print(render.snapshots(result))
+    else:
+        print(render.generic(cmd, result))
+    return EXIT_OK

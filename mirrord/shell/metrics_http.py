@@ -1,0 +1,132 @@
+"""The Prometheus endpoint, served from the daemon's own event loop.
+
+Values that only mean something at scrape time (mirror lag, snapshot age,
+measured rate, store size) come from a custom collector that reads the
+daemon's in-memory state; nothing here touches the disk or the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+from structlog.typing import FilteringBoundLogger
+
+from mirrord import __version__
+from mirrord.core.clock import Clock
+from mirrord.core.errors import ConfigError
+from mirrord.core.metrics import ARCH_LABELS
+from mirrord.core.model import ArchKey
+
+# The classic text format, which every Prometheus server understands (names are plain ASCII).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class ScrapeState:
+    """What the collector reads; the daemon keeps it current."""
+
+    lag_since: dict[ArchKey, float | None] = field(default_factory=dict)
+    published_at: dict[ArchKey, float] = field(default_factory=dict)
+    store_objects: int = 0
+    store_bytes: int = 0
+    paused: bool = False
+    held: set[ArchKey] = field(default_factory=set)
+    measured_rate: Callable[[], float] = lambda: 0.0
+
+
+class DaemonCollector(Collector):
+    def __init__(self, state: ScrapeState, clock: Clock) -> None:
+        self._state = state
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+        now = self._clock.time()
+        state = self._state
+        info = InfoMetricFamily("mirrord_build", "mirrord's version.")
+        info.add_metric([], {"version": __version__})
+        yield info
+        lag = GaugeMetricFamily(
+            "mirrord_mirror_lag_seconds",
+            "How long the origin has had an index this mirror has not published (0 = current).",
+            labels=ARCH_LABELS,
+        )
+        held = GaugeMetricFamily(
+            "mirrord_arch_held",
+            "1 while an operator holds this arch (after a rollback), else 0.",
+            labels=ARCH_LABELS,
+        )
+        for key, since in sorted(state.lag_since.items()):
+            lag.add_metric(list(key.parts), max(0.0, now - since) if since is not None else 0.0)
+            held.add_metric(list(key.parts), 1.0 if key in state.held else 0.0)
+        yield lag
+        yield held
+        age = GaugeMetricFamily(
+            "mirrord_snapshot_age_seconds",
+            "Time since the current snapshot of this arch was published.",
+            labels=ARCH_LABELS,
+        )
+        for key, published in sorted(state.published_at.items()):
+            age.add_metric(list(key.parts), max(0.0, now - published))
+        yield age
+        yield GaugeMetricFamily(
+            "mirrord_store_objects", "Objects in the content store.", value=state.store_objects
+        )
+        yield GaugeMetricFamily(
+            "mirrord_store_bytes", "Bytes in the content store.", value=state.store_bytes
+        )
+        yield GaugeMetricFamily(
+            "mirrord_download_rate_bytes_per_second",
+            "Download rate over the last 5 seconds.",
+            value=state.measured_rate(),
+        )
+        yield GaugeMetricFamily(
+            "mirrord_paused", "1 while an operator has paused syncing.", value=float(state.paused)
+        )
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+class MetricsServer:
+    """``GET /metrics`` on ``host:port``, served by the daemon's event loop."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry, log: FilteringBoundLogger) -> None:
+        self.listen = listen
+        self._registry = registry
+        self._log = log
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind now, so a port in use is an error at start-up, not later."""
+        host, _, port = self.listen.rpartition(":")
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._index)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        except OSError as error:
+            await runner.cleanup()
+            raise ConfigError(
+                "metrics.listen", f"cannot listen on {self.listen}: {error.strerror}"
+            ) from None
+        self._runner = runner
+        self._log.info("metrics.listening", address=self.listen)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=render(self._registry), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _index(self, _request: web.Request) -> web.Response:
+        return web.Response(text="mirrord: see /metrics\n")

@@ -1,0 +1,114 @@
+"""Store maintenance an operator starts: scrub (verify) and garbage collection.
+
+Scrub re-reads every stored object against its digest, in the background,
+reporting progress; with ``repair`` a damaged object is removed and forgotten,
+so the next pass fetches it again and re-links the arches that publish it.
+GC deletes objects no remembered snapshot needs, once they are older than the
+grace period (so nothing a pass is still assembling can go).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from structlog.typing import FilteringBoundLogger
+
+from mirrord.core.clock import Clock
+from mirrord.storage.statedb import StateDB
+from mirrord.storage.store import READ_BUFFER, ContentStore
+
+
+@dataclass
+class ScrubProgress:
+    running: bool = False
+    repair: bool = False
+    total: int = 0
+    checked: int = 0
+    damaged: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    repaired: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "repair": self.repair,
+            "total": self.total,
+            "checked": self.checked,
+            "damaged": len(self.damaged),
+            "missing": len(self.missing),
+            "repaired": self.repaired,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+def rehash(store: ContentStore, sha256: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(store.object_path(sha256), "rb") as handle:
+            while block := handle.read(READ_BUFFER):
+                digest.update(block)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+async def scrub(
+    store: ContentStore,
+    db: StateDB,
+    progress: ScrubProgress,
+    *,
+    clock: Clock,
+    log: FilteringBoundLogger,
+) -> list[str]:
+    """Check every object; returns the digests that were damaged or missing."""
+    digests = sorted(await db.call(db.object_digests))
+    progress.total = len(digests)
+    progress.started_at = clock.time()
+    log.info("maintenance.scrub.started", objects=len(digests), repair=progress.repair)
+    for sha256 in digests:
+        actual = await asyncio.to_thread(rehash, store, sha256)
+        progress.checked += 1
+        if actual == sha256:
+            continue
+        (progress.missing if actual is None else progress.damaged).append(sha256)
+        log.error("maintenance.scrub.bad_object", sha256=sha256, actual=actual)
+        if progress.repair:
+            await asyncio.to_thread(store.remove, sha256)
+            await db.call(db.forget_objects, [sha256])
+            progress.repaired += 1
+    progress.finished_at = clock.time()
+    bad = progress.damaged + progress.missing
+    log.info(
+        "maintenance.scrub.done",
+        checked=progress.checked,
+        damaged=len(progress.damaged),
+        missing=len(progress.missing),
+        repaired=progress.repaired,
+    )
+    return bad
+
+
+def collectable(stored: Iterable[tuple[str, int]], referenced: set[str]) -> list[tuple[str, int]]:
+    """Objects (old enough to be considered) that no remembered snapshot references."""
+    return [(sha, size) for sha, size in stored if sha not in referenced]
+
+
+async def collect_garbage(
+    store: ContentStore, db: StateDB, *, clock: Clock, grace: float, log: FilteringBoundLogger
+) -> tuple[int, int]:
+    """Delete unreferenced objects older than ``grace``; returns (objects, bytes)."""
+    old_enough = await db.call(db.objects_stored_before, clock.time() - grace)
+    referenced = await db.call(db.referenced_digests)
+    doomed = collectable(old_enough, referenced)
+    for sha256, _size in doomed:
+        await asyncio.to_thread(store.remove, sha256)
+    await db.call(db.forget_objects, [sha for sha, _ in doomed])
+    freed = sum(size for _, size in doomed)
+    log.info("maintenance.gc.done", objects=len(doomed), bytes=freed)
+    return len(doomed), freed

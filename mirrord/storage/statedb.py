@@ -1,0 +1,378 @@
+"""The embedded state database (SQLite, WAL): what is stored, what was published.
+
+Methods are blocking and run on one dedicated thread through ``call``, so the
+event loop never waits on SQLite and the connection is never shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from mirrord.core.errors import StoreError
+from mirrord.core.model import PublishedFile
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    checksum TEXT,
+    stored_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_identity ON objects (checksum, size);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    arch TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    index_sha256 TEXT NOT NULL,
+    index_size INTEGER NOT NULL,
+    last_modified REAL,
+    etag TEXT,
+    last_modified_header TEXT,
+    description TEXT NOT NULL DEFAULT '',
+    packages INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    files BLOB NOT NULL,
+    status TEXT NOT NULL,
+    forced INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS snapshots_arch ON snapshots (arch, id);
+CREATE TABLE IF NOT EXISTS current (
+    arch TEXT PRIMARY KEY,
+    snapshot_id INTEGER NOT NULL,
+    published_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_deletions (
+    arch TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (arch, filename)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    id: int
+    arch: str
+    created_at: float
+    index_sha256: str
+    index_size: int
+    last_modified: float | None
+    etag: str | None
+    last_modified_header: str | None
+    description: str
+    packages: int
+    bytes: int
+    status: str
+    forced: bool
+
+
+ENCODE_BATCH = 1024  # lines compressed at a time: a 100,000-file list never exists as text
+
+
+def encode_files(files: Iterable[PublishedFile]) -> bytes:
+    compressor = zlib.compressobj(1)
+    parts: list[bytes] = []
+    batch: list[str] = []
+    separator = ""
+    for f in files:
+        batch.append(f"{f.filename}\t{f.sha256}\t{f.size}\t{f.package}")
+        if len(batch) == ENCODE_BATCH:
+            parts.append(compressor.compress((separator + "\n".join(batch)).encode()))
+            batch.clear()
+            separator = "\n"
+    if batch:
+        parts.append(compressor.compress((separator + "\n".join(batch)).encode()))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def decode_files(blob: bytes) -> list[PublishedFile]:
+    text = zlib.decompress(blob).decode()
+    files: list[PublishedFile] = []
+    for line in text.split("\n"):
+        if line:
+            name, sha256, size, package = line.split("\t")
+            files.append(PublishedFile(name, sha256, int(size), package))
+    return files
+
+
+_SNAPSHOT_COLUMNS = (
+    "id, arch, created_at, index_sha256, index_size, last_modified, etag, "
+    "last_modified_header, description, packages, bytes, status, forced"
+)
+_PREFIXED_COLUMNS = ", ".join(f"s.{c.strip()}" for c in _SNAPSHOT_COLUMNS.split(","))
+
+
+def _snapshot(row: Sequence[object]) -> Snapshot:
+    return Snapshot(
+        id=int(row[0]),  # type: ignore[call-overload]
+        arch=str(row[1]),
+        created_at=float(row[2]),  # type: ignore[arg-type]
+        index_sha256=str(row[3]),
+        index_size=int(row[4]),  # type: ignore[call-overload]
+        last_modified=None if row[5] is None else float(row[5]),  # type: ignore[arg-type]
+        etag=None if row[6] is None else str(row[6]),
+        last_modified_header=None if row[7] is None else str(row[7]),
+        description=str(row[8]),
+        packages=int(row[9]),  # type: ignore[call-overload]
+        bytes=int(row[10]),  # type: ignore[call-overload]
+        status=str(row[11]),
+        forced=bool(row[12]),
+    )
+
+
+class StateDB:
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statedb")
+
+    @classmethod
+    def open(cls, path: Path) -> StateDB:
+        try:
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=10000")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    str(path),
+                    f"state database schema {version} is newer than this mirrord "
+                    f"({SCHEMA_VERSION})",
+                )
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as error:
+            raise StoreError(str(path), f"cannot open the state database: {error}") from None
+        return cls(connection, path)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._db.close()
+
+    async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # --- objects ---------------------------------------------------------------
+
+    def record_objects(self, rows: Sequence[tuple[str, int, str | None]], now: float) -> None:
+        """Record durable objects (sha256, size, C: or None) in one statement.
+
+        One statement, not executemany: the sqlite3 module releases the GIL
+        around every step, and thousands of tiny releases stall the event loop.
+        """
+        payload = json.dumps(rows, separators=(",", ":"))
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO objects (sha256, size, checksum, stored_at) "
+                "SELECT value ->> 0, value ->> 1, value ->> 2, ? FROM json_each(?)",
+                (now, payload),
+            )
+
+    def objects_stored_before(self, moment: float) -> list[tuple[str, int]]:
+        rows = self._db.execute("SELECT sha256, size FROM objects WHERE stored_at < ?", (moment,))
+        return [(str(sha), int(size)) for sha, size in rows]
+
+    def referenced_digests(self) -> set[str]:
+        """Every object a remembered snapshot needs: its files and its index."""
+        referenced: set[str] = set()
+        for index_sha256, blob in self._db.execute("SELECT index_sha256, files FROM snapshots"):
+            referenced.add(index_sha256)
+            referenced.update(f.sha256 for f in decode_files(blob) if f.sha256)
+        return referenced
+
+    def object_digests(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT sha256 FROM objects")}
+
+    def forget_objects(self, shas: Sequence[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM objects WHERE sha256 = ?", [(s,) for s in shas])
+
+    def lookup(self, identities: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Stored objects by the index identity (C:, S:)."""
+        found: dict[tuple[str, int], str] = {}
+        wanted = set(identities)
+        checksums = sorted({c for c, _ in wanted})
+        for start in range(0, len(checksums), 500):
+            batch = checksums[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            rows = self._db.execute(
+                f"SELECT checksum, size, sha256 FROM objects "  # noqa: S608 - only placeholders
+                f"WHERE checksum IN ({marks})",
+                batch,
+            )
+            for checksum, size, sha256 in rows:
+                if (checksum, size) in wanted:
+                    found[(checksum, size)] = sha256
+        return found
+
+    def object_stats(self) -> tuple[int, int]:
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
+        return int(row[0]), int(row[1])
+
+    # --- snapshots -------------------------------------------------------------
+
+    def add_snapshot(
+        self,
+        arch: str,
+        *,
+        created_at: float,
+        index_sha256: str,
+        index_size: int,
+        last_modified: float | None,
+        etag: str | None,
+        last_modified_header: str | None,
+        description: str,
+        files: Sequence[PublishedFile],
+        status: str,
+        forced: bool = False,
+    ) -> int:
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO snapshots (arch, created_at, index_sha256, index_size, last_modified, "
+                "etag, last_modified_header, description, packages, bytes, files, status, forced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    arch,
+                    created_at,
+                    index_sha256,
+                    index_size,
+                    last_modified,
+                    etag,
+                    last_modified_header,
+                    description,
+                    len(files),
+                    sum(f.size for f in files),
+                    encode_files(files),
+                    status,
+                    int(forced),
+                ),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def set_current(self, arch: str, snapshot_id: int, published_at: float) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE snapshots SET status = 'superseded' "
+                "WHERE arch = ? AND status IN ('published', 'adopted') AND id != ?",
+                (arch, snapshot_id),
+            )
+            self._db.execute(
+                "UPDATE snapshots SET status = 'published' WHERE id = ? AND status != 'adopted'",
+                (snapshot_id,),
+            )
+            self._db.execute(
+                "INSERT INTO current (arch, snapshot_id, published_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (arch) DO UPDATE SET snapshot_id = excluded.snapshot_id, "
+                "published_at = excluded.published_at",
+                (arch, snapshot_id, published_at),
+            )
+
+    def current(self, arch: str) -> tuple[Snapshot, float] | None:
+        row = self._db.execute(
+            f"SELECT {_PREFIXED_COLUMNS}, c.published_at FROM current c "  # noqa: S608
+            "JOIN snapshots s ON s.id = c.snapshot_id WHERE c.arch = ?",
+            (arch,),
+        ).fetchone()
+        if row is None:
+            return None
+        return _snapshot(row[:-1]), float(row[-1])
+
+    def snapshot(self, snapshot_id: int) -> Snapshot | None:
+        row = self._db.execute(
+            f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots WHERE id = ?",  # noqa: S608
+            (snapshot_id,),
+        ).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def snapshot_files(self, snapshot_id: int) -> list[PublishedFile]:
+        row = self._db.execute(
+            "SELECT files FROM snapshots WHERE id = ?", (snapshot_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(str(self.path), f"no snapshot {snapshot_id}")
+        return decode_files(row[0])
+
+    def snapshots(self, arch: str) -> list[Snapshot]:
+        rows = self._db.execute(
+            f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots WHERE arch = ? ORDER BY id DESC",  # noqa: S608
+            (arch,),
+        )
+        return [_snapshot(r) for r in rows]
+
+    def find_snapshot_by_index(self, arch: str, index_sha256: str) -> Snapshot | None:
+        row = self._db.execute(
+            f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots "  # noqa: S608
+            "WHERE arch = ? AND index_sha256 = ? ORDER BY id DESC LIMIT 1",
+            (arch, index_sha256),
+        ).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def update_validators(
+        self, snapshot_id: int, etag: str | None, last_modified: str | None
+    ) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE snapshots SET etag = ?, last_modified_header = ? WHERE id = ?",
+                (etag, last_modified, snapshot_id),
+            )
+
+    def abandon_pending(self, arch: str) -> int:
+        with self._db:
+            cursor = self._db.execute(
+                "UPDATE snapshots SET status = 'abandoned' WHERE arch = ? AND status = 'pending'",
+                (arch,),
+            )
+        return cursor.rowcount
+
+    def prune_snapshots(self, arch: str, keep: int) -> int:
+        """Forget all but the newest ``keep`` published/superseded snapshots (never the current)."""
+        with self._db:
+            cursor = self._db.execute(
+                "DELETE FROM snapshots WHERE arch = ? AND id NOT IN ("
+                "  SELECT id FROM snapshots"
+                "  WHERE arch = ? AND status IN ('published', 'superseded', 'adopted')"
+                "  ORDER BY id DESC LIMIT ?"
+                ") AND id NOT IN (SELECT snapshot_id FROM current WHERE arch = ?)",
+                (arch, arch, keep, arch),
+            )
+        return cursor.rowcount
+
+    # --- deletions after the grace period ---------------------------------------
+
+    def schedule_deletions(self, arch: str, filenames: Iterable[str], since: float) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO pending_deletions (arch, filename, since) VALUES (?, ?, ?)",
+                [(arch, name, since) for name in filenames],
+            )
+
+    def cancel_deletions(self, arch: str, filenames: Iterable[str]) -> None:
+        with self._db:
+            self._db.executemany(
+                "DELETE FROM pending_deletions WHERE arch = ? AND filename = ?",
+                [(arch, name) for name in filenames],
+            )
+
+    def pending_deletions(self, arch: str) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT filename, since FROM pending_deletions WHERE arch = ?", (arch,)
+        )
+        return {name: float(since) for name, since in rows}

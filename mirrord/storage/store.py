@@ -1,0 +1,216 @@
+"""The content-addressed object store: ``objects/sha256/<ab>/<full hex>``.
+
+Objects are written read-only as unnamed ``O_TMPFILE`` files in ``objects/``
+(or, where the kernel lacks it, named temp files in ``tmp/`` on the same
+filesystem), get their name only once verified, and become durable in
+batches with one ``syncfs``. Blocking methods: call them from a worker thread
+(or inline for small objects).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirrord.alpine.apkpackage import PackageDigester
+from mirrord.core.errors import PackageFormatError, StoreError
+from mirrord.storage.durable import Syncer, unlink_if_exists
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+READ_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object named under ``objects/`` (durable once the committer says so)."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Landing:
+    """A verified named temporary file and the object it becomes."""
+
+    temp: Path
+    sha256: str
+    size: int
+
+
+def write_readonly(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0444 (the fd stays writable) and write ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        view = memoryview(data)
+        while view.nbytes:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class TempObject:
+    fd: int
+    path: Path | None  # None: an unnamed O_TMPFILE file
+
+
+class ContentStore:
+    def __init__(self, root: Path, syncer: Syncer | None = None) -> None:
+        self.root = root
+        self.objects = root / "objects" / "sha256"
+        self.tmp = root / "tmp"
+        self._syncer = syncer or Syncer()
+        self._temp_prefix = f"{os.getpid()}-{os.urandom(4).hex()}-"
+        self._temps = 0
+        self._tmpfile_ok = hasattr(os, "O_TMPFILE") and Path("/proc/self/fd").is_dir()
+        self._proc = -1
+
+    def prepare(self) -> int:
+        """Create the layout and sweep temporary leftovers; returns how many were swept."""
+        try:
+            self.objects.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(str(self.root), f"cannot create the store: {error.strerror}") from None
+        for first in range(256):  # all fan-out directories up front, off the hot path
+            (self.objects / f"{first:02x}").mkdir(exist_ok=True)
+        swept = 0
+        for entry in os.scandir(self.tmp):
+            if entry.is_file(follow_symlinks=False):
+                unlink_if_exists(Path(entry.path))
+                swept += 1
+        return swept
+
+    def object_path(self, sha256: str) -> Path:
+        if not _HEX64.match(sha256):
+            raise StoreError(sha256, "not a SHA-256 hex digest")
+        return self.objects / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.object_path(sha256).is_file()
+
+    def temp_path(self, label: str = "") -> Path:
+        """A fresh name in ``tmp/``: unique within this process and across restarts."""
+        self._temps += 1
+        return self.tmp / f"{self._temp_prefix}{self._temps}"
+
+    def create_temp(self) -> TempObject:
+        """An object under construction: an unnamed file when the kernel allows it.
+
+        ``O_TMPFILE`` in ``objects/`` costs a quarter of a named temp file plus
+        rename (no directory entries to create and remove), and a crash leaves
+        nothing behind to sweep. Read-only from birth; the fd stays writable.
+        """
+        if self._tmpfile_ok:
+            try:
+                fd = os.open(self.objects, os.O_WRONLY | os.O_TMPFILE, 0o444)
+            except OSError as error:
+                if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._tmpfile_ok = False
+            else:
+                return TempObject(fd, None)
+        path = self.temp_path()
+        return TempObject(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), path)
+
+    def place_temp(self, temp: TempObject, sha256: str) -> None:
+        """Give a verified temp object its name under ``objects/``. Not yet durable.
+
+        If the object exists already (same digest, same bytes), the existing
+        inode stays: it may be hard-linked into the published tree.
+        """
+        target = f"{self.objects}/{sha256[:2]}/{sha256}"
+        if temp.path is not None:
+            self.land(Landing(temp.path, sha256, 0))
+            return
+        with contextlib.suppress(FileExistsError):
+            os.link(f"self/fd/{temp.fd}", target, src_dir_fd=self._proc_fd(), follow_symlinks=True)
+
+    def discard_temp(self, temp: TempObject) -> None:
+        if temp.path is not None:
+            unlink_if_exists(temp.path)
+
+    def _proc_fd(self) -> int:
+        if self._proc < 0:
+            self._proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        return self._proc
+
+    def land(self, landing: Landing) -> None:
+        """Rename a verified temp file into place. Not yet durable.
+
+        Temp files are created read-only (mode 0444), so this is a rename.
+        """
+        sha256 = landing.sha256
+        target = f"{self.objects}/{sha256[:2]}/{sha256}"
+        if os.path.exists(target):
+            # Same digest, same bytes: keep the existing inode, which may be
+            # hard-linked into the published tree already.
+            unlink_if_exists(landing.temp)
+            return
+        os.rename(landing.temp, target)
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store small in-memory content (an index); returns its digest. Not yet durable."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        if self.has(sha256):
+            return sha256
+        temp = self.temp_path()
+        write_readonly(temp, data)
+        self.land(Landing(temp, sha256, len(data)))
+        return sha256
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self.object_path(sha256).read_bytes()
+
+    def sync(self) -> None:
+        """Make every landed object durable (one syncfs for the whole batch)."""
+        self._syncer.sync_filesystem(self.root)
+
+    def object_names(self) -> set[str]:
+        """Every object file on disk, by digest (a directory listing, no reads)."""
+        names: set[str] = set()
+        for first in range(256):
+            try:
+                entries = os.listdir(self.objects / f"{first:02x}")
+            except FileNotFoundError:
+                continue
+            names.update(name for name in entries if _HEX64.match(name))
+        return names
+
+    def describe_object(self, sha256: str) -> tuple[str, int, str | None] | None:
+        """Re-read an object: (actual sha256, size, its C: if it is a package).
+
+        None when it is missing. Used by recovery for objects that reached
+        ``objects/`` but not the database.
+        """
+        digester = PackageDigester(sha256)
+        plain = hashlib.sha256()
+        size = 0
+        is_package = True
+        try:
+            with open(self.object_path(sha256), "rb") as handle:
+                while block := handle.read(READ_BUFFER):
+                    plain.update(block)
+                    size += len(block)
+                    if is_package:
+                        try:
+                            digester.feed(block)
+                        except PackageFormatError:
+                            is_package = False
+        except FileNotFoundError:
+            return None
+        checksum: str | None = None
+        if is_package:
+            try:
+                checksum = digester.finish().checksum
+            except PackageFormatError:
+                checksum = None
+        return plain.hexdigest(), size, checksum
+
+    def remove(self, sha256: str) -> bool:
+        return unlink_if_exists(self.object_path(sha256))

@@ -1,0 +1,1 @@
+"""Coordination: the per-arch pipeline poll -> plan -> acquire -> publish, and its schedule."""

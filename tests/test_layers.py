@@ -1,0 +1,63 @@
+"""The folders are the layers, and imports flow one way: down this list, never up."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mirrord
+
+LAYERS = ("core", "alpine", "storage", "fetch", "publish", "sync", "demo", "shell")
+PACKAGE = Path(mirrord.__file__).parent
+
+
+def _layer(module: str) -> int | None:
+    """The layer of a dotted mirrord module name (None for the package root)."""
+    parts = module.split(".")
+    if parts[0] != "mirrord" or len(parts) == 1 or parts[1].startswith("__"):
+        return None
+    return LAYERS.index(parts[1])
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+    return [(line, name) for line, name in found if name.startswith("mirrord.")]
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(("mirrord", *path.relative_to(PACKAGE).with_suffix("").parts))
+
+
+def test_every_module_lives_in_a_layer() -> None:
+    loose = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert loose == []
+    assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()) == sorted(
+        LAYERS
+    )
+
+
+def test_imports_never_go_up_a_layer() -> None:
+    upward: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = _layer(_module_name(path))
+        if own is None:  # mirrord/__init__.py: the version, imported by anyone
+            continue
+        for line, name in _imports(path):
+            # "from mirrord.x import y": y may be a name, not a module; the package decides.
+            target = _layer(name)
+            if target is not None and target > own:
+                upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {name}")
+    assert upward == []
+
+
+def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from mirrord.shell.daemon import Daemon\n")
+    assert _imports(bad) == [(1, "mirrord.shell.daemon"), (1, "mirrord.shell.daemon.Daemon")]
+    assert _layer("mirrord.shell.daemon") == LAYERS.index("shell")
