@@ -70,7 +70,8 @@ class MirrordSetup:
             "fetch": dict(self.fetch),
             "metrics": {"listen": False},
             "control": {"socket": False},
-            "log": {"level": "info", "format": "json"},
+            # debug: the daemon logs an unchanged arch's sync there, and daemon_passes counts them
+            "log": {"level": "debug", "format": "json"},
         }
         if self.interval is not None:
             config["interval"] = self.interval

@@ -49,3 +49,10 @@ async def ctl(daemon: Daemon, cmd: str, **args: Any) -> Any:
     socket = daemon.config.control.socket
     assert socket is not None
     return await call(socket, cmd, args)
+
+
+async def synced(daemon: Daemon, runs: int, *keys: ArchKey) -> None:
+    """Until each arch (default: every configured one) has ended ``runs`` syncs."""
+    assert daemon.scheduler is not None
+    for key in keys or tuple(daemon.config.arch_keys()):
+        await daemon.scheduler.wait_for_runs(key, runs)

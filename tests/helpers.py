@@ -25,8 +25,8 @@ from mirrord.core.model import ArchKey
 from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree
 from mirrord.publish.treecheck import TreeReport, check_tree
-from mirrord.sync.engine import ArchResult
 from mirrord.sync.runtime import open_runtime
+from mirrord.sync.status import ArchResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alpine"
 REPO_ROOT = Path(__file__).parent.parent

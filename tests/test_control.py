@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from mirrord.shell.control.protocol import MAX_LINE, request_line
 from mirrord.storage.store import ContentStore
-from tests.daemon_harness import ctl, daemon_config, running_daemon
+from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.helpers import REPO_ROOT, Mirror, check_published, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -40,9 +41,9 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
     mirror.tree.put(KEY, simple_specs("a", 8))
     mirror.tree.put(OTHER, simple_specs("b", 3))
     async with running_daemon(mirror, daemon_config(mirror, KEY, OTHER)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         status = await ctl(daemon, "status")
-        assert status["paused"] is False and status["pass"]["count"] == 1
+        assert status["paused"] is False and status["sync"]["syncing"] == []
         arches = {a["arch"]: a for a in status["arches"]}
         assert arches[str(KEY)]["packages"] == 8 and arches[str(OTHER)]["packages"] == 3
         assert arches[str(KEY)]["last_outcome"] == "published" and arches[str(KEY)]["lag"] == 0
@@ -85,7 +86,7 @@ async def test_bad_clients_get_errors_and_everyone_else_is_served(mirror: Mirror
     mirror.tree.put(KEY, simple_specs("a", 3))
     config = daemon_config(mirror, KEY)
     async with running_daemon(mirror, config) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         path = str(daemon.config.control.socket)
 
         # A client that connects and says nothing holds no one up.
@@ -120,7 +121,7 @@ async def test_bad_clients_get_errors_and_everyone_else_is_served(mirror: Mirror
         for _ in range(5):
             await raw_exchange(path, request_line("status"), read=False)
 
-        assert (await ctl(daemon, "status"))["pass"]["count"] >= 1
+        assert (await ctl(daemon, "status"))["arches"][0]["syncs"] >= 1
         silent_writer.close()
         del silent_reader
 
@@ -186,13 +187,14 @@ async def _check_peers(mirror: Mirror, config: Path) -> None:
 async def test_pause_resume_rate_and_sync(mirror: Mirror) -> None:
     mirror.tree.put(KEY, simple_specs("a", 3))
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         assert await ctl(daemon, "pause") == {"paused": True}
         assert daemon.runtime is not None and daemon.runtime.fetcher.paused
-        await ctl(daemon, "sync")
-        assert (await ctl(daemon, "status"))["pass"]["count"] == 1  # paused: no pass
+        assert (await ctl(daemon, "sync"))["arches"] == {str(KEY): "paused"}
+        status = await ctl(daemon, "status")
+        assert status["arches"][0]["syncs"] == 1 and status["arches"][0]["state"] == "paused"
         await ctl(daemon, "resume")
-        await daemon.state.wait_for_passes(2)
+        await synced(daemon, 2)
 
         assert (await ctl(daemon, "rate", value="20MB/s"))["limit"] == 20_000_000
         assert daemon.runtime.traffic.bucket.rate == 20_000_000
@@ -202,21 +204,22 @@ async def test_pause_resume_rate_and_sync(mirror: Mirror) -> None:
             await ctl(daemon, "rate", value="fast")
 
         mirror.tree.put(KEY, simple_specs("a", 5))
-        assert await ctl(daemon, "sync", arches=[str(KEY)]) == {"queued": [str(KEY)]}
-        await daemon.state.wait_for_passes(3)
+        answer = await ctl(daemon, "sync", arches=[str(KEY)])
+        assert answer["queued"] == [str(KEY)] and answer["arches"] == {str(KEY): "started"}
+        await synced(daemon, 3)
         assert check_published(daemon.config).files == 5
 
 
 async def test_rollback_republishes_an_earlier_snapshot_and_holds_the_arch(mirror: Mirror) -> None:
     mirror.tree.put(KEY, simple_specs("a", 10))
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         index = daemon.config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
         first_index = index.read_bytes()
         first_mtime = index.stat().st_mtime
         mirror.tree.put(KEY, [s.bumped() for s in simple_specs("a", 10)][:9])
         await ctl(daemon, "sync")
-        await daemon.state.wait_for_passes(2)
+        await synced(daemon, 2)
         assert index.read_bytes() != first_index
 
         listing = await ctl(daemon, "snapshots", arch=str(KEY))
@@ -226,14 +229,19 @@ async def test_rollback_republishes_an_earlier_snapshot_and_holds_the_arch(mirro
         assert index.read_bytes() == first_index and index.stat().st_mtime == first_mtime
         assert check_published(daemon.config).files == 10
 
-        await ctl(daemon, "sync")  # all arches: the held one is skipped
-        await daemon.state.wait_for_passes(3)
+        # Held: polled at once for its lag, never published; "sync" of all skips it.
+        assert daemon.scheduler is not None and daemon.runtime is not None
+        status = daemon.runtime.book[KEY]
+        await daemon.scheduler.wait_until(lambda: status.lag(time.time()) > 0)
+        assert (await ctl(daemon, "sync"))["queued"] == []
+        row = (await ctl(daemon, "status"))["arches"][0]
+        assert row["state"] == "held" and row["held"] is True and row["lag"] > 0
         assert index.read_bytes() == first_index
         with pytest.raises(ControlError, match="no snapshot"):
             await ctl(daemon, "rollback", arch=str(KEY), snapshot=999)
 
         await ctl(daemon, "resume", arches=[str(KEY)])  # release: back to the origin's index
-        await daemon.state.wait_for_passes(4)
+        await synced(daemon, 3)
         assert index.read_bytes() != first_index
         assert check_published(daemon.config).files == 9
 
@@ -241,16 +249,16 @@ async def test_rollback_republishes_an_earlier_snapshot_and_holds_the_arch(mirro
 async def test_publish_force_overrides_the_guard_once(mirror: Mirror) -> None:
     mirror.tree.put(KEY, simple_specs("a", 20))
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         mirror.tree.put(KEY, simple_specs("a", 4))
         await ctl(daemon, "sync")
-        await daemon.state.wait_for_passes(2)
+        await synced(daemon, 2)
         status = await ctl(daemon, "status")
         assert status["arches"][0]["last_outcome"] == "refused"
         with pytest.raises(ControlError, match="force"):
             await ctl(daemon, "publish", arch=str(KEY))
         await ctl(daemon, "publish", arch=str(KEY), force=True)
-        await daemon.state.wait_for_passes(3)
+        await synced(daemon, 3)
         assert check_published(daemon.config).files == 4
 
 
@@ -258,7 +266,7 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
     specs = simple_specs("a", 6, payload=5000)
     mirror.tree.put(KEY, specs)
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         store = ContentStore(daemon.config.storage.path)
         package = mirror.tree.built(specs[2]).data
         victim = hashlib.sha256(package).hexdigest()  # a package, published as a hard link
@@ -273,7 +281,7 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
 
         started = await ctl(daemon, "verify", repair=True)
         assert started["running"] is True and started["repair"] is True
-        await daemon.state.wait_for_passes(2)  # the repair asks for a pass
+        await synced(daemon, 2)  # the repair asks for a pass
         status = await ctl(daemon, "status")
         assert status["verify"]["damaged"] == 1 and status["verify"]["repaired"] == 1
         assert check_published(daemon.config).ok
@@ -283,11 +291,12 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
 async def test_only_one_verify_runs_at_a_time(mirror: Mirror) -> None:
     mirror.tree.put(KEY, simple_specs("a", 2))
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
-        daemon.state.scrub.running = True  # as if a long scrub were under way
+        await synced(daemon, 1)
+        assert daemon.operations is not None
+        daemon.operations.scrub.running = True  # as if a long scrub were under way
         with pytest.raises(ControlError, match="already running"):
             await ctl(daemon, "verify")
-        daemon.state.scrub.running = False
+        daemon.operations.scrub.running = False
         assert (await ctl(daemon, "verify"))["running"] is True
 
 
@@ -295,11 +304,11 @@ async def test_gc_deletes_what_no_remembered_snapshot_needs(mirror: Mirror) -> N
     mirror.tree.put(KEY, simple_specs("a", 5))
     config = daemon_config(mirror, KEY, publish={"keep_snapshots": 1, "grace": 0})
     async with running_daemon(mirror, config) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         before = set(stored_objects(daemon.config.storage.path))
         mirror.tree.put(KEY, [s.bumped() for s in simple_specs("a", 5)])
         await ctl(daemon, "sync")
-        await daemon.state.wait_for_passes(2)
+        await synced(daemon, 2)
         result = await ctl(daemon, "gc")
         after = set(stored_objects(daemon.config.storage.path))
         assert result["deleted_objects"] == 6  # five old packages and the old index
@@ -312,7 +321,7 @@ async def test_reload_applies_changes_and_refuses_a_broken_file(mirror: Mirror) 
     mirror.tree.put(OTHER, simple_specs("b", 2))
     config_path = daemon_config(mirror, KEY)
     async with running_daemon(mirror, config_path) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         good = config_path.read_text()
         daemon_config(mirror, KEY, OTHER, fetch={"rate_limit": "5MB/s"})
         result = await ctl(daemon, "reload")
@@ -320,7 +329,8 @@ async def test_reload_applies_changes_and_refuses_a_broken_file(mirror: Mirror) 
         assert daemon.runtime is not None and daemon.runtime.traffic.bucket.rate == 5_000_000
         await ctl(daemon, "rate", value="unlimited")
         await ctl(daemon, "sync")
-        await daemon.state.wait_for_passes(2)
+        await synced(daemon, 2, KEY)
+        await synced(daemon, 1, OTHER)  # a new arch syncs as soon as it is configured
         assert check_published(daemon.config).files == 5
 
         config_path.write_text(good.replace("interval: 3600", "interval: soon"))
@@ -330,29 +340,29 @@ async def test_reload_applies_changes_and_refuses_a_broken_file(mirror: Mirror) 
         assert mirror.logs.events("config.reload.refused")
 
 
-async def test_drain_finishes_the_running_pass_then_stops(mirror: Mirror) -> None:
+async def test_drain_finishes_the_running_sync_then_stops(mirror: Mirror) -> None:
     specs = simple_specs("a", 4)
     mirror.tree.put(KEY, specs[:3])
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         mirror.tree.put(KEY, specs)
         mirror.origin.add_fault(f"{KEY}/{specs[3].filename}", Fault.delay(0.5))
         await ctl(daemon, "sync")
         await mirror.origin.delaying.wait()
-        await ctl(daemon, "drain")  # the pass is downloading: it finishes, then the daemon stops
-        await daemon.state.stopping.wait()
+        await ctl(daemon, "drain")  # the sync is downloading: it finishes, then the daemon stops
+        await daemon.stopping.wait()
     assert check_published(daemon.config).files == 4
-    assert daemon.state.passes == 2
+    assert daemon.runtime is not None and daemon.runtime.book[KEY].runs == 2
     assert mirror.logs.events("daemon.stopped")
 
 
-async def test_drain_when_idle_stops_without_another_pass(mirror: Mirror) -> None:
+async def test_drain_when_idle_stops_without_another_sync(mirror: Mirror) -> None:
     mirror.tree.put(KEY, simple_specs("a", 2))
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         await ctl(daemon, "drain")
-        await daemon.state.stopping.wait()
-    assert daemon.state.passes == 1
+        await daemon.stopping.wait()
+    assert daemon.runtime is not None and daemon.runtime.book[KEY].runs == 1
 
 
 async def test_the_daemon_collects_garbage_on_its_own(mirror: Mirror) -> None:
@@ -361,10 +371,13 @@ async def test_the_daemon_collects_garbage_on_its_own(mirror: Mirror) -> None:
         mirror, KEY, publish={"keep_snapshots": 1, "grace": 0}, storage={"gc_interval": 0.01}
     )
     async with running_daemon(mirror, config) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         mirror.tree.put(KEY, [s.bumped() for s in simple_specs("a", 5)])
         await ctl(daemon, "sync")
-        await daemon.state.wait_for_passes(2)
+        await synced(daemon, 2)
+        async with daemon.collected:  # a collection on the timer that began after the publish
+            seen = daemon.collections
+            await daemon.collected.wait_for(lambda: daemon.collections > seen + 1)
         assert len(stored_objects(daemon.config.storage.path)) == 6  # no `ctl gc` needed
-        assert mirror.logs.events("maintenance.gc.done")[-1]["objects"] == 6
+        assert sum(e["objects"] for e in mirror.logs.events("maintenance.gc.done")) == 6
         assert check_published(daemon.config).ok

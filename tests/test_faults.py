@@ -18,7 +18,7 @@ from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
-from mirrord.sync.engine import ArchResult
+from mirrord.sync.status import ArchResult
 from tests.helpers import Mirror, check_published, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")

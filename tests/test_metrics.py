@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
-from tests.daemon_harness import ctl, daemon_config, running_daemon
+from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.helpers import REPO_ROOT, Mirror
 
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -53,7 +53,7 @@ async def test_a_running_daemon_exposes_valid_and_truthful_metrics(mirror: Mirro
     victim = specs[0].filename
     mirror.origin.add_fault(f"{KEY}/{victim}", Fault.http(503), Fault.corrupt())
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
-        await daemon.state.wait_for_passes(1)
+        await synced(daemon, 1)
         listen = daemon.config.metrics.listen
         text = await scrape(f"http://{listen}")
 
@@ -80,7 +80,7 @@ async def test_a_running_daemon_exposes_valid_and_truthful_metrics(mirror: Mirro
         assert value(found, "mirrord_store_objects") == 8
         assert value(found, "mirrord_rate_limit_bytes_per_second") == float("inf")
         assert value(found, "mirrord_publish_duration_seconds_count") == 1
-        assert value(found, "mirrord_pass_duration_seconds_count") == 1
+        assert value(found, "mirrord_sync_duration_seconds_count") == 1
         assert value(found, "mirrord_downloads_in_flight") == 0
         assert value(found, "mirrord_build_info", version="0.1.0") == 1
         origin_index = mirror.tree.arch_dir(KEY) / "APKINDEX.tar.gz"
@@ -89,11 +89,11 @@ async def test_a_running_daemon_exposes_valid_and_truthful_metrics(mirror: Mirro
         )
         assert value(found, "mirrord_last_success_timestamp_seconds", **LABELS) > 0
 
-        # A failing pass shows up at once.
+        # A failing sync shows up at once.
         (mirror.tree.arch_dir(KEY) / "APKINDEX.tar.gz").write_bytes(b"not an index")
         mirror.tree.write_index(KEY, b"garbage")
         await ctl(daemon, "sync")
-        await daemon.state.wait_for_passes(2)
+        await synced(daemon, 2)
         found = samples(await scrape(f"http://{listen}"))
         assert value(found, "mirrord_arch_failing", **LABELS) == 1
         assert value(found, "mirrord_verification_failures_total", reason="index_format") == 1

@@ -7,7 +7,7 @@ import pytest
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PublishedFile
-from mirrord.publish.plan import PENDING, due_deletions, plan_fetch, plan_publish, plan_rollback
+from mirrord.publish.plan import PENDING, due_deletions, plan_publish, plan_rollback
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 
@@ -26,11 +26,16 @@ def identity(e: IndexEntry) -> tuple[str, int]:
     return (e.checksum, e.size)
 
 
-def test_plan_fetch_skips_stored_and_deduplicates_identities() -> None:
-    a, b = entry("a"), entry("b")
+def test_the_fetch_list_skips_stored_and_deduplicates_identities() -> None:
+    a, b, c = entry("a"), entry("b"), entry("c")
     twin = IndexEntry("a-doc", "1-r0", a.checksum, a.size)  # same bytes under another name
-    missing = plan_fetch([a, b, twin], {identity(b): "sha-b"})
-    assert [ref.filename for ref in missing] == [a.filename]
+    plan = plan_publish(
+        KEY, [a, b, twin, c], {identity(b): "sha-b"}, None, max_delete_fraction=0.1, force=False
+    )
+    assert plan.missing() == [a.ref(), c.ref()]
+    plan.fill_one(identity(a), "sha-a")
+    assert [f.sha256 for f in plan.files] == ["sha-a", "sha-b", "sha-a", PENDING]
+    assert plan.missing() == [c.ref()]
 
 
 def test_first_publish_links_everything_and_waits_for_pending_digests() -> None:

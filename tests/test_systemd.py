@@ -18,6 +18,7 @@ import pytest
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
+from mirrord.shell.control.client import call
 from tests.helpers import REPO_ROOT, Mirror, check_published, spawn_mirrord
 
 UNIT = REPO_ROOT / "systemd" / "mirrord.service"
@@ -153,7 +154,7 @@ async def test_sd_notify_ready_status_watchdog_reload_and_stopping(mirror: Mirro
     try:
         ready = await listener.until(lambda m: m.get("READY") == "1")
         assert "STATUS" in ready
-        await listener.until(lambda m: "current" in m.get("STATUS", ""))  # first pass done
+        await listener.until(lambda m: "current" in m.get("STATUS", ""))  # first sync done
         await listener.until(lambda m: m.get("WATCHDOG") == "1")
         await listener.until(lambda m: m.get("WATCHDOG") == "1")
 
@@ -180,7 +181,7 @@ async def test_sighup_with_a_broken_file_keeps_the_old_configuration(mirror: Mir
     )
     assert process.stdout is not None
     try:
-        await next_event(process.stdout, "sync.pass.done")
+        await next_event(process.stdout, "sync.summary")  # every arch has synced once
         good = config.read_text()
         config.write_text(good + "\nsurprise: 1\n")
         process.send_signal(signal.SIGHUP)
@@ -201,17 +202,20 @@ async def test_sighup_with_a_broken_file_keeps_the_old_configuration(mirror: Mir
 async def test_sigterm_waits_for_downloads_then_a_second_one_stops_at_once(mirror: Mirror) -> None:
     specs = simple_specs("a", 6, payload=50_000)
     mirror.tree.put(KEY, specs[:3])
-    config = mirror.config_file(KEY, interval=3600, shutdown_grace=600)
+    control = mirror.tmp / "control.sock"
+    config = mirror.config_file(
+        KEY, interval=3600, shutdown_grace=600, control={"socket": str(control)}
+    )
     process = await spawn_mirrord(
         "run", "--config", str(config), "--log-format", "json", stdout=asyncio.subprocess.PIPE
     )
     assert process.stdout is not None
     try:
-        await next_event(process.stdout, "sync.pass.done")
-        # Now a pass whose last download never ends.
+        await next_event(process.stdout, "sync.summary")  # every arch has synced once
+        # Now a sync whose last download never ends.
         mirror.tree.put(KEY, specs)
         mirror.origin.add_fault(f"{KEY}/{specs[-1].filename}", Fault.stall(after=10))
-        process.send_signal(signal.SIGHUP)  # a reload wakes the pass loop: a new pass starts
+        assert (await call(control, "sync", {}))["arches"] == {str(KEY): "started"}
         await mirror.origin.stalled.wait()
 
         process.send_signal(signal.SIGTERM)

@@ -157,6 +157,17 @@ class MassDeletionError(PublishError):
         )
 
 
+class DownloadsFailedError(MirrordError):
+    """Some packages an arch's new index lists could not be stored: nothing was published."""
+
+    def __init__(self, arch_key: str, failed: int, wanted: int, first: MirrordError) -> None:
+        self.arch_key = arch_key
+        self.failed = failed
+        self.wanted = wanted
+        self.first = first
+        super().__init__(f"{failed} of {wanted} packages failed; first: {first}")
+
+
 class ShuttingDownError(MirrordError):
     """Work that was queued but not started when the daemon began to stop."""
 

@@ -58,9 +58,9 @@ class Metrics:
             "The download rate limit in force (+Inf when unlimited).",
             registry=r,
         )
-        self.pass_duration = Histogram(
-            "mirrord_pass_duration_seconds",
-            "Wall time of a whole sync pass over every configured arch.",
+        self.sync_duration = Histogram(
+            "mirrord_sync_duration_seconds",
+            "Wall time of one arch's sync, from its poll to its publish (or failure).",
             buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
             registry=r,
         )
@@ -96,13 +96,13 @@ class Metrics:
         )
         self.last_success = Gauge(
             "mirrord_last_success_timestamp_seconds",
-            "When this arch last ended a pass published and up to date (unix time).",
+            "When this arch last ended a sync published and up to date (unix time).",
             ARCH_LABELS,
             registry=r,
         )
         self.arch_failing = Gauge(
             "mirrord_arch_failing",
-            "1 when this arch's last pass failed or was refused, else 0.",
+            "1 when this arch's last sync failed or was refused, else 0.",
             ARCH_LABELS,
             registry=r,
         )

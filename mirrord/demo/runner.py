@@ -27,8 +27,8 @@ from mirrord.core.units import format_bytes
 from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree, PackageSpec, SigningKey
 from mirrord.publish.treecheck import check_tree
-from mirrord.sync.engine import ArchResult
 from mirrord.sync.runtime import open_runtime
+from mirrord.sync.status import ArchResult
 
 BRANCH = "v3.20"
 REPOS = {"main": 180, "community": 120}

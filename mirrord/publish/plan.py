@@ -1,4 +1,4 @@
-"""Pure decisions: what to fetch, what a publish must link and delete, what is due.
+"""Pure decisions: what a publish must link, fetch and delete, and what is due.
 
 No I/O here: callers pass in what they know and carry out what comes back.
 """
@@ -11,21 +11,6 @@ from dataclasses import dataclass, field, replace
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
-
-
-def plan_fetch(
-    entries: Sequence[IndexEntry], known: Mapping[tuple[str, int], str]
-) -> tuple[PackageRef, ...]:
-    """The packages to download: one per identity not in the store, in index order."""
-    missing: list[PackageRef] = []
-    queued: set[tuple[str, int]] = set()
-    for entry in entries:
-        identity = (entry.checksum, entry.size)
-        if identity not in known and identity not in queued:
-            queued.add(identity)
-            missing.append(entry.ref())
-    return tuple(missing)
-
 
 PENDING = ""  # the digest of a file whose package is still being fetched
 
@@ -46,6 +31,14 @@ class PublishPlan:
     dropped_packages: tuple[str, ...]  # package names that disappear entirely
     # identity -> position of the file waiting for it (a list when several names share it)
     waiting: dict[tuple[str, int], int | list[int]] = field(default_factory=dict)
+
+    def missing(self) -> list[PackageRef]:
+        """What to fetch: one package per identity still waiting, in index order."""
+        refs: list[PackageRef] = []
+        for (checksum, size), positions in self.waiting.items():
+            first = positions[0] if isinstance(positions, list) else positions
+            refs.append(PackageRef(self.files[first].filename, checksum, size))
+        return refs
 
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
         """A package has been stored: give its files their digest."""

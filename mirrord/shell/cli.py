@@ -118,16 +118,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             if isinstance(first, MirrordError):
                 raise first from None
             raise
+        if daemon.forced_exit:  # a second SIGTERM/SIGINT cut the grace period short
+            print(
+                "mirrord: stopped at once (second signal): downloads in flight were cancelled; "
+                "the published tree is intact and recovery runs at the next start",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         return EXIT_OK
 
-    try:
-        return run_async(main())
-    except asyncio.CancelledError:  # a second SIGTERM/SIGINT: stopped at once
-        print(
-            "mirrord: stopped at once (second signal); recovery runs at the next start",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+    return run_async(main())
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,12 +1,13 @@
-"""``mirrord run``: the daemon. Passes on a timer, an admin socket, metrics, systemd.
+"""``mirrord run``: the daemon. Every arch on its own timer, an admin socket, metrics, systemd.
 
 Signal handlers only set events. SIGHUP (or ``ctl reload``) re-reads the
 configuration: what can change live is applied between downloads, an invalid
 file is refused and the old configuration kept. Shutdown is staged: SIGTERM
-stops starting passes and downloads, lets in-flight downloads and any publish
-finish within a grace period, then cancels; a second SIGTERM/SIGINT cancels at
-once (still safe: every file operation is atomic and recovery runs at the next
-start). ``ctl drain`` lets the current pass finish completely, then stops.
+stops starting syncs and downloads, lets in-flight downloads and any publish
+finish within a grace period, then cancels them and closes everything in
+order; a second SIGTERM/SIGINT cuts the grace period short (still safe: every
+file operation is atomic and recovery runs at the next start). ``ctl drain``
+lets the syncs in progress finish completely, then stops.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,19 @@ from mirrord.core.config import Config, load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
-from mirrord.publish.recovery import RecoveryReport, recover_arch
+from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.control.server import ControlServer
-from mirrord.shell.metrics_http import DaemonCollector, MetricsServer, ScrapeState
-from mirrord.shell.operations import DaemonState, Operations
+from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
+from mirrord.shell.operations import DaemonControls, Operations
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
-from mirrord.storage.maintenance import collect_garbage
-from mirrord.sync.engine import ArchResult
 from mirrord.sync.runtime import Runtime, open_runtime
+from mirrord.sync.scheduler import Scheduler
+from mirrord.sync.status import summarize
 
-STALL_LIMIT = 900.0  # a pass that makes no progress this long stops the watchdog pings
+STALL_LIMIT = 900.0  # syncs that make no progress this long stop the watchdog pings
+GC_DISABLED_RECHECK = 3600.0  # storage.gc_interval 0: look again after a reload
+REPORT_EVERY = 10.0  # STATUS= for systemd
+SUMMARY_EVERY = 600.0  # the summary line in the log
 
 LIVE_KEYS = frozenset(
     {
@@ -77,38 +81,63 @@ def changed_keys(old: Config, new: Config) -> list[str]:
     return changed
 
 
-@dataclass
 class Daemon:
-    config: Config
-    log: FilteringBoundLogger
-    config_path: Path | None = None
-    clock: Clock = field(default_factory=SystemClock)
-    metrics: Metrics = field(default_factory=Metrics)
-    crash: CrashPoints = field(default_factory=CrashPoints)
-    notifier: Notifier = field(default_factory=lambda: Notifier(None))
-    environ: Mapping[str, str] = field(default_factory=dict)
-    state: DaemonState = field(default_factory=DaemonState)
-    scrape: ScrapeState = field(default_factory=ScrapeState)
-    runtime: Runtime | None = None
-    operations: Operations | None = None
-    reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    last_progress: float = 0.0
-    _last_gc: float = 0.0
-    _completed_seen: int = 0
-    _group: asyncio.TaskGroup | None = None
+    def __init__(
+        self,
+        config: Config,
+        log: FilteringBoundLogger,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        crash: CrashPoints | None = None,
+        notifier: Notifier | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._initial_config = config
+        self.log = log
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.crash = crash or CrashPoints()
+        self.notifier = notifier or Notifier(None)
+        self.environ = environ or {}
+        self.started_at = self.clock.time()
+        self.runtime: Runtime | None = None
+        self.scheduler: Scheduler | None = None
+        self.operations: Operations | None = None
+        self.ready = asyncio.Event()
+        self.reload_requested = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.draining = False
+        self.forced_exit = False  # a second stop signal cut the grace period short
+        self._force = asyncio.Event()
+        self.collections = 0  # garbage collections done on the timer
+        self.collected = asyncio.Condition()
+        self._last_progress = 0.0
+        self._completed_seen = 0
+        self._group: asyncio.TaskGroup | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (the runtime owns it once running)."""
+        return self.runtime.config if self.runtime is not None else self._initial_config
 
     # --- signals -----------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        self.state.request_stop()
+        self.stopping.set()
+
+    def drain(self) -> None:
+        """Let the syncs in progress finish, start no more, then stop."""
+        self.draining = True
+        self.stopping.set()
 
     def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         def on_stop_signal() -> None:
-            if self.state.stopping.is_set():
+            if self.stopping.is_set():
                 self.log.warning("daemon.stop.immediate")
-                for task in asyncio.all_tasks(loop):
-                    task.cancel()
+                self._force.set()
                 return
             self.log.info("daemon.stop.requested")
             self.request_stop()
@@ -120,16 +149,36 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        config = self.config
         async with open_runtime(
-            config, log=self.log, clock=self.clock, metrics=self.metrics, crash=self.crash
+            self._initial_config,
+            log=self.log,
+            clock=self.clock,
+            metrics=self.metrics,
+            crash=self.crash,
         ) as runtime:
             self.runtime = runtime
-            self._last_gc = self.clock.monotonic()  # the first collection a gc_interval from now
-            self.operations = Operations(self.state, runtime, reload=self.reload, spawn=self._spawn)
-            self.scrape.measured_rate = runtime.traffic.meter.rate
-            self.metrics.registry.register(DaemonCollector(self.scrape, self.clock))
-            await self._refresh_scrape(runtime)
+            config = runtime.config
+            scheduler = self.scheduler = Scheduler(
+                runtime.engine, runtime.live, runtime.book, clock=self.clock, log=self.log
+            )
+            controls = DaemonControls(
+                started_at=self.started_at,
+                reload=self.reload,
+                drain=self.drain,
+                spawn=self._spawn,
+                draining=lambda: self.draining,
+            )
+            self.operations = Operations(runtime, scheduler, controls)
+            await runtime.engine.count_store(after_change=False)
+            self.metrics.registry.register(
+                DaemonCollector(
+                    runtime.book,
+                    scheduler,
+                    lambda: runtime.config.arch_keys(),
+                    runtime.traffic.meter.rate,
+                    self.clock,
+                )
+            )
             control = (
                 ControlServer(
                     config.control.socket,
@@ -151,26 +200,32 @@ class Daemon:
             if control is not None:
                 control.bind()
             try:
-                await self._serve(runtime, control)
+                await self._serve(runtime, scheduler, control)
             finally:
                 if metrics is not None:
                     await metrics.close()
         self.notifier.status("stopped")
-        self.log.info("daemon.stopped", passes=self.state.passes)
+        self.log.info("daemon.stopped", forced=self.forced_exit)
 
-    async def _serve(self, runtime: Runtime, control: ControlServer | None) -> None:
-        config = self.config
+    async def _serve(
+        self, runtime: Runtime, scheduler: Scheduler, control: ControlServer | None
+    ) -> None:
+        config = runtime.config
         async with asyncio.TaskGroup() as group:
             self._group = group
-            services: list[asyncio.Task[None]] = [group.create_task(self._reload_loop())]
+            services: list[asyncio.Task[None]] = [
+                group.create_task(self._reload_loop(), name="reload"),
+                group.create_task(self._collect_garbage_periodically(runtime), name="gc"),
+                group.create_task(self._report_periodically(runtime, scheduler), name="report"),
+            ]
             if control is not None:
-                services.append(group.create_task(control.serve()))
+                services.append(group.create_task(control.serve(), name="control"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(
                     group.create_task(watchdog(self.notifier, interval, self.clock, self._healthy))
                 )
-            passes = group.create_task(self._pass_loop(runtime), name="pass-loop")
+            syncs = group.create_task(scheduler.run(), name="scheduler")
             self.notifier.ready(f"started: {len(config.arch_keys())} arches")
             self.ready.set()
             self.log.info(
@@ -179,132 +234,111 @@ class Daemon:
                 interval=config.interval,
                 recovered=_recovery_summary(runtime.recovery),
             )
-            await self._stop_when_asked(runtime, passes)
+            await self._stop_when_asked(runtime, scheduler, syncs, group)
             for service in services:
                 service.cancel()
+        self._group = None
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, name: str, work: Awaitable[None]) -> None:
+        """Background work with an error boundary: a failure is logged, the daemon serves on."""
         assert self._group is not None
 
         async def run() -> None:
-            await work
+            try:
+                await work
+            except Exception:
+                self.log.exception("daemon.task.failed", task=name)
 
-        self._group.create_task(run())
+        self._group.create_task(run(), name=name)
 
-    async def _stop_when_asked(self, runtime: Runtime, passes: asyncio.Task[None]) -> None:
-        await self.state.stopping.wait()
+    async def _stop_when_asked(
+        self,
+        runtime: Runtime,
+        scheduler: Scheduler,
+        syncs: asyncio.Task[None],
+        group: asyncio.TaskGroup,
+    ) -> None:
+        """Staged: start no sync, let running ones finish (within the grace), then cancel."""
+        await self.stopping.wait()
         self.notifier.stopping()
-        self.log.info("daemon.stopping", draining=self.state.draining)
-        if not self.state.draining:
+        self.log.info("daemon.stopping", draining=self.draining, syncing=len(scheduler.syncing))
+        scheduler.stop()
+        if not self.draining:
             runtime.fetcher.stop_taking_work()
-        if passes.done():
+        grace = None if self.draining else self.config.shutdown_grace
+        forced = group.create_task(self._force.wait(), name="force-exit")
+        done, _ = await asyncio.wait(
+            {syncs, forced}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+        )
+        forced.cancel()
+        if syncs in done:
             return
-        grace = self.config.shutdown_grace
-        try:
-            async with asyncio.timeout(None if self.state.draining else grace):
-                await asyncio.shield(passes)
-        except TimeoutError:
+        if forced in done:
+            self.forced_exit = True
+        else:
             self.log.warning("daemon.stop.grace_expired", grace=grace)
-            passes.cancel()
-            runtime.fetcher.abort()
+        syncs.cancel()
+        runtime.fetcher.abort()
 
     def _healthy(self) -> bool:
-        """False when a pass has made no progress (no download ended) for STALL_LIMIT."""
-        if self.runtime is not None and self.runtime.fetcher.completed != self._completed_seen:
-            self._completed_seen = self.runtime.fetcher.completed
-            self.last_progress = self.clock.monotonic()
-        return (
-            not self.state.pass_running or self.clock.monotonic() - self.last_progress < STALL_LIMIT
-        )
-
-    # --- passes ------------------------------------------------------------------------
-
-    async def _pass_loop(self, runtime: Runtime) -> None:
-        state = self.state
-        while not state.stopping.is_set():
-            state.wake.clear()
-            if state.draining:  # nothing running: stop now
-                state.request_stop()
-                return
-            if state.paused:
-                self.notifier.status("paused")
-                await state.wake.wait()
-                continue
-            configured = self.config.arch_keys()
-            wanted = set(state.requested) or set(configured)
-            keys = [k for k in configured if k in wanted and k not in state.held]
-            state.requested.clear()
-            force = frozenset(state.force_next & set(keys))
-            state.force_next -= force
-            await self._one_pass(runtime, keys, force)  # may be empty: every arch held
-            if state.draining:
-                state.request_stop()
-                return
-            if state.stopping.is_set():
-                return
-            await first_completed(self.clock.sleep(self.config.interval), state.wake.wait())
-
-    async def _one_pass(self, runtime: Runtime, keys: list[Any], force: frozenset[Any]) -> None:
-        state = self.state
-        async with state.pass_lock:
-            state.pass_running = True
-            state.last_pass_started = self.clock.time()
-            self.last_progress = self.clock.monotonic()
-            started = self.clock.monotonic()
-            self.notifier.status(f"syncing {len(keys)} arches")
-            try:
-                results = await runtime.engine.run_pass(keys, force)
-            finally:
-                state.pass_running = False
-            state.last_pass_seconds = self.clock.monotonic() - started
-        await self._collect_garbage_if_due(runtime)
-        await self._refresh_scrape(runtime)
-        self._report_pass(results, state.last_pass_seconds)
-        async with state.pass_finished:
-            state.passes += 1
-            state.pass_finished.notify_all()
-
-    async def _collect_garbage_if_due(self, runtime: Runtime) -> None:
-        """Unattended for months, the store must not grow forever."""
-        interval = self.config.storage.gc_interval
+        """False when a sync has made no progress (no download ended) for STALL_LIMIT."""
         now = self.clock.monotonic()
-        if interval <= 0 or now - self._last_gc < interval:
-            return
-        self._last_gc = now
-        async with self.state.pass_lock:
-            await collect_garbage(
-                runtime.store,
-                runtime.db,
-                clock=self.clock,
-                grace=self.config.publish.grace,
-                log=self.log,
+        fetcher = self.runtime.fetcher if self.runtime is not None else None
+        if (
+            self.scheduler is None
+            or not self.scheduler.syncing
+            or (fetcher is not None and fetcher.completed != self._completed_seen)
+        ):
+            self._completed_seen = fetcher.completed if fetcher is not None else 0
+            self._last_progress = now
+        return now - self._last_progress < STALL_LIMIT
+
+    # --- background work ----------------------------------------------------------------
+
+    async def _collect_garbage_periodically(self, runtime: Runtime) -> None:
+        """Unattended for months, the store must not grow forever."""
+        while True:
+            interval = runtime.config.storage.gc_interval
+            await self.clock.sleep(interval if interval > 0 else GC_DISABLED_RECHECK)
+            if runtime.config.storage.gc_interval <= 0:
+                continue
+            try:
+                await runtime.engine.collect_garbage()
+            except Exception:  # a broken object must not stop the daemon; the next run retries
+                self.log.exception("maintenance.gc.failed")
+            async with self.collected:
+                self.collections += 1
+                self.collected.notify_all()
+
+    async def _report_periodically(self, runtime: Runtime, scheduler: Scheduler) -> None:
+        """STATUS= for systemd, the store's size, and a summary line for people.
+
+        The summary is logged once every arch has synced after start-up, then
+        every SUMMARY_EVERY seconds: unchanged arches log only at debug level.
+        """
+        next_summary = self.clock.monotonic()
+        caught_up = False
+        status_text = ""
+        while True:
+            now = self.clock.monotonic()
+            summary = summarize(
+                runtime.book,
+                runtime.config.arch_keys(),
+                syncing=set(scheduler.syncing),
+                held=scheduler.held,
+                now=self.clock.time(),
             )
-
-    def _report_pass(self, results: list[ArchResult], seconds: float) -> None:
-        failed = [r for r in results if not r.ok]
-        published = sum(1 for r in results if r.outcome == "published")
-        self.log.info(
-            "sync.pass.done",
-            arches=len(results),
-            published=published,
-            failed=len(failed),
-            seconds=round(seconds, 3),
-        )
-        status = f"{len(results) - len(failed)}/{len(results)} arches current"
-        if failed:
-            status += f", {len(failed)} failing ({failed[0].key}: {failed[0].error})"
-        self.notifier.status(status[:200])
-
-    async def _refresh_scrape(self, runtime: Runtime) -> None:
-        scrape = self.scrape
-        for key in self.config.arch_keys():
-            scrape.lag_since[key] = runtime.engine.state(key).behind_since
-            current = await runtime.db.call(runtime.db.current, str(key))
-            if current is not None:
-                scrape.published_at[key] = current[1]
-        scrape.store_objects, scrape.store_bytes = await runtime.db.call(runtime.db.object_stats)
-        scrape.paused = self.state.paused
-        scrape.held = set(self.state.held)
+            if not caught_up and summary.never_synced == 0:
+                caught_up = True
+                next_summary = now
+            if caught_up and now >= next_summary:
+                await runtime.engine.count_store()
+                self.log.info("sync.summary", **summary.fields())
+                next_summary = now + SUMMARY_EVERY
+            if summary.text() != status_text:
+                status_text = summary.text()
+                self.notifier.status(status_text[:200])
+            await first_completed(self.clock.sleep(REPORT_EVERY), scheduler.wait_for_any_run())
 
     # --- reload ------------------------------------------------------------------------
 
@@ -316,7 +350,7 @@ class Daemon:
                 await self.reload()
 
     async def reload(self) -> dict[str, Any]:
-        if self.config_path is None or self.runtime is None:
+        if self.config_path is None or self.runtime is None or self.scheduler is None:
             raise ControlError("unsupported", "this daemon was not started from a config file")
         runtime = self.runtime
         self.notifier.reloading()
@@ -333,27 +367,16 @@ class Daemon:
             raise ControlError(
                 "bad_config", f"reload refused, old configuration kept: {error}"
             ) from None
-        changed = changed_keys(self.config, new)
+        old = runtime.config
+        changed = changed_keys(old, new)
         live = [k for k in changed if k in LIVE_KEYS]
         restart = [k for k in changed if k not in LIVE_KEYS]
-        engine = runtime.engine
-        added = [k for k in new.arch_keys() if k not in self.config.arch_keys()]
+        added = [k for k in new.arch_keys() if k not in old.arch_keys()]
         for key in added:
-            await recover_arch(
-                key,
-                db=runtime.db,
-                publisher=runtime.publisher,
-                clock=self.clock,
-                log=self.log,
-                report=RecoveryReport(),
-                max_index_bytes=new.limits.max_index_bytes,
-                max_package_bytes=new.limits.max_package_bytes,
-            )
-        engine.config = new
-        engine.keyring = keyring
+            await runtime.adopt_arch(key, new)
+        runtime.live.replace(new, keyring)
         runtime.traffic.reconfigure(new.fetch)
-        self.config = new
-        self.state.wake.set()
+        self.scheduler.reconfigure()
         self.log.info(
             "config.reload.done", applied=live, needs_restart=restart, added=[str(k) for k in added]
         )

@@ -2,13 +2,12 @@
 
 Values that only mean something at scrape time (mirror lag, snapshot age,
 measured rate, store size) come from a custom collector that reads the
-daemon's in-memory state; nothing here touches the disk or the database.
+status book and the scheduler; nothing here touches the disk or the database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,32 +20,33 @@ from mirrord.core.clock import Clock
 from mirrord.core.errors import ConfigError
 from mirrord.core.metrics import ARCH_LABELS
 from mirrord.core.model import ArchKey
+from mirrord.sync.scheduler import Scheduler
+from mirrord.sync.status import StatusBook
 
 # The classic text format, which every Prometheus server understands (names are plain ASCII).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass
-class ScrapeState:
-    """What the collector reads; the daemon keeps it current."""
-
-    lag_since: dict[ArchKey, float | None] = field(default_factory=dict)
-    published_at: dict[ArchKey, float] = field(default_factory=dict)
-    store_objects: int = 0
-    store_bytes: int = 0
-    paused: bool = False
-    held: set[ArchKey] = field(default_factory=set)
-    measured_rate: Callable[[], float] = lambda: 0.0
-
-
 class DaemonCollector(Collector):
-    def __init__(self, state: ScrapeState, clock: Clock) -> None:
-        self._state = state
+    """Reads the status book and the scheduler at scrape time: lag is never stale."""
+
+    def __init__(
+        self,
+        book: StatusBook,
+        scheduler: Scheduler,
+        arches: Callable[[], list[ArchKey]],
+        measured_rate: Callable[[], float],
+        clock: Clock,
+    ) -> None:
+        self._book = book
+        self._scheduler = scheduler
+        self._arches = arches
+        self._measured_rate = measured_rate
         self._clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
         now = self._clock.time()
-        state = self._state
+        book = self._book
         info = InfoMetricFamily("mirrord_build", "mirrord's version.")
         info.add_metric([], {"version": __version__})
         yield info
@@ -60,32 +60,44 @@ class DaemonCollector(Collector):
             "1 while an operator holds this arch (after a rollback), else 0.",
             labels=ARCH_LABELS,
         )
-        for key, since in sorted(state.lag_since.items()):
-            lag.add_metric(list(key.parts), max(0.0, now - since) if since is not None else 0.0)
-            held.add_metric(list(key.parts), 1.0 if key in state.held else 0.0)
-        yield lag
-        yield held
+        syncing = GaugeMetricFamily(
+            "mirrord_arch_syncing",
+            "1 while this arch is being synced (polled, downloaded or published), else 0.",
+            labels=ARCH_LABELS,
+        )
         age = GaugeMetricFamily(
             "mirrord_snapshot_age_seconds",
             "Time since the current snapshot of this arch was published.",
             labels=ARCH_LABELS,
         )
-        for key, published in sorted(state.published_at.items()):
-            age.add_metric(list(key.parts), max(0.0, now - published))
+        busy = set(self._scheduler.syncing)
+        for key in sorted(self._arches()):
+            status = book[key]
+            labels = list(key.parts)
+            lag.add_metric(labels, status.lag(now))
+            held.add_metric(labels, 1.0 if key in self._scheduler.held else 0.0)
+            syncing.add_metric(labels, 1.0 if key in busy else 0.0)
+            if status.published_at is not None:
+                age.add_metric(labels, max(0.0, now - status.published_at))
+        yield lag
+        yield held
+        yield syncing
         yield age
         yield GaugeMetricFamily(
-            "mirrord_store_objects", "Objects in the content store.", value=state.store_objects
+            "mirrord_store_objects", "Objects in the content store.", value=book.store_objects
         )
         yield GaugeMetricFamily(
-            "mirrord_store_bytes", "Bytes in the content store.", value=state.store_bytes
+            "mirrord_store_bytes", "Bytes in the content store.", value=book.store_bytes
         )
         yield GaugeMetricFamily(
             "mirrord_download_rate_bytes_per_second",
             "Download rate over the last 5 seconds.",
-            value=state.measured_rate(),
+            value=self._measured_rate(),
         )
         yield GaugeMetricFamily(
-            "mirrord_paused", "1 while an operator has paused syncing.", value=float(state.paused)
+            "mirrord_paused",
+            "1 while an operator has paused syncing.",
+            value=float(self._scheduler.paused),
         )
 
 

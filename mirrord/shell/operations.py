@@ -6,11 +6,9 @@ JSON and ``mirrord ctl`` renders for people.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mirrord import __version__
@@ -18,60 +16,29 @@ from mirrord.core.errors import ControlError
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_rate, parse_rate
 from mirrord.shell.control.protocol import Request
-from mirrord.storage.maintenance import ScrubProgress, collect_garbage, scrub
+from mirrord.storage.maintenance import ScrubProgress, scrub
 from mirrord.sync.runtime import Runtime
+from mirrord.sync.scheduler import Scheduler
+from mirrord.sync.status import Phase
 
 
 @dataclass
-class DaemonState:
-    """The daemon's own switches, shared by the pass loop and the commands."""
+class DaemonControls:
+    """What the commands may ask of the daemon process itself."""
 
-    started_at: float = field(default_factory=time.time)
-    paused: bool = False
-    draining: bool = False
-    held: set[ArchKey] = field(default_factory=set)
-    force_next: set[ArchKey] = field(default_factory=set)
-    requested: set[ArchKey] = field(default_factory=set)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    pass_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    passes: int = 0
-    pass_running: bool = False
-    last_pass_started: float | None = None
-    last_pass_seconds: float | None = None
-    scrub: ScrubProgress = field(default_factory=ScrubProgress)
-    pass_finished: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def wait_for_passes(self, count: int) -> None:
-        """Until ``count`` passes have ended (for tests and ``ctl sync --wait``)."""
-        async with self.pass_finished:
-            await self.pass_finished.wait_for(lambda: self.passes >= count)
-
-    def request_sync(self, keys: set[ArchKey], *, release: bool = True) -> None:
-        """Sync these arches now; naming a held arch ends its hold."""
-        self.requested |= keys
-        if release:
-            self.held -= keys
-        self.wake.set()
-
-    def request_stop(self) -> None:
-        self.stopping.set()
-        self.wake.set()
+    started_at: float
+    reload: Callable[[], Awaitable[dict[str, Any]]]
+    drain: Callable[[], None]
+    spawn: Callable[[str, Awaitable[None]], None]  # supervised background work
+    draining: Callable[[], bool]
 
 
 class Operations:
-    def __init__(
-        self,
-        state: DaemonState,
-        runtime: Runtime,
-        *,
-        reload: Callable[[], Awaitable[dict[str, Any]]],
-        spawn: Callable[[Awaitable[None]], None],
-    ) -> None:
-        self.state = state
+    def __init__(self, runtime: Runtime, scheduler: Scheduler, daemon: DaemonControls) -> None:
         self.runtime = runtime
-        self._reload = reload
-        self._spawn = spawn
+        self.scheduler = scheduler
+        self.daemon = daemon
+        self.scrub = ScrubProgress()
 
     async def handle(self, request: Request) -> Any:
         method = getattr(self, f"cmd_{request.cmd}")
@@ -79,7 +46,7 @@ class Operations:
         return result
 
     def _known(self, keys: list[ArchKey]) -> set[ArchKey]:
-        configured = set(self.runtime.engine.config.arch_keys())
+        configured = set(self.runtime.config.arch_keys())
         unknown = [str(k) for k in keys if k not in configured]
         if unknown:
             raise ControlError("not_found", f"not configured: {', '.join(unknown)}")
@@ -89,28 +56,40 @@ class Operations:
 
     async def cmd_status(self, request: Request) -> dict[str, Any]:
         runtime = self.runtime
-        state = self.state
+        scheduler = self.scheduler
         now = runtime.clock.time()
         arches: list[dict[str, Any]] = []
-        for key in runtime.engine.config.arch_keys():
-            arch_state = runtime.engine.state(key)
+        for key in runtime.config.arch_keys():
+            status = runtime.book[key]
             current = await runtime.db.call(runtime.db.current, str(key))
             snapshot, published_at = current if current else (None, None)
-            last = arch_state.last_result
+            last = status.last_result
+            held = key in scheduler.held
+            phase = status.phase
+            if phase is Phase.IDLE and held:
+                phase = Phase.HELD
+            elif phase is Phase.IDLE and scheduler.paused:
+                phase = Phase.PAUSED
             arches.append(
                 {
                     "arch": str(key),
+                    "state": str(phase),
                     "snapshot": snapshot.id if snapshot else None,
                     "published_at": published_at,
                     "packages": snapshot.packages if snapshot else 0,
                     "bytes": snapshot.bytes if snapshot else 0,
-                    "published_last_modified": arch_state.published_last_modified,
-                    "origin_last_modified": arch_state.origin_last_modified,
-                    "lag": (now - arch_state.behind_since) if arch_state.behind_since else 0.0,
-                    "last_outcome": last.outcome if last else None,
-                    "last_error": arch_state.last_error,
-                    "last_success": arch_state.last_success,
-                    "held": key in state.held,
+                    "published_last_modified": status.published_last_modified,
+                    "origin_last_modified": status.origin_last_modified,
+                    "lag": status.lag(now),
+                    "behind_since": status.behind_since,
+                    "last_poll": status.last_poll,
+                    "next_poll": status.next_poll,
+                    "rerun_queued": status.rerun_queued,
+                    "last_outcome": str(last.outcome) if last else None,
+                    "last_error": status.last_error,
+                    "last_success": status.last_success,
+                    "held": held,
+                    "syncs": status.runs,
                 }
             )
         objects, stored_bytes = await runtime.db.call(runtime.db.object_stats)
@@ -118,14 +97,12 @@ class Operations:
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "uptime": time.time() - state.started_at,
-            "paused": state.paused,
-            "draining": state.draining,
-            "pass": {
-                "running": state.pass_running,
-                "count": state.passes,
-                "last_started": state.last_pass_started,
-                "last_seconds": state.last_pass_seconds,
+            "uptime": now - self.daemon.started_at,
+            "paused": scheduler.paused,
+            "draining": self.daemon.draining(),
+            "sync": {
+                "syncing": [str(k) for k in scheduler.syncing],
+                "interval": runtime.config.interval,
             },
             "rate": {
                 "limit": traffic.bucket.rate,
@@ -135,30 +112,34 @@ class Operations:
             },
             "downloads": {"in_flight": runtime.fetcher.in_flight, "queued": runtime.fetcher.queued},
             "store": {"objects": objects, "bytes": stored_bytes},
-            "verify": state.scrub.summary(),
+            "verify": self.scrub.summary(),
             "arches": arches,
         }
 
+    def _trigger(
+        self, keys: set[ArchKey], *, force: bool = False, release: bool = True
+    ) -> dict[str, Any]:
+        answers = {
+            str(key): str(self.scheduler.request(key, force=force, release=release))
+            for key in sorted(keys)
+        }
+        return {"queued": sorted(answers), "arches": answers, "paused": self.scheduler.paused}
+
     async def cmd_sync(self, request: Request) -> dict[str, Any]:
         named = self._known(request.arches())
-        keys = named or set(self.runtime.engine.config.arch_keys()) - self.state.held
-        self.state.request_sync(keys, release=bool(named))
-        return {"queued": sorted(str(k) for k in keys)}
+        keys = named or set(self.runtime.config.arch_keys()) - self.scheduler.held
+        return self._trigger(keys, release=bool(named))
 
     async def cmd_pause(self, request: Request) -> dict[str, Any]:
-        self.state.paused = True
-        self.runtime.fetcher.pause()
+        self.scheduler.pause()
         return {"paused": True}
 
     async def cmd_resume(self, request: Request) -> dict[str, Any]:
         keys = self._known(request.arches())
         if keys:
-            self.state.held -= keys
-            self.state.request_sync(keys)
+            self._trigger(keys)
             return {"released": sorted(str(k) for k in keys)}
-        self.state.paused = False
-        self.runtime.fetcher.resume()
-        self.state.wake.set()
+        self.scheduler.resume()
         return {"paused": False}
 
     async def cmd_rate(self, request: Request) -> dict[str, Any]:
@@ -203,14 +184,14 @@ class Operations:
     async def cmd_rollback(self, request: Request) -> dict[str, Any]:
         key = request.arch()
         self._known([key])
-        async with self.state.pass_lock:
-            snapshot = await self.runtime.engine.rollback(key, int(request.args["snapshot"]))
-        self.state.held.add(key)  # or the next poll would publish the origin's index again
+        snapshot = await self.runtime.engine.rollback(key, int(request.args["snapshot"]))
+        self.scheduler.hold(key)  # or the next poll would publish the origin's index again
         return {
             "arch": str(key),
             "snapshot": snapshot.id,
             "held": True,
-            "note": f"held: passes skip {key} until 'mirrord ctl resume {key}' or 'sync {key}'",
+            "note": f"held: {key} is polled but not published until "
+            f"'mirrord ctl resume {key}' or 'sync {key}'",
         }
 
     async def cmd_publish(self, request: Request) -> dict[str, Any]:
@@ -218,18 +199,13 @@ class Operations:
         self._known([key])
         if not request.args.get("force"):
             raise ControlError("bad_request", "publish needs --force (it overrides the guard once)")
-        self.state.force_next.add(key)
-        self.state.request_sync({key})
-        return {"forced": str(key), "queued": [str(key)]}
+        return {"forced": str(key), **self._trigger({key}, force=True)}
 
     async def cmd_verify(self, request: Request) -> dict[str, Any]:
-        progress = self.state.scrub
-        if progress.running:
+        if self.scrub.running:
             raise ControlError("conflict", "a verify is already running")
-        self.state.scrub = progress = ScrubProgress(
-            running=True, repair=bool(request.args.get("repair"))
-        )
-        self._spawn(self._run_scrub(progress))
+        self.scrub = progress = ScrubProgress(running=True, repair=bool(request.args.get("repair")))
+        self.daemon.spawn("verify", self._run_scrub(progress))
         return progress.summary()
 
     async def _run_scrub(self, progress: ScrubProgress) -> None:
@@ -242,26 +218,19 @@ class Operations:
             progress.running = False
         if bad and progress.repair:
             # The damaged bytes may be published: fetch them again and re-link every arch.
-            for key in runtime.engine.config.arch_keys():
-                runtime.engine.state(key).relink = True
-            self.state.request_sync(set(runtime.engine.config.arch_keys()))
+            runtime.fetcher.forget_recent()
+            keys = runtime.config.arch_keys()
+            for key in keys:
+                runtime.book[key].relink = True
+            self._trigger(set(keys) - self.scheduler.held, release=False)
 
     async def cmd_gc(self, request: Request) -> dict[str, Any]:
-        runtime = self.runtime
-        async with self.state.pass_lock:
-            objects, freed = await collect_garbage(
-                runtime.store,
-                runtime.db,
-                clock=runtime.clock,
-                grace=runtime.engine.config.publish.grace,
-                log=runtime.log,
-            )
+        objects, freed = await self.runtime.engine.collect_garbage()
         return {"deleted_objects": objects, "freed_bytes": freed}
 
     async def cmd_reload(self, request: Request) -> dict[str, Any]:
-        return await self._reload()
+        return await self.daemon.reload()
 
     async def cmd_drain(self, request: Request) -> dict[str, Any]:
-        self.state.draining = True
-        self.state.wake.set()
-        return {"draining": True, "note": "finishing the current pass, then stopping"}
+        self.daemon.drain()
+        return {"draining": True, "note": "finishing the syncs in progress, then stopping"}

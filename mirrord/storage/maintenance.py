@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
@@ -94,18 +95,44 @@ async def scrub(
     return bad
 
 
-def collectable(stored: Iterable[tuple[str, int]], referenced: set[str]) -> list[tuple[str, int]]:
-    """Objects (old enough to be considered) that no remembered snapshot references."""
-    return [(sha, size) for sha, size in stored if sha not in referenced]
+@dataclass(frozen=True)
+class InUse:
+    """What syncs in progress need that no snapshot lists yet."""
+
+    digests: AbstractSet[str] = frozenset()  # objects a plan will publish
+    identities: AbstractSet[tuple[str, int]] = frozenset()  # (C:, S:) a plan still waits for
+
+
+def collectable(
+    stored: Iterable[tuple[str, int, str | None]], referenced: AbstractSet[str], in_use: InUse
+) -> list[tuple[str, int]]:
+    """Objects (old enough to be considered) that nothing remembered or planned needs."""
+    return [
+        (sha, size)
+        for sha, size, checksum in stored
+        if sha not in referenced
+        and sha not in in_use.digests
+        and (checksum, size) not in in_use.identities
+    ]
 
 
 async def collect_garbage(
-    store: ContentStore, db: StateDB, *, clock: Clock, grace: float, log: FilteringBoundLogger
+    store: ContentStore,
+    db: StateDB,
+    *,
+    clock: Clock,
+    grace: float,
+    log: FilteringBoundLogger,
+    in_use: Callable[[], InUse] = InUse,
 ) -> tuple[int, int]:
-    """Delete unreferenced objects older than ``grace``; returns (objects, bytes)."""
+    """Delete unneeded objects older than ``grace``; returns (objects, bytes).
+
+    ``in_use`` is asked after the database has been read: an object stored
+    meanwhile is either still awaited by its identity or already in a plan.
+    """
     old_enough = await db.call(db.objects_stored_before, clock.time() - grace)
     referenced = await db.call(db.referenced_digests)
-    doomed = collectable(old_enough, referenced)
+    doomed = collectable(old_enough, referenced, in_use())
     for sha256, _size in doomed:
         await asyncio.to_thread(store.remove, sha256)
     await db.call(db.forget_objects, [sha for sha, _ in doomed])

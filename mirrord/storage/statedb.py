@@ -185,9 +185,12 @@ class StateDB:
                 (now, payload),
             )
 
-    def objects_stored_before(self, moment: float) -> list[tuple[str, int]]:
-        rows = self._db.execute("SELECT sha256, size FROM objects WHERE stored_at < ?", (moment,))
-        return [(str(sha), int(size)) for sha, size in rows]
+    def objects_stored_before(self, moment: float) -> list[tuple[str, int, str | None]]:
+        """(sha256, size, C: checksum or None) of the objects stored before ``moment``."""
+        rows = self._db.execute(
+            "SELECT sha256, size, checksum FROM objects WHERE stored_at < ?", (moment,)
+        )
+        return [(str(sha), int(size), checksum) for sha, size, checksum in rows]
 
     def referenced_digests(self) -> set[str]:
         """Every object a remembered snapshot needs: its files and its index."""

@@ -1,14 +1,17 @@
 """Assemble a running mirrord: lock, store, database, recovery, origin, workers.
 
-``open_runtime`` is the one place that opens resources and starts the
-long-lived tasks (download workers, the committer), all inside one TaskGroup.
-Leaving it stops taking new downloads, lets in-flight ones finish, and
-closes everything in reverse order.
+``open_runtime`` is the one place that opens resources (in dependency order,
+on one AsyncExitStack) and starts the long-lived tasks (download workers,
+the committer), all inside one TaskGroup. Leaving it stops taking new
+downloads, lets in-flight ones finish, and closes everything in reverse order.
+The live configuration has one owner, ``LiveConfig``: a reload replaces it
+there and every reader sees the new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from mirrord.core.config import Config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, StoreError
 from mirrord.core.metrics import Metrics
+from mirrord.core.model import ArchKey
 from mirrord.fetch.download import PackageDownloader
 from mirrord.fetch.fetcher import Fetcher, MetricsEvents
 from mirrord.fetch.origin import OriginClient
@@ -35,14 +39,19 @@ from mirrord.storage.lock import StorageLock
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore
 from mirrord.sync.engine import SyncEngine
+from mirrord.sync.live import LiveConfig
+from mirrord.sync.publication import Publication
+from mirrord.sync.status import StatusBook
 
 
 @dataclass
 class Runtime:
-    config: Config
+    """Everything a running mirrord is made of, opened in dependency order."""
+
+    live: LiveConfig
     engine: SyncEngine
+    book: StatusBook
     fetcher: Fetcher
-    committer: Committer
     store: ContentStore
     db: StateDB
     publisher: Publisher
@@ -51,6 +60,23 @@ class Runtime:
     log: FilteringBoundLogger
     recovery: RecoveryReport
     traffic: TrafficControl
+
+    @property
+    def config(self) -> Config:
+        return self.live.config
+
+    async def adopt_arch(self, key: ArchKey, config: Config) -> None:
+        """Recover a newly configured arch's tree (after a reload), as at start-up."""
+        await recover_arch(
+            key,
+            db=self.db,
+            publisher=self.publisher,
+            clock=self.clock,
+            log=self.log,
+            report=self.recovery,
+            max_index_bytes=config.limits.max_index_bytes,
+            max_package_bytes=config.limits.max_package_bytes,
+        )
 
 
 def prepare_paths(config: Config) -> None:
@@ -71,6 +97,35 @@ def prepare_paths(config: Config) -> None:
         )
 
 
+async def _recover(
+    config: Config,
+    store: ContentStore,
+    db: StateDB,
+    publisher: Publisher,
+    clock: Clock,
+    log: FilteringBoundLogger,
+) -> RecoveryReport:
+    report = RecoveryReport()
+    try:
+        await recover_store(store, db, clock, log, report)
+        for key in config.arch_keys():
+            await recover_arch(
+                key,
+                db=db,
+                publisher=publisher,
+                clock=clock,
+                log=log,
+                report=report,
+                max_index_bytes=config.limits.max_index_bytes,
+                max_package_bytes=config.limits.max_package_bytes,
+            )
+    except OSError as error:
+        raise StoreError(
+            str(error.filename or config.storage.path), f"recovery failed: {error.strerror}"
+        ) from None
+    return report
+
+
 @asynccontextmanager
 async def open_runtime(
     config: Config,
@@ -80,124 +135,99 @@ async def open_runtime(
     metrics: Metrics | None = None,
     crash: CrashPoints | None = None,
 ) -> AsyncIterator[Runtime]:
+    """Open everything, run the long-lived tasks, and close it all in reverse order.
+
+    Leaving stops taking new downloads and lets in-flight ones finish.
+    """
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
     crash = crash or CrashPoints()
-    keyring = Keyring.load(config.origin.keys, required=not config.origin.allow_untrusted)
+    live = LiveConfig(
+        config, Keyring.load(config.origin.keys, required=not config.origin.allow_untrusted)
+    )
     prepare_paths(config)
-    lock = StorageLock.acquire(config.storage.path)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        lock = StorageLock.acquire(config.storage.path)
+        stack.callback(lock.release)
         store = ContentStore(config.storage.path)
         db = StateDB.open(config.storage.path / "state.db")
-        try:
-            publisher = Publisher(config.publish.path, store, crash)
-            report = RecoveryReport()
-            try:
-                await recover_store(store, db, clock, log, report)
-                for key in config.arch_keys():
-                    await recover_arch(
-                        key,
-                        db=db,
-                        publisher=publisher,
-                        clock=clock,
-                        log=log,
-                        report=report,
-                        max_index_bytes=config.limits.max_index_bytes,
-                        max_package_bytes=config.limits.max_package_bytes,
-                    )
-            except OSError as error:
-                raise StoreError(
-                    str(error.filename or config.storage.path), f"recovery failed: {error.strerror}"
-                ) from None
-            traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
-            async with OriginClient.open(
+        stack.callback(db.close)
+        publisher = Publisher(config.publish.path, store, crash)
+        report = await _recover(config, store, db, publisher, clock, log)
+        traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
+        origin = await stack.enter_async_context(
+            OriginClient.open(
                 config.origin.url,
                 config.fetch,
                 receive_buffer=lambda: traffic.receive_buffer(config.fetch.concurrency),
-            ) as origin:
-                committer = Committer(store, db, clock, log, crash)
-                local = PackageDownloader(
-                    origin,
-                    store,
-                    config.fetch,
-                    clock=clock,
-                    log=log,
-                    events=MetricsEvents(metrics),
-                    throttle=traffic,
-                )
-                downloader: PackageDownloader | AdaptiveDownloader = local
-                pool: ProcessDownloader | None = None
-                if config.fetch.processes > 0:
-                    pool = ProcessDownloader(
-                        config.fetch.processes,
-                        worker_hello(config),
-                        traffic=traffic,
-                        events=MetricsEvents(metrics),
-                        log=log,
-                    )
-                    downloader = AdaptiveDownloader(
-                        local,
-                        pool,
-                        backlog=lambda: fetcher.queued + fetcher.in_flight,
-                        threshold=config.fetch.processes_from,
-                    )
-                fetcher = Fetcher(
-                    downloader,
-                    committer,
-                    concurrency=config.fetch.concurrency,
-                    log=log,
-                    metrics=metrics,
-                )
-                committer.wait_for_more_while(fetcher.downloading)
-                engine = SyncEngine(
-                    config=config,
-                    keyring=keyring,
-                    origin=origin,
-                    fetcher=fetcher,
-                    committer=committer,
-                    publisher=publisher,
-                    db=db,
-                    clock=clock,
-                    log=log,
-                    metrics=metrics,
-                    crash=crash,
-                )
-                runtime = Runtime(
-                    config,
-                    engine,
-                    fetcher,
-                    committer,
-                    store,
-                    db,
-                    publisher,
-                    metrics,
-                    clock,
-                    log,
-                    report,
-                    traffic,
-                )
-                body_error: BaseException | None = None
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(committer.run(), name="committer")
-                    if pool is not None:
-                        group.create_task(pool.run(), name="fetch-processes")
-                    group.create_task(
-                        _workers_then_close(fetcher, committer, pool), name="fetch-workers"
-                    )
-                    shaper = group.create_task(traffic.run(), name="traffic-schedule")
-                    try:
-                        yield runtime
-                    except BaseException as error:  # re-raised below, outside the TaskGroup
-                        body_error = error
-                    finally:
-                        fetcher.stop_taking_work()
-                        shaper.cancel()
-                if body_error is not None:
-                    raise body_error
-        finally:
-            db.close()
-    finally:
-        lock.release()
+            )
+        )
+        committer = Committer(store, db, clock, log, crash)
+        events = MetricsEvents(metrics)
+        local = PackageDownloader(
+            origin, store, config.fetch, clock=clock, log=log, events=events, throttle=traffic
+        )
+        fetcher = Fetcher(
+            local, committer, concurrency=config.fetch.concurrency, log=log, metrics=metrics
+        )
+        pool: ProcessDownloader | None = None
+        if config.fetch.processes > 0:
+            pool = ProcessDownloader(
+                config.fetch.processes,
+                worker_hello(config),
+                traffic=traffic,
+                events=events,
+                log=log,
+            )
+            fetcher.downloader = AdaptiveDownloader(
+                local,
+                pool,
+                backlog=lambda: fetcher.queued + fetcher.in_flight,
+                threshold=config.fetch.processes_from,
+            )
+        committer.wait_for_more_while(fetcher.downloading)
+        book = StatusBook(metrics)
+        engine = SyncEngine(
+            live=live,
+            origin=origin,
+            fetcher=fetcher,
+            committer=committer,
+            publisher=publisher,
+            db=db,
+            clock=clock,
+            log=log,
+            metrics=metrics,
+            book=book,
+            publication=Publication(
+                live=live,
+                publisher=publisher,
+                db=db,
+                clock=clock,
+                log=log,
+                metrics=metrics,
+                book=book,
+                crash=crash,
+            ),
+        )
+        runtime = Runtime(
+            live, engine, book, fetcher, store, db, publisher, metrics, clock, log, report, traffic
+        )
+        body_error: BaseException | None = None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(committer.run(), name="committer")
+            if pool is not None:
+                group.create_task(pool.run(), name="fetch-processes")
+            group.create_task(_workers_then_close(fetcher, committer, pool), name="fetch-workers")
+            shaper = group.create_task(traffic.run(), name="traffic-schedule")
+            try:
+                yield runtime
+            except BaseException as error:  # re-raised below, outside the TaskGroup
+                body_error = error
+            finally:
+                fetcher.stop_taking_work()
+                shaper.cancel()
+        if body_error is not None:
+            raise body_error
 
 
 async def _workers_then_close(

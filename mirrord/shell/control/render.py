@@ -29,10 +29,8 @@ def status(result: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines: list[str] = []
     state = "paused" if result["paused"] else ("draining" if result["draining"] else "running")
-    passes = result["pass"]
-    current = "a pass is running" if passes["running"] else f"{passes['count']} passes"
-    if passes["last_seconds"] is not None:
-        current += f", last took {passes['last_seconds']:.1f}s"
+    syncing = result["sync"]["syncing"]
+    current = f"{len(syncing)} syncing" if syncing else "all idle"
     lines.append(f"mirrord {result['version']} (pid {result['pid']}): {state}, {current}")
     rate = result["rate"]
     measured = format_bytes(rate["measured"])
@@ -54,8 +52,8 @@ def status(result: dict[str, Any], now: float | None = None) -> str:
     lines.append(header)
     for arch in result["arches"]:
         last = arch["last_outcome"] or "-"
-        if arch["held"]:
-            last = f"HELD ({last})"
+        if arch["state"] != "idle":
+            last = f"{arch['state'].upper()} ({last})"
         if arch["last_error"]:
             last += f": {arch['last_error']}"
         snapshot = "-" if arch["snapshot"] is None else str(arch["snapshot"])

@@ -1,0 +1,226 @@
+"""The publish transaction of one arch, shared by a new publish and a rollback.
+
+Files first, index last (``Publisher.publish``, by rename), then the record:
+the snapshot becomes current, files it no longer lists are scheduled for
+deletion after ``publish.grace``, and what is due is deleted. The status
+book learns what is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+from structlog.typing import FilteringBoundLogger
+
+from mirrord.core.clock import Clock
+from mirrord.core.crashpoints import CrashPoints
+from mirrord.core.errors import ControlError, PublishError
+from mirrord.core.metrics import Metrics
+from mirrord.core.model import ArchKey
+from mirrord.fetch.origin import IndexResult
+from mirrord.publish.plan import PublishPlan, due_deletions, plan_rollback
+from mirrord.publish.publisher import INDEX_NAME, Publisher
+from mirrord.storage.statedb import Snapshot, StateDB
+from mirrord.sync.live import LiveConfig
+from mirrord.sync.status import StatusBook
+
+STORE_COUNT_EVERY = 60.0  # seconds between counts of the store after publishes
+
+
+@dataclass
+class NewIndex:
+    """A verified index from the origin and the publish it asks for."""
+
+    response: IndexResult
+    body: bytes
+    description: str
+    plan: PublishPlan
+    force: bool
+    index_sha256: str  # the index object's digest (stored once planned)
+
+
+@dataclass
+class Publication:
+    live: LiveConfig
+    publisher: Publisher
+    db: StateDB
+    clock: Clock
+    log: FilteringBoundLogger
+    metrics: Metrics
+    book: StatusBook
+    crash: CrashPoints
+    _store_counted: float = float("-inf")
+
+    async def publish(self, key: ArchKey, new: NewIndex, log: FilteringBoundLogger) -> int:
+        """Files first, index last; the snapshot record comes after the index is live.
+
+        Recording the snapshot (a list of every file) costs time in proportion
+        to the arch, so it stays off the path to the new index. If the process
+        dies in between, recovery adopts the published index as the snapshot.
+        """
+        plan = new.plan
+        last_modified = new.response.last_modified_ts
+        await self._write_tree(key, plan, new.body, last_modified, log)
+        snapshot_id = await self.db.call(
+            self.db.add_snapshot,
+            str(key),
+            created_at=self.clock.time(),
+            index_sha256=new.index_sha256,
+            index_size=len(new.body),
+            last_modified=last_modified,
+            etag=new.response.etag,
+            last_modified_header=new.response.last_modified,
+            description=new.description,
+            files=plan.files,
+            status="published",
+            forced=new.force and bool(plan.dropped_packages),
+        )
+        await self._make_current(key, snapshot_id, plan)
+        if new.force and plan.dropped_packages:
+            log.warning("publish.forced", dropped=len(plan.dropped_packages))
+        await self.db.call(
+            self.db.prune_snapshots, str(key), self.live.config.publish.keep_snapshots
+        )
+        return snapshot_id
+
+    async def rollback(self, key: ArchKey, snapshot_id: int) -> Snapshot:
+        """Publish an earlier snapshot again: files first, index last, as always.
+
+        The caller holds the arch's lock.
+        """
+        arch = str(key)
+        snapshot = await self.db.call(self.db.snapshot, snapshot_id)
+        if snapshot is None or snapshot.arch != arch:
+            raise ControlError("not_found", f"{arch} has no snapshot {snapshot_id}")
+        files = await self.db.call(self.db.snapshot_files, snapshot_id)
+        needed = [f.sha256 for f in files if f.sha256] + [snapshot.index_sha256]
+        store = self.publisher.store
+        if any(not f.sha256 for f in files) or not all(
+            await asyncio.to_thread(lambda: [store.has(s) for s in needed])
+        ):
+            raise ControlError(
+                "not_found",
+                f"snapshot {snapshot_id} of {arch} is no longer complete in the store "
+                "(garbage-collected or adopted without its bytes)",
+            )
+        index = await asyncio.to_thread(store.read_bytes, snapshot.index_sha256)
+        current = await self.db.call(self.db.current, arch)
+        previous = await self.db.call(self.db.snapshot_files, current[0].id) if current else None
+        plan = plan_rollback(key, files, previous)
+        await self._write_tree(key, plan, index, snapshot.last_modified, self.log.bind(arch=arch))
+        await self._make_current(key, snapshot_id, plan)
+        self.log.warning(
+            "publish.rollback.done", arch=arch, snapshot=snapshot_id, packages=len(files)
+        )
+        return snapshot
+
+    async def _write_tree(
+        self,
+        key: ArchKey,
+        plan: PublishPlan,
+        index: bytes,
+        last_modified: float | None,
+        log: FilteringBoundLogger,
+    ) -> None:
+        labels = Metrics.labels(key)
+        started = self.clock.monotonic()
+        try:
+            await asyncio.to_thread(self.publisher.publish, key, plan.to_link, index, last_modified)
+        except OSError as error:
+            self.metrics.publishes.labels(**labels, outcome="failed").inc()
+            raise PublishError(
+                str(key),
+                f"cannot write the published tree: {error.strerror or error} ({error.filename})",
+            ) from None
+        seconds = self.clock.monotonic() - started
+        self.metrics.publish_duration.observe(seconds)
+        self.metrics.publishes.labels(**labels, outcome="published").inc()
+        if plan.replaced:
+            log.warning(
+                "publish.files.replaced",
+                count=len(plan.replaced),
+                files=list(plan.replaced[:10]),
+                note="the origin changed these files' bytes without a new version",
+            )
+        log.info(
+            "publish.snapshot.done",
+            packages=len(plan.files),
+            linked=len(plan.link),
+            unlisted=len(plan.unlisted),
+            seconds=round(seconds, 4),
+        )
+
+    async def _make_current(self, key: ArchKey, snapshot_id: int, plan: PublishPlan) -> None:
+        """The index is live: record it, schedule what it no longer lists, expire what is due."""
+        arch = str(key)
+        now = self.clock.time()
+        await self.db.call(self.db.set_current, arch, snapshot_id, now)
+        self.crash.reach("publish.after_record")
+        if plan.unlisted:
+            await self.db.call(self.db.schedule_deletions, arch, plan.unlisted, now)
+        snapshot = await self.db.call(self.db.snapshot, snapshot_id)
+        assert snapshot is not None
+        self.note_current(key, snapshot, now)
+        await self.expire(key)
+        if self.clock.monotonic() - self._store_counted >= STORE_COUNT_EVERY:
+            await self.count_store()
+
+    def note_current(self, key: ArchKey, snapshot: Snapshot, published_at: float) -> None:
+        try:
+            info = os.stat(self.publisher.arch_dir(key) / INDEX_NAME)
+            index_stat: tuple[int, int] | None = (info.st_size, info.st_mtime_ns)
+        except FileNotFoundError:
+            index_stat = None
+        self.book.note_published(key, snapshot, published_at, index_stat)
+
+    async def index_intact(self, key: ArchKey, snapshot: Snapshot) -> bool:
+        """Is the index on disk still the one we published, and no repair asked? (stat only)"""
+        status = self.book[key]
+        if status.relink:
+            return False
+        path = self.publisher.arch_dir(key) / INDEX_NAME
+        try:
+            info = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            return False
+        if status.index_stat is None:
+            digest = await asyncio.to_thread(self.publisher.index_digest, key)
+            if digest != snapshot.index_sha256:
+                return False
+            status.index_stat = (info.st_size, info.st_mtime_ns)
+        return status.index_stat == (info.st_size, info.st_mtime_ns)
+
+    async def expire(self, key: ArchKey) -> list[str]:
+        """Delete the files whose grace period is over and that no index lists again."""
+        arch = str(key)
+        pending = await self.db.call(self.db.pending_deletions, arch)
+        if not pending:
+            return []
+        current = await self.db.call(self.db.current, arch)
+        listed = (
+            {f.filename for f in await self.db.call(self.db.snapshot_files, current[0].id)}
+            if current
+            else set()
+        )
+        due, relisted = due_deletions(
+            pending, listed, now=self.clock.time(), grace=self.live.config.publish.grace
+        )
+        deleted: list[str] = []
+        if due:
+            deleted = await asyncio.to_thread(self.publisher.delete, key, due)
+            self.metrics.deleted_files.inc(len(deleted))
+            self.log.info("publish.files.expired", arch=arch, deleted=len(deleted))
+        if due or relisted:
+            await self.db.call(self.db.cancel_deletions, arch, due + relisted)
+        return deleted
+
+    async def count_store(self, *, after_change: bool = True) -> None:
+        """Refresh the store's size in the book (a scan of every object: not at every publish).
+
+        ``after_change=False`` (a count at start-up) leaves the next publish free to count.
+        """
+        if after_change:
+            self._store_counted = self.clock.monotonic()
+        self.book.note_store(*await self.db.call(self.db.object_stats))
