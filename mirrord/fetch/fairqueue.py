@@ -34,10 +34,6 @@ class FairQueue(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
-    def depth(self, key: ArchKey) -> int:
-        lane = self._lanes.get(key)
-        return len(lane) if lane else 0
-
     def put(self, key: ArchKey, item: T) -> None:
         if self._closed:
             raise QueueClosed("queue is closed")
@@ -72,10 +68,3 @@ class FairQueue(Generic[T]):
         """Wake every waiting ``get``; they drain what is left, then raise QueueClosed."""
         self._closed = True
         self._ready.set()
-
-    def drop(self, key: ArchKey) -> list[T]:
-        lane = self._lanes.pop(key, deque())
-        self._size -= len(lane)
-        if not self._lanes and not self._closed:
-            self._ready.clear()
-        return list(lane)

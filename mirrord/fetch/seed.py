@@ -71,7 +71,7 @@ def _verify_and_land(
         temp = store.temp_path()
         sha256 = _verified_link(directory / ref.filename, temp, ref)
         if sha256 is not None:
-            store.land(Landing(temp, sha256, ref.size))
+            store.land(Landing(temp, sha256))
             landed.append((ref, sha256))
     return landed
 

@@ -55,7 +55,6 @@ class Committer:
         self._window = window
         self._batch_max = batch_max
         self._downloading: Callable[[ArchKey], int] = lambda _key: 0
-        self.batches = 0
 
     async def submit(
         self, stored: StoredObject, checksum: str | None, key: ArchKey | None = None
@@ -143,7 +142,6 @@ class Committer:
                 if not request.done.done():
                     request.done.set_exception(failure)
             return
-        self.batches += 1
         for request in batch:
             if not request.done.done():
                 request.done.set_result(request.stored.sha256)

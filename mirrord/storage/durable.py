@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import functools
 import os
 from collections.abc import Callable
@@ -113,7 +112,3 @@ def unlink_if_exists(path: Path) -> bool:
 
 def same_filesystem(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
-
-
-def is_exdev(error: OSError) -> bool:
-    return error.errno == errno.EXDEV

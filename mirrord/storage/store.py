@@ -39,7 +39,6 @@ class Landing:
 
     temp: Path
     sha256: str
-    size: int
 
 
 def write_readonly(path: Path, data: bytes) -> None:
@@ -94,7 +93,7 @@ class ContentStore:
     def has(self, sha256: str) -> bool:
         return self.object_path(sha256).is_file()
 
-    def temp_path(self, label: str = "") -> Path:
+    def temp_path(self) -> Path:
         """A fresh name in ``tmp/``: unique within this process and across restarts."""
         self._temps += 1
         return self.tmp / f"{self._temp_prefix}{self._temps}"
@@ -126,7 +125,7 @@ class ContentStore:
         """
         target = f"{self.objects}/{sha256[:2]}/{sha256}"
         if temp.path is not None:
-            self.land(Landing(temp.path, sha256, 0))
+            self.land(Landing(temp.path, sha256))
             return
         with contextlib.suppress(FileExistsError):
             os.link(f"self/fd/{temp.fd}", target, src_dir_fd=self._proc_fd(), follow_symlinks=True)
@@ -161,7 +160,7 @@ class ContentStore:
             return sha256
         temp = self.temp_path()
         write_readonly(temp, data)
-        self.land(Landing(temp, sha256, len(data)))
+        self.land(Landing(temp, sha256))
         return sha256
 
     def read_bytes(self, sha256: str) -> bytes:
