@@ -11,13 +11,10 @@ import asyncio
 from collections import OrderedDict, deque
 from typing import Generic, TypeVar
 
+from mirrord.core.errors import QueueClosed
 from mirrord.core.model import ArchKey
 
 T = TypeVar("T")
-
-
-class QueueClosed(Exception):
-    """``get`` on a closed, drained queue."""
 
 
 class FairQueue(Generic[T]):
@@ -36,7 +33,7 @@ class FairQueue(Generic[T]):
 
     def put(self, key: ArchKey, item: T) -> None:
         if self._closed:
-            raise QueueClosed("queue is closed")
+            raise QueueClosed()
         self._lanes.setdefault(key, deque()).append(item)
         self._size += 1
         self._ready.set()
@@ -61,7 +58,7 @@ class FairQueue(Generic[T]):
             if item is not None:
                 return item
             if self._closed:
-                raise QueueClosed("queue is closed")
+                raise QueueClosed()
             await self._ready.wait()
 
     def close(self) -> None:

@@ -18,10 +18,16 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.core.errors import InternalError, MirrordError, ShuttingDownError, StoreError
+from mirrord.core.errors import (
+    InternalError,
+    MirrordError,
+    QueueClosed,
+    ShuttingDownError,
+    StoreError,
+)
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey, PackageRef
-from mirrord.fetch.fairqueue import FairQueue, QueueClosed
+from mirrord.fetch.fairqueue import FairQueue
 from mirrord.storage.committer import Committer
 from mirrord.storage.store import StoredObject
 
