@@ -18,9 +18,8 @@ from mirrord.alpine.apkpackage import PackageDigester, check_package
 from mirrord.core.errors import MirrordError
 from mirrord.core.model import PackageRef
 from mirrord.storage.committer import Committer
+from mirrord.storage.durable import hash_file
 from mirrord.storage.store import ContentStore, Landing, StoredObject
-
-READ_BLOCK = 1 << 20
 
 
 def _present(directory: Path, missing: Sequence[PackageRef]) -> list[PackageRef]:
@@ -52,9 +51,7 @@ def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
         return None
     digester = PackageDigester(ref.filename)
     try:
-        with open(temp, "rb") as handle:
-            while block := handle.read(READ_BLOCK):
-                digester.feed(block)
+        hash_file(temp, digester.feed)
         digest = digester.finish()
         check_package(ref, digest)
     except (OSError, MirrordError):

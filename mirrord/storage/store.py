@@ -19,10 +19,9 @@ from pathlib import Path
 
 from mirrord.alpine.apkpackage import PackageDigester
 from mirrord.core.errors import PackageFormatError, StoreError
-from mirrord.storage.durable import Syncer, unlink_if_exists
+from mirrord.storage.durable import Syncer, hash_file, unlink_if_exists
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,18 +188,18 @@ class ContentStore:
         """
         digester = PackageDigester(sha256)
         plain = hashlib.sha256()
-        size = 0
         is_package = True
+
+        def feed_package(block: bytes) -> None:
+            nonlocal is_package
+            if is_package:
+                try:
+                    digester.feed(block)
+                except PackageFormatError:
+                    is_package = False
+
         try:
-            with open(self.object_path(sha256), "rb") as handle:
-                while block := handle.read(READ_BUFFER):
-                    plain.update(block)
-                    size += len(block)
-                    if is_package:
-                        try:
-                            digester.feed(block)
-                        except PackageFormatError:
-                            is_package = False
+            size = hash_file(self.object_path(sha256), plain.update, feed_package)
         except FileNotFoundError:
             return None
         checksum: str | None = None
