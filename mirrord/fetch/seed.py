@@ -85,7 +85,7 @@ async def seed_from_tree(
     landed = await asyncio.to_thread(_verify_and_land, directory, candidates, store)
     async with asyncio.TaskGroup() as group:
         commits = [
-            group.create_task(committer.land(StoredObject(sha256, ref.size), ref.checksum))
+            group.create_task(committer.commit(StoredObject(sha256, ref.size), ref.checksum))
             for ref, sha256 in landed
         ]
     return {ref.identity: task.result() for (ref, _), task in zip(landed, commits, strict=True)}

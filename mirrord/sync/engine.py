@@ -229,7 +229,7 @@ class SyncEngine:
             plan, missing, description = await self._plan(
                 key, response, snapshot, force, trusted, log
             )
-        index_object = await self.committer.land_bytes(response.body)
+        index_object = await self.committer.commit_bytes(response.body)
         seeded = await seed_from_tree(
             self.publisher.arch_dir(key), missing, self.publisher.store, self.committer
         )
