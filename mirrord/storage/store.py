@@ -32,14 +32,6 @@ class StoredObject:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class Landing:
-    """A verified named temporary file and the object it becomes."""
-
-    temp: Path
-    sha256: str
-
-
 def write_readonly(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0444 (the fd stays writable) and write ``data``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
@@ -124,7 +116,7 @@ class ContentStore:
         """
         target = f"{self.objects}/{sha256[:2]}/{sha256}"
         if temp.path is not None:
-            self.land(Landing(temp.path, sha256))
+            self.place_file(temp.path, sha256)
             return
         with contextlib.suppress(FileExistsError):
             os.link(f"self/fd/{temp.fd}", target, src_dir_fd=self._proc_fd(), follow_symlinks=True)
@@ -138,19 +130,18 @@ class ContentStore:
             self._proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         return self._proc
 
-    def land(self, landing: Landing) -> None:
-        """Rename a verified temp file into place. Not yet durable.
+    def place_file(self, temp: Path, sha256: str) -> None:
+        """Rename a verified named temp file into place under ``objects/``. Not yet durable.
 
         Temp files are created read-only (mode 0444), so this is a rename.
         """
-        sha256 = landing.sha256
         target = f"{self.objects}/{sha256[:2]}/{sha256}"
         if os.path.exists(target):
             # Same digest, same bytes: keep the existing inode, which may be
             # hard-linked into the published tree already.
-            unlink_if_exists(landing.temp)
+            unlink_if_exists(temp)
             return
-        os.rename(landing.temp, target)
+        os.rename(temp, target)
 
     def put_bytes(self, data: bytes) -> str:
         """Store small in-memory content (an index); returns its digest. Not yet durable."""
@@ -159,14 +150,14 @@ class ContentStore:
             return sha256
         temp = self.temp_path()
         write_readonly(temp, data)
-        self.land(Landing(temp, sha256))
+        self.place_file(temp, sha256)
         return sha256
 
     def read_bytes(self, sha256: str) -> bytes:
         return self.object_path(sha256).read_bytes()
 
     def sync(self) -> None:
-        """Make every landed object durable (one syncfs for the whole batch)."""
+        """Make every placed object durable (one syncfs for the whole batch)."""
         self._syncer.sync_filesystem(self.root)
 
     def object_names(self) -> set[str]:
