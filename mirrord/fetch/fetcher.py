@@ -4,8 +4,8 @@ The Fetcher decides what runs when: jobs are deduplicated by index identity
 (``C:``, ``S:``) across arches and branches, handed out round-robin between
 arches (so a huge arch cannot starve small ones), and bounded by
 ``fetch.concurrency``. Each job runs on a Downloader (on this event loop, or
-in a fetch worker process) and its verified temp file goes to the committer;
-the worker moves on while the object lands with the next group commit.
+in a fetch worker process) and its verified object goes to the committer;
+the worker moves on while the object is committed with the next group commit.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Fetcher:
         """A future for the stored object's SHA-256; one download per identity.
 
         An identity is either in flight here, recently finished (remembered for
-        arches that planned before it landed), or recorded in the state database.
+        arches that planned before it was committed), or recorded in the state database.
         """
         recent = self._recent.get(ref.identity)
         if recent is not None or self._queue.closed:
@@ -184,17 +184,17 @@ class Fetcher:
                 self._metrics.in_flight.dec()
                 self._downloading[job.key] -= 1
             # Durability is the committer's business: this worker moves on to the
-            # next download while the object lands with the next group commit.
-            landed = await self._committer.submit(stored, job.ref.checksum, job.key)
-            landed.add_done_callback(functools.partial(self._landed, job))
+            # next download while the object is committed with the next group commit.
+            committed = await self._committer.submit(stored, job.ref.checksum, job.key)
+            committed.add_done_callback(functools.partial(self._committed, job))
 
-    def _landed(self, job: FetchJob, landed: asyncio.Future[str]) -> None:
-        if landed.cancelled():
+    def _committed(self, job: FetchJob, committed: asyncio.Future[str]) -> None:
+        if committed.cancelled():
             self._finish(job, error=ShuttingDownError())
             return
-        error = landed.exception()
+        error = committed.exception()
         if error is None:
-            self._finish(job, sha256=landed.result())
+            self._finish(job, sha256=committed.result())
         elif isinstance(error, MirrordError):
             self._finish(job, error=error)
         else:
