@@ -26,6 +26,7 @@ from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PackageVerifyError, StoreError, TransientOriginError
 from mirrord.core.model import ArchKey, PackageRef
+from mirrord.fetch.events import FetchEvents
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.storage.durable import start_writeback
@@ -44,16 +45,6 @@ class Throttle(Protocol):
 class Unthrottled:
     async def consume(self, nbytes: int) -> None:
         return None
-
-
-class FetchEvents(Protocol):
-    """Where a download reports what happened (metrics in the daemon, a message in a worker)."""
-
-    def received(self, key: ArchKey, nbytes: int) -> None: ...
-
-    def retried(self, reason: str) -> None: ...
-
-    def verify_failed(self, reason: str) -> None: ...
 
 
 def verify_reason(error: PackageVerifyError) -> str:

@@ -38,23 +38,6 @@ class Downloader(Protocol):
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject: ...
 
 
-class MetricsEvents:
-    """FetchEvents that land in the daemon's Prometheus metrics."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def received(self, key: ArchKey, nbytes: int) -> None:
-        labels = self._metrics.labels(key)
-        self._metrics.fetched_bytes.labels(**labels, outcome="received").inc(nbytes)
-
-    def retried(self, reason: str) -> None:
-        self._metrics.retries.labels(reason=reason).inc()
-
-    def verify_failed(self, reason: str) -> None:
-        self._metrics.verification_failures.labels(reason=reason).inc()
-
-
 @dataclass(slots=True)
 class FetchJob:
     key: ArchKey  # the arch whose URL we fetch from (the first that asked)

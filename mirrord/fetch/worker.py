@@ -22,7 +22,6 @@ import random
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from mirrord.core.errors import InternalError, MirrordError
 from mirrord.core.logs import make_logger
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.download import PackageDownloader
+from mirrord.fetch.events import JobEvents
 from mirrord.fetch.origin import OriginClient, limited_receive_buffer
 from mirrord.fetch.wire import Message, decode, encode, error_to_wire
 from mirrord.storage.store import ContentStore
@@ -117,25 +117,6 @@ class GrantedThrottle:
         while True:
             await asyncio.sleep(RX_REPORT_INTERVAL)
             self.flush_received()
-
-
-@dataclass
-class JobEvents:
-    received_bytes: int = 0
-    retries: list[str] = field(default_factory=list)
-    verify_failures: list[str] = field(default_factory=list)
-
-    def received(self, key: ArchKey, nbytes: int) -> None:
-        self.received_bytes += nbytes
-
-    def retried(self, reason: str) -> None:
-        self.retries.append(reason)
-
-    def verify_failed(self, reason: str) -> None:
-        self.verify_failures.append(reason)
-
-    def wire(self) -> Message:
-        return {"rx": self.received_bytes, "retries": self.retries, "verify": self.verify_failures}
 
 
 def fetch_config(data: dict[str, Any]) -> FetchConfig:

@@ -24,7 +24,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.core.errors import InternalError, ShuttingDownError
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.download import PackageDownloader
-from mirrord.fetch.fetcher import MetricsEvents
+from mirrord.fetch.events import JobEvents, MetricsEvents
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.wire import Message, decode, encode, error_from_wire
 from mirrord.storage.store import StoredObject
@@ -142,17 +142,10 @@ class ProcessDownloader:
             }
         )
         message = await reply
-        self._replay(key, message.get("events", {}))
+        JobEvents.from_wire(message.get("events", {})).replay(key, self._events)
         if message["t"] == "done":
             return StoredObject(str(message["sha256"]), int(message["size"]))
         raise error_from_wire(message.get("error", {}))
-
-    def _replay(self, key: ArchKey, events: Message) -> None:
-        self._events.received(key, int(events.get("rx", 0)))
-        for reason in events.get("retries", ()):
-            self._events.retried(str(reason))
-        for reason in events.get("verify", ()):
-            self._events.verify_failed(str(reason))
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]

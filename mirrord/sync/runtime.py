@@ -23,7 +23,8 @@ from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, StoreError
 from mirrord.core.metrics import Metrics
 from mirrord.fetch.download import PackageDownloader
-from mirrord.fetch.fetcher import Fetcher, MetricsEvents
+from mirrord.fetch.events import MetricsEvents
+from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.workerpool import AdaptiveDownloader, ProcessDownloader
