@@ -175,6 +175,16 @@ class InternalError(MirrordError):
     """A bug caught at a boundary so one package or arch fails, not the daemon."""
 
 
+class WorkerProtocolError(MirrordError, ValueError):
+    """A line between the daemon and a fetch worker process that breaks the protocol."""
+
+    def __init__(self, reason: str, line: bytes = b"") -> None:
+        self.reason = reason
+        self.line = line
+        where = f": {line[:80]!r}" if line else ""
+        super().__init__(f"fetch worker protocol: {reason}{where}")
+
+
 class ControlError(MirrordError):
     """An operator request that cannot be carried out; ``code`` goes on the wire."""
 

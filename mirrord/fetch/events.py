@@ -2,14 +2,15 @@
 
 A download on the daemon's event loop reports straight into Prometheus
 (``MetricsEvents``). One in a fetch worker process records its events
-(``JobEvents``); they go back with the job's result and are replayed into the
-daemon's metrics, so a download counts the same wherever it ran.
+(``EventRecorder``); they go back with the job's result as ``JobEvents`` and
+are replayed into the daemon's metrics, so a download counts the same
+wherever it ran.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
@@ -40,22 +41,13 @@ class MetricsEvents:
         self._metrics.verification_failures.labels(reason=reason).inc()
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class JobEvents:
-    """FetchEvents of one job in a worker process, kept to be replayed in the daemon."""
+    """What one download in a worker process reported, to be replayed in the daemon."""
 
     received_bytes: int = 0
-    retries: list[str] = field(default_factory=list)
-    verify_failures: list[str] = field(default_factory=list)
-
-    def received(self, key: ArchKey, nbytes: int) -> None:
-        self.received_bytes += nbytes
-
-    def retried(self, reason: str) -> None:
-        self.retries.append(reason)
-
-    def verify_failed(self, reason: str) -> None:
-        self.verify_failures.append(reason)
+    retries: tuple[str, ...] = ()
+    verify_failures: tuple[str, ...] = ()
 
     def replay(self, key: ArchKey, into: FetchEvents) -> None:
         into.received(key, self.received_bytes)
@@ -64,13 +56,23 @@ class JobEvents:
         for reason in self.verify_failures:
             into.verify_failed(reason)
 
-    def wire(self) -> dict[str, Any]:
-        return {"rx": self.received_bytes, "retries": self.retries, "verify": self.verify_failures}
 
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> JobEvents:
-        return cls(
-            int(data.get("rx", 0)),
-            [str(reason) for reason in data.get("retries", ())],
-            [str(reason) for reason in data.get("verify", ())],
-        )
+class EventRecorder:
+    """FetchEvents of one job in a worker process, kept until its result goes back."""
+
+    def __init__(self) -> None:
+        self._received_bytes = 0
+        self._retries: list[str] = []
+        self._verify_failures: list[str] = []
+
+    def received(self, key: ArchKey, nbytes: int) -> None:
+        self._received_bytes += nbytes
+
+    def retried(self, reason: str) -> None:
+        self._retries.append(reason)
+
+    def verify_failed(self, reason: str) -> None:
+        self._verify_failures.append(reason)
+
+    def recorded(self) -> JobEvents:
+        return JobEvents(self._received_bytes, tuple(self._retries), tuple(self._verify_failures))

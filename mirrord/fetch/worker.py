@@ -22,21 +22,33 @@ import random
 import signal
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.core.aio import run_async
 from mirrord.core.clock import SystemClock
 from mirrord.core.config import FetchConfig
-from mirrord.core.errors import InternalError, MirrordError
+from mirrord.core.errors import InternalError, MirrordError, WorkerProtocolError
 from mirrord.core.logs import make_logger
-from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.download import PackageDownloader
-from mirrord.fetch.events import JobEvents
+from mirrord.fetch.events import EventRecorder
 from mirrord.fetch.origin import OriginClient, limited_receive_buffer
-from mirrord.fetch.wire import Message, decode, encode, error_to_wire
+from mirrord.fetch.wire import (
+    Done,
+    Fail,
+    Grant,
+    Hello,
+    Job,
+    Limit,
+    Message,
+    Received,
+    Want,
+    decode,
+    encode,
+    error_to_wire,
+)
 from mirrord.storage.store import ContentStore
 
 PR_SET_PDEATHSIG = 1
@@ -66,68 +78,55 @@ class GrantedThrottle:
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
-        self.limited = False
-        self.chunk = 1 << 18
+        self._limit: Limit | None = None  # unlimited until the daemon says otherwise
         self._balance = 0
         self._received = 0
         self._lock = asyncio.Lock()
         self._requests = 0
         self._pending: dict[int, asyncio.Future[int]] = {}
-        self._burst = 4 << 20
-        self._rate = 0.0
+
+    @property
+    def limited(self) -> bool:
+        return self._limit is not None and self._limit.rate is not None
 
     async def consume(self, nbytes: int) -> None:
         self._received += nbytes
         if not self.limited:
             return
         async with self._lock:
-            while self.limited and self._balance < nbytes:
+            while self._balance < nbytes and (limit := self._limit) and limit.rate is not None:
                 self._requests += 1
                 request = self._requests
                 future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 self._pending[request] = future
-                self._channel.send({"t": "want", "rid": request, "n": max(self.chunk, nbytes)})
+                self._channel.send(Want(request, max(limit.chunk, nbytes)))
                 self._balance += await future
             self._balance = max(0, self._balance - nbytes)
 
-    def granted(self, request: int, nbytes: int) -> None:
-        future = self._pending.pop(request, None)
+    def granted(self, grant: Grant) -> None:
+        future = self._pending.pop(grant.request, None)
         if future is not None and not future.done():
-            future.set_result(nbytes)
+            future.set_result(grant.nbytes)
 
-    def set_limit(self, limited: bool, chunk: int, burst: int = 4 << 20, rate: float = 0) -> None:
-        self.limited = limited
-        self.chunk = max(1, chunk)
-        self._burst = burst
-        self._rate = rate
-        if not limited:
+    def set_limit(self, limit: Limit) -> None:
+        self._limit = replace(limit, chunk=max(1, limit.chunk))
+        if limit.rate is None:
             self._balance = 0
 
     def receive_buffer(self, connections: int) -> int | None:
-        return limited_receive_buffer(
-            self._rate if self.limited else None, self._burst, connections
-        )
+        if self._limit is None:
+            return None
+        return limited_receive_buffer(self._limit.rate, self._limit.burst, connections)
 
     def flush_received(self) -> None:
         if self._received:
-            self._channel.send({"t": "rx", "n": self._received})
+            self._channel.send(Received(self._received))
             self._received = 0
 
     async def report_received(self) -> None:
         while True:
             await asyncio.sleep(RX_REPORT_INTERVAL)
             self.flush_received()
-
-
-def fetch_config(data: dict[str, Any]) -> FetchConfig:
-    return FetchConfig(
-        concurrency=int(data["concurrency"]),
-        per_host=int(data["per_host"]),
-        connect_timeout=float(data["connect_timeout"]),
-        read_timeout=float(data["read_timeout"]),
-        attempts=int(data["attempts"]),
-        retry_max_time=float(data["retry_max_time"]),
-    )
 
 
 class Worker:
@@ -148,16 +147,9 @@ class Worker:
         self._log = log
         self._clock = SystemClock()
         self._rng = random.Random()  # noqa: S311 - backoff jitter
-        self._arches: dict[str, ArchKey] = {}
 
-    def _arch(self, text: str) -> ArchKey:
-        key = self._arches.get(text)
-        if key is None:
-            key = self._arches[text] = ArchKey.parse(text)
-        return key
-
-    async def run_job(self, message: Message) -> None:
-        events = JobEvents()
+    async def run_job(self, job: Job) -> None:
+        events = EventRecorder()
         downloader = PackageDownloader(
             self._origin,
             self._store,
@@ -168,25 +160,16 @@ class Worker:
             throttle=self._throttle,
             rng=self._rng,
         )
-        job_id = message["id"]
+        reply: Done | Fail
         try:
-            stored = await downloader.download(
-                self._arch(message["key"]),
-                PackageRef(message["filename"], message["checksum"], int(message["size"])),
-            )
+            stored = await downloader.download(job.key, job.ref)
         except MirrordError as error:
-            reply: Message = {"t": "fail", "id": job_id, "error": error_to_wire(error)}
+            reply = Fail(job.job_id, error_to_wire(error), events.recorded())
         except Exception as error:  # a bug costs this package, not the worker
-            self._log.exception("fetch.worker.crashed", package=message.get("filename"))
-            reply = {"t": "fail", "id": job_id, "error": error_to_wire(InternalError(repr(error)))}
+            self._log.exception("fetch.worker.crashed", package=job.ref.filename)
+            reply = Fail(job.job_id, error_to_wire(InternalError(repr(error))), events.recorded())
         else:
-            reply = {
-                "t": "done",
-                "id": job_id,
-                "sha256": stored.sha256,
-                "size": stored.size,
-            }
-        reply["events"] = events.wire()
+            reply = Done(job.job_id, stored, events.recorded())
         self._throttle.flush_received()  # the daemon's rate meter is current when the job ends
         self._channel.send(reply)
 
@@ -194,14 +177,16 @@ class Worker:
 async def serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     hello = decode(await reader.readline())
-    config = fetch_config(hello["fetch"])
-    log = make_logger(hello["log_level"], hello["log_format"]).bind(worker=os.getpid())
+    if not isinstance(hello, Hello):
+        raise WorkerProtocolError(f"expected hello first, got {hello.TAG!r}")
+    config = hello.fetch
+    log = make_logger(hello.log_level, hello.log_format).bind(worker=os.getpid())
     channel = Channel(writer)
     throttle = GrantedThrottle(channel)
-    store = ContentStore(Path(hello["storage"]))
+    store = ContentStore(Path(hello.storage))
     connections = config.concurrency
     async with OriginClient.open(
-        hello["origin"],
+        hello.origin,
         config,
         receive_buffer=lambda: throttle.receive_buffer(connections),
     ) as origin:
@@ -210,21 +195,17 @@ async def serve(sock: socket.socket) -> None:
             reporter = group.create_task(throttle.report_received())
             jobs: set[asyncio.Task[None]] = set()
             while line := await reader.readline():
-                message = decode(line)
-                kind = message["t"]
-                if kind == "job":
-                    task = group.create_task(worker.run_job(message))
-                    jobs.add(task)
-                    task.add_done_callback(jobs.discard)
-                elif kind == "grant":
-                    throttle.granted(int(message["rid"]), int(message["n"]))
-                elif kind == "limit":
-                    throttle.set_limit(
-                        bool(message["on"]),
-                        int(message["chunk"]),
-                        int(message.get("burst", 4 << 20)),
-                        float(message.get("rate") or 0),
-                    )
+                match decode(line):
+                    case Job() as job:
+                        task = group.create_task(worker.run_job(job))
+                        jobs.add(task)
+                        task.add_done_callback(jobs.discard)
+                    case Grant() as grant:
+                        throttle.granted(grant)
+                    case Limit() as limit:
+                        throttle.set_limit(limit)
+                    case other:
+                        raise WorkerProtocolError(f"a worker takes no {other.TAG!r} message")
             # The daemon closed the socket: it is stopping (or gone). Drop everything.
             reporter.cancel()
             for task in jobs:
