@@ -19,7 +19,6 @@ from typing import Protocol
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.core.errors import (
-    InternalError,
     MirrordError,
     QueueClosed,
     ShuttingDownError,
@@ -27,6 +26,7 @@ from mirrord.core.errors import (
 )
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey, PackageRef
+from mirrord.fetch.download import crash_boundary
 from mirrord.fetch.fairqueue import FairQueue
 from mirrord.storage.committer import Committer
 from mirrord.storage.store import StoredObject
@@ -154,13 +154,10 @@ class Fetcher:
             self.in_flight += 1
             self._metrics.in_flight.inc()
             try:
-                stored = await self.downloader.download(job.key, job.ref)
+                with crash_boundary(job.ref, self._log):
+                    stored = await self.downloader.download(job.key, job.ref)
             except MirrordError as error:
                 self._finish(job, error=error)
-                continue
-            except Exception as error:  # a bug must cost one package, not the daemon
-                self._log.exception("fetch.package.crashed", package=job.ref.filename)
-                self._finish(job, error=InternalError(f"{job.ref.filename}: {error!r}"))
                 continue
             finally:
                 self.in_flight -= 1

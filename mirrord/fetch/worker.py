@@ -30,9 +30,9 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.core.aio import run_async
 from mirrord.core.clock import SystemClock
 from mirrord.core.config import FetchConfig
-from mirrord.core.errors import InternalError, MirrordError, WorkerProtocolError
+from mirrord.core.errors import MirrordError, WorkerProtocolError
 from mirrord.core.logs import make_logger
-from mirrord.fetch.download import PackageDownloader
+from mirrord.fetch.download import PackageDownloader, crash_boundary
 from mirrord.fetch.events import EventRecorder
 from mirrord.fetch.origin import OriginClient, limited_receive_buffer
 from mirrord.fetch.wire import (
@@ -162,12 +162,10 @@ class Worker:
         )
         reply: Done | Fail
         try:
-            stored = await downloader.download(job.key, job.ref)
+            with crash_boundary(job.ref, self._log):
+                stored = await downloader.download(job.key, job.ref)
         except MirrordError as error:
             reply = Fail(job.job_id, error_to_wire(error), events.recorded())
-        except Exception as error:  # a bug costs this package, not the worker
-            self._log.exception("fetch.worker.crashed", package=job.ref.filename)
-            reply = Fail(job.job_id, error_to_wire(InternalError(repr(error))), events.recorded())
         else:
             reply = Done(job.job_id, stored, events.recorded())
         self._throttle.flush_received()  # the daemon's rate meter is current when the job ends
