@@ -10,10 +10,12 @@ wherever it ran.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
+
+if TYPE_CHECKING:  # worker processes import this module, and need no prometheus_client
+    from mirrord.core.metrics import Metrics
 
 
 class FetchEvents(Protocol):
