@@ -22,7 +22,7 @@ import random
 import signal
 import socket
 import sys
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
@@ -34,7 +34,8 @@ from mirrord.core.errors import MirrordError, WorkerProtocolError
 from mirrord.core.logs import make_logger
 from mirrord.fetch.download import PackageDownloader, crash_boundary
 from mirrord.fetch.events import EventRecorder
-from mirrord.fetch.origin import OriginClient, limited_receive_buffer
+from mirrord.fetch.grants import GrantedThrottle
+from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.wire import (
     Done,
     Fail,
@@ -43,8 +44,6 @@ from mirrord.fetch.wire import (
     Job,
     Limit,
     Message,
-    Received,
-    Want,
     decode,
     encode,
     error_to_wire,
@@ -52,7 +51,6 @@ from mirrord.fetch.wire import (
 from mirrord.storage.store import ContentStore
 
 PR_SET_PDEATHSIG = 1
-RX_REPORT_INTERVAL = 0.1
 
 
 def die_with_parent(parent: int) -> None:
@@ -65,84 +63,20 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-class Channel:
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-
-    def send(self, message: Message) -> None:
-        self._writer.write(encode(message))
-
-
-class GrantedThrottle:
-    """The daemon's token bucket, seen from a worker: ask for grants when limited."""
-
-    def __init__(self, channel: Channel) -> None:
-        self._channel = channel
-        self._limit: Limit | None = None  # unlimited until the daemon says otherwise
-        self._balance = 0
-        self._received = 0
-        self._lock = asyncio.Lock()
-        self._requests = 0
-        self._pending: dict[int, asyncio.Future[int]] = {}
-
-    @property
-    def limited(self) -> bool:
-        return self._limit is not None and self._limit.rate is not None
-
-    async def consume(self, nbytes: int) -> None:
-        self._received += nbytes
-        if not self.limited:
-            return
-        async with self._lock:
-            while self._balance < nbytes and (limit := self._limit) and limit.rate is not None:
-                self._requests += 1
-                request = self._requests
-                future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-                self._pending[request] = future
-                self._channel.send(Want(request, max(limit.chunk, nbytes)))
-                self._balance += await future
-            self._balance = max(0, self._balance - nbytes)
-
-    def granted(self, grant: Grant) -> None:
-        future = self._pending.pop(grant.request, None)
-        if future is not None and not future.done():
-            future.set_result(grant.nbytes)
-
-    def set_limit(self, limit: Limit) -> None:
-        self._limit = replace(limit, chunk=max(1, limit.chunk))
-        if limit.rate is None:
-            self._balance = 0
-
-    def receive_buffer(self, connections: int) -> int | None:
-        if self._limit is None:
-            return None
-        return limited_receive_buffer(self._limit.rate, self._limit.burst, connections)
-
-    def flush_received(self) -> None:
-        if self._received:
-            self._channel.send(Received(self._received))
-            self._received = 0
-
-    async def report_received(self) -> None:
-        while True:
-            await asyncio.sleep(RX_REPORT_INTERVAL)
-            self.flush_received()
-
-
 class Worker:
     def __init__(
         self,
         origin: OriginClient,
         store: ContentStore,
         config: FetchConfig,
-        channel: Channel,
+        send: Callable[[Message], None],
         throttle: GrantedThrottle,
         log: FilteringBoundLogger,
     ) -> None:
         self._origin = origin
         self._store = store
         self._config = config
-        self._channel = channel
+        self._send = send
         self._throttle = throttle
         self._log = log
         self._clock = SystemClock()
@@ -169,7 +103,7 @@ class Worker:
         else:
             reply = Done(job.job_id, stored, events.recorded())
         self._throttle.flush_received()  # the daemon's rate meter is current when the job ends
-        self._channel.send(reply)
+        self._send(reply)
 
 
 async def serve(sock: socket.socket) -> None:
@@ -179,8 +113,11 @@ async def serve(sock: socket.socket) -> None:
         raise WorkerProtocolError(f"expected hello first, got {hello.TAG!r}")
     config = hello.fetch
     log = make_logger(hello.log_level, hello.log_format).bind(worker=os.getpid())
-    channel = Channel(writer)
-    throttle = GrantedThrottle(channel)
+
+    def send(message: Message) -> None:
+        writer.write(encode(message))
+
+    throttle = GrantedThrottle(send)
     store = ContentStore(Path(hello.storage))
     connections = config.concurrency
     async with OriginClient.open(
@@ -188,7 +125,7 @@ async def serve(sock: socket.socket) -> None:
         config,
         receive_buffer=lambda: throttle.receive_buffer(connections),
     ) as origin:
-        worker = Worker(origin, store, config, channel, throttle, log)
+        worker = Worker(origin, store, config, send, throttle, log)
         async with asyncio.TaskGroup() as group:
             reporter = group.create_task(throttle.report_received())
             jobs: set[asyncio.Task[None]] = set()

@@ -30,14 +30,13 @@ from mirrord.core.errors import (
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.download import PackageDownloader
 from mirrord.fetch.events import JobEvents, MetricsEvents
+from mirrord.fetch.grants import grant, worker_limit
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.wire import (
     Done,
     Fail,
-    Grant,
     Hello,
     Job,
-    Limit,
     Message,
     Received,
     Want,
@@ -275,22 +274,12 @@ class ProcessDownloader:
                 raise WorkerProtocolError(f"the daemon takes no {other.TAG!r} message")
 
     async def _grant(self, worker: _Process, want: Want) -> None:
-        await self._traffic.bucket.consume(want.nbytes)
+        answer = await grant(self._traffic.bucket, want)
         if worker.alive:
-            worker.send(Grant(want.request, want.nbytes))
-
-    def _chunk(self) -> int:
-        return max(16 << 10, min(1 << 20, self._traffic.bucket.burst // (2 * self._count)))
+            worker.send(answer)
 
     def _send_limit(self, worker: _Process) -> None:
-        bucket = self._traffic.bucket
-        worker.send(
-            Limit(
-                rate=bucket.rate,
-                burst=bucket.burst // self._count,  # this worker's share of kernel buffering
-                chunk=self._chunk(),
-            )
-        )
+        worker.send(worker_limit(self._traffic.bucket, self._count))
 
     def _broadcast_limit(self) -> None:
         for worker in self._workers:
