@@ -2,15 +2,17 @@
 
 One event loop on one core can only parse so many HTTP responses a second;
 worker processes put the network and the hashing on every core. The daemon
-starts ``fetch.processes`` of them (``python -m mirrord.fetch.worker FD``) and
-talks to each over a Unix socketpair with JSON lines:
+starts ``fetch.processes`` of them (``python -m mirrord.fetch.worker FD PID``,
+the socket's descriptor and the daemon's pid) and talks to each over a Unix
+socketpair, one typed message a line (``mirrord.fetch.wire``): a Hello with
+the settings first, then Jobs, Limits and Grants. The worker answers each Job
+with Done or Fail, carrying the job's events for the daemon's metrics; while
+a rate limit is in force it asks for tokens with Want (``mirrord.fetch.grants``).
 
-    daemon -> worker   hello (settings), job, grant (rate-limit tokens), limit
-    worker -> daemon   done / fail (per job, with its events), want (tokens), rx (bytes)
-
-The worker writes verified temp files into the store's ``tmp/``; landing them
-stays with the daemon. It exits when the socket closes, and asks the kernel to
-kill it if the daemon dies first.
+Like a download on the daemon's own loop, a worker names each verified
+package under ``objects/`` itself; making it durable and recording it (the
+group commit) stays with the daemon. The worker exits when the socket closes,
+and asks the kernel to kill it if the daemon dies first.
 """
 
 from __future__ import annotations

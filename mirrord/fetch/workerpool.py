@@ -1,11 +1,11 @@
 """The daemon's side of the fetch worker processes (see ``mirrord.fetch.worker``).
 
 ``ProcessDownloader`` is a Downloader: each job goes to the live worker with
-the fewest jobs in flight, and its result (a verified temp file, or a
-MirrordError) comes back over the socket. Worker events are replayed into
-the daemon's metrics; rate-limit tokens are granted from the daemon's one
-token bucket, so the limit stays global. A worker that dies fails its jobs
-(the arch retries at the next pass) and is restarted.
+the fewest jobs in flight, and its result (a verified object named under
+``objects/``, or a MirrordError) comes back over the socket. Worker events
+are replayed into the daemon's metrics; rate-limit tokens are granted from
+the daemon's one token bucket, so the limit stays global. A worker that dies
+fails its jobs (the arch retries at the next pass) and is restarted.
 """
 
 from __future__ import annotations
