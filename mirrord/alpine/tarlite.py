@@ -106,13 +106,6 @@ def iter_members(data: bytes | bytearray) -> Iterator[TarMember]:
         raise TarFormatError("trailing bytes after the last member")
 
 
-def first_member(data: bytes) -> TarMember | None:
-    try:
-        return next(iter_members(data))
-    except StopIteration:
-        return None
-
-
 def build_member(name: str, data: bytes, mode: int = 0o644, mtime: int = 0) -> bytes:
     """One ustar member (header + padded content); used by the repository generator."""
     encoded = name.encode()

@@ -175,8 +175,25 @@ class ShuttingDownError(MirrordError):
         super().__init__("mirrord is shutting down; not started")
 
 
+class QueueClosed(MirrordError):
+    """A put on a closed work queue, or a get on a closed and drained one."""
+
+    def __init__(self) -> None:
+        super().__init__("queue is closed")
+
+
 class InternalError(MirrordError):
     """A bug caught at a boundary so one package or arch fails, not the daemon."""
+
+
+class WorkerProtocolError(MirrordError, ValueError):
+    """A line between the daemon and a fetch worker process that breaks the protocol."""
+
+    def __init__(self, reason: str, line: bytes = b"") -> None:
+        self.reason = reason
+        self.line = line
+        where = f": {line[:80]!r}" if line else ""
+        super().__init__(f"fetch worker protocol: {reason}{where}")
 
 
 class ControlError(MirrordError):
@@ -185,3 +202,12 @@ class ControlError(MirrordError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+class ProtocolError(ControlError):
+    """A control request that is not well-formed; answered with ``code``, never run."""
+
+    def __init__(self, code: str, message: str, request_id: object = None) -> None:
+        super().__init__(code, message)
+        self.message = message
+        self.request_id = request_id

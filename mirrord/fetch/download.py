@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,8 +26,15 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.alpine.apkpackage import PackageDigest, PackageDigester, check_package
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig
-from mirrord.core.errors import PackageVerifyError, StoreError, TransientOriginError
+from mirrord.core.errors import (
+    InternalError,
+    MirrordError,
+    PackageVerifyError,
+    StoreError,
+    TransientOriginError,
+)
 from mirrord.core.model import ArchKey, PackageRef
+from mirrord.fetch.events import FetchEvents
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.storage.durable import start_writeback
@@ -46,14 +55,16 @@ class Unthrottled:
         return None
 
 
-class FetchEvents(Protocol):
-    """Where a download reports what happened (metrics in the daemon, a message in a worker)."""
-
-    def received(self, key: ArchKey, nbytes: int) -> None: ...
-
-    def retried(self, reason: str) -> None: ...
-
-    def verify_failed(self, reason: str) -> None: ...
+@contextmanager
+def crash_boundary(ref: PackageRef, log: FilteringBoundLogger) -> Iterator[None]:
+    """A bug while fetching ``ref`` costs this package (an InternalError), not the process."""
+    try:
+        yield
+    except MirrordError:
+        raise
+    except Exception as error:
+        log.exception("fetch.package.crashed", package=ref.filename)
+        raise InternalError(f"{ref.filename}: {error!r}") from None
 
 
 def verify_reason(error: PackageVerifyError) -> str:

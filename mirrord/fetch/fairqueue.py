@@ -11,13 +11,10 @@ import asyncio
 from collections import OrderedDict, deque
 from typing import Generic, TypeVar
 
+from mirrord.core.errors import QueueClosed
 from mirrord.core.model import ArchKey
 
 T = TypeVar("T")
-
-
-class QueueClosed(Exception):
-    """``get`` on a closed, drained queue."""
 
 
 class FairQueue(Generic[T]):
@@ -34,13 +31,9 @@ class FairQueue(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
-    def depth(self, key: ArchKey) -> int:
-        lane = self._lanes.get(key)
-        return len(lane) if lane else 0
-
     def put(self, key: ArchKey, item: T) -> None:
         if self._closed:
-            raise QueueClosed("queue is closed")
+            raise QueueClosed()
         self._lanes.setdefault(key, deque()).append(item)
         self._size += 1
         self._ready.set()
@@ -65,17 +58,10 @@ class FairQueue(Generic[T]):
             if item is not None:
                 return item
             if self._closed:
-                raise QueueClosed("queue is closed")
+                raise QueueClosed()
             await self._ready.wait()
 
     def close(self) -> None:
         """Wake every waiting ``get``; they drain what is left, then raise QueueClosed."""
         self._closed = True
         self._ready.set()
-
-    def drop(self, key: ArchKey) -> list[T]:
-        lane = self._lanes.pop(key, deque())
-        self._size -= len(lane)
-        if not self._lanes and not self._closed:
-            self._ready.clear()
-        return list(lane)

@@ -4,8 +4,8 @@ The Fetcher decides what runs when: jobs are deduplicated by index identity
 (``C:``, ``S:``) across arches and branches, handed out round-robin between
 arches (so a huge arch cannot starve small ones), and bounded by
 ``fetch.concurrency``. Each job runs on a Downloader (on this event loop, or
-in a fetch worker process) and its verified temp file goes to the committer;
-the worker moves on while the object lands with the next group commit.
+in a fetch worker process) and its verified object goes to the committer;
+the worker moves on while the object is committed with the next group commit.
 """
 
 from __future__ import annotations
@@ -18,10 +18,16 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.core.errors import InternalError, MirrordError, ShuttingDownError, StoreError
+from mirrord.core.errors import (
+    MirrordError,
+    QueueClosed,
+    ShuttingDownError,
+    StoreError,
+)
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey, PackageRef
-from mirrord.fetch.fairqueue import FairQueue, QueueClosed
+from mirrord.fetch.download import crash_boundary
+from mirrord.fetch.fairqueue import FairQueue
 from mirrord.storage.committer import Committer
 from mirrord.storage.store import StoredObject
 
@@ -30,23 +36,6 @@ RECENT = 8192  # finished identities remembered (enough to cover a planning race
 
 class Downloader(Protocol):
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject: ...
-
-
-class MetricsEvents:
-    """FetchEvents that land in the daemon's Prometheus metrics."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def received(self, key: ArchKey, nbytes: int) -> None:
-        labels = self._metrics.labels(key)
-        self._metrics.fetched_bytes.labels(**labels, outcome="received").inc(nbytes)
-
-    def retried(self, reason: str) -> None:
-        self._metrics.retries.labels(reason=reason).inc()
-
-    def verify_failed(self, reason: str) -> None:
-        self._metrics.verification_failures.labels(reason=reason).inc()
 
 
 @dataclass(slots=True)
@@ -96,7 +85,7 @@ class Fetcher:
         """A future for the stored object's SHA-256; one download per identity.
 
         An identity is either in flight here, recently finished (remembered for
-        arches that planned before it landed), or recorded in the state database.
+        arches that planned before it was committed), or recorded in the state database.
         """
         recent = self._recent.get(ref.identity)
         if recent is not None or self._queue.closed:
@@ -165,30 +154,27 @@ class Fetcher:
             self.in_flight += 1
             self._metrics.in_flight.inc()
             try:
-                stored = await self.downloader.download(job.key, job.ref)
+                with crash_boundary(job.ref, self._log):
+                    stored = await self.downloader.download(job.key, job.ref)
             except MirrordError as error:
                 self._finish(job, error=error)
-                continue
-            except Exception as error:  # a bug must cost one package, not the daemon
-                self._log.exception("fetch.package.crashed", package=job.ref.filename)
-                self._finish(job, error=InternalError(f"{job.ref.filename}: {error!r}"))
                 continue
             finally:
                 self.in_flight -= 1
                 self._metrics.in_flight.dec()
                 self._downloading[job.key] -= 1
             # Durability is the committer's business: this worker moves on to the
-            # next download while the object lands with the next group commit.
-            landed = await self._committer.submit(stored, job.ref.checksum, job.key)
-            landed.add_done_callback(functools.partial(self._landed, job))
+            # next download while the object is committed with the next group commit.
+            committed = await self._committer.submit(stored, job.ref.checksum, job.key)
+            committed.add_done_callback(functools.partial(self._committed, job))
 
-    def _landed(self, job: FetchJob, landed: asyncio.Future[str]) -> None:
-        if landed.cancelled():
+    def _committed(self, job: FetchJob, committed: asyncio.Future[str]) -> None:
+        if committed.cancelled():
             self._finish(job, error=ShuttingDownError())
             return
-        error = landed.exception()
+        error = committed.exception()
         if error is None:
-            self._finish(job, sha256=landed.result())
+            self._finish(job, sha256=committed.result())
         elif isinstance(error, MirrordError):
             self._finish(job, error=error)
         else:

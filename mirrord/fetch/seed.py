@@ -18,9 +18,8 @@ from mirrord.alpine.apkpackage import PackageDigester, check_package
 from mirrord.core.errors import MirrordError
 from mirrord.core.model import PackageRef
 from mirrord.storage.committer import Committer
-from mirrord.storage.store import ContentStore, Landing, StoredObject
-
-READ_BLOCK = 1 << 20
+from mirrord.storage.durable import hash_file
+from mirrord.storage.store import ContentStore, StoredObject
 
 
 def _present(directory: Path, missing: Sequence[PackageRef]) -> list[PackageRef]:
@@ -52,9 +51,7 @@ def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
         return None
     digester = PackageDigester(ref.filename)
     try:
-        with open(temp, "rb") as handle:
-            while block := handle.read(READ_BLOCK):
-                digester.feed(block)
+        hash_file(temp, digester.feed)
         digest = digester.finish()
         check_package(ref, digest)
     except (OSError, MirrordError):
@@ -63,17 +60,17 @@ def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
     return digest.sha256
 
 
-def _verify_and_land(
+def _verify_and_place(
     directory: Path, candidates: Sequence[PackageRef], store: ContentStore
 ) -> list[tuple[PackageRef, str]]:
-    landed: list[tuple[PackageRef, str]] = []
+    placed: list[tuple[PackageRef, str]] = []
     for ref in candidates:
         temp = store.temp_path()
         sha256 = _verified_link(directory / ref.filename, temp, ref)
         if sha256 is not None:
-            store.land(Landing(temp, sha256, ref.size))
-            landed.append((ref, sha256))
-    return landed
+            store.place_file(temp, sha256)
+            placed.append((ref, sha256))
+    return placed
 
 
 async def seed_from_tree(
@@ -85,10 +82,10 @@ async def seed_from_tree(
     candidates = await asyncio.to_thread(_present, directory, missing)
     if not candidates:
         return {}
-    landed = await asyncio.to_thread(_verify_and_land, directory, candidates, store)
+    placed = await asyncio.to_thread(_verify_and_place, directory, candidates, store)
     async with asyncio.TaskGroup() as group:
         commits = [
-            group.create_task(committer.land(StoredObject(sha256, ref.size), ref.checksum))
-            for ref, sha256 in landed
+            group.create_task(committer.commit(StoredObject(sha256, ref.size), ref.checksum))
+            for ref, sha256 in placed
         ]
-    return {ref.identity: task.result() for (ref, _), task in zip(landed, commits, strict=True)}
+    return {ref.identity: task.result() for (ref, _), task in zip(placed, commits, strict=True)}

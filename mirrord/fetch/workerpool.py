@@ -1,11 +1,11 @@
 """The daemon's side of the fetch worker processes (see ``mirrord.fetch.worker``).
 
 ``ProcessDownloader`` is a Downloader: each job goes to the live worker with
-the fewest jobs in flight, and its result (a verified temp file, or a
-MirrordError) comes back over the socket. Worker events are replayed into
-the daemon's metrics; rate-limit tokens are granted from the daemon's one
-token bucket, so the limit stays global. A worker that dies fails its jobs
-(the arch retries at the next pass) and is restarted.
+the fewest jobs in flight, and its result (a verified object named under
+``objects/``, or a MirrordError) comes back over the socket. Worker events
+are replayed into the daemon's metrics; rate-limit tokens are granted from
+the daemon's one token bucket, so the limit stays global. A worker that dies
+fails its jobs (the arch retries at the next pass) and is restarted.
 """
 
 from __future__ import annotations
@@ -16,17 +16,35 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.core.errors import InternalError, ShuttingDownError
+from mirrord.core.config import Config
+from mirrord.core.errors import (
+    InternalError,
+    MirrordError,
+    ShuttingDownError,
+    WorkerProtocolError,
+)
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.download import PackageDownloader
-from mirrord.fetch.fetcher import MetricsEvents
+from mirrord.fetch.events import JobEvents, MetricsEvents
+from mirrord.fetch.grants import grant, worker_limit
 from mirrord.fetch.traffic import TrafficControl
-from mirrord.fetch.wire import Message, decode, encode, error_from_wire
+from mirrord.fetch.wire import (
+    Done,
+    Fail,
+    Hello,
+    Job,
+    Message,
+    Received,
+    Want,
+    decode,
+    encode,
+    error_from_wire,
+    error_to_wire,
+)
 from mirrord.storage.store import StoredObject
 
 RESTART_DELAY = 1.0
@@ -40,7 +58,7 @@ class _Process:
     process: asyncio.subprocess.Process
     writer: asyncio.StreamWriter
     reader: asyncio.StreamReader
-    pending: dict[int, asyncio.Future[Message]] = field(default_factory=dict)
+    pending: dict[int, asyncio.Future[Done | Fail]] = field(default_factory=dict)
     alive: bool = True
 
     def send(self, message: Message) -> None:
@@ -76,11 +94,28 @@ class AdaptiveDownloader:
         return await self.local.download(key, ref)
 
 
+def worker_hello(config: Config) -> Hello:
+    """What a fetch worker process needs to know (its share of the connection limits)."""
+    fetch = config.fetch
+    share = fetch.processes
+    return Hello(
+        origin=config.origin.url,
+        storage=str(config.storage.path),
+        log_level=config.log.level,
+        log_format=config.log.format,
+        fetch=replace(
+            fetch,
+            concurrency=max(1, -(-fetch.concurrency // share)),
+            per_host=max(1, -(-fetch.per_host // share)),
+        ),
+    )
+
+
 class ProcessDownloader:
     def __init__(
         self,
         count: int,
-        hello: dict[str, Any],
+        hello: Hello,
         *,
         traffic: TrafficControl,
         events: MetricsEvents,
@@ -129,30 +164,14 @@ class ProcessDownloader:
         worker = min(live, key=lambda w: len(w.pending))
         self._ids += 1
         job_id = self._ids
-        reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        worker.pending[job_id] = reply
-        worker.send(
-            {
-                "t": "job",
-                "id": job_id,
-                "key": str(key),
-                "filename": ref.filename,
-                "checksum": ref.checksum,
-                "size": ref.size,
-            }
-        )
-        message = await reply
-        self._replay(key, message.get("events", {}))
-        if message["t"] == "done":
-            return StoredObject(str(message["sha256"]), int(message["size"]))
-        raise error_from_wire(message.get("error", {}))
-
-    def _replay(self, key: ArchKey, events: Message) -> None:
-        self._events.received(key, int(events.get("rx", 0)))
-        for reason in events.get("retries", ()):
-            self._events.retried(str(reason))
-        for reason in events.get("verify", ()):
-            self._events.verify_failed(str(reason))
+        future: asyncio.Future[Done | Fail] = asyncio.get_running_loop().create_future()
+        worker.pending[job_id] = future
+        worker.send(Job(job_id, key, ref))
+        reply = await future
+        reply.events.replay(key, self._events)
+        if isinstance(reply, Done):
+            return reply.stored
+        raise error_from_wire(reply.error)
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
@@ -204,7 +223,7 @@ class ProcessDownloader:
             child_end.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
         worker = _Process(index, process, writer, reader)
-        worker.send({"t": "hello", **self._hello})
+        worker.send(self._hello)
         self._send_limit(worker)
         if len(self._workers) <= index:
             self._workers.append(worker)
@@ -230,50 +249,37 @@ class ProcessDownloader:
                 if self._stopping is False:
                     worker.process.kill()
             await worker.process.wait()
-            failure = ShuttingDownError() if self._stopping else None
-            for reply in worker.pending.values():
-                if not reply.done():
-                    reply.set_result(
-                        {
-                            "t": "fail",
-                            "error": {"kind": type(failure).__name__}
-                            if failure
-                            else {"kind": "InternalError", "message": "fetch worker process died"},
-                        }
-                    )
+            failure: MirrordError = (
+                ShuttingDownError()
+                if self._stopping
+                else InternalError("fetch worker process died")
+            )
+            for job_id, future in worker.pending.items():
+                if not future.done():
+                    future.set_result(Fail(job_id, error_to_wire(failure), JobEvents()))
             worker.pending.clear()
 
     def _handle(self, worker: _Process, message: Message) -> None:
-        kind = message["t"]
-        if kind in ("done", "fail"):
-            reply = worker.pending.pop(int(message["id"]), None)
-            if reply is not None and not reply.done():
-                reply.set_result(message)
-        elif kind == "rx":
-            self._traffic.meter.add(int(message["n"]))
-        elif kind == "want":
-            assert self._group is not None
-            self._group.create_task(self._grant(worker, int(message["rid"]), int(message["n"])))
+        match message:
+            case Done() | Fail():
+                future = worker.pending.pop(message.job_id, None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            case Received(nbytes=nbytes):
+                self._traffic.meter.add(nbytes)
+            case Want() as want:
+                assert self._group is not None
+                self._group.create_task(self._grant(worker, want))
+            case other:
+                raise WorkerProtocolError(f"the daemon takes no {other.TAG!r} message")
 
-    async def _grant(self, worker: _Process, request: int, nbytes: int) -> None:
-        await self._traffic.bucket.consume(nbytes)
+    async def _grant(self, worker: _Process, want: Want) -> None:
+        answer = await grant(self._traffic.bucket, want)
         if worker.alive:
-            worker.send({"t": "grant", "rid": request, "n": nbytes})
-
-    def _chunk(self) -> int:
-        return max(16 << 10, min(1 << 20, self._traffic.bucket.burst // (2 * self._count)))
+            worker.send(answer)
 
     def _send_limit(self, worker: _Process) -> None:
-        bucket = self._traffic.bucket
-        worker.send(
-            {
-                "t": "limit",
-                "on": bucket.rate is not None,
-                "chunk": self._chunk(),
-                "burst": bucket.burst // self._count,  # this worker's share of kernel buffering
-                "rate": bucket.rate,
-            }
-        )
+        worker.send(worker_limit(self._traffic.bucket, self._count))
 
     def _broadcast_limit(self) -> None:
         for worker in self._workers:

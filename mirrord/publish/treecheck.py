@@ -17,8 +17,7 @@ from mirrord.alpine.signing import Keyring
 from mirrord.core.errors import MirrordError
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.publish.publisher import INDEX_NAME
-
-READ_BLOCK = 1 << 20
+from mirrord.storage.durable import hash_file
 
 
 @dataclass
@@ -37,9 +36,7 @@ def check_file(path: Path, filename: str, checksum: str, size: int) -> str | Non
     """None when the file is what the index says, else what is wrong."""
     digester = PackageDigester(filename)
     try:
-        with open(path, "rb") as handle:
-            while block := handle.read(READ_BLOCK):
-                digester.feed(block)
+        hash_file(path, digester.feed)
         check_package(PackageRef(filename, checksum, size), digester.finish())
     except FileNotFoundError:
         return f"{path}: missing"

@@ -55,14 +55,13 @@ class Committer:
         self._window = window
         self._batch_max = batch_max
         self._downloading: Callable[[ArchKey], int] = lambda _key: 0
-        self.batches = 0
 
     async def submit(
         self, stored: StoredObject, checksum: str | None, key: ArchKey | None = None
     ) -> asyncio.Future[str]:
-        """Queue a landed object; the future gives the digest once durable and recorded.
+        """Queue a placed object; the future gives the digest once durable and recorded.
 
-        Waits only while ``max_pending`` landings are already queued (backpressure
+        Waits only while ``max_pending`` objects are already queued (backpressure
         on downloads when the disk cannot keep up).
         """
         await self._slots.acquire()
@@ -71,14 +70,14 @@ class Committer:
         self._queue.put_nowait(_Request(stored, checksum, done, key))
         return done
 
-    async def land(self, stored: StoredObject, checksum: str | None) -> str:
+    async def commit(self, stored: StoredObject, checksum: str | None) -> str:
         """Return the object's digest once it is durable and recorded."""
         return await (await self.submit(stored, checksum))
 
-    async def land_bytes(self, data: bytes) -> str:
+    async def commit_bytes(self, data: bytes) -> str:
         """Store in-memory content (an index); its digest once durable and recorded."""
         sha256 = await asyncio.to_thread(self._store.put_bytes, data)
-        return await self.land(StoredObject(sha256, len(data)), None)
+        return await self.commit(StoredObject(sha256, len(data)), None)
 
     def wait_for_more_while(self, downloading: Callable[[ArchKey], int]) -> None:
         """How many downloads an arch still has running: while every arch in a batch
@@ -94,7 +93,7 @@ class Committer:
             if first is None:
                 return
             batch, closing = await self._gather([first])
-            await self._commit(batch)
+            await self._commit_batch(batch)
             if closing:
                 return
 
@@ -127,7 +126,7 @@ class Committer:
     def _more_coming(self, batch: list[_Request]) -> bool:
         return all(r.key is not None and self._downloading(r.key) > 0 for r in batch)
 
-    async def _commit(self, batch: list[_Request]) -> None:
+    async def _commit_batch(self, batch: list[_Request]) -> None:
         try:
             self._crash.reach("store.before_sync")
             await asyncio.to_thread(self._store.sync)
@@ -143,7 +142,6 @@ class Committer:
                 if not request.done.done():
                     request.done.set_exception(failure)
             return
-        self.batches += 1
         for request in batch:
             if not request.done.done():
                 request.done.set_result(request.stored.sha256)

@@ -1,4 +1,5 @@
-"""Durable file primitives: fsync of files and directories, batched syncfs, atomic replace.
+"""Durable file primitives: fsync of files and directories, batched syncfs, atomic replace,
+and reading a file back in blocks to hash it.
 
 All blocking; callers on the event loop run them through ``asyncio.to_thread``.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import functools
 import os
 from collections.abc import Callable
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 TEMP_MARK = ".mirrord-tmp-"
+READ_BLOCK = 1 << 20
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -115,5 +116,12 @@ def same_filesystem(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
 
-def is_exdev(error: OSError) -> bool:
-    return error.errno == errno.EXDEV
+def hash_file(path: Path, *feeds: Callable[[bytes], object]) -> int:
+    """Pass the file's bytes to every ``feed`` (a hash's ``update``) in blocks; its size."""
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(READ_BLOCK):
+            for feed in feeds:
+                feed(block)
+            size += len(block)
+    return size

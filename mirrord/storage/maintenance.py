@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.core.clock import Clock
+from mirrord.storage.durable import hash_file
 from mirrord.storage.statedb import StateDB
-from mirrord.storage.store import READ_BUFFER, ContentStore
+from mirrord.storage.store import ContentStore
 
 
 @dataclass
@@ -51,9 +52,7 @@ class ScrubProgress:
 def rehash(store: ContentStore, sha256: str) -> str | None:
     digest = hashlib.sha256()
     try:
-        with open(store.object_path(sha256), "rb") as handle:
-            while block := handle.read(READ_BUFFER):
-                digest.update(block)
+        hash_file(store.object_path(sha256), digest.update)
     except FileNotFoundError:
         return None
     return digest.hexdigest()

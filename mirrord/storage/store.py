@@ -19,25 +19,15 @@ from pathlib import Path
 
 from mirrord.alpine.apkpackage import PackageDigester
 from mirrord.core.errors import PackageFormatError, StoreError
-from mirrord.storage.durable import Syncer, unlink_if_exists
+from mirrord.storage.durable import Syncer, hash_file, unlink_if_exists
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     """An object named under ``objects/`` (durable once the committer says so)."""
 
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Landing:
-    """A verified named temporary file and the object it becomes."""
-
-    temp: Path
     sha256: str
     size: int
 
@@ -94,7 +84,7 @@ class ContentStore:
     def has(self, sha256: str) -> bool:
         return self.object_path(sha256).is_file()
 
-    def temp_path(self, label: str = "") -> Path:
+    def temp_path(self) -> Path:
         """A fresh name in ``tmp/``: unique within this process and across restarts."""
         self._temps += 1
         return self.tmp / f"{self._temp_prefix}{self._temps}"
@@ -126,7 +116,7 @@ class ContentStore:
         """
         target = f"{self.objects}/{sha256[:2]}/{sha256}"
         if temp.path is not None:
-            self.land(Landing(temp.path, sha256, 0))
+            self.place_file(temp.path, sha256)
             return
         with contextlib.suppress(FileExistsError):
             os.link(f"self/fd/{temp.fd}", target, src_dir_fd=self._proc_fd(), follow_symlinks=True)
@@ -140,19 +130,18 @@ class ContentStore:
             self._proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         return self._proc
 
-    def land(self, landing: Landing) -> None:
-        """Rename a verified temp file into place. Not yet durable.
+    def place_file(self, temp: Path, sha256: str) -> None:
+        """Rename a verified named temp file into place under ``objects/``. Not yet durable.
 
         Temp files are created read-only (mode 0444), so this is a rename.
         """
-        sha256 = landing.sha256
         target = f"{self.objects}/{sha256[:2]}/{sha256}"
         if os.path.exists(target):
             # Same digest, same bytes: keep the existing inode, which may be
             # hard-linked into the published tree already.
-            unlink_if_exists(landing.temp)
+            unlink_if_exists(temp)
             return
-        os.rename(landing.temp, target)
+        os.rename(temp, target)
 
     def put_bytes(self, data: bytes) -> str:
         """Store small in-memory content (an index); returns its digest. Not yet durable."""
@@ -161,14 +150,14 @@ class ContentStore:
             return sha256
         temp = self.temp_path()
         write_readonly(temp, data)
-        self.land(Landing(temp, sha256, len(data)))
+        self.place_file(temp, sha256)
         return sha256
 
     def read_bytes(self, sha256: str) -> bytes:
         return self.object_path(sha256).read_bytes()
 
     def sync(self) -> None:
-        """Make every landed object durable (one syncfs for the whole batch)."""
+        """Make every placed object durable (one syncfs for the whole batch)."""
         self._syncer.sync_filesystem(self.root)
 
     def object_names(self) -> set[str]:
@@ -190,18 +179,18 @@ class ContentStore:
         """
         digester = PackageDigester(sha256)
         plain = hashlib.sha256()
-        size = 0
         is_package = True
+
+        def feed_package(block: bytes) -> None:
+            nonlocal is_package
+            if is_package:
+                try:
+                    digester.feed(block)
+                except PackageFormatError:
+                    is_package = False
+
         try:
-            with open(self.object_path(sha256), "rb") as handle:
-                while block := handle.read(READ_BUFFER):
-                    plain.update(block)
-                    size += len(block)
-                    if is_package:
-                        try:
-                            digester.feed(block)
-                        except PackageFormatError:
-                            is_package = False
+            size = hash_file(self.object_path(sha256), plain.update, feed_package)
         except FileNotFoundError:
             return None
         checksum: str | None = None

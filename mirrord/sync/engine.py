@@ -135,7 +135,7 @@ class SyncEngine:
                 key, Outcome.UNCHANGED, packages=snapshot.packages, snapshot_id=snapshot.id
             )
         new = await self._plan(key, response, body, snapshot, force=force, trusted=trusted, log=log)
-        await self.committer.land_bytes(body)
+        await self.committer.commit_bytes(body)
         fetched = await self._acquire(key, new.plan, log)
         snapshot_id = await self.publication.publish(key, new, log)
         return ArchResult(

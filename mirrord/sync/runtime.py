@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -27,10 +26,11 @@ from mirrord.core.errors import ConfigError, StoreError
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.fetch.download import PackageDownloader
-from mirrord.fetch.fetcher import Fetcher, MetricsEvents
+from mirrord.fetch.events import MetricsEvents
+from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.traffic import TrafficControl
-from mirrord.fetch.workerpool import AdaptiveDownloader, ProcessDownloader
+from mirrord.fetch.workerpool import AdaptiveDownloader, ProcessDownloader, worker_hello
 from mirrord.publish.publisher import Publisher
 from mirrord.publish.recovery import RecoveryReport, recover_arch, recover_store
 from mirrord.storage.committer import Committer
@@ -239,23 +239,3 @@ async def _workers_then_close(
         committer.close()
         if pool is not None:
             pool.close()
-
-
-def worker_hello(config: Config) -> dict[str, Any]:
-    """What a fetch worker process needs to know (its share of the connection limits)."""
-    fetch = config.fetch
-    share = fetch.processes
-    return {
-        "origin": config.origin.url,
-        "storage": str(config.storage.path),
-        "log_level": config.log.level,
-        "log_format": config.log.format,
-        "fetch": {
-            "concurrency": max(1, -(-fetch.concurrency // share)),
-            "per_host": max(1, -(-fetch.per_host // share)),
-            "connect_timeout": fetch.connect_timeout,
-            "read_timeout": fetch.read_timeout,
-            "attempts": fetch.attempts,
-            "retry_max_time": fetch.retry_max_time,
-        },
-    }

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mirrord.core.errors import ProtocolError
 from mirrord.core.model import ArchKey
 from mirrord.core.units import parse_rate
 
@@ -31,14 +32,6 @@ COMMANDS = (
     "reload",
     "drain",
 )
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,9 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.core.errors import ConfigError, ControlError, MirrordError
+from mirrord.core.errors import ConfigError, ControlError, MirrordError, ProtocolError
 from mirrord.shell.control.protocol import (
     MAX_LINE,
-    ProtocolError,
     Request,
     error_response,
     parse_request,
