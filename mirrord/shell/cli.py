@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from mirrord import __version__
 from mirrord.alpine.signing import Keyring
@@ -28,8 +27,6 @@ from mirrord.shell.sdnotify import Notifier
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
-
-T = TypeVar("T")
 
 
 def _fail(message: str, code: int) -> int:
