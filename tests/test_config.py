@@ -9,7 +9,20 @@ from typing import Any
 import pytest
 import yaml
 
-from mirrord.core.config import Config, load_config, parse_config
+from mirrord.core.config import (
+    DEFAULT_CONTROL_SOCKET,
+    Config,
+    ControlConfig,
+    FetchConfig,
+    LimitsConfig,
+    LogConfig,
+    MetricsConfig,
+    PublishConfig,
+    StorageConfig,
+    default_processes,
+    load_config,
+    parse_config,
+)
 from mirrord.core.errors import ConfigError
 from mirrord.core.model import ArchKey
 from tests.helpers import FIXTURES, REPO_ROOT
@@ -50,6 +63,19 @@ def test_defaults_from_a_minimal_config() -> None:
     assert config.fetch.concurrency == 16
     assert config.interval == 60
     assert config.fetch.rate_limit is None
+
+
+def test_a_file_that_leaves_keys_out_gets_the_dataclass_defaults() -> None:
+    config = parse_config(minimal())
+    assert config.storage == StorageConfig(path=Path("/var/lib/mirrord"))
+    assert config.publish == PublishConfig(path=Path("/srv/mirror/alpine"))
+    assert config.fetch == dataclasses.replace(FetchConfig(), processes=default_processes())
+    assert config.limits == LimitsConfig()
+    assert config.log == LogConfig()
+    assert config.metrics == MetricsConfig()
+    assert config.control == ControlConfig()
+    assert config.control.socket == DEFAULT_CONTROL_SOCKET
+    assert (config.interval, config.shutdown_grace) == (Config.interval, Config.shutdown_grace)
 
 
 def test_units_in_durations_sizes_and_rates() -> None:

@@ -94,9 +94,12 @@ class MetricsConfig:
     listen: str | None = "127.0.0.1:9469"
 
 
+DEFAULT_CONTROL_SOCKET = Path("/run/mirrord/control.sock")
+
+
 @dataclass(frozen=True)
 class ControlConfig:
-    socket: Path | None = Path("/run/mirrord/control.sock")
+    socket: Path | None = DEFAULT_CONTROL_SOCKET
     group: str | None = None
     idle_timeout: float = 60.0
 
@@ -389,65 +392,79 @@ def parse_config(data: object) -> Config:
     storage_section = top.section("storage")
     storage = StorageConfig(
         path=storage_section.get("path", _path),
-        gc_interval=storage_section.get("gc_interval", _duration(0), 86400.0),
+        gc_interval=storage_section.get("gc_interval", _duration(0), StorageConfig.gc_interval),
     )
     storage_section.finish()
 
     publish_section = top.section("publish")
     publish = PublishConfig(
         path=publish_section.get("path", _path),
-        grace=publish_section.get("grace", _duration(0), 3600.0),
-        max_delete_fraction=publish_section.get("max_delete_fraction", _fraction, 0.10),
-        keep_snapshots=publish_section.get("keep_snapshots", _int_range(1, 10_000), 20),
+        grace=publish_section.get("grace", _duration(0), PublishConfig.grace),
+        max_delete_fraction=publish_section.get(
+            "max_delete_fraction", _fraction, PublishConfig.max_delete_fraction
+        ),
+        keep_snapshots=publish_section.get(
+            "keep_snapshots", _int_range(1, 10_000), PublishConfig.keep_snapshots
+        ),
     )
     publish_section.finish()
 
     fetch_section = top.section("fetch", required=False)
     fetch = FetchConfig(
-        concurrency=fetch_section.get("concurrency", _int_range(1, 1024), 16),
-        per_host=fetch_section.get("per_host", _int_range(1, 1024), 16),
-        connect_timeout=fetch_section.get("connect_timeout", _duration(0.1), 10.0),
-        read_timeout=fetch_section.get("read_timeout", _duration(0.1), 60.0),
-        attempts=fetch_section.get("attempts", _int_range(1, 100), 5),
-        retry_max_time=fetch_section.get("retry_max_time", _duration(0), 300.0),
-        rate_limit=fetch_section.get("rate_limit", _rate, None),
-        burst=fetch_section.get("burst", _size, 4 * 1024 * 1024),
-        schedule=fetch_section.get("schedule", _schedule, ()),
+        concurrency=fetch_section.get("concurrency", _int_range(1, 1024), FetchConfig.concurrency),
+        per_host=fetch_section.get("per_host", _int_range(1, 1024), FetchConfig.per_host),
+        connect_timeout=fetch_section.get(
+            "connect_timeout", _duration(0.1), FetchConfig.connect_timeout
+        ),
+        read_timeout=fetch_section.get("read_timeout", _duration(0.1), FetchConfig.read_timeout),
+        attempts=fetch_section.get("attempts", _int_range(1, 100), FetchConfig.attempts),
+        retry_max_time=fetch_section.get(
+            "retry_max_time", _duration(0), FetchConfig.retry_max_time
+        ),
+        rate_limit=fetch_section.get("rate_limit", _rate, FetchConfig.rate_limit),
+        burst=fetch_section.get("burst", _size, FetchConfig.burst),
+        schedule=fetch_section.get("schedule", _schedule, FetchConfig.schedule),
+        # Left out of the file it means "auto" (one per core); FetchConfig()'s 0 is for
+        # configurations built in code (fetch workers, tests).
         processes=fetch_section.get("processes", _processes, default_processes()),
-        processes_from=fetch_section.get("processes_from", _int_range(0, 1_000_000), 128),
+        processes_from=fetch_section.get(
+            "processes_from", _int_range(0, 1_000_000), FetchConfig.processes_from
+        ),
     )
     fetch_section.finish()
 
     limits_section = top.section("limits", required=False)
     limits = LimitsConfig(
-        max_index_bytes=limits_section.get("max_index_bytes", _size, 256 * 1024 * 1024),
-        max_package_bytes=limits_section.get("max_package_bytes", _size, 4 * 1024**3),
+        max_index_bytes=limits_section.get("max_index_bytes", _size, LimitsConfig.max_index_bytes),
+        max_package_bytes=limits_section.get(
+            "max_package_bytes", _size, LimitsConfig.max_package_bytes
+        ),
     )
     limits_section.finish()
 
     log_section = top.section("log", required=False)
     log = LogConfig(
-        level=log_section.get("level", _choice(_LEVELS), "info"),
-        format=log_section.get("format", _choice(_FORMATS), "auto"),
+        level=log_section.get("level", _choice(_LEVELS), LogConfig.level),
+        format=log_section.get("format", _choice(_FORMATS), LogConfig.format),
     )
     log_section.finish()
 
     metrics_section = top.section("metrics", required=False)
-    default_listen: str | None = "127.0.0.1:9469"
-    metrics = MetricsConfig(listen=metrics_section.get("listen", _listen, default_listen))
+    metrics = MetricsConfig(listen=metrics_section.get("listen", _listen, MetricsConfig.listen))
     metrics_section.finish()
 
     control_section = top.section("control", required=False)
-    default_socket: Path | None = Path("/run/mirrord/control.sock")
     control = ControlConfig(
-        socket=control_section.get("socket", _optional_path, default_socket),
-        group=control_section.get("group", _string, None),
-        idle_timeout=control_section.get("idle_timeout", _duration(0.1), 60.0),
+        socket=control_section.get("socket", _optional_path, ControlConfig.socket),
+        group=control_section.get("group", _string, ControlConfig.group),
+        idle_timeout=control_section.get(
+            "idle_timeout", _duration(0.1), ControlConfig.idle_timeout
+        ),
     )
     control_section.finish()
 
-    interval = top.get("interval", _duration(1), 60.0)
-    shutdown_grace = top.get("shutdown_grace", _duration(0), 30.0)
+    interval = top.get("interval", _duration(1), Config.interval)
+    shutdown_grace = top.get("shutdown_grace", _duration(0), Config.shutdown_grace)
     top.finish()
 
     config = Config(
