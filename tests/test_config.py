@@ -92,11 +92,16 @@ def test_units_in_durations_sizes_and_rates() -> None:
     assert config.limits.max_index_bytes == 64_000_000
 
 
-def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
-    data = minimal()
+def _parent(data: dict[str, Any], path: tuple[str | int, ...]) -> Any:
     node: Any = data
     for part in path[:-1]:
         node = node[part]
+    return node
+
+
+def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
+    data = minimal()
+    node = _parent(data, path)
     if delete:
         del node[path[-1]]
     else:
@@ -160,6 +165,52 @@ def test_broken_configs_name_the_key(data: dict[str, Any], key_path: str, reason
     assert reason in caught.value.reason
 
 
+def _renamed(path: tuple[str | int, ...], new_name: str) -> dict[str, Any]:
+    data = minimal()
+    node = _parent(data, path)
+    node[new_name] = node.pop(path[-1])
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            _renamed(("origin",), "orign"),
+            "origin: missing required section (found 'orign': did you mean 'origin'?)",
+        ),
+        (
+            _renamed(("repositories", 0, "arches"), "arch"),
+            "repositories[0].arches: missing required key (found 'arch': did you mean 'arches'?)",
+        ),
+        (
+            _renamed(("storage", "path"), "pth"),
+            "storage.path: missing required key (found 'pth': did you mean 'path'?)",
+        ),
+        (
+            _broken(("metrcs",), {"listen": False}),
+            "metrcs: unknown key (did you mean 'metrics'?)",
+        ),
+        (
+            _broken(("fetch",), {"rate_limt": "5MB/s"}),
+            "fetch.rate_limt: unknown key (did you mean 'rate_limit'?)",
+        ),
+        (
+            _broken(("origin", "colour"), "blue"),
+            "origin.colour: unknown key (known keys here: allow_untrusted, keys, url)",
+        ),
+        (
+            _broken(("origin", "url"), None, delete=True),
+            "origin.url: missing required key",
+        ),
+    ],
+)
+def test_typos_are_named_with_what_was_meant(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert str(caught.value) == message
+
+
 def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected a mapping"):
         parse_config(["a", "list"])
@@ -206,6 +257,7 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
         (lambda d: d.update(bogus=1), "bogus: unknown key"),
         (lambda d: d["origin"].update(keys="/nonexistent/keys"), "origin.keys: directory"),
         (lambda d: d["origin"].pop("url"), "origin.url: missing required key"),
+        (lambda d: d.update(orign=d.pop("origin")), "origin: missing required section (found"),
     ],
 )
 def test_check_config_rejects_with_key_path_and_no_traceback(
