@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from mirrord.core.config import (
 )
 from mirrord.core.errors import ConfigError
 from mirrord.core.model import ArchKey
-from tests.helpers import FIXTURES, REPO_ROOT
+from tests.helpers import FIXTURES, REPO_ROOT, run_mirrord, write_yaml
 
 EXAMPLE = REPO_ROOT / "config" / "mirrord.example.yaml"
 
@@ -226,26 +224,17 @@ def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mirrord.shell.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
-    path = tmp_path / "mirrord.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    """``data`` as a file, its storage and publish roots moved under ``tmp_path``."""
+    data["storage"]["path"] = str(tmp_path / "storage")
+    data["publish"]["path"] = str(tmp_path / "published")
+    return write_yaml(tmp_path / "mirrord.yaml", data)
 
 
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     data = minimal()
     data["origin"]["keys"] = str(FIXTURES / "keys")
-    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout and "3 keys" in result.stdout
 
@@ -266,7 +255,7 @@ def test_check_config_rejects_with_key_path_and_no_traceback(
     data = minimal()
     data["origin"]["keys"] = str(FIXTURES / "keys")
     change(data)
-    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -279,6 +268,6 @@ def test_check_config_rejects_an_unreadable_keys_dir(tmp_path: Path) -> None:
     (keys / "broken.rsa.pub").write_text("not a key")
     data = minimal()
     data["origin"]["keys"] = str(keys)
-    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 2
     assert "origin.keys" in result.stderr and "not a PEM public key" in result.stderr
