@@ -90,10 +90,6 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
-    elif cmd == "status":
-        print(render.status(result))
-    elif cmd == "snapshots":
-        print(render.snapshots(result))
     else:
-        print(render.generic(cmd, result))
+        print(render.reply(cmd, result))
     return EXIT_OK
