@@ -12,7 +12,7 @@ from mirrord.core.config import load_config
 from mirrord.core.model import ArchKey
 from mirrord.shell.control.client import call
 from mirrord.shell.daemon import Daemon
-from tests.helpers import Mirror
+from tests.helpers import Mirror, spawn_mirrord
 from tests.nginx import free_port
 
 
@@ -56,3 +56,15 @@ async def synced(daemon: Daemon, runs: int, *keys: ArchKey) -> None:
     assert daemon.scheduler is not None
     for key in keys or tuple(daemon.config.arch_keys()):
         await daemon.scheduler.wait_for_runs(key, runs)
+
+
+async def human_ctl(daemon: Daemon, *args: str) -> str:
+    """``mirrord ctl ARGS`` as an operator types it (a real process): its stdout."""
+    socket = daemon.config.control.socket
+    assert socket is not None
+    process = await spawn_mirrord(
+        "ctl", "--socket", str(socket), *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0, out
+    return out.decode()

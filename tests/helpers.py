@@ -6,11 +6,11 @@ import asyncio
 import io
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from subprocess import DEVNULL
 from typing import Any
 
 import yaml
@@ -136,8 +136,8 @@ class Mirror:
 async def spawn_mirrord(
     *args: str,
     env: Mapping[str, str] | None = None,
-    stdout: int | None = DEVNULL,
-    stderr: int | None = DEVNULL,
+    stdout: int | None = subprocess.DEVNULL,
+    stderr: int | None = subprocess.DEVNULL,
 ) -> asyncio.subprocess.Process:
     """A real ``mirrord`` process (python -m mirrord.shell.cli) from the repository root."""
     return await asyncio.create_subprocess_exec(
@@ -150,6 +150,23 @@ async def spawn_mirrord(
         stdout=stdout,
         stderr=stderr,
     )
+
+
+def run_mirrord(*args: str) -> subprocess.CompletedProcess[str]:
+    """A real ``mirrord`` command (python -m mirrord.shell.cli), run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "mirrord.shell.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+
+
+def write_yaml(path: Path, data: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(data)))
+    return path
 
 
 def check_published(config: Config) -> TreeReport:

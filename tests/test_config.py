@@ -1,18 +1,29 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from mirrord.core.config import Config, load_config, parse_config
+from mirrord.core.config import (
+    DEFAULT_CONTROL_SOCKET,
+    Config,
+    ControlConfig,
+    FetchConfig,
+    LimitsConfig,
+    LogConfig,
+    MetricsConfig,
+    PublishConfig,
+    StorageConfig,
+    default_processes,
+    load_config,
+    parse_config,
+)
 from mirrord.core.errors import ConfigError
 from mirrord.core.model import ArchKey
-from tests.helpers import FIXTURES, REPO_ROOT
+from tests.helpers import FIXTURES, REPO_ROOT, run_mirrord, write_yaml
 
 EXAMPLE = REPO_ROOT / "config" / "mirrord.example.yaml"
 
@@ -52,6 +63,19 @@ def test_defaults_from_a_minimal_config() -> None:
     assert config.fetch.rate_limit is None
 
 
+def test_a_file_that_leaves_keys_out_gets_the_dataclass_defaults() -> None:
+    config = parse_config(minimal())
+    assert config.storage == StorageConfig(path=Path("/var/lib/mirrord"))
+    assert config.publish == PublishConfig(path=Path("/srv/mirror/alpine"))
+    assert config.fetch == dataclasses.replace(FetchConfig(), processes=default_processes())
+    assert config.limits == LimitsConfig()
+    assert config.log == LogConfig()
+    assert config.metrics == MetricsConfig()
+    assert config.control == ControlConfig()
+    assert config.control.socket == DEFAULT_CONTROL_SOCKET
+    assert (config.interval, config.shutdown_grace) == (Config.interval, Config.shutdown_grace)
+
+
 def test_units_in_durations_sizes_and_rates() -> None:
     data = minimal()
     data["publish"]["grace"] = "2h"
@@ -66,11 +90,16 @@ def test_units_in_durations_sizes_and_rates() -> None:
     assert config.limits.max_index_bytes == 64_000_000
 
 
-def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
-    data = minimal()
+def _parent(data: dict[str, Any], path: tuple[str | int, ...]) -> Any:
     node: Any = data
     for part in path[:-1]:
         node = node[part]
+    return node
+
+
+def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
+    data = minimal()
+    node = _parent(data, path)
     if delete:
         del node[path[-1]]
     else:
@@ -134,6 +163,52 @@ def test_broken_configs_name_the_key(data: dict[str, Any], key_path: str, reason
     assert reason in caught.value.reason
 
 
+def _renamed(path: tuple[str | int, ...], new_name: str) -> dict[str, Any]:
+    data = minimal()
+    node = _parent(data, path)
+    node[new_name] = node.pop(path[-1])
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            _renamed(("origin",), "orign"),
+            "origin: missing required section (found 'orign': did you mean 'origin'?)",
+        ),
+        (
+            _renamed(("repositories", 0, "arches"), "arch"),
+            "repositories[0].arches: missing required key (found 'arch': did you mean 'arches'?)",
+        ),
+        (
+            _renamed(("storage", "path"), "pth"),
+            "storage.path: missing required key (found 'pth': did you mean 'path'?)",
+        ),
+        (
+            _broken(("metrcs",), {"listen": False}),
+            "metrcs: unknown key (did you mean 'metrics'?)",
+        ),
+        (
+            _broken(("fetch",), {"rate_limt": "5MB/s"}),
+            "fetch.rate_limt: unknown key (did you mean 'rate_limit'?)",
+        ),
+        (
+            _broken(("origin", "colour"), "blue"),
+            "origin.colour: unknown key (known keys here: allow_untrusted, keys, url)",
+        ),
+        (
+            _broken(("origin", "url"), None, delete=True),
+            "origin.url: missing required key",
+        ),
+    ],
+)
+def test_typos_are_named_with_what_was_meant(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert str(caught.value) == message
+
+
 def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected a mapping"):
         parse_config(["a", "list"])
@@ -149,26 +224,17 @@ def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mirrord.shell.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
-    path = tmp_path / "mirrord.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    """``data`` as a file, its storage and publish roots moved under ``tmp_path``."""
+    data["storage"]["path"] = str(tmp_path / "storage")
+    data["publish"]["path"] = str(tmp_path / "published")
+    return write_yaml(tmp_path / "mirrord.yaml", data)
 
 
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     data = minimal()
     data["origin"]["keys"] = str(FIXTURES / "keys")
-    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout and "3 keys" in result.stdout
 
@@ -180,6 +246,7 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
         (lambda d: d.update(bogus=1), "bogus: unknown key"),
         (lambda d: d["origin"].update(keys="/nonexistent/keys"), "origin.keys: directory"),
         (lambda d: d["origin"].pop("url"), "origin.url: missing required key"),
+        (lambda d: d.update(orign=d.pop("origin")), "origin: missing required section (found"),
     ],
 )
 def test_check_config_rejects_with_key_path_and_no_traceback(
@@ -188,7 +255,7 @@ def test_check_config_rejects_with_key_path_and_no_traceback(
     data = minimal()
     data["origin"]["keys"] = str(FIXTURES / "keys")
     change(data)
-    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -201,6 +268,6 @@ def test_check_config_rejects_an_unreadable_keys_dir(tmp_path: Path) -> None:
     (keys / "broken.rsa.pub").write_text("not a key")
     data = minimal()
     data["origin"]["keys"] = str(keys)
-    result = run_cli("check-config", "--config", str(_write(tmp_path, data)))
+    result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 2
     assert "origin.keys" in result.stderr and "not a PEM public key" in result.stderr

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from mirrord import __version__
 from mirrord.core.errors import ControlError
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from mirrord.shell.control.protocol import MAX_LINE, request_line
 from mirrord.storage.store import ContentStore
-from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
+from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
 from tests.helpers import REPO_ROOT, Mirror, check_published, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -51,16 +53,28 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
 
         socket = str(daemon.config.control.socket)
         assert stat.S_IMODE(os.stat(socket).st_mode) == 0o660
-        human = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "mirrord.shell.cli", "ctl", "--socket", socket, "status"],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            check=False,
+        human = (await human_ctl(daemon, "status")).splitlines()
+        assert human[0] == f"mirrord {__version__} (pid {os.getpid()}): running"
+        assert human[2] == "   syncing: none; each arch polls every 1h00m"
+        assert human[5].startswith("     store: 13 objects, ")
+        assert human[6] == "    verify: never run since the daemon started"
+        snapshot = arches[str(KEY)]["snapshot"]
+        rows = [line for line in human if line.startswith(f"{KEY} ")]
+        assert len(rows) == 1
+        row = rf"{KEY} +idle +{snapshot} +8  \S+ ago +- +in (?:59m\d\ds|1h00m) +published"
+        assert re.fullmatch(row, rows[0]), rows[0]
+        assert "None" not in "\n".join(human)
+
+        listing = (await human_ctl(daemon, "snapshots", str(KEY))).splitlines()
+        assert listing[:2] == [
+            f"snapshots of {KEY}:",
+            "ID  CREATED (UTC)        STATUS     PACKAGES     SIZE  INDEX         NOTE",
+        ]
+        row = (
+            rf" *{snapshot}  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d  published +8 +[\d.]+ KB"
+            rf"  [0-9a-f]{{12}}  published now; {KEY} generated"
         )
-        assert human.returncode == 0, human.stderr
-        assert str(KEY) in human.stdout and "running" in human.stdout
+        assert re.fullmatch(row, listing[2]), listing[2]
         as_json = await asyncio.to_thread(
             subprocess.run,
             [
@@ -198,8 +212,12 @@ async def test_pause_resume_rate_and_sync(mirror: Mirror) -> None:
 
         assert (await ctl(daemon, "rate", value="20MB/s"))["limit"] == 20_000_000
         assert daemon.runtime.traffic.bucket.rate == 20_000_000
+        assert await human_ctl(daemon, "rate") == (
+            "rate limit: 20.0 MB/s (override until 'mirrord ctl rate schedule' or a restart)\n"
+        )
         assert (await ctl(daemon, "rate", value="unlimited"))["limit"] is None
         assert (await ctl(daemon, "rate", value="schedule"))["source"] == "config"
+        assert await human_ctl(daemon, "rate") == "rate limit: unlimited (from the configuration)\n"
         with pytest.raises(ControlError, match="rate"):
             await ctl(daemon, "rate", value="fast")
 
@@ -284,6 +302,10 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
         await synced(daemon, 2)  # the repair asks for a pass
         status = await ctl(daemon, "status")
         assert status["verify"]["damaged"] == 1 and status["verify"]["repaired"] == 1
+        human = (await human_ctl(daemon, "status")).splitlines()
+        total = status["verify"]["total"]
+        verify = [line for line in human if line.startswith("    verify: done ")]
+        assert verify[0].endswith(f" ago, {total} of {total} objects, 1 damaged, 1 repaired")
         assert check_published(daemon.config).ok
         assert victim in stored_objects(daemon.config.storage.path)
 

@@ -37,7 +37,7 @@ def unit_for_this_checkout(tmp_path: Path) -> Path:
     (systemd-analyze verify insists that the binary exists)."""
     mirrord = str(Path(sys.executable).parent / "mirrord")
     unit = tmp_path / "mirrord.service"
-    unit.write_text(UNIT.read_text().replace("/usr/bin/mirrord", mirrord))
+    unit.write_text(UNIT.read_text().replace("/opt/mirrord/bin/mirrord", mirrord))
     return unit
 
 

@@ -7,11 +7,12 @@ that uses those paths.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -94,9 +95,12 @@ class MetricsConfig:
     listen: str | None = "127.0.0.1:9469"
 
 
+DEFAULT_CONTROL_SOCKET = Path("/run/mirrord/control.sock")
+
+
 @dataclass(frozen=True)
 class ControlConfig:
-    socket: Path | None = Path("/run/mirrord/control.sock")
+    socket: Path | None = DEFAULT_CONTROL_SOCKET
     group: str | None = None
     idle_timeout: float = 60.0
 
@@ -127,9 +131,9 @@ class Config:
 
 
 class _Section:
-    """Reads one mapping, remembering its key path and which keys were used."""
+    """Reads one mapping against the fields of the dataclass it becomes, naming key paths."""
 
-    def __init__(self, data: object, path: str) -> None:
+    def __init__(self, data: object, path: str, schema: type) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(path or "(top level)", f"expected a mapping, got {_kind(data)}")
         for key in data:
@@ -137,32 +141,42 @@ class _Section:
                 raise ConfigError(path or "(top level)", f"keys must be strings, got {key!r}")
         self.data: Mapping[str, object] = data
         self.path = path
-        self.used: set[str] = set()
+        self.known = tuple(f.name for f in fields(schema))
 
     def where(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
     def get(self, key: str, convert: Callable[[object, str], T], default: T = _MISSING) -> T:
-        self.used.add(key)
         if key not in self.data or (self.data[key] is None and default is not _MISSING):
             if default is _MISSING:
-                raise ConfigError(self.where(key), "missing required key")
+                raise self._missing(key, "missing required key")
             return default
         return convert(self.data[key], self.where(key))
 
-    def section(self, key: str, required: bool = True) -> _Section:
-        self.used.add(key)
+    def section(self, key: str, schema: type, *, required: bool = True) -> _Section:
         if key not in self.data:
             if required:
-                raise ConfigError(self.where(key), "missing required section")
-            return _Section({}, self.where(key))
-        return _Section(self.data[key], self.where(key))
+                raise self._missing(key, "missing required section")
+            return _Section({}, self.where(key), schema)
+        return _Section(self.data[key], self.where(key), schema)
+
+    def _missing(self, key: str, reason: str) -> ConfigError:
+        """The error for a missing key, naming an unknown key that looks like a typo of it."""
+        unknown = [k for k in self.data if k not in self.known]
+        typo = difflib.get_close_matches(key, unknown, n=1)
+        if typo:
+            reason += f" (found {typo[0]!r}: did you mean {key!r}?)"
+        return ConfigError(self.where(key), reason)
 
     def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
+        unknown = sorted(set(self.data) - set(self.known))
         if unknown:
-            known = ", ".join(sorted(self.used))
-            raise ConfigError(self.where(unknown[0]), f"unknown key (known keys here: {known})")
+            close = difflib.get_close_matches(unknown[0], self.known, n=1)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+            else:
+                hint = "known keys here: " + ", ".join(sorted(self.known))
+            raise ConfigError(self.where(unknown[0]), f"unknown key ({hint})")
 
 
 def _kind(value: object) -> str:
@@ -360,7 +374,7 @@ def _repositories(value: object, where: str) -> tuple[RepositorySet, ...]:
         raise ConfigError(where, f"expected a non-empty list, got {_kind(value)}")
     sets: list[RepositorySet] = []
     for i, item in enumerate(value):
-        section = _Section(item, f"{where}[{i}]")
+        section = _Section(item, f"{where}[{i}]", RepositorySet)
         sets.append(
             RepositorySet(
                 branch=section.get("branch", _segment),
@@ -374,9 +388,9 @@ def _repositories(value: object, where: str) -> tuple[RepositorySet, ...]:
 
 def parse_config(data: object) -> Config:
     """Turn parsed YAML into a Config or raise ConfigError naming the key."""
-    top = _Section(data, "")
+    top = _Section(data, "", Config)
 
-    origin_section = top.section("origin")
+    origin_section = top.section("origin", OriginConfig)
     origin = OriginConfig(
         url=origin_section.get("url", _url),
         keys=origin_section.get("keys", _path),
@@ -386,68 +400,82 @@ def parse_config(data: object) -> Config:
 
     repositories = top.get("repositories", _repositories)
 
-    storage_section = top.section("storage")
+    storage_section = top.section("storage", StorageConfig)
     storage = StorageConfig(
         path=storage_section.get("path", _path),
-        gc_interval=storage_section.get("gc_interval", _duration(0), 86400.0),
+        gc_interval=storage_section.get("gc_interval", _duration(0), StorageConfig.gc_interval),
     )
     storage_section.finish()
 
-    publish_section = top.section("publish")
+    publish_section = top.section("publish", PublishConfig)
     publish = PublishConfig(
         path=publish_section.get("path", _path),
-        grace=publish_section.get("grace", _duration(0), 3600.0),
-        max_delete_fraction=publish_section.get("max_delete_fraction", _fraction, 0.10),
-        keep_snapshots=publish_section.get("keep_snapshots", _int_range(1, 10_000), 20),
+        grace=publish_section.get("grace", _duration(0), PublishConfig.grace),
+        max_delete_fraction=publish_section.get(
+            "max_delete_fraction", _fraction, PublishConfig.max_delete_fraction
+        ),
+        keep_snapshots=publish_section.get(
+            "keep_snapshots", _int_range(1, 10_000), PublishConfig.keep_snapshots
+        ),
     )
     publish_section.finish()
 
-    fetch_section = top.section("fetch", required=False)
+    fetch_section = top.section("fetch", FetchConfig, required=False)
     fetch = FetchConfig(
-        concurrency=fetch_section.get("concurrency", _int_range(1, 1024), 16),
-        per_host=fetch_section.get("per_host", _int_range(1, 1024), 16),
-        connect_timeout=fetch_section.get("connect_timeout", _duration(0.1), 10.0),
-        read_timeout=fetch_section.get("read_timeout", _duration(0.1), 60.0),
-        attempts=fetch_section.get("attempts", _int_range(1, 100), 5),
-        retry_max_time=fetch_section.get("retry_max_time", _duration(0), 300.0),
-        rate_limit=fetch_section.get("rate_limit", _rate, None),
-        burst=fetch_section.get("burst", _size, 4 * 1024 * 1024),
-        schedule=fetch_section.get("schedule", _schedule, ()),
+        concurrency=fetch_section.get("concurrency", _int_range(1, 1024), FetchConfig.concurrency),
+        per_host=fetch_section.get("per_host", _int_range(1, 1024), FetchConfig.per_host),
+        connect_timeout=fetch_section.get(
+            "connect_timeout", _duration(0.1), FetchConfig.connect_timeout
+        ),
+        read_timeout=fetch_section.get("read_timeout", _duration(0.1), FetchConfig.read_timeout),
+        attempts=fetch_section.get("attempts", _int_range(1, 100), FetchConfig.attempts),
+        retry_max_time=fetch_section.get(
+            "retry_max_time", _duration(0), FetchConfig.retry_max_time
+        ),
+        rate_limit=fetch_section.get("rate_limit", _rate, FetchConfig.rate_limit),
+        burst=fetch_section.get("burst", _size, FetchConfig.burst),
+        schedule=fetch_section.get("schedule", _schedule, FetchConfig.schedule),
+        # Left out of the file it means "auto" (one per core); FetchConfig()'s 0 is for
+        # configurations built in code (fetch workers, tests).
         processes=fetch_section.get("processes", _processes, default_processes()),
-        processes_from=fetch_section.get("processes_from", _int_range(0, 1_000_000), 128),
+        processes_from=fetch_section.get(
+            "processes_from", _int_range(0, 1_000_000), FetchConfig.processes_from
+        ),
     )
     fetch_section.finish()
 
-    limits_section = top.section("limits", required=False)
+    limits_section = top.section("limits", LimitsConfig, required=False)
     limits = LimitsConfig(
-        max_index_bytes=limits_section.get("max_index_bytes", _size, 256 * 1024 * 1024),
-        max_package_bytes=limits_section.get("max_package_bytes", _size, 4 * 1024**3),
+        max_index_bytes=limits_section.get("max_index_bytes", _size, LimitsConfig.max_index_bytes),
+        max_package_bytes=limits_section.get(
+            "max_package_bytes", _size, LimitsConfig.max_package_bytes
+        ),
     )
     limits_section.finish()
 
-    log_section = top.section("log", required=False)
+    log_section = top.section("log", LogConfig, required=False)
     log = LogConfig(
-        level=log_section.get("level", _choice(_LEVELS), "info"),
-        format=log_section.get("format", _choice(_FORMATS), "auto"),
+        level=log_section.get("level", _choice(_LEVELS), LogConfig.level),
+        format=log_section.get("format", _choice(_FORMATS), LogConfig.format),
     )
     log_section.finish()
 
-    metrics_section = top.section("metrics", required=False)
-    default_listen: str | None = "127.0.0.1:9469"
-    metrics = MetricsConfig(listen=metrics_section.get("listen", _listen, default_listen))
+    metrics_section = top.section("metrics", MetricsConfig, required=False)
+    metrics = MetricsConfig(listen=metrics_section.get("listen", _listen, MetricsConfig.listen))
     metrics_section.finish()
 
-    control_section = top.section("control", required=False)
-    default_socket: Path | None = Path("/run/mirrord/control.sock")
+    control_section = top.section("control", ControlConfig, required=False)
     control = ControlConfig(
-        socket=control_section.get("socket", _optional_path, default_socket),
-        group=control_section.get("group", _string, None),
-        idle_timeout=control_section.get("idle_timeout", _duration(0.1), 60.0),
+        socket=control_section.get("socket", _optional_path, ControlConfig.socket),
+        group=control_section.get("group", _string, ControlConfig.group),
+        idle_timeout=control_section.get(
+            "idle_timeout", _duration(0.1), ControlConfig.idle_timeout
+        ),
     )
     control_section.finish()
 
-    interval = top.get("interval", _duration(1), 60.0)
-    shutdown_grace = top.get("shutdown_grace", _duration(0), 30.0)
+    interval = top.get("interval", _duration(1), Config.interval)
+    shutdown_grace = top.get("shutdown_grace", _duration(0), Config.shutdown_grace)
     top.finish()
 
     config = Config(

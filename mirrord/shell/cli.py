@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from mirrord import __version__
 from mirrord.alpine.signing import Keyring
@@ -25,11 +24,10 @@ from mirrord.core.model import ArchKey
 from mirrord.shell import ctl
 from mirrord.shell.heap import pin_mmap_threshold
 from mirrord.shell.sdnotify import Notifier
+from mirrord.sync.preflight import Root, preflight
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
-
-T = TypeVar("T")
 
 
 def _fail(message: str, code: int) -> int:
@@ -59,15 +57,22 @@ def _arch_list(values: Sequence[str] | None, parser: argparse.ArgumentParser) ->
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    keyring = Keyring.load(config.origin.keys, required=not config.origin.allow_untrusted)
+    checked = preflight(config)
     arches = config.arch_keys()
     print(f"{args.config}: OK")
     print(f"  origin      {config.origin.url}")
-    print(f"  trusted     {len(keyring.names)} keys in {config.origin.keys}")
+    print(f"  trusted     {len(checked.keyring.names)} keys in {config.origin.keys}")
     print(f"  arches      {len(arches)}: {', '.join(str(k) for k in arches)}")
-    print(f"  storage     {config.storage.path}")
-    print(f"  publish     {config.publish.path} (grace {config.publish.grace:g} s)")
+    print(f"  storage     {_root(checked.storage)}")
+    print(f"  publish     {_root(checked.publish)}, grace {config.publish.grace:g} s")
+    print("  filesystem  storage and publish share one (published files are hard links)")
     return EXIT_OK
+
+
+def _root(root: Root) -> str:
+    if root.exists:
+        return str(root.path)
+    return f"{root.path} (not there yet: created at start, in {root.existing})"
 
 
 def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from mirrord.core.aio import run_async
-from mirrord.core.config import load_config
+from mirrord.core.config import DEFAULT_CONTROL_SOCKET, load_config
 from mirrord.core.errors import ControlError
 from mirrord.shell.control import render
 from mirrord.shell.control.client import DaemonUnreachable, call
 
-DEFAULT_SOCKET = Path("/run/mirrord/control.sock")
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
 
 
@@ -23,7 +22,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ctl.add_argument(
         "--socket",
         type=Path,
-        help=f"control socket (default: from --config, else {DEFAULT_SOCKET})",
+        help=f"control socket (default: from --config, else {DEFAULT_CONTROL_SOCKET})",
     )
     ctl.add_argument("--config", "-c", type=Path, help="read control.socket from this file")
     ctl.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
@@ -76,7 +75,7 @@ def socket_path(args: argparse.Namespace) -> Path:
         if configured is None:
             raise ControlError("disabled", f"{args.config} disables the control socket")
         return configured
-    return DEFAULT_SOCKET
+    return DEFAULT_CONTROL_SOCKET
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -91,10 +90,6 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
-    elif cmd == "status":
-        print(render.status(result))
-    elif cmd == "snapshots":
-        print(render.snapshots(result))
     else:
-        print(render.generic(cmd, result))
+        print(render.reply(cmd, result))
     return EXIT_OK

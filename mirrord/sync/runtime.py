@@ -22,7 +22,7 @@ from mirrord.alpine.signing import Keyring
 from mirrord.core.clock import Clock, SystemClock
 from mirrord.core.config import Config
 from mirrord.core.crashpoints import CrashPoints
-from mirrord.core.errors import ConfigError, StoreError
+from mirrord.core.errors import StoreError
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.fetch.download import PackageDownloader
@@ -34,12 +34,12 @@ from mirrord.fetch.workerpool import AdaptiveDownloader, ProcessDownloader, work
 from mirrord.publish.publisher import Publisher
 from mirrord.publish.recovery import RecoveryReport, recover_arch, recover_store
 from mirrord.storage.committer import Committer
-from mirrord.storage.durable import same_filesystem
 from mirrord.storage.lock import StorageLock
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore
 from mirrord.sync.engine import SyncEngine
 from mirrord.sync.live import LiveConfig
+from mirrord.sync.preflight import check_roots, create_roots
 from mirrord.sync.publication import Publication
 from mirrord.sync.status import StatusBook
 
@@ -80,21 +80,8 @@ class Runtime:
 
 
 def prepare_paths(config: Config) -> None:
-    """Create the storage and publish roots and check they can share hard links."""
-    for key_path, path in (
-        ("storage.path", config.storage.path),
-        ("publish.path", config.publish.path),
-    ):
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(key_path, f"cannot create {path}: {error.strerror}") from None
-    if not same_filesystem(config.storage.path, config.publish.path):
-        raise ConfigError(
-            "publish.path",
-            f"{config.publish.path} must be on the same filesystem as storage.path "
-            f"{config.storage.path}: published files are hard links to stored objects",
-        )
+    """Check the storage and publish roots (see ``preflight``), then create them."""
+    create_roots(check_roots(config))
 
 
 async def _recover(

@@ -1,90 +1,388 @@
-"""Human output for ``mirrord ctl`` (``--json`` prints the daemon's answer as is)."""
+"""Human output for ``mirrord ctl``: sentences and tables (``--json`` prints the reply as is).
+
+Every renderer reads the keys it knows and shows any others the daemon adds as
+``key: value`` lines (or, per arch, as extra columns), so a newer daemon's
+replies still read well. An absent value prints as ``-`` or ``never``, never
+``None``.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from mirrord.core.units import format_bytes
 
+Reply = Mapping[str, Any]
+
+MAX_ERROR = 60
+
+
+def reply(cmd: str, result: Any, now: float | None = None) -> str:
+    """The human text for ``cmd``'s reply."""
+    now = time.time() if now is None else now
+    if not isinstance(result, Mapping):
+        return f"{cmd}: {_value(result, now)}"
+    if cmd == "status":
+        return status(result, now)
+    renderer = _RENDERERS.get(cmd)
+    if renderer is None:
+        return "\n".join([f"{cmd}:", *_extras(result, (), now)])
+    text, known = renderer(result)
+    return "\n".join([text, *_extras(result, known, now)])
+
+
+# --- status ---------------------------------------------------------------------------
+
+# What the daemon's status reply holds today; any other key is shown as it comes.
+_STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
+_STATUS_KEYS |= {"store", "verify", "arches"}
+_ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
+_ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
+_ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
+_ARCH_HIDDEN |= {"behind_since", "last_poll", "syncs"}
+
+
+def status(result: Reply, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    if result.get("paused"):
+        state = "paused (in-flight downloads finish; 'mirrord ctl resume' continues)"
+    elif result.get("draining"):
+        state = "draining (finishing the syncs in progress, then stopping)"
+    else:
+        state = "running"
+    rate, downloads, store = (result.get(key) or {} for key in ("rate", "downloads", "store"))
+    fields = [
+        ("uptime", duration(result.get("uptime") or 0.0)),
+        ("syncing", _syncing(result.get("sync") or {})),
+        ("rate limit", f"{_rate(rate)}, measured {_bytes(rate.get('measured'))}/s"),
+        (
+            "downloads",
+            f"{_count(downloads.get('in_flight'))} in flight, "
+            f"{_count(downloads.get('queued'))} queued",
+        ),
+        ("store", f"{_count(store.get('objects'))} objects, {_bytes(store.get('bytes'))}"),
+        ("verify", _verify(result.get("verify") or {}, now)),
+    ]
+    fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
+    width = max(len(label) for label, _ in fields)
+    lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
+    lines += [f"{label:>{width}}: {text}" for label, text in fields]
+    arches: Sequence[Reply] = result.get("arches") or ()
+    if arches:
+        lines += ["", *_arch_table(arches, now)]
+    return "\n".join(lines)
+
+
+def _syncing(sync: Reply) -> str:
+    syncing = sync.get("syncing") or []
+    text = _names(syncing) if syncing else "none"
+    if sync.get("interval") is not None:
+        text += f"; each arch polls every {duration(sync['interval'])}"
+    return text
+
+
+def _verify(verify: Reply, now: float) -> str:
+    if verify.get("started_at") is None and not verify.get("running"):
+        return "never run since the daemon started"
+    if verify.get("running"):
+        text = "running" + (" with repair" if verify.get("repair") else "")
+    else:
+        text = f"done {_ago(verify.get('finished_at'), now)}"
+    text += (
+        f", {_count(verify.get('checked'))} of {_count(verify.get('total'))} objects, "
+        f"{_count(verify.get('damaged'))} damaged"
+    )
+    if verify.get("missing"):
+        text += f", {_count(verify['missing'])} missing"
+    if verify.get("repaired"):
+        text += f", {_count(verify['repaired'])} repaired"
+    return text
+
+
+def _arch_table(arches: Sequence[Reply], now: float) -> list[str]:
+    extra = [
+        key
+        for key in dict.fromkeys(k for arch in arches for k in arch)
+        if key not in _ARCH_COLUMNS and key not in _ARCH_HIDDEN
+    ]
+    headers = ["ARCH", "STATE", "SNAPSHOT", "PACKAGES", "PUBLISHED", "LAG", "NEXT POLL"]
+    headers += [key.upper().replace("_", " ") for key in extra] + ["LAST"]
+    rows: list[list[str]] = []
+    for arch in arches:
+        snapshot = arch.get("snapshot")
+        lag = arch.get("lag") or 0
+        state = str(arch.get("state") or "-")
+        if arch.get("rerun_queued"):
+            state += " (+1 queued)"
+        next_poll = arch.get("next_poll")
+        row = [
+            str(arch.get("arch", "?")),
+            state,
+            "-" if snapshot is None else str(snapshot),
+            _count(arch.get("packages")),
+            _ago(arch.get("published_at"), now),
+            duration(lag) if lag else "-",
+            "-" if next_poll is None or state != "idle" else _relative(next_poll, now),
+        ]
+        row += [_value(arch.get(key), now) for key in extra]
+        rows.append([*row, _last(arch)])
+    right = {"SNAPSHOT", "PACKAGES"}
+    return table(headers, rows, right={i for i, h in enumerate(headers) if h in right})
+
+
+def _last(arch: Reply) -> str:
+    last = arch.get("last_outcome") or "-"
+    error = arch.get("last_error")
+    if error:
+        last += f": {shorten(str(error))}"
+    return last
+
+
+# --- the other commands -------------------------------------------------------------
+
+
+def _snapshots(result: Reply) -> tuple[str, Iterable[str]]:
+    listed: Sequence[Reply] = result.get("snapshots", ())
+    if not listed:
+        return f"{result.get('arch', '?')}: no snapshots remembered", ("arch", "snapshots")
+    rows = []
+    for s in listed:
+        created = s.get("created_at")
+        when = "-" if created is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
+        notes = [
+            note
+            for flag, note in (("current", "published now"), ("forced", "forced"))
+            if s.get(flag)
+        ]
+        if s.get("description"):
+            notes.append(str(s["description"]))
+        rows.append(
+            [
+                str(s.get("id", "?")),
+                when,
+                str(s.get("status") or "-"),
+                _count(s.get("packages")),
+                _bytes(s.get("bytes")),
+                str(s.get("index_sha256") or "-")[:12],
+                "; ".join(notes),
+            ]
+        )
+    headers = ["ID", "CREATED (UTC)", "STATUS", "PACKAGES", "SIZE", "INDEX", "NOTE"]
+    lines = [f"snapshots of {result.get('arch', '?')}:", *table(headers, rows, right={0, 3, 4})]
+    return "\n".join(lines), ("arch", "snapshots")
+
+
+_TRIGGERS = {
+    "started": "syncing now",
+    "queued": "syncing: one more sync follows this one",
+    "already_queued": "syncing, and one more sync was already queued",
+    "paused": "paused: it syncs on 'mirrord ctl resume'",
+}
+
+
+def _sync(result: Reply) -> tuple[str, Iterable[str]]:
+    answers: Mapping[str, str] = result.get("arches") or {}
+    if not answers:
+        return "sync: nothing to start (every arch is held)", ("queued", "arches", "paused")
+    groups: dict[str, list[str]] = {}
+    for arch, answer in answers.items():
+        groups.setdefault(answer, []).append(arch)
+    lines = [
+        f"sync: {_names(arches)}: {_TRIGGERS.get(answer, answer)}"
+        for answer, arches in groups.items()
+    ]
+    return "\n".join(lines), ("queued", "arches", "paused")
+
+
+def _pause(result: Reply) -> tuple[str, Iterable[str]]:
+    return _paused_sentence(result), ("paused",)
+
+
+def _resume(result: Reply) -> tuple[str, Iterable[str]]:
+    if "released" in result:
+        released = result["released"]
+        return f"resume: released the hold on {_names(released)}; it syncs now", ("released",)
+    return _paused_sentence(result), ("paused",)
+
+
+def _paused_sentence(result: Reply) -> str:
+    if result.get("paused"):
+        return "paused: no new syncs or downloads start (arches are still polled, for lag)"
+    return "resumed: syncs and downloads go on"
+
+
+def _rate_reply(result: Reply) -> tuple[str, Iterable[str]]:
+    return f"rate limit: {_rate(result)}", ("limit", "limit_text", "source")
+
+
+def _rollback(result: Reply) -> tuple[str, Iterable[str]]:
+    text = f"rolled back {result.get('arch', '?')} to snapshot {result.get('snapshot', '?')}"
+    if result.get("note"):
+        text += f"\n{result['note']}"
+    return text, ("arch", "snapshot", "held", "note")
+
+
+def _publish(result: Reply) -> tuple[str, Iterable[str]]:
+    forced = str(result.get("forced", "?"))
+    answer = (result.get("arches") or {}).get(forced, "started")
+    return (
+        f"publish: {forced} will be published once past the mass-deletion guard "
+        f"({_TRIGGERS.get(answer, answer)})",
+        ("forced", "queued", "arches", "paused"),
+    )
+
+
+_VERIFY_KEYS = (
+    "running",
+    "repair",
+    "total",
+    "checked",
+    "damaged",
+    "missing",
+    "repaired",
+    "started_at",
+    "finished_at",
+)
+
+
+def _verify_started(result: Reply) -> tuple[str, Iterable[str]]:
+    repair = " with repair (damaged objects are fetched again)" if result.get("repair") else ""
+    return f"verify: started{repair}; 'mirrord ctl status' shows progress", _VERIFY_KEYS
+
+
+def _gc(result: Reply) -> tuple[str, Iterable[str]]:
+    objects = result.get("deleted_objects") or 0
+    if not objects:
+        text = "gc: nothing to delete"
+    else:
+        text = f"gc: deleted {_count(objects)} objects, freed {_bytes(result.get('freed_bytes'))}"
+    return text, ("deleted_objects", "freed_bytes")
+
+
+def _reload(result: Reply) -> tuple[str, Iterable[str]]:
+    applied = result.get("applied") or []
+    restart = result.get("needs_restart") or []
+    if not applied and not restart:
+        text = "reload: nothing changed"
+    else:
+        text = f"reload: applied {_names(applied)}" if applied else "reload: applied nothing"
+        if restart:
+            text += f"; needs a restart to apply: {_names(restart)}"
+    return text, ("applied", "needs_restart")
+
+
+def _drain(result: Reply) -> tuple[str, Iterable[str]]:
+    return "draining: finishing the syncs in progress, then stopping", ("draining", "note")
+
+
+_RENDERERS: dict[str, Callable[[Reply], tuple[str, Iterable[str]]]] = {
+    "snapshots": _snapshots,
+    "sync": _sync,
+    "pause": _pause,
+    "resume": _resume,
+    "rate": _rate_reply,
+    "rollback": _rollback,
+    "publish": _publish,
+    "verify": _verify_started,
+    "gc": _gc,
+    "reload": _reload,
+    "drain": _drain,
+}
+
+
+# --- pieces ---------------------------------------------------------------------------
+
+
+def _rate(rate: Reply) -> str:
+    limit = rate.get("limit_text") or "unlimited"
+    if rate.get("source") == "override":
+        return f"{limit} (override until 'mirrord ctl rate schedule' or a restart)"
+    return f"{limit} (from the configuration)"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """Columns two spaces apart, as wide as their widest cell; the last is not padded."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def duration(seconds: float) -> str:
+    """Like ``45s``, ``3m12s``, ``2h05m``, ``3d04h``."""
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
+    whole = round(seconds)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def shorten(text: str, limit: int = MAX_ERROR) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def _ago(moment: float | None, now: float) -> str:
-    if moment is None:
-        return "never"
-    return f"{_duration(now - moment)} ago"
+    return "never" if moment is None else f"{duration(now - moment)} ago"
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
 
 
-def status(result: dict[str, Any], now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    lines: list[str] = []
-    state = "paused" if result["paused"] else ("draining" if result["draining"] else "running")
-    syncing = result["sync"]["syncing"]
-    current = f"{len(syncing)} syncing" if syncing else "all idle"
-    lines.append(f"mirrord {result['version']} (pid {result['pid']}): {state}, {current}")
-    rate = result["rate"]
-    measured = format_bytes(rate["measured"])
-    lines.append(f"rate limit {rate['limit_text']} ({rate['source']}), measured {measured}/s")
-    downloads = result["downloads"]
-    lines.append(f"downloads: {downloads['in_flight']} in flight, {downloads['queued']} queued")
-    store = result["store"]
-    lines.append(f"store: {store['objects']} objects, {format_bytes(store['bytes'])}")
-    verify = result["verify"]
-    if verify["started_at"] is not None:
-        done = "running" if verify["running"] else "done"
-        lines.append(
-            f"verify ({done}): {verify['checked']}/{verify['total']} checked, "
-            f"{verify['damaged']} damaged, {verify['missing']} missing, "
-            f"{verify['repaired']} repaired"
-        )
-    lines.append("")
-    header = f"{'ARCH':<28} {'SNAPSHOT':>8} {'PACKAGES':>8} {'PUBLISHED':>10} {'LAG':>6}  LAST"
-    lines.append(header)
-    for arch in result["arches"]:
-        last = arch["last_outcome"] or "-"
-        if arch["state"] != "idle":
-            last = f"{arch['state'].upper()} ({last})"
-        if arch["last_error"]:
-            last += f": {arch['last_error']}"
-        snapshot = "-" if arch["snapshot"] is None else str(arch["snapshot"])
-        lines.append(
-            f"{arch['arch']:<28} {snapshot:>8} {arch['packages']:>8} "
-            f"{_ago(arch['published_at'], now):>10} {_duration(arch['lag']):>6}  {last}"
-        )
-    return "\n".join(lines)
+def _bytes(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_bytes(value)
+    return "-"
 
 
-def snapshots(result: dict[str, Any]) -> str:
-    lines = [f"snapshots of {result['arch']}:"]
-    lines.append(
-        f"{'ID':>6}  {'CREATED (UTC)':<20} {'STATUS':<11} {'PACKAGES':>8} {'BYTES':>10}  INDEX"
-    )
-    for s in result["snapshots"]:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s["created_at"]))
-        marker = " *" if s["current"] else ""
-        lines.append(
-            f"{s['id']:>6}  {created:<20} {s['status']:<11} {s['packages']:>8} "
-            f"{format_bytes(s['bytes']):>10}  {s['index_sha256'][:12]}{marker}"
-        )
-    lines.append("(* = published now)")
-    return "\n".join(lines)
+def _names(names: Iterable[object]) -> str:
+    listed = [str(name) for name in names]
+    return ", ".join(listed) if listed else "none"
 
 
-def generic(cmd: str, result: Any) -> str:
-    if isinstance(result, dict):
-        parts = [f"{key}={value}" for key, value in result.items() if key != "note"]
-        text = f"{cmd}: " + ", ".join(parts)
-        if "note" in result:
-            text += f"\n{result['note']}"
-        return text
-    return f"{cmd}: {result}"
+def _value(value: object, now: float) -> str:
+    """Any reply value, for keys this version does not know."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float) and _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:
+        return _relative(value, now)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_value(v, now)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_value(v, now) for v in value) or "-"
+    return str(value)
+
+
+# Numbers this large are Unix times (2001 to 2286): the replies carry times that way.
+_EPOCH_RANGE = (1e9, 1e10)
+
+
+def _relative(moment: float, now: float) -> str:
+    return f"in {duration(moment - now)}" if moment > now else _ago(moment, now)
+
+
+def _extras(result: Reply, known: Iterable[str], now: float) -> list[str]:
+    skip = set(known)
+    return [f"  {key}: {_value(value, now)}" for key, value in result.items() if key not in skip]

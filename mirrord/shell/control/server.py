@@ -21,6 +21,7 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from mirrord.core.config import ControlConfig
 from mirrord.core.errors import ConfigError, ControlError, MirrordError, ProtocolError
 from mirrord.shell.control.protocol import (
     MAX_LINE,
@@ -30,7 +31,6 @@ from mirrord.shell.control.protocol import (
     response,
 )
 
-IDLE_TIMEOUT = 60.0
 MAX_CLIENTS = 64
 _CRED = struct.Struct("3i")
 
@@ -100,7 +100,7 @@ class ControlServer:
         *,
         log: FilteringBoundLogger,
         group: str | None = None,
-        idle_timeout: float = IDLE_TIMEOUT,
+        idle_timeout: float = ControlConfig.idle_timeout,
     ) -> None:
         self.path = path
         self._handler = handler
