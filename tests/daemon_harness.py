@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from mirrord.core.clock import Clock
 from mirrord.core.config import load_config
 from mirrord.core.model import ArchKey
 from mirrord.shell.control.client import call
@@ -31,8 +32,12 @@ def daemon_config(mirror: Mirror, *keys: ArchKey, **extra: Any) -> Path:
 
 
 @asynccontextmanager
-async def running_daemon(mirror: Mirror, config_path: Path) -> AsyncIterator[Daemon]:
-    daemon = Daemon(load_config(config_path), mirror.logs.logger(), config_path=config_path)
+async def running_daemon(
+    mirror: Mirror, config_path: Path, *, clock: Clock | None = None
+) -> AsyncIterator[Daemon]:
+    daemon = Daemon(
+        load_config(config_path), mirror.logs.logger(), config_path=config_path, clock=clock
+    )
     async with asyncio.TaskGroup() as group:
         runner = group.create_task(daemon.run())
         ready = group.create_task(daemon.ready.wait())

@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-
-import aiohttp
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.helpers import REPO_ROOT, Mirror
+from tests.prom import promtool, samples, scrape, value
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 LABELS = {"branch": "v3.20", "repo": "main", "arch": "x86_64"}
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail("promtool is not installed: ./dev test installs Debian's prometheus package")
-    return found
-
-
-async def scrape(url: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        return await response.text()
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(
-    found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    return found[(name, tuple(sorted(labels.items())))]
 
 
 async def test_a_running_daemon_exposes_valid_and_truthful_metrics(mirror: Mirror) -> None:

@@ -76,6 +76,14 @@ def test_the_mass_deletion_guard_counts_package_names() -> None:
     with pytest.raises(MassDeletionError) as caught:
         plan_publish(KEY, old[:8], known, previous, max_delete_fraction=0.10, force=False)
     assert caught.value.dropped == 2 and caught.value.previous == 10
+    assert caught.value.examples == ("p8", "p9")
+    assert "drops 2 of 10 package names (p8, p9) (20.0% > " in str(caught.value)
+    assert f"'mirrord ctl publish --force {KEY}' (daemon) or 'mirrord sync --force {KEY}'" in str(
+        caught.value
+    )
+    with pytest.raises(MassDeletionError) as many:
+        plan_publish(KEY, old[:2], known, previous, max_delete_fraction=0.10, force=False)
+    assert "(p2, p3, p4, p5, p6 and 3 more)" in str(many.value)
     forced = plan_publish(KEY, old[:8], known, previous, max_delete_fraction=0.10, force=True)
     assert len(forced.dropped_packages) == 2
 

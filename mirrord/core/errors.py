@@ -144,16 +144,30 @@ class PublishError(MirrordError):
 class MassDeletionError(PublishError):
     """The new index drops too many package names: refuse until forced."""
 
-    def __init__(self, arch_key: str, dropped: int, previous: int, limit: float) -> None:
+    def __init__(
+        self,
+        arch_key: str,
+        dropped: int,
+        previous: int,
+        limit: float,
+        examples: tuple[str, ...] = (),
+    ) -> None:
         self.dropped = dropped
         self.previous = previous
         self.limit = limit
+        self.examples = examples
         fraction = dropped / previous if previous else 1.0
+        named = ""
+        if examples:
+            more = f" and {dropped - len(examples)} more" if dropped > len(examples) else ""
+            named = f" ({', '.join(examples)}{more})"
         super().__init__(
             arch_key,
-            f"refusing to publish: the new index drops {dropped} of {previous} package names "
-            f"({fraction:.1%} > publish.max_delete_fraction {limit:.1%}); "
-            "if the origin really removed them, force this publish once",
+            f"refusing to publish: the new index drops {dropped} of {previous} package names"
+            f"{named} ({fraction:.1%} > publish.max_delete_fraction {limit:.1%}); "
+            "if the origin really removed them, force this publish once: "
+            f"'mirrord ctl publish --force {arch_key}' (daemon) "
+            f"or 'mirrord sync --force {arch_key}'",
         )
 
 

@@ -206,7 +206,7 @@ class PackageDownloader:
                 )
                 if attempt == 2:
                     raise
-                self._events.retried("verification")
+                self._events.retried(key, "verification")
                 continue
             except BaseException:
                 await asyncio.to_thread(sink.discard)
@@ -219,8 +219,8 @@ class PackageDownloader:
         self, key: ArchKey, ref: PackageRef, sink: PackageSink
     ) -> PackageDigest:
         def note_retry(attempt: int, error: BaseException, wait: float) -> None:
-            self._events.retried(retry_reason(error))
-            self._log.info(
+            self._events.retried(key, retry_reason(error))
+            self._log.debug(  # during an outage, one per package per attempt: summed per arch
                 "fetch.package.retry",
                 arch=str(key),
                 package=ref.filename,

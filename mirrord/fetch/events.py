@@ -9,6 +9,7 @@ wherever it ran.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # worker processes import this module, and need no prometheus
 class FetchEvents(Protocol):
     def received(self, key: ArchKey, nbytes: int) -> None: ...
 
-    def retried(self, reason: str) -> None: ...
+    def retried(self, key: ArchKey, reason: str) -> None: ...
 
     def verify_failed(self, reason: str) -> None: ...
 
@@ -29,15 +30,19 @@ class FetchEvents(Protocol):
 class MetricsEvents:
     """FetchEvents that go into the daemon's Prometheus metrics."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(
+        self, metrics: Metrics, on_retry: Callable[[ArchKey], None] = lambda _key: None
+    ) -> None:
         self._metrics = metrics
+        self._on_retry = on_retry  # the arch's retries, summed up in its sync's log line
 
     def received(self, key: ArchKey, nbytes: int) -> None:
         labels = self._metrics.labels(key)
         self._metrics.fetched_bytes.labels(**labels, outcome="received").inc(nbytes)
 
-    def retried(self, reason: str) -> None:
+    def retried(self, key: ArchKey, reason: str) -> None:
         self._metrics.retries.labels(reason=reason).inc()
+        self._on_retry(key)
 
     def verify_failed(self, reason: str) -> None:
         self._metrics.verification_failures.labels(reason=reason).inc()
@@ -54,7 +59,7 @@ class JobEvents:
     def replay(self, key: ArchKey, into: FetchEvents) -> None:
         into.received(key, self.received_bytes)
         for reason in self.retries:
-            into.retried(reason)
+            into.retried(key, reason)
         for reason in self.verify_failures:
             into.verify_failed(reason)
 
@@ -70,7 +75,7 @@ class EventRecorder:
     def received(self, key: ArchKey, nbytes: int) -> None:
         self._received_bytes += nbytes
 
-    def retried(self, reason: str) -> None:
+    def retried(self, key: ArchKey, reason: str) -> None:
         self._retries.append(reason)
 
     def verify_failed(self, reason: str) -> None:

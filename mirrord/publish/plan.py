@@ -131,7 +131,9 @@ def _plan(
     previous_names = {f.package for f in previous or ()}
     dropped = sorted(previous_names - {f.package for f in files})
     if previous_names and not force and len(dropped) / len(previous_names) > max_delete_fraction:
-        raise MassDeletionError(str(key), len(dropped), len(previous_names), max_delete_fraction)
+        raise MassDeletionError(
+            str(key), len(dropped), len(previous_names), max_delete_fraction, tuple(dropped[:5])
+        )
     return PublishPlan(files, link, tuple(replaced), unlisted, tuple(dropped))
 
 

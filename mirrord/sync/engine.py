@@ -97,6 +97,7 @@ class SyncEngine:
         async with self._lock(key):
             started = self.clock.monotonic()
             log = self.log.bind(arch=str(key))
+            self.book[key].retries = 0
             try:
                 result = await self._sync(key, force, log)
             except MassDeletionError as error:
@@ -118,7 +119,7 @@ class SyncEngine:
             result = replace(result, seconds=seconds)
             self.metrics.sync_duration.observe(seconds)
             self.book.note_result(result, self.clock.time())
-            _log_result(log, result, quiet_unchanged=quiet_unchanged)
+            _log_result(log, result, self.book[key].retries, quiet_unchanged=quiet_unchanged)
             return result
 
     # --- one arch: poll -> plan -> acquire -> publish -------------------------------
@@ -167,6 +168,7 @@ class SyncEngine:
 
         def note_retry(attempt: int, error: BaseException, wait: float) -> None:
             self.metrics.retries.labels(reason=retry_reason(error)).inc()
+            self.book.note_retry(key)
             log.info("sync.index.retry", attempt=attempt, error=str(error), wait=round(wait, 3))
 
         try:
@@ -423,7 +425,9 @@ class SyncEngine:
         await self.publication.count_store(after_change=after_change)
 
 
-def _log_result(log: FilteringBoundLogger, result: ArchResult, *, quiet_unchanged: bool) -> None:
+def _log_result(
+    log: FilteringBoundLogger, result: ArchResult, retries: int, *, quiet_unchanged: bool
+) -> None:
     fields = {
         "outcome": str(result.outcome),
         "packages": result.packages,
@@ -432,6 +436,7 @@ def _log_result(log: FilteringBoundLogger, result: ArchResult, *, quiet_unchange
         "seconds": round(result.seconds, 3),
         "snapshot": result.snapshot_id,
         "error": result.error,
+        "retries": retries,  # each attempt is logged at debug level as fetch.package.retry
     }
     if result.outcome is Outcome.UNCHANGED and quiet_unchanged:
         log.debug("sync.arch.done", **fields)

@@ -150,7 +150,8 @@ async def open_runtime(
             )
         )
         committer = Committer(store, db, clock, log, crash)
-        events = MetricsEvents(metrics)
+        book = StatusBook(metrics)
+        events = MetricsEvents(metrics, on_retry=book.note_retry)
         local = PackageDownloader(
             origin, store, config.fetch, clock=clock, log=log, events=events, throttle=traffic
         )
@@ -173,7 +174,6 @@ async def open_runtime(
                 threshold=config.fetch.processes_from,
             )
         committer.wait_for_more_while(fetcher.downloading)
-        book = StatusBook(metrics)
         engine = SyncEngine(
             live=live,
             origin=origin,
@@ -210,6 +210,7 @@ async def open_runtime(
                 yield runtime
             except BaseException as error:  # re-raised below, outside the TaskGroup
                 body_error = error
+                fetcher.abort()  # failed or cancelled: do not wait for downloads in flight
             finally:
                 fetcher.stop_taking_work()
                 shaper.cancel()

@@ -76,6 +76,7 @@ class ArchStatus:
     last_success: float | None = None
     last_error: str | None = None
     runs: int = 0  # syncs ended, either way
+    retries: int = 0  # download attempts retried during the current (or last) sync
     rerun_queued: bool = False
     index_stat: tuple[int, int] | None = None  # (size, mtime_ns) of our published index
     relink: bool = False  # the tree may be damaged: link every file again at the next publish
@@ -106,6 +107,11 @@ class StatusBook:
         """Drop arches no longer configured (after a reload)."""
         for key in set(self.arches) - set(keys):
             del self.arches[key]
+
+    def note_retry(self, key: ArchKey) -> None:
+        status = self.arches.get(key)
+        if status is not None:
+            status.retries += 1
 
     def note_poll(self, key: ArchKey, result: str, now: float) -> None:
         """result: modified, not_modified or failed."""
