@@ -213,7 +213,8 @@ async def test_pause_resume_rate_and_sync(mirror: Mirror) -> None:
         assert (await ctl(daemon, "rate", value="20MB/s"))["limit"] == 20_000_000
         assert daemon.runtime.traffic.bucket.rate == 20_000_000
         assert await human_ctl(daemon, "rate") == (
-            "rate limit: 20.0 MB/s (override until 'mirrord ctl rate schedule' or a restart)\n"
+            "rate limit: 20.0 MB/s "
+            "(override, kept across restarts until 'mirrord ctl rate schedule')\n"
         )
         assert (await ctl(daemon, "rate", value="unlimited"))["limit"] is None
         assert (await ctl(daemon, "rate", value="schedule"))["source"] == "config"
@@ -226,6 +227,31 @@ async def test_pause_resume_rate_and_sync(mirror: Mirror) -> None:
         assert answer["queued"] == [str(KEY)] and answer["arches"] == {str(KEY): "started"}
         await synced(daemon, 3)
         assert check_published(daemon.config).files == 5
+
+
+async def test_a_rate_override_survives_a_restart_until_returned_to_the_schedule(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    config = daemon_config(mirror, KEY, fetch={"rate_limit": "50MB/s"})
+    async with running_daemon(mirror, config) as daemon:
+        answer = await ctl(daemon, "rate", value="2MB/s")
+        assert answer["source"] == "override" and answer["kept_across_restarts"] is True
+    async with running_daemon(mirror, config) as daemon:  # the same storage, a new process
+        assert daemon.runtime is not None and daemon.runtime.traffic.bucket.rate == 2_000_000
+        rate = (await ctl(daemon, "status"))["rate"]
+        assert rate["limit"] == 2_000_000 and rate["source"] == "override"
+        assert mirror.logs.events("traffic.override.restored")[-1]["rate"] == "2.0 MB/s"
+        await ctl(daemon, "rate", value="unlimited")  # an override too: no limit at all
+    async with running_daemon(mirror, config) as daemon:
+        assert daemon.runtime is not None and daemon.runtime.traffic.bucket.rate is None
+        assert (await ctl(daemon, "rate", value="schedule"))["kept_across_restarts"] is False
+    async with running_daemon(mirror, config) as daemon:
+        assert daemon.runtime is not None and daemon.runtime.traffic.bucket.rate == 50_000_000
+    # Each stop came while the first sync was planning: it ended at once, not at the grace.
+    assert mirror.logs.events("daemon.stopped") and not mirror.logs.events(
+        "daemon.stop.grace_expired"
+    )
 
 
 async def test_rollback_republishes_an_earlier_snapshot_and_holds_the_arch(mirror: Mirror) -> None:

@@ -110,7 +110,7 @@ def test_status_is_a_header_block_and_a_table() -> None:
         "'mirrord ctl resume' continues)",
         "    uptime: 3h12m",
         "   syncing: v3.20/main/x86_64; each arch polls every 1m00s",
-        "rate limit: 50.0 MB/s (override until 'mirrord ctl rate schedule' or a restart), "
+        "rate limit: 50.0 MB/s (override, kept across restarts until 'mirrord ctl rate schedule'), "
         "measured 1.2 MB/s",
         " downloads: 3 in flight, 120 queued",
         "     store: 12,345 objects, 3.2 GB",
@@ -167,7 +167,8 @@ def test_fields_a_newer_daemon_adds_are_shown() -> None:
         (
             "rate",
             {"limit": 50e6, "limit_text": "50.0 MB/s", "source": "override"},
-            "rate limit: 50.0 MB/s (override until 'mirrord ctl rate schedule' or a restart)",
+            "rate limit: 50.0 MB/s "
+            "(override, kept across restarts until 'mirrord ctl rate schedule')",
         ),
         (
             "rate",

@@ -38,11 +38,12 @@ def origin_index_sha(mirror: Mirror, key: ArchKey) -> str:
     return hashlib.sha256((mirror.tree.arch_dir(key) / "APKINDEX.tar.gz").read_bytes()).hexdigest()
 
 
-def stall_huge_arch(mirror: Mirror) -> list[PackageSpec]:
-    """A huge arch whose last package never finishes downloading (until released)."""
+def stall_huge_arch(mirror: Mirror, stalled: int = 1) -> list[PackageSpec]:
+    """A huge arch whose last ``stalled`` packages never finish downloading (until released)."""
     specs = simple_specs("huge", 40, payload=2000)
     mirror.tree.put(HUGE, specs)
-    mirror.origin.add_fault(f"{HUGE}/{specs[-1].filename}", Fault.stall())
+    for spec in specs[-stalled:]:
+        mirror.origin.add_fault(f"{HUGE}/{spec.filename}", Fault.stall())
     return specs
 
 
@@ -59,7 +60,13 @@ async def test_a_small_arch_publishes_every_generation_while_a_huge_one_download
     stall_huge_arch(mirror)
     mirror.tree.put(SMALL, simple_specs("s", 3))
     # interval 1 s: the small arch's own timer, not a pass, brings each generation in.
-    config = daemon_config(mirror, HUGE, SMALL, interval=1, fetch={"read_timeout": 600})
+    config = daemon_config(
+        mirror,
+        HUGE,
+        SMALL,
+        interval=1,
+        fetch={"read_timeout": 600},
+    )
     async with running_daemon(mirror, config) as daemon:
         assert daemon.scheduler is not None and daemon.runtime is not None
         book = daemon.runtime.book
@@ -124,6 +131,22 @@ async def test_ctl_sync_during_another_arch_download_is_served_at_once(mirror: M
     assert [e["outcome"] for e in done] == ["published", "unchanged"]
 
 
+async def test_polls_get_through_while_every_download_connection_is_busy(mirror: Mirror) -> None:
+    """Index polls have connections of their own: a huge arch cannot starve them."""
+    stall_huge_arch(mirror, stalled=8)  # as many as fetch.concurrency and per_host below
+    mirror.tree.put(SMALL, simple_specs("s", 10))
+    fetch = {"read_timeout": 600, "concurrency": 8, "per_host": 8}
+    config = daemon_config(mirror, HUGE, SMALL, interval=1, fetch=fetch)
+    async with running_daemon(mirror, config) as daemon:
+        assert daemon.runtime is not None
+        await synced(daemon, 1, SMALL)
+        await mirror.origin.stalled.wait()
+        mirror.tree.put(SMALL, simple_specs("s", 9))  # a new index, nothing to download
+        await published(daemon, SMALL, origin_index_sha(mirror, SMALL))
+        assert daemon.runtime.book[SMALL].runs >= 2
+        mirror.origin.release_stalls.set()
+
+
 async def test_lag_of_a_slow_arch_grows_on_the_clock_and_fires_the_alert(
     mirror: Mirror, tmp_path: Path
 ) -> None:
@@ -131,7 +154,13 @@ async def test_lag_of_a_slow_arch_grows_on_the_clock_and_fires_the_alert(
     stall_huge_arch(mirror)
     mirror.tree.put(SMALL, simple_specs("s", 3))
     clock = FakeClock()
-    config = daemon_config(mirror, HUGE, SMALL, interval=1800, fetch={"read_timeout": 600})
+    config = daemon_config(
+        mirror,
+        HUGE,
+        SMALL,
+        interval=1800,
+        fetch={"read_timeout": 600},
+    )
     step = 300.0
     lags: dict[ArchKey, list[float]] = {HUGE: [], SMALL: []}
     async with running_daemon(mirror, config, clock=clock) as daemon:

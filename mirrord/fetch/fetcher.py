@@ -178,7 +178,7 @@ class Fetcher:
         elif isinstance(error, MirrordError):
             self._finish(job, error=error)
         else:
-            self._finish(job, error=StoreError(job.ref.filename, f"landing failed: {error}"))
+            self._finish(job, error=StoreError(job.ref.filename, f"commit failed: {error}"))
 
     def _finish(
         self, job: FetchJob, *, sha256: str | None = None, error: MirrordError | None = None

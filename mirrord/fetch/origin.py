@@ -124,10 +124,21 @@ def status_error(url: str, response: aiohttp.ClientResponse, now: float) -> Orig
     return PermanentOriginError(url, reason, status)
 
 
+INDEX_CONNECTIONS = 4  # index polls have connections of their own, beside the downloads
+
+
 class OriginClient:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        index_session: aiohttp.ClientSession | None = None,
+    ) -> None:
         self.base = URL(base_url.rstrip("/"))
         self._session = session
+        # Polls never queue behind downloads for a connection: a huge arch's
+        # slow downloads must not delay another arch's poll.
+        self._index_session = index_session or session
         self._prefixes: dict[ArchKey, str] = {}
 
     @classmethod
@@ -150,13 +161,6 @@ class OriginClient:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
             return sock
 
-        connector = aiohttp.TCPConnector(
-            limit=fetch.concurrency + 8,  # index polls get room beside the downloads
-            limit_per_host=fetch.per_host,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-            socket_factory=make_socket,
-        )
         # sock_connect, not connect: aiohttp's "connect" also counts the wait for a
         # free connection in the pool, which under load is queueing, not a failure.
         timeout = aiohttp.ClientTimeout(
@@ -165,13 +169,27 @@ class OriginClient:
             sock_connect=fetch.connect_timeout,
             sock_read=fetch.read_timeout,
         )
-        async with aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            auto_decompress=False,
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        ) as session:
-            yield cls(base_url, session)
+
+        def session(limit: int, per_host: int) -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(
+                limit=limit,
+                limit_per_host=per_host,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=True,
+                socket_factory=make_socket,
+            )
+            return aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=False,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            )
+
+        async with (
+            session(fetch.concurrency, fetch.per_host) as downloads,
+            session(INDEX_CONNECTIONS, INDEX_CONNECTIONS) as indexes,
+        ):
+            yield cls(base_url, downloads, indexes)
 
     def url(self, key: ArchKey, name: str) -> URL:
         # Branch, repo, arch and package names are validated to a URL-safe
@@ -199,7 +217,8 @@ class OriginClient:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         with map_errors(str(url)):
-            async with self._session.get(url, headers=headers, allow_redirects=True) as response:
+            session = self._index_session
+            async with session.get(url, headers=headers, allow_redirects=True) as response:
                 if response.status == 304:
                     return IndexResult(str(url), None, etag, last_modified)
                 if response.status != 200:

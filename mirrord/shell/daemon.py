@@ -32,7 +32,7 @@ from mirrord.core.metrics import Metrics
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.control.server import ControlServer
 from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
-from mirrord.shell.operations import DaemonControls, Operations
+from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
@@ -170,6 +170,7 @@ class Daemon:
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)
+            await restore_rate_override(runtime)
             self.metrics.registry.register(
                 DaemonCollector(
                     runtime.book,

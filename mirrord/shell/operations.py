@@ -6,6 +6,7 @@ JSON and ``mirrord ctl`` renders for people.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,25 @@ from mirrord.storage.maintenance import ScrubProgress, scrub
 from mirrord.sync.runtime import Runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Phase
+
+RATE_OVERRIDE = "rate_override"  # the settings row of `ctl rate VALUE`, JSON: bytes/s or null
+
+
+async def restore_rate_override(runtime: Runtime) -> None:
+    """Apply the rate an operator set before the last restart, if any."""
+    stored = await runtime.db.call(runtime.db.setting, RATE_OVERRIDE)
+    if stored is None:
+        return
+    try:
+        rate = json.loads(stored)
+    except ValueError:
+        rate = "unreadable"
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
+        runtime.log.warning("traffic.override.unreadable", stored=stored[:80])
+        await runtime.db.call(runtime.db.set_setting, RATE_OVERRIDE, None)
+        return
+    runtime.traffic.set_override(None if rate is None else float(rate))
+    runtime.log.info("traffic.override.restored", rate=format_rate(rate))
 
 
 @dataclass
@@ -144,15 +164,21 @@ class Operations:
 
     async def cmd_rate(self, request: Request) -> dict[str, Any]:
         traffic = self.runtime.traffic
+        db = self.runtime.db
         value = request.args.get("value")
         if value == "schedule":
             traffic.clear_override()
+            await db.call(db.set_setting, RATE_OVERRIDE, None)
         elif value is not None:
-            traffic.set_override(parse_rate(value))
+            rate = parse_rate(value)
+            traffic.set_override(rate)
+            # Kept across restarts: an operator who throttled a link expects it to stay so.
+            await db.call(db.set_setting, RATE_OVERRIDE, json.dumps(rate))
         return {
             "limit": traffic.bucket.rate,
             "limit_text": format_rate(traffic.bucket.rate),
             "source": "override" if traffic.override != "schedule" else "config",
+            "kept_across_restarts": traffic.override != "schedule",
         }
 
     async def cmd_snapshots(self, request: Request) -> dict[str, Any]:

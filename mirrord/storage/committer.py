@@ -19,7 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from mirrord.core.clock import Clock
 from mirrord.core.crashpoints import CrashPoints
-from mirrord.core.errors import MirrordError, StoreError
+from mirrord.core.errors import MirrordError, ShuttingDownError, StoreError
 from mirrord.core.model import ArchKey
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore, StoredObject
@@ -55,6 +55,7 @@ class Committer:
         self._window = window
         self._batch_max = batch_max
         self._downloading: Callable[[ArchKey], int] = lambda _key: 0
+        self._closed = False
 
     async def submit(
         self, stored: StoredObject, checksum: str | None, key: ArchKey | None = None
@@ -64,6 +65,8 @@ class Committer:
         Waits only while ``max_pending`` objects are already queued (backpressure
         on downloads when the disk cannot keep up).
         """
+        if self._closed:  # the committer has stopped: nothing would ever record it
+            raise ShuttingDownError()
         await self._slots.acquire()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda _: self._slots.release())
@@ -85,17 +88,29 @@ class Committer:
         self._downloading = downloading
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put_nowait(None)
 
     async def run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch, closing = await self._gather([first])
-            await self._commit_batch(batch)
-            if closing:
-                return
+        try:
+            while True:
+                first = await self._queue.get()
+                if first is None:
+                    return
+                batch, closing = await self._gather([first])
+                await self._commit_batch(batch)
+                if closing:
+                    return
+        finally:
+            self._fail_the_rest()
+
+    def _fail_the_rest(self) -> None:
+        """Whoever still waits for a commit that will not come hears so now."""
+        self._closed = True
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if request is not None and not request.done.done():
+                request.done.set_exception(ShuttingDownError())
 
     async def _gather(self, batch: list[_Request]) -> tuple[list[_Request], bool]:
         """Take what is queued; while downloads are running, wait up to ``window`` for more.
@@ -135,7 +150,7 @@ class Committer:
             await self._db.call(self._db.record_objects, rows, self._clock.time())
         except OSError as error:
             failure: MirrordError = StoreError(
-                str(self._store.root), f"cannot land objects: {error.strerror or error}"
+                str(self._store.root), f"cannot commit objects: {error.strerror or error}"
             )
             self._log.error("store.commit.failed", error=str(failure), objects=len(batch))
             for request in batch:

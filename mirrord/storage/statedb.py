@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS current (
     snapshot_id INTEGER NOT NULL,
     published_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_deletions (
     arch TEXT NOT NULL,
     filename TEXT NOT NULL,
@@ -228,6 +232,22 @@ class StateDB:
     def object_stats(self) -> tuple[int, int]:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
         return int(row[0]), int(row[1])
+
+    # --- operator settings that outlive a restart (e.g. a rate override) --------
+
+    def setting(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, name: str, value: str | None) -> None:
+        """Remember ``value`` under ``name`` (None forgets it)."""
+        with self._db:
+            if value is None:
+                self._db.execute("DELETE FROM settings WHERE name = ?", (name,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value)
+                )
 
     # --- snapshots -------------------------------------------------------------
 

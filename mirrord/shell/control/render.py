@@ -214,7 +214,7 @@ def _paused_sentence(result: Reply) -> str:
 
 
 def _rate_reply(result: Reply) -> tuple[str, Iterable[str]]:
-    return f"rate limit: {_rate(result)}", ("limit", "limit_text", "source")
+    return f"rate limit: {_rate(result)}", ("limit", "limit_text", "source", "kept_across_restarts")
 
 
 def _rollback(result: Reply) -> tuple[str, Iterable[str]]:
@@ -298,7 +298,7 @@ _RENDERERS: dict[str, Callable[[Reply], tuple[str, Iterable[str]]]] = {
 def _rate(rate: Reply) -> str:
     limit = rate.get("limit_text") or "unlimited"
     if rate.get("source") == "override":
-        return f"{limit} (override until 'mirrord ctl rate schedule' or a restart)"
+        return f"{limit} (override, kept across restarts until 'mirrord ctl rate schedule')"
     return f"{limit} (from the configuration)"
 
 
