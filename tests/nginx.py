@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 CONFIG = """
 worker_processes {workers};
@@ -38,13 +39,17 @@ http {{
 """
 
 
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
+def system_binary(name: str) -> str:
+    """A Debian package's program, found also where /usr/sbin is not on PATH."""
+    sbin = Path("/usr/sbin") / name
+    found = shutil.which(name) or (str(sbin) if sbin.exists() else None)
     if found is None:
-        raise RuntimeError("nginx is not installed: run ./dev test, which installs it")
+        raise RuntimeError(f"{name} is not installed: run ./dev test, which installs it")
     return found
+
+
+def nginx_binary() -> str:
+    return system_binary("nginx")
 
 
 def free_port() -> int:
@@ -77,6 +82,25 @@ def wait_for_port(
             if time.monotonic() > deadline:
                 raise
             time.sleep(PORT_RETRY)  # between connection attempts, not instead of one
+
+
+def start_listening(
+    argv: list[str],
+    port: int,
+    what: str,
+    timeout: float,
+    log: Path,
+    output: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a server and return once it accepts connections on 127.0.0.1:port."""
+    sink = output if output is not None else subprocess.DEVNULL
+    process = subprocess.Popen(argv, stdout=sink, stderr=sink)
+    try:
+        wait_for_port(port, process, what, timeout, log)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -117,12 +141,7 @@ class Nginx:
         )
         error_log = self.prefix / "error.log"
         argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix), "-e", str(error_log)]
-        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, self._process, "nginx", timeout, error_log)
-        except BaseException:
-            self.stop()
-            raise
+        self._process = start_listening(argv, self.port, "nginx", timeout, error_log)
 
     def stop(self) -> None:
         if self._process is not None:

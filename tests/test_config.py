@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 from mirrord.core.config import (
+    ALPINE_PUSH_TOPICS,
     DEFAULT_CONTROL_SOCKET,
     Config,
     ControlConfig,
@@ -15,7 +17,9 @@ from mirrord.core.config import (
     LimitsConfig,
     LogConfig,
     MetricsConfig,
+    MqttConfig,
     PublishConfig,
+    PushConfig,
     StorageConfig,
     default_processes,
     load_config,
@@ -52,6 +56,11 @@ def test_example_config_loads_and_documents_every_key() -> None:
         section_type = type(getattr(config, section.name))
         expected = {f.name for f in dataclasses.fields(section_type)}
         assert documented == expected, f"{section.name}: undocumented {expected - documented}"
+    # push.mqtt's optional login is documented commented out: Alpine's broker is anonymous.
+    assert config.push.mqtt is not None and config.push.mqtt.host == "msg.alpinelinux.org"
+    push_text = EXAMPLE.read_text().split("\npush:\n")[1].split("\n\n")[0]
+    for name in (f.name for f in dataclasses.fields(MqttConfig)):
+        assert re.search(rf"^ +(# )?{name}:", push_text, re.MULTILINE), f"push.mqtt.{name}"
 
 
 def test_defaults_from_a_minimal_config() -> None:
@@ -72,6 +81,7 @@ def test_a_file_that_leaves_keys_out_gets_the_dataclass_defaults() -> None:
     assert config.log == LogConfig()
     assert config.metrics == MetricsConfig()
     assert config.control == ControlConfig()
+    assert config.push == PushConfig() and config.push.mqtt is None
     assert config.control.socket == DEFAULT_CONTROL_SOCKET
     assert (config.interval, config.shutdown_grace) == (Config.interval, Config.shutdown_grace)
 
@@ -154,6 +164,43 @@ def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) ->
         (_broken(("log",), {"level": "loud"}), "log.level", "one of"),
         (_broken(("publish", "path"), "/var/lib/mirrord"), "publish.path", "differ"),
         (_broken(("interval",), 0), "interval", "at least"),
+        (_broken(("push",), {"mqtt": {}}), "push.mqtt.url", "missing required key"),
+        (_broken(("push",), {"mqtt": True}), "push.mqtt", "mapping"),
+        (_broken(("push",), {"mqt": {}}), "push.mqt", "did you mean 'mqtt'?"),
+        (_broken(("push",), {"mqtt": {"url": "tcp://b:1883"}}), "push.mqtt.url", "mqtt://"),
+        (_broken(("push",), {"mqtt": {"url": "mqtt://b:99999"}}), "push.mqtt.url", "port"),
+        (_broken(("push",), {"mqtt": {"url": "mqtt://u:p@b"}}), "push.mqtt.url", "credentials"),
+        (_broken(("push",), {"mqtt": {"url": "mqtt://b/x"}}), "push.mqtt.url", "path"),
+        (
+            _broken(("push",), {"mqtt": {"url": "mqtt://b", "topics": ["a/#/b"]}}),
+            "push.mqtt.topics[0]",
+            "'#' only as the last level",
+        ),
+        (
+            _broken(("push",), {"mqtt": {"url": "mqtt://b", "topics": ["ok/#", "a+/b"]}}),
+            "push.mqtt.topics[1]",
+            "'+' only as a whole level",
+        ),
+        (
+            _broken(("push",), {"mqtt": {"url": "mqtt://b", "topics": []}}),
+            "push.mqtt.topics",
+            "non-empty list",
+        ),
+        (
+            _broken(("push",), {"mqtt": {"url": "mqtt://b", "reconnect_max": 0}}),
+            "push.mqtt.reconnect_max",
+            "at least 1",
+        ),
+        (
+            _broken(("push",), {"mqtt": {"url": "mqtt://b", "password_file": "/etc/pw"}}),
+            "push.mqtt.password_file",
+            "needs a username",
+        ),
+        (
+            _broken(("push",), {"mqtt": {"url": "mqtt://b", "clientid": "m"}}),
+            "push.mqtt.clientid",
+            "did you mean 'client_id'?",
+        ),
     ],
 )
 def test_broken_configs_name_the_key(data: dict[str, Any], key_path: str, reason: str) -> None:
@@ -161,6 +208,35 @@ def test_broken_configs_name_the_key(data: dict[str, Any], key_path: str, reason
         parse_config(data)
     assert caught.value.key_path == key_path
     assert reason in caught.value.reason
+
+
+def test_push_is_off_unless_configured_and_takes_alpines_topics_by_default() -> None:
+    assert parse_config(_broken(("push",), {"mqtt": False})).push.mqtt is None
+    assert parse_config(_broken(("push",), {"mqtt": None})).push.mqtt is None
+    mqtt = parse_config(_broken(("push",), {"mqtt": {"url": "mqtt://msg.example/"}})).push.mqtt
+    assert mqtt == MqttConfig(url="mqtt://msg.example", topics=ALPINE_PUSH_TOPICS)
+    assert (mqtt.host, mqtt.port, mqtt.reconnect_max) == ("msg.example", 1883, 60.0)
+    data = _broken(
+        ("push",),
+        {
+            "mqtt": {
+                "url": "mqtt://127.0.0.1:18830",
+                "topics": "rsync/+/edge/#",
+                "client_id": "mirror1",
+                "username": "m",
+                "password_file": "/etc/mirrord/pw",
+                "reconnect_max": "2m",
+            }
+        },
+    )
+    mqtt = parse_config(data).push.mqtt
+    assert mqtt is not None and (mqtt.host, mqtt.port) == ("127.0.0.1", 18830)
+    assert mqtt.topics == ("rsync/+/edge/#",) and mqtt.reconnect_max == 120
+    assert (mqtt.client_id, mqtt.username, mqtt.password_file) == (
+        "mirror1",
+        "m",
+        Path("/etc/mirrord/pw"),
+    )
 
 
 def _renamed(path: tuple[str | int, ...], new_name: str) -> dict[str, Any]:

@@ -105,6 +105,33 @@ class ControlConfig:
     idle_timeout: float = 60.0
 
 
+# Where Alpine's master announces changes: the guide's filter and the one other sources see.
+ALPINE_PUSH_TOPICS = ("rsync/rsync.alpinelinux.org/#", "rsync/dl-master.alpinelinux.org/#")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str  # mqtt://host[:port]
+    topics: tuple[str, ...] = ALPINE_PUSH_TOPICS
+    client_id: str | None = None  # None: a random one per connection
+    username: str | None = None
+    password_file: Path | None = None
+    reconnect_max: float = 60.0
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    mqtt: MqttConfig | None = None  # None: no push, the interval alone
+
+
 @dataclass(frozen=True)
 class Config:
     origin: OriginConfig
@@ -116,6 +143,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     interval: float = 60.0
     shutdown_grace: float = 30.0
 
@@ -311,6 +339,66 @@ def _listen(value: object, where: str) -> str | None:
     return text
 
 
+def _mqtt_url(value: object, where: str) -> str:
+    text = _string(value, where).rstrip("/")
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - it raises for a port that is no number or out of range
+    except ValueError:
+        raise ConfigError(where, f"bad port in {value!r}") from None
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConfigError(where, f"expected mqtt://host or mqtt://host:port, got {value!r}")
+    if parts.username or parts.password:
+        raise ConfigError(where, "put credentials in username and password_file, not the URL")
+    if parts.path or parts.query or parts.fragment:
+        raise ConfigError(where, "the broker URL cannot have a path, query or fragment")
+    return text
+
+
+def _topic_filter(value: object, where: str) -> str:
+    text = _string(value, where)
+    levels = text.split("/")
+    if "\0" in text or len(text.encode()) > 65535:
+        raise ConfigError(where, "a topic filter cannot contain NUL or exceed 65535 bytes")
+    for i, level in enumerate(levels):
+        if ("#" in level and (level != "#" or i != len(levels) - 1)) or (
+            "+" in level and level != "+"
+        ):
+            raise ConfigError(
+                where, f"'#' only as the last level and '+' only as a whole level, got {text!r}"
+            )
+    return text
+
+
+def _topic_filters(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a non-empty list of topic filters, got {_kind(value)}")
+    return tuple(_topic_filter(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _push(top: _Section) -> PushConfig:
+    push_section = top.section("push", PushConfig, required=False)
+    raw_mqtt = push_section.data.get("mqtt")
+    push_section.finish()
+    if raw_mqtt is None or raw_mqtt is False:
+        return PushConfig()
+    section = push_section.section("mqtt", MqttConfig)
+    mqtt = MqttConfig(
+        url=section.get("url", _mqtt_url),
+        topics=section.get("topics", _topic_filters, MqttConfig.topics),
+        client_id=section.get("client_id", _string, MqttConfig.client_id),
+        username=section.get("username", _string, MqttConfig.username),
+        password_file=section.get("password_file", _path, MqttConfig.password_file),
+        reconnect_max=section.get("reconnect_max", _duration(1), MqttConfig.reconnect_max),
+    )
+    section.finish()
+    if mqtt.password_file is not None and mqtt.username is None:
+        raise ConfigError(section.where("password_file"), "needs a username")
+    return PushConfig(mqtt)
+
+
 _LEVELS = ("debug", "info", "warning", "error")
 _FORMATS = ("auto", "json", "console")
 
@@ -474,6 +562,8 @@ def parse_config(data: object) -> Config:
     )
     control_section.finish()
 
+    push = _push(top)
+
     interval = top.get("interval", _duration(1), Config.interval)
     shutdown_grace = top.get("shutdown_grace", _duration(0), Config.shutdown_grace)
     top.finish()
@@ -488,6 +578,7 @@ def parse_config(data: object) -> Config:
         log=log,
         metrics=metrics,
         control=control,
+        push=push,
         interval=interval,
         shutdown_grace=shutdown_grace,
     )

@@ -117,6 +117,23 @@ class Metrics:
             "Published files removed after their grace period.",
             registry=r,
         )
+        self.push_connected = Gauge(
+            "mirrord_push_connected",
+            "1 while subscribed to the push broker (push.mqtt), else 0.",
+            registry=r,
+        )
+        self.push_messages = Counter(
+            "mirrord_push_messages",
+            "Push messages received, by outcome (started, queued, ignored).",
+            ["outcome"],
+            registry=r,
+        )
+        self.push_ignored = Counter(
+            "mirrord_push_ignored_messages",
+            "Push messages ignored, by reason (too_large, not_utf8, malformed, not_configured).",
+            ["reason"],
+            registry=r,
+        )
 
     @staticmethod
     def labels(key: ArchKey) -> dict[str, str]:

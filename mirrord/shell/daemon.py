@@ -32,6 +32,7 @@ from mirrord.core.metrics import Metrics
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.control.server import ControlServer
 from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
+from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.sync.runtime import Runtime, open_runtime
@@ -106,6 +107,7 @@ class Daemon:
         self.runtime: Runtime | None = None
         self.scheduler: Scheduler | None = None
         self.operations: Operations | None = None
+        self.push: MqttPushListener | None = None
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -161,12 +163,21 @@ class Daemon:
             scheduler = self.scheduler = Scheduler(
                 runtime.engine, runtime.live, runtime.book, clock=self.clock, log=self.log
             )
+            if config.push.mqtt is not None:
+                self.push = MqttPushListener(
+                    config.push.mqtt,
+                    scheduler,
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    log=self.log,
+                )
             controls = DaemonControls(
                 started_at=self.started_at,
                 reload=self.reload,
                 drain=self.drain,
                 spawn=self._spawn,
                 draining=lambda: self.draining,
+                push=lambda: self.push.status() if self.push is not None else None,
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)
@@ -221,6 +232,9 @@ class Daemon:
             ]
             if control is not None:
                 services.append(group.create_task(control.serve(), name="control"))
+            if self.push is not None:
+                push = self._supervised("push", self.push.run())
+                services.append(group.create_task(push, name="push"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(
@@ -243,14 +257,13 @@ class Daemon:
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
         """Background work with an error boundary: a failure is logged, the daemon serves on."""
         assert self._group is not None
+        self._group.create_task(self._supervised(name, work), name=name)
 
-        async def run() -> None:
-            try:
-                await work
-            except Exception:
-                self.log.exception("daemon.task.failed", task=name)
-
-        self._group.create_task(run(), name=name)
+    async def _supervised(self, name: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            self.log.exception("daemon.task.failed", task=name)
 
     async def _stop_when_asked(
         self,

@@ -51,6 +51,7 @@ class DaemonControls:
     drain: Callable[[], None]
     spawn: Callable[[str, Awaitable[None]], None]  # supervised background work
     draining: Callable[[], bool]
+    push: Callable[[], dict[str, Any] | None] = lambda: None  # the push trigger's state
 
 
 class Operations:
@@ -133,6 +134,7 @@ class Operations:
             "downloads": {"in_flight": runtime.fetcher.in_flight, "queued": runtime.fetcher.queued},
             "store": {"objects": objects, "bytes": stored_bytes},
             "verify": self.scrub.summary(),
+            "push": self.daemon.push(),
             "arches": arches,
         }
 

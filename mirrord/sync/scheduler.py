@@ -126,6 +126,11 @@ class Scheduler:
             slot.wake.set()  # the interval may have changed
 
     @property
+    def scheduled(self) -> list[ArchKey]:
+        """The arches ``request`` accepts: each has its loop."""
+        return list(self._slots)
+
+    @property
     def syncing(self) -> list[ArchKey]:
         return sorted(key for key, slot in self._slots.items() if slot.running)
 
