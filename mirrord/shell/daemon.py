@@ -203,7 +203,13 @@ class Daemon:
                 else None
             )
             metrics = (
-                MetricsServer(config.metrics.listen, self.metrics.registry, self.log)
+                MetricsServer(
+                    config.metrics.listen,
+                    self.metrics.registry,
+                    self.log,
+                    report=self.operations.report,
+                    clock=self.clock,
+                )
                 if config.metrics.listen
                 else None
             )

@@ -1,13 +1,16 @@
-"""The Prometheus endpoint, served from the daemon's own event loop.
+"""The Prometheus endpoint and the status page, served from the daemon's own event loop.
 
 Values that only mean something at scrape time (mirror lag, snapshot age,
 measured rate, store size) come from a custom collector that reads the
-status book and the scheduler; nothing here touches the disk or the database.
+status book and the scheduler; ``/metrics`` touches neither the disk nor the
+database. The status page (``/`` and ``/status``) and its JSON twin
+(``/status.json``) show the status report, as ``mirrord ctl status`` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,6 +23,8 @@ from mirrord.core.clock import Clock
 from mirrord.core.errors import ConfigError
 from mirrord.core.metrics import ARCH_LABELS
 from mirrord.core.model import ArchKey
+from mirrord.shell.status_page import render_status_page
+from mirrord.shell.status_report import StatusReport
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import StatusBook
 
@@ -106,12 +111,22 @@ def render(registry: CollectorRegistry) -> bytes:
 
 
 class MetricsServer:
-    """``GET /metrics`` on ``host:port``, served by the daemon's event loop."""
+    """``GET /metrics``, the status page and ``/status.json`` on ``host:port``."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry, log: FilteringBoundLogger) -> None:
+    def __init__(
+        self,
+        listen: str,
+        registry: CollectorRegistry,
+        log: FilteringBoundLogger,
+        *,
+        report: Callable[[], Awaitable[StatusReport]],
+        clock: Clock,
+    ) -> None:
         self.listen = listen
         self._registry = registry
         self._log = log
+        self._report = report
+        self._clock = clock
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -119,7 +134,9 @@ class MetricsServer:
         host, _, port = self.listen.rpartition(":")
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/", self._index)
+        for path in ("/", "/status"):
+            app.router.add_get(path, self._status_page)
+        app.router.add_get("/status.json", self._status_json)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -140,5 +157,9 @@ class MetricsServer:
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=render(self._registry), headers={"Content-Type": CONTENT_TYPE})
 
-    async def _index(self, _request: web.Request) -> web.Response:
-        return web.Response(text="mirrord: see /metrics\n")
+    async def _status_page(self, _request: web.Request) -> web.Response:
+        page = render_status_page(await self._report(), self._clock.time())
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+    async def _status_json(self, _request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(await self._report()), content_type="application/json")

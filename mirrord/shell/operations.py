@@ -7,20 +7,18 @@ JSON and ``mirrord ctl`` renders for people.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mirrord import __version__
 from mirrord.core.errors import ControlError
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_rate, parse_rate
 from mirrord.shell.control.protocol import Request
+from mirrord.shell.status_report import StatusReport, status_report
 from mirrord.storage.maintenance import ScrubProgress, scrub
 from mirrord.sync.runtime import Runtime
 from mirrord.sync.scheduler import Scheduler
-from mirrord.sync.status import Phase
 
 RATE_OVERRIDE = "rate_override"  # the settings row of `ctl rate VALUE`, JSON: bytes/s or null
 
@@ -75,68 +73,19 @@ class Operations:
 
     # --- the commands ---------------------------------------------------------------
 
-    async def cmd_status(self, request: Request) -> dict[str, Any]:
-        runtime = self.runtime
-        scheduler = self.scheduler
-        now = runtime.clock.time()
-        arches: list[dict[str, Any]] = []
-        for key in runtime.config.arch_keys():
-            status = runtime.book[key]
-            current = await runtime.db.call(runtime.db.current, str(key))
-            snapshot, published_at = current if current else (None, None)
-            last = status.last_result
-            held = key in scheduler.held
-            phase = status.phase
-            if phase is Phase.IDLE and held:
-                phase = Phase.HELD
-            elif phase is Phase.IDLE and scheduler.paused:
-                phase = Phase.PAUSED
-            arches.append(
-                {
-                    "arch": str(key),
-                    "state": str(phase),
-                    "snapshot": snapshot.id if snapshot else None,
-                    "published_at": published_at,
-                    "packages": snapshot.packages if snapshot else 0,
-                    "bytes": snapshot.bytes if snapshot else 0,
-                    "published_last_modified": status.published_last_modified,
-                    "origin_last_modified": status.origin_last_modified,
-                    "lag": status.lag(now),
-                    "behind_since": status.behind_since,
-                    "last_poll": status.last_poll,
-                    "next_poll": status.next_poll,
-                    "rerun_queued": status.rerun_queued,
-                    "last_outcome": str(last.outcome) if last else None,
-                    "last_error": status.last_error,
-                    "last_success": status.last_success,
-                    "held": held,
-                    "syncs": status.runs,
-                }
-            )
-        objects, stored_bytes = await runtime.db.call(runtime.db.object_stats)
-        traffic = runtime.traffic
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime": now - self.daemon.started_at,
-            "paused": scheduler.paused,
-            "draining": self.daemon.draining(),
-            "sync": {
-                "syncing": [str(k) for k in scheduler.syncing],
-                "interval": runtime.config.interval,
-            },
-            "rate": {
-                "limit": traffic.bucket.rate,
-                "limit_text": format_rate(traffic.bucket.rate),
-                "source": "override" if traffic.override != "schedule" else "config",
-                "measured": traffic.meter.rate(),
-            },
-            "downloads": {"in_flight": runtime.fetcher.in_flight, "queued": runtime.fetcher.queued},
-            "store": {"objects": objects, "bytes": stored_bytes},
-            "verify": self.scrub.summary(),
-            "push": self.daemon.push(),
-            "arches": arches,
-        }
+    async def report(self) -> StatusReport:
+        """What ``status`` answers, and what the status page and ``/status.json`` show."""
+        return await status_report(
+            self.runtime,
+            self.scheduler,
+            started_at=self.daemon.started_at,
+            draining=self.daemon.draining(),
+            verify=self.scrub.summary(),
+            push=self.daemon.push(),
+        )
+
+    async def cmd_status(self, request: Request) -> StatusReport:
+        return await self.report()
 
     def _trigger(
         self, keys: set[ArchKey], *, force: bool = False, release: bool = True

@@ -365,6 +365,8 @@ class SyncEngine:
         outstanding = 1  # 1 until every ref is submitted
         failures = 0
         first: BaseException | None = None
+        planned_bytes = sum(ref.size for ref in refs)  # progress, for the status page
+        self.book.note_downloads_planned(key, len(refs), planned_bytes, self.clock.monotonic())
 
         def settle() -> None:
             nonlocal outstanding
@@ -378,9 +380,11 @@ class SyncEngine:
             error = future.exception()
             if error is None:
                 plan.fill_one(ref.identity, future.result())
+                self.book.note_download_done(key, ref.size)
             else:
                 failures += 1
                 first = first or error
+                self.book.note_download_failed(key)
             settle()
 
         for ref in refs:

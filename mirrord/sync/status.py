@@ -61,6 +61,30 @@ class OriginSeen:
 
 
 @dataclass
+class FetchProgress:
+    """One sync's downloads: planned once the engine knows what it lacks, done as each lands."""
+
+    started: float  # monotonic
+    planned_files: int
+    planned_bytes: int
+    done_files: int = 0
+    done_bytes: int = 0
+    failed_files: int = 0
+
+    def rate(self, now: float) -> float | None:
+        """Bytes per second since the downloads began (None in the first second: noise)."""
+        elapsed = now - self.started
+        return self.done_bytes / elapsed if elapsed >= 1.0 else None
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until the planned bytes are in, at the rate so far."""
+        rate = self.rate(now)
+        if not rate:
+            return None
+        return max(0, self.planned_bytes - self.done_bytes) / rate
+
+
+@dataclass
 class ArchStatus:
     key: ArchKey
     phase: Phase = Phase.IDLE
@@ -80,6 +104,7 @@ class ArchStatus:
     rerun_queued: bool = False
     index_stat: tuple[int, int] | None = None  # (size, mtime_ns) of our published index
     relink: bool = False  # the tree may be damaged: link every file again at the next publish
+    progress: FetchProgress | None = None  # the downloads of the sync in progress
 
     @property
     def failing(self) -> bool:
@@ -112,6 +137,21 @@ class StatusBook:
         status = self.arches.get(key)
         if status is not None:
             status.retries += 1
+
+    def note_downloads_planned(self, key: ArchKey, files: int, size: int, now: float) -> None:
+        """``now`` is monotonic: progress measures elapsed time, not wall time."""
+        self[key].progress = FetchProgress(now, planned_files=files, planned_bytes=size)
+
+    def note_download_done(self, key: ArchKey, size: int) -> None:
+        progress = self[key].progress
+        if progress is not None:
+            progress.done_files += 1
+            progress.done_bytes += size
+
+    def note_download_failed(self, key: ArchKey) -> None:
+        progress = self[key].progress
+        if progress is not None:
+            progress.failed_files += 1
 
     def note_poll(self, key: ArchKey, result: str, now: float) -> None:
         """result: modified, not_modified or failed."""
@@ -170,6 +210,7 @@ class StatusBook:
         labels = Metrics.labels(result.key)
         status = self[result.key]
         status.last_result = result
+        status.progress = None
         status.runs += 1
         if result.ok:
             status.last_success = now

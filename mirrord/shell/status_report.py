@@ -1,0 +1,177 @@
+"""The daemon's state as one report: ``ctl status``, ``/status.json`` and the status page.
+
+One function builds it, so the control socket, the JSON twin and the page
+can never disagree. Its keys are the control protocol's: add keys, never
+rename or drop one (``mirrord ctl`` and scripts read them).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypedDict
+
+from mirrord import __version__
+from mirrord.core.units import format_rate
+from mirrord.sync.runtime import Runtime
+from mirrord.sync.scheduler import Scheduler
+from mirrord.sync.status import Phase
+
+
+class ArchReport(TypedDict):
+    arch: str
+    state: str
+    snapshot: int | None
+    published_at: float | None
+    packages: int
+    bytes: int
+    published_last_modified: float | None
+    origin_last_modified: float | None
+    lag: float
+    behind_since: float | None
+    last_poll: float | None
+    next_poll: float | None
+    rerun_queued: bool
+    last_outcome: str | None
+    last_error: str | None
+    last_success: float | None
+    held: bool
+    syncs: int
+
+
+class ProgressReport(TypedDict):
+    """The downloads of one sync in progress (absent before the sync knows what it lacks)."""
+
+    arch: str
+    planned_files: int
+    planned_bytes: int
+    done_files: int
+    done_bytes: int
+    failed_files: int
+    rate: float | None  # bytes per second since this sync's downloads began
+    eta: float | None  # seconds
+
+
+class SyncReport(TypedDict):
+    syncing: list[str]
+    interval: float
+    progress: list[ProgressReport]
+
+
+class RateReport(TypedDict):
+    limit: float | None
+    limit_text: str
+    source: str
+    measured: float
+
+
+class DownloadsReport(TypedDict):
+    in_flight: int
+    queued: int
+
+
+class StoreReport(TypedDict):
+    objects: int
+    bytes: int
+
+
+class StatusReport(TypedDict):
+    version: str
+    pid: int
+    uptime: float
+    paused: bool
+    draining: bool
+    sync: SyncReport
+    rate: RateReport
+    downloads: DownloadsReport
+    store: StoreReport
+    verify: dict[str, object]
+    push: dict[str, Any] | None  # the MQTT push trigger's state, None when not configured
+    arches: list[ArchReport]
+
+
+async def status_report(
+    runtime: Runtime,
+    scheduler: Scheduler,
+    *,
+    started_at: float,
+    draining: bool,
+    verify: dict[str, object],
+    push: dict[str, Any] | None = None,
+) -> StatusReport:
+    """Everything an operator asks first; reads the database (on its thread)."""
+    now = runtime.clock.time()
+    monotonic = runtime.clock.monotonic()
+    arches: list[ArchReport] = []
+    progress: list[ProgressReport] = []
+    for key in runtime.config.arch_keys():
+        status = runtime.book[key]
+        current = await runtime.db.call(runtime.db.current, str(key))
+        snapshot, published_at = current if current else (None, None)
+        last = status.last_result
+        held = key in scheduler.held
+        phase = status.phase
+        if phase is Phase.IDLE and held:
+            phase = Phase.HELD
+        elif phase is Phase.IDLE and scheduler.paused:
+            phase = Phase.PAUSED
+        arches.append(
+            {
+                "arch": str(key),
+                "state": str(phase),
+                "snapshot": snapshot.id if snapshot else None,
+                "published_at": published_at,
+                "packages": snapshot.packages if snapshot else 0,
+                "bytes": snapshot.bytes if snapshot else 0,
+                "published_last_modified": status.published_last_modified,
+                "origin_last_modified": status.origin_last_modified,
+                "lag": status.lag(now),
+                "behind_since": status.behind_since,
+                "last_poll": status.last_poll,
+                "next_poll": status.next_poll,
+                "rerun_queued": status.rerun_queued,
+                "last_outcome": str(last.outcome) if last else None,
+                "last_error": status.last_error,
+                "last_success": status.last_success,
+                "held": held,
+                "syncs": status.runs,
+            }
+        )
+        downloads = status.progress
+        if downloads is not None and phase is Phase.SYNCING:
+            progress.append(
+                {
+                    "arch": str(key),
+                    "planned_files": downloads.planned_files,
+                    "planned_bytes": downloads.planned_bytes,
+                    "done_files": downloads.done_files,
+                    "done_bytes": downloads.done_bytes,
+                    "failed_files": downloads.failed_files,
+                    "rate": downloads.rate(monotonic),
+                    "eta": downloads.eta(monotonic),
+                }
+            )
+    objects, stored_bytes = await runtime.db.call(runtime.db.object_stats)
+    traffic = runtime.traffic
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime": now - started_at,
+        "paused": scheduler.paused,
+        "draining": draining,
+        "sync": {
+            "syncing": [str(k) for k in scheduler.syncing],
+            "interval": runtime.config.interval,
+            "progress": progress,
+        },
+        "rate": {
+            "limit": traffic.bucket.rate,
+            "limit_text": format_rate(traffic.bucket.rate),
+            "source": "override" if traffic.override != "schedule" else "config",
+            "measured": traffic.meter.rate(),
+        },
+        "downloads": {"in_flight": runtime.fetcher.in_flight, "queued": runtime.fetcher.queued},
+        "store": {"objects": objects, "bytes": stored_bytes},
+        "verify": verify,
+        "push": push,
+        "arches": arches,
+    }
