@@ -144,6 +144,29 @@ def test_a_fresh_daemon_prints_no_none() -> None:
     )
 
 
+def test_the_push_trigger_is_one_line_and_absent_when_not_configured() -> None:
+    assert not any(
+        "push" in line for line in reply("status", status_reply(push=None), NOW).split("\n")
+    )
+    push = {
+        "broker": "mqtt://msg.alpinelinux.org:1883",
+        "connected": True,
+        "connected_since": NOW - 3600,
+        "messages": 1234,
+        "last_push": NOW - 12,
+    }
+    lines = reply("status", status_reply(push=push), NOW).splitlines()
+    assert (
+        "      push: connected to mqtt://msg.alpinelinux.org:1883 since 1h00m ago, "
+        "1,234 messages, last 12s ago"
+    ) in lines
+    down = {**push, "connected": False, "last_push": None}
+    assert (
+        "      push: not connected to mqtt://msg.alpinelinux.org:1883 (retrying; polls keep the "
+        "mirror fresh), 1,234 messages, last never"
+    ) in reply("status", status_reply(push=down), NOW).splitlines()
+
+
 def test_fields_a_newer_daemon_adds_are_shown() -> None:
     result = status_reply(
         heartbeat=NOW - 30,

@@ -37,7 +37,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
-_STATUS_KEYS |= {"store", "verify", "arches"}
+_STATUS_KEYS |= {"store", "verify", "arches", "push"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -65,6 +65,9 @@ def status(result: Reply, now: float | None = None) -> str:
         ("store", f"{_count(store.get('objects'))} objects, {_bytes(store.get('bytes'))}"),
         ("verify", _verify(result.get("verify") or {}, now)),
     ]
+    push = result.get("push")
+    if isinstance(push, Mapping):
+        fields.append(("push", _push(push, now)))
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
@@ -81,6 +84,16 @@ def _syncing(sync: Reply) -> str:
     if sync.get("interval") is not None:
         text += f"; each arch polls every {duration(sync['interval'])}"
     return text
+
+
+def _push(push: Reply, now: float) -> str:
+    broker = push.get("broker") or "?"
+    if push.get("connected"):
+        text = f"connected to {broker} since {_ago(push.get('connected_since'), now)}"
+    else:
+        text = f"not connected to {broker} (retrying; polls keep the mirror fresh)"
+    last = push.get("last_push")
+    return text + f", {_count(push.get('messages'))} messages, last {_ago(last, now)}"
 
 
 def _verify(verify: Reply, now: float) -> str:
