@@ -49,6 +49,7 @@ class _Slot:
     running: bool = False
     force: bool = False
     retired: bool = False
+    looping: bool = False  # its loop task has been started
 
 
 class Scheduler:
@@ -72,6 +73,7 @@ class Scheduler:
         self._looked = asyncio.Condition()  # a sync or a lag-only poll has ended
         self.paused = False
         self.held: set[ArchKey] = set()
+        self._follow_config()
 
     # --- what operators and triggers ask ---------------------------------------------
 
@@ -167,12 +169,14 @@ class Scheduler:
         self._group = None
 
     def _follow_config(self) -> None:
-        if self._group is None:
-            return
+        """A slot for every configured arch (so requests work at once), a loop once running."""
         configured = self._live.config.arch_keys()
         for key in configured:
-            if key not in self._slots:
+            slot = self._slots.get(key)
+            if slot is None:
                 slot = self._slots[key] = _Slot(key)
+            if self._group is not None and not slot.looping:
+                slot.looping = True
                 self._group.create_task(self._arch_loop(slot), name=f"schedule {key}")
         for key in set(self._slots) - set(configured):
             slot = self._slots.pop(key)
