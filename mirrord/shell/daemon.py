@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from mirrord.shell.operations import DaemonControls, Operations, restore_rate_ov
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
-from mirrord.sync.status import summarize
+from mirrord.sync.status import Summary, summarize
 
 STALL_LIMIT = 900.0  # syncs that make no progress this long stop the watchdog pings
 GC_DISABLED_RECHECK = 3600.0  # storage.gc_interval 0: look again after a reload
@@ -335,30 +335,53 @@ class Daemon:
 
         The summary is logged once every arch has synced after start-up, then
         every SUMMARY_EVERY seconds: unchanged arches log only at debug level.
+        Nothing here runs per sync: with hundreds of arches that would cost a
+        summary of every arch after each one.
         """
-        next_summary = self.clock.monotonic()
-        caught_up = False
-        status_text = ""
-        while True:
-            now = self.clock.monotonic()
-            summary = summarize(
+
+        def status_now() -> Summary:
+            return summarize(
                 runtime.book,
                 runtime.config.arch_keys(),
                 syncing=set(scheduler.syncing),
                 held=scheduler.held,
                 now=self.clock.time(),
             )
-            if not caught_up and summary.never_synced == 0:
-                caught_up = True
-                next_summary = now
-            if caught_up and now >= next_summary:
-                await runtime.engine.count_store()
-                self.log.info("sync.summary", **summary.fields())
-                next_summary = now + SUMMARY_EVERY
+
+        status_text = ""
+
+        def tell_systemd(summary: Summary) -> None:
+            nonlocal status_text
             if summary.text() != status_text:
                 status_text = summary.text()
                 self.notifier.status(status_text[:200])
-            await first_completed(self.clock.sleep(REPORT_EVERY), scheduler.wait_for_any_run())
+
+        def caught_up() -> bool:  # checked after each sync: stops at the first arch not done
+            book = runtime.book
+            return all(book[k].runs or k in scheduler.held for k in runtime.config.arch_keys())
+
+        await first_completed(
+            scheduler.wait_until(caught_up),
+            self._report_until_caught_up(tell_systemd, status_now),
+        )
+        next_summary = float("-inf")
+        while True:
+            summary = status_now()
+            tell_systemd(summary)
+            now = self.clock.monotonic()
+            if now >= next_summary:
+                await runtime.engine.count_store()
+                self.log.info("sync.summary", **summary.fields())
+                next_summary = now + SUMMARY_EVERY
+            await self.clock.sleep(REPORT_EVERY)
+
+    async def _report_until_caught_up(
+        self, tell_systemd: Callable[[Summary], None], status_now: Callable[[], Summary]
+    ) -> None:
+        """STATUS= during the first syncs after start-up (a first sync can take hours)."""
+        while True:
+            tell_systemd(status_now())
+            await self.clock.sleep(REPORT_EVERY)
 
     # --- reload ------------------------------------------------------------------------
 

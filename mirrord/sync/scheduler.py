@@ -149,11 +149,6 @@ class Scheduler:
         """Until ``key`` has ended ``count`` syncs since start-up."""
         await self.wait_until(lambda: self._book[key].runs >= count)
 
-    async def wait_for_any_run(self) -> None:
-        """Until the next sync or lag-only poll ends, whichever arch it was."""
-        async with self._looked:
-            await self._looked.wait()
-
     async def _notify(self) -> None:
         async with self._looked:
             self._looked.notify_all()
