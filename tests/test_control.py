@@ -67,7 +67,8 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
 
         listing = (await human_ctl(daemon, "snapshots", str(KEY))).splitlines()
         assert listing[:2] == [
-            f"snapshots of {KEY}:",
+            f"snapshots of {KEY} (ids count across all arches; roll back with "
+            f"'mirrord ctl rollback {KEY} ID'):",
             "ID  CREATED (UTC)        STATUS     PACKAGES     SIZE  INDEX         NOTE",
         ]
         row = (
@@ -288,6 +289,10 @@ async def test_rollback_republishes_an_earlier_snapshot_and_holds_the_arch(mirro
         await synced(daemon, 3)
         assert index.read_bytes() != first_index
         assert check_published(daemon.config).files == 9
+        # The origin's index again is the snapshot it was, not a copy of it.
+        listed = (await ctl(daemon, "snapshots", arch=str(KEY)))["snapshots"]
+        assert len(listed) == 2 and len({s["index_sha256"] for s in listed}) == 2
+        assert [s["current"] for s in listed] == [True, False]
 
 
 async def test_publish_force_overrides_the_guard_once(mirror: Mirror) -> None:
@@ -328,6 +333,10 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
         await synced(daemon, 2)  # the repair asks for a pass
         status = await ctl(daemon, "status")
         assert status["verify"]["damaged"] == 1 and status["verify"]["repaired"] == 1
+        (damage,) = mirror.logs.events("maintenance.scrub.damage")
+        assert damage["sha256"] == victim and damage["arches"] == [str(KEY)]
+        assert damage["files"] == [f"{KEY}/{specs[2].filename}"]
+        assert daemon.metrics.damaged_objects.labels(kind="damaged")._value.get() == 1
         human = (await human_ctl(daemon, "status")).splitlines()
         total = status["verify"]["total"]
         verify = [line for line in human if line.startswith("    verify: done ")]
@@ -360,6 +369,9 @@ async def test_gc_deletes_what_no_remembered_snapshot_needs(mirror: Mirror) -> N
         result = await ctl(daemon, "gc")
         after = set(stored_objects(daemon.config.storage.path))
         assert result["deleted_objects"] == 6  # five old packages and the old index
+        assert result["kept_listed"] == 6 and result["kept_recent"] == 0
+        again = await ctl(daemon, "gc")  # nothing left to free: it says what it kept, and why
+        assert again["deleted_objects"] == 0 and again["kept_listed"] == 6
         assert len(before - after) == 6 and len(after) == 6
         assert check_published(daemon.config).ok
 

@@ -254,8 +254,21 @@ def test_fields_a_newer_daemon_adds_are_shown() -> None:
         ("gc", {"deleted_objects": 0, "freed_bytes": 0}, "gc: nothing to delete"),
         (
             "gc",
-            {"deleted_objects": 6, "freed_bytes": 12_300_000, "kept": 2},
-            "gc: deleted 6 objects, freed 12.3 MB\n  kept: 2",
+            {"deleted_objects": 6, "freed_bytes": 12_300_000, "other": 2},
+            "gc: deleted 6 objects, freed 12.3 MB\n  other: 2",
+        ),
+        (
+            "gc",
+            {
+                "deleted_objects": 0,
+                "freed_bytes": 0,
+                "kept_listed": 1234,
+                "kept_recent": 5,
+                "kept_in_use": 0,
+                "grace": 3600,
+            },
+            "gc: nothing to delete; kept 1,234 listed by kept snapshots (publish.keep_snapshots), "
+            "5 stored less than publish.grace (1h00m) ago",
         ),
         (
             "reload",
@@ -306,7 +319,8 @@ def test_snapshots_are_a_table() -> None:
         ],
     }
     assert reply("snapshots", result, NOW).splitlines() == [
-        "snapshots of v3.20/main/x86_64:",
+        "snapshots of v3.20/main/x86_64 (ids count across all arches; roll back with "
+        "'mirrord ctl rollback v3.20/main/x86_64 ID'):",
         "ID  CREATED (UTC)        STATUS      PACKAGES      SIZE  INDEX         NOTE",
         "12  2023-11-14 22:13:20  published      1,234  123.5 MB  abababababab  published now",
         " 3  2023-11-13 22:13:20  superseded     1,200  120.0 MB  cdcdcdcdcdcd  forced; rollback",

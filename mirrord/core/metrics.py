@@ -112,6 +112,12 @@ class Metrics:
             [*ARCH_LABELS, "outcome"],
             registry=r,
         )
+        self.damaged_objects = Counter(
+            "mirrord_damaged_objects",
+            "Stored objects a verify found damaged or missing, by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.deleted_files = Counter(
             "mirrord_deleted_files",
             "Published files removed after their grace period.",

@@ -189,7 +189,12 @@ class Operations:
         runtime = self.runtime
         try:
             bad = await scrub(
-                runtime.store, runtime.db, progress, clock=runtime.clock, log=runtime.log
+                runtime.store,
+                runtime.db,
+                progress,
+                clock=runtime.clock,
+                log=runtime.log,
+                on_bad=lambda kind: runtime.metrics.damaged_objects.labels(kind=kind).inc(),
             )
         finally:
             progress.running = False
@@ -202,8 +207,15 @@ class Operations:
             self._trigger(set(keys) - self.scheduler.held, release=False)
 
     async def cmd_gc(self, request: Request) -> dict[str, Any]:
-        objects, freed = await self.runtime.engine.collect_garbage()
-        return {"deleted_objects": objects, "freed_bytes": freed}
+        report = await self.runtime.engine.collect_garbage()
+        return {
+            "deleted_objects": report.deleted,
+            "freed_bytes": report.freed,
+            "kept_listed": report.listed,
+            "kept_recent": report.recent,
+            "kept_in_use": report.in_use,
+            "grace": self.runtime.config.publish.grace,
+        }
 
     async def cmd_reload(self, request: Request) -> dict[str, Any]:
         return await self.daemon.reload()

@@ -65,8 +65,13 @@ async def scrub(
     *,
     clock: Clock,
     log: FilteringBoundLogger,
+    on_bad: Callable[[str], None] = lambda _kind: None,
 ) -> list[str]:
-    """Check every object; returns the digests that were damaged or missing."""
+    """Check every object; returns the digests that were damaged or missing.
+
+    ``on_bad(kind)`` hears of each one as it is found ("damaged" or "missing").
+    At the end, one log line per bad object names the published files it is.
+    """
     digests = sorted(await db.call(db.object_digests))
     progress.total = len(digests)
     progress.started_at = clock.time()
@@ -76,14 +81,28 @@ async def scrub(
         progress.checked += 1
         if actual == sha256:
             continue
+        kind = "missing" if actual is None else "damaged"
         (progress.missing if actual is None else progress.damaged).append(sha256)
-        log.error("maintenance.scrub.bad_object", sha256=sha256, actual=actual)
+        on_bad(kind)
+        log.error("maintenance.scrub.bad_object", sha256=sha256, actual=actual, kind=kind)
         if progress.repair:
             await asyncio.to_thread(store.remove, sha256)
             await db.call(db.forget_objects, [sha256])
             progress.repaired += 1
     progress.finished_at = clock.time()
     bad = progress.damaged + progress.missing
+    if bad:  # one pass over the published snapshots, for all of them at once
+        names = await db.call(db.published_names, set(bad))
+        for sha256 in bad:
+            published = names.get(sha256, [])
+            log.error(
+                "maintenance.scrub.damage",
+                sha256=sha256,
+                files=published[:10],
+                more_files=max(0, len(published) - 10),
+                arches=sorted({name.rsplit("/", 1)[0] for name in published}),
+                repaired=progress.repair,
+            )
     log.info(
         "maintenance.scrub.done",
         checked=progress.checked,
@@ -115,6 +134,15 @@ def collectable(
     ]
 
 
+@dataclass(frozen=True)
+class GarbageReport:
+    deleted: int  # objects
+    freed: int  # bytes
+    listed: int  # objects kept: a remembered snapshot lists them
+    recent: int  # objects kept: stored less than publish.grace ago
+    in_use: int  # objects kept: a sync in progress will publish them
+
+
 async def collect_garbage(
     store: ContentStore,
     db: StateDB,
@@ -123,8 +151,8 @@ async def collect_garbage(
     grace: float,
     log: FilteringBoundLogger,
     in_use: Callable[[], InUse] = InUse,
-) -> tuple[int, int]:
-    """Delete unneeded objects older than ``grace``; returns (objects, bytes).
+) -> GarbageReport:
+    """Delete unneeded objects older than ``grace``; say what was kept and why.
 
     ``in_use`` is asked after the database has been read: an object stored
     meanwhile is either still awaited by its identity or already in a plan.
@@ -135,6 +163,21 @@ async def collect_garbage(
     for sha256, _size in doomed:
         await asyncio.to_thread(store.remove, sha256)
     await db.call(db.forget_objects, [sha for sha, _ in doomed])
-    freed = sum(size for _, size in doomed)
-    log.info("maintenance.gc.done", objects=len(doomed), bytes=freed)
-    return len(doomed), freed
+    total, _ = await db.call(db.object_stats)
+    listed = sum(1 for sha, _, _ in old_enough if sha in referenced)
+    report = GarbageReport(
+        deleted=len(doomed),
+        freed=sum(size for _, size in doomed),
+        listed=listed,
+        recent=total - (len(old_enough) - len(doomed)),
+        in_use=len(old_enough) - len(doomed) - listed,
+    )
+    log.info(
+        "maintenance.gc.done",
+        objects=report.deleted,
+        bytes=report.freed,
+        kept_listed=report.listed,
+        kept_recent=report.recent,
+        kept_in_use=report.in_use,
+    )
+    return report

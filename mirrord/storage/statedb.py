@@ -11,6 +11,7 @@ import json
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,6 +340,21 @@ class StateDB:
             (arch,),
         )
         return [_snapshot(r) for r in rows]
+
+    def published_names(self, digests: AbstractSet[str]) -> dict[str, list[str]]:
+        """Which published files (``arch/filename``) each of these objects is, right now."""
+        names: dict[str, list[str]] = {}
+        rows = self._db.execute(
+            "SELECT c.arch, s.index_sha256, s.files FROM current c "
+            "JOIN snapshots s ON s.id = c.snapshot_id"
+        )
+        for arch, index_sha256, blob in rows:
+            if index_sha256 in digests:
+                names.setdefault(index_sha256, []).append(f"{arch}/APKINDEX.tar.gz")
+            for f in decode_files(blob):
+                if f.sha256 in digests:
+                    names.setdefault(f.sha256, []).append(f"{arch}/{f.filename}")
+        return names
 
     def find_snapshot_by_index(self, arch: str, index_sha256: str) -> Snapshot | None:
         row = self._db.execute(

@@ -39,7 +39,7 @@ from mirrord.fetch.seed import seed_from_tree
 from mirrord.publish.plan import PublishPlan, plan_publish
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.committer import Committer
-from mirrord.storage.maintenance import InUse, collect_garbage
+from mirrord.storage.maintenance import GarbageReport, InUse, collect_garbage
 from mirrord.storage.statedb import Snapshot, StateDB
 from mirrord.sync.live import LiveConfig
 from mirrord.sync.publication import NewIndex, Publication
@@ -402,7 +402,7 @@ class SyncEngine:
 
     # --- garbage -------------------------------------------------------------------
 
-    async def collect_garbage(self) -> tuple[int, int]:
+    async def collect_garbage(self) -> GarbageReport:
         """Delete objects no snapshot and no arch being synced needs; (objects, bytes)."""
         async with self._store_gate:
             result = await collect_garbage(

@@ -63,6 +63,15 @@ class Publication:
         plan = new.plan
         last_modified = new.response.last_modified_ts
         await self._write_tree(key, plan, new.body, last_modified, log)
+        known = await self.db.call(self.db.find_snapshot_by_index, str(key), new.index_sha256)
+        if known is not None and known.status in ("published", "superseded"):
+            # The same index again (a release after a rollback, a repair): the same
+            # snapshot, not a copy that would push older ones out of keep_snapshots.
+            await self.db.call(
+                self.db.update_validators, known.id, new.response.etag, new.response.last_modified
+            )
+            await self._make_current(key, known.id, plan)
+            return known.id
         snapshot_id = await self.db.call(
             self.db.add_snapshot,
             str(key),

@@ -183,7 +183,12 @@ def _snapshots(result: Reply) -> tuple[str, Iterable[str]]:
             ]
         )
     headers = ["ID", "CREATED (UTC)", "STATUS", "PACKAGES", "SIZE", "INDEX", "NOTE"]
-    lines = [f"snapshots of {result.get('arch', '?')}:", *table(headers, rows, right={0, 3, 4})]
+    arch = result.get("arch", "?")
+    lines = [
+        f"snapshots of {arch} (ids count across all arches; roll back with "
+        f"'mirrord ctl rollback {arch} ID'):",
+        *table(headers, rows, right={0, 3, 4}),
+    ]
     return "\n".join(lines), ("arch", "snapshots")
 
 
@@ -267,11 +272,28 @@ def _verify_started(result: Reply) -> tuple[str, Iterable[str]]:
 
 def _gc(result: Reply) -> tuple[str, Iterable[str]]:
     objects = result.get("deleted_objects") or 0
-    if not objects:
-        text = "gc: nothing to delete"
-    else:
+    if objects:
         text = f"gc: deleted {_count(objects)} objects, freed {_bytes(result.get('freed_bytes'))}"
-    return text, ("deleted_objects", "freed_bytes")
+    else:
+        text = "gc: nothing to delete"
+    kept = [
+        f"{_count(result[key])} {why}"
+        for key, why in (
+            ("kept_listed", "listed by kept snapshots (publish.keep_snapshots)"),
+            ("kept_recent", f"stored less than publish.grace ({_grace(result)}) ago"),
+            ("kept_in_use", "needed by syncs in progress"),
+        )
+        if result.get(key)
+    ]
+    if kept:
+        text += "; kept " + ", ".join(kept)
+    known = ("deleted_objects", "freed_bytes", "kept_listed", "kept_recent", "kept_in_use", "grace")
+    return text, known
+
+
+def _grace(result: Reply) -> str:
+    grace = result.get("grace")
+    return duration(grace) if isinstance(grace, int | float) else "?"
 
 
 def _reload(result: Reply) -> tuple[str, Iterable[str]]:
