@@ -95,6 +95,27 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
             check=False,
         )
         assert json.loads(as_json.stdout)["snapshots"][0]["current"] is True
+        # Flags where people type them: after the command too.
+        typed_after = await asyncio.to_thread(
+            subprocess.run,
+            [
+                *(sys.executable, "-m", "mirrord.shell.cli"),
+                "ctl",
+                "status",
+                "--json",
+                "--socket",
+                socket,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        assert typed_after.returncode == 0, typed_after.stderr
+        assert {a["arch"] for a in json.loads(typed_after.stdout)["arches"]} == {
+            str(KEY),
+            str(OTHER),
+        }
 
 
 async def test_bad_clients_get_errors_and_everyone_else_is_served(mirror: Mirror) -> None:

@@ -17,37 +17,57 @@ from mirrord.shell.control.client import DaemonUnreachable, call
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ctl = commands.add_parser("ctl", help="steer a running daemon through its control socket")
-    ctl.add_argument(
+def _connection_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """--socket, --config and --json, before the command or after it (as people type them).
+
+    After the command the defaults are suppressed, so a value given before it stays.
+    """
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
+    parser.add_argument(
         "--socket",
         type=Path,
         help=f"control socket (default: from --config, else {DEFAULT_CONTROL_SOCKET})",
+        **unset,
     )
-    ctl.add_argument("--config", "-c", type=Path, help="read control.socket from this file")
-    ctl.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    parser.add_argument(
+        "--config", "-c", type=Path, help="read control.socket from this file", **unset
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the daemon's answer as JSON", **unset
+    )
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ctl = commands.add_parser("ctl", help="steer a running daemon through its control socket")
+    _connection_options(ctl, after_command=False)
     sub = ctl.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
-    sub.add_parser("status", help="per arch: snapshot, lag, last error; rate, downloads, pause")
-    sync = sub.add_parser("sync", help="sync now (all arches, or the ones named)")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text)
+        _connection_options(parser, after_command=True)
+        return parser
+
+    command("status", "per arch: state, snapshot, lag, next poll, last error; rate, downloads")
+    sync = command("sync", "sync now (all arches, or the ones named); one more if syncing")
     sync.add_argument("arches", nargs="*", metavar="BRANCH/REPO/ARCH")
-    sub.add_parser("pause", help="start no new pass or download (in-flight ones finish)")
-    resume = sub.add_parser("resume", help="undo pause; with arches, release their hold")
+    command("pause", "start no new sync or download (in-flight ones finish)")
+    resume = command("resume", "undo pause; with arches, release their hold")
     resume.add_argument("arches", nargs="*", metavar="BRANCH/REPO/ARCH")
-    rate = sub.add_parser("rate", help="show or set the download rate limit")
+    rate = command("rate", "show or set the download rate limit (kept across restarts)")
     rate.add_argument("value", nargs="?", help="e.g. 50MB/s, 400Mbit/s, unlimited, schedule")
-    snapshots = sub.add_parser("snapshots", help="list an arch's remembered snapshots")
+    snapshots = command("snapshots", "list an arch's remembered snapshots")
     snapshots.add_argument("arch", metavar="BRANCH/REPO/ARCH")
-    rollback = sub.add_parser("rollback", help="publish an earlier snapshot again (and hold it)")
+    rollback = command("rollback", "publish an earlier snapshot again (and hold it)")
     rollback.add_argument("arch", metavar="BRANCH/REPO/ARCH")
     rollback.add_argument("snapshot", type=int)
-    publish = sub.add_parser("publish", help="publish once past the mass-deletion guard")
+    publish = command("publish", "publish once past the mass-deletion guard")
     publish.add_argument("--force", action="store_true", required=True)
     publish.add_argument("arch", metavar="BRANCH/REPO/ARCH")
-    verify = sub.add_parser("verify", help="re-read every stored object against its digest")
+    verify = command("verify", "re-read every stored object against its digest")
     verify.add_argument("--repair", action="store_true", help="drop damaged objects and refetch")
-    sub.add_parser("gc", help="delete objects no remembered snapshot needs (after the grace)")
-    sub.add_parser("reload", help="re-read the configuration file")
-    sub.add_parser("drain", help="finish the current pass, then stop")
+    command("gc", "delete objects nothing needs any more (after the grace)")
+    command("reload", "re-read the configuration file")
+    command("drain", "finish the syncs in progress, then stop")
 
 
 def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
