@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from mirrord.demo.repogen import simple_specs
 from mirrord.shell.control.protocol import MAX_LINE, request_line
 from mirrord.storage.store import ContentStore
 from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
-from tests.helpers import REPO_ROOT, Mirror, check_published, stored_objects
+from tests.helpers import REPO_ROOT, Mirror, check_published, spawn_mirrord, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 OTHER = ArchKey("v3.20", "community", "x86_64")
@@ -116,6 +117,39 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
             str(KEY),
             str(OTHER),
         }
+
+
+async def test_ctl_status_watch_refreshes_until_ctrl_c(mirror: Mirror) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await synced(daemon, 1)
+        socket = str(daemon.config.control.socket)
+        watch = await spawn_mirrord(
+            "ctl",
+            "status",
+            "--watch",
+            "--every",
+            "0.1",
+            "--socket",
+            socket,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert watch.stdout is not None
+        frames: list[list[str]] = [[]]
+        async with asyncio.timeout(30):
+            while len(frames) < 3:  # two whole frames
+                line = (await watch.stdout.readline()).decode()
+                assert line, "ctl status --watch ended by itself"
+                if line.startswith("(every 0.1s; Ctrl-C to stop)"):
+                    frames.append([])
+                else:
+                    frames[-1].append(line.rstrip("\n"))
+            watch.send_signal(signal.SIGINT)
+            assert await watch.wait() == 0
+        for frame in frames[:2]:
+            assert frame[0].startswith("mirrord ") and any(
+                row.startswith(f"{KEY} ") for row in frame
+            )
 
 
 async def test_bad_clients_get_errors_and_everyone_else_is_served(mirror: Mirror) -> None:

@@ -144,6 +144,26 @@ def test_a_fresh_daemon_prints_no_none() -> None:
     )
 
 
+def test_status_shows_each_sync_in_progress_under_syncing() -> None:
+    progress = {
+        "arch": "v3.21/main/x86_64",
+        "planned_files": 5000,
+        "planned_bytes": 400_000_000,
+        "done_files": 1234,
+        "done_bytes": 12_000_000,
+        "failed_files": 0,
+        "rate": 3_200_000.0,
+        "eta": 121.25,
+    }
+    sync = {"syncing": ["v3.21/main/x86_64"], "interval": 60, "progress": [progress]}
+    lines = reply("status", status_reply(sync=sync), NOW).splitlines()
+    assert lines[2:4] == [
+        "   syncing: v3.21/main/x86_64; each arch polls every 1m00s",
+        "            v3.21/main/x86_64: 1,234/5,000 files, 12.0 MB of 400.0 MB, 3.2 MB/s, "
+        "ETA 2m01s",
+    ]
+
+
 def test_the_push_trigger_is_one_line_and_absent_when_not_configured() -> None:
     assert not any(
         "push" in line for line in reply("status", status_reply(push=None), NOW).split("\n")

@@ -23,6 +23,7 @@ from mirrord.core.logs import make_logger
 from mirrord.core.model import ArchKey
 from mirrord.shell import ctl
 from mirrord.shell.heap import pin_mmap_threshold
+from mirrord.shell.progress import ProgressReporter, summary
 from mirrord.shell.sdnotify import Notifier
 from mirrord.sync.preflight import Root, preflight
 
@@ -87,11 +88,37 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"{key} is not in the configuration's repositories")
     log = make_logger(args.log_level or config.log.level, args.log_format or config.log.format)
 
+    # Lines redrawn in place on the terminal only while the logs go elsewhere (a log line
+    # between two drawings would be drawn over); else progress is a log line.
+    logs_on_terminal = sys.stdout.isatty()
+    terminal = sys.stderr if sys.stderr.isatty() and not logs_on_terminal else None
+    default_every = 0.5 if terminal else 2.0 if logs_on_terminal else 10.0
+    every = args.progress if args.progress is not None else default_every
+
     async def main() -> int:
         async with open_runtime(
             config, log=log, crash=CrashPoints.from_environ(os.environ)
         ) as runtime:
-            results = await runtime.engine.run_pass(only or None, force)
+            reporter = ProgressReporter(
+                runtime.book,
+                only or config.arch_keys(),
+                clock=runtime.clock,
+                log=log,
+                notifier=Notifier.from_environ(os.environ),
+                terminal=terminal,
+                every=every,
+            )
+            started = runtime.clock.monotonic()
+            async with asyncio.TaskGroup() as group:
+                progress = group.create_task(reporter.run(), name="progress")
+                try:
+                    results = await runtime.engine.run_pass(only or None, force)
+                finally:
+                    progress.cancel()
+            reporter.finish()
+            seconds = runtime.clock.monotonic() - started
+        if sys.stderr.isatty():
+            print(summary(results, seconds), file=sys.stderr)
         failed = [r for r in results if not r.ok]
         for result in failed:
             print(f"mirrord: {result.key}: {result.outcome}: {result.error}", file=sys.stderr)
@@ -197,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     with_logging(sync)
     sync.add_argument(
         "--only", action="append", metavar="BRANCH/REPO/ARCH", help="sync just these arches"
+    )
+    sync.add_argument(
+        "--progress",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between progress reports (default: 0.5 drawn on a terminal, 2 as log "
+        "lines on a terminal, 10 as log lines elsewhere)",
     )
     sync.add_argument(
         "--force",

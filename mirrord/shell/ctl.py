@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -37,6 +38,16 @@ def _connection_options(parser: argparse.ArgumentParser, *, after_command: bool)
     )
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"--every takes 0.1 to 3600 seconds, not {text}")
+    return value
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ctl = commands.add_parser("ctl", help="steer a running daemon through its control socket")
     _connection_options(ctl, after_command=False)
@@ -47,7 +58,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         _connection_options(parser, after_command=True)
         return parser
 
-    command("status", "per arch: state, snapshot, lag, next poll, last error; rate, downloads")
+    status = command(
+        "status", "per arch: state, snapshot, lag, next poll, last error; rate, downloads"
+    )
+    status.add_argument("--watch", "-w", action="store_true", help="refresh until Ctrl-C")
+    status.add_argument(
+        "--every", type=_positive_seconds, default=2.0, help="seconds between refreshes (2)"
+    )
     sync = command("sync", "sync now (all arches, or the ones named); one more if syncing")
     sync.add_argument("arches", nargs="*", metavar="BRANCH/REPO/ARCH")
     command("pause", "start no new sync or download (in-flight ones finish)")
@@ -101,6 +118,8 @@ def socket_path(args: argparse.Namespace) -> Path:
 def cmd_ctl(args: argparse.Namespace) -> int:
     cmd, payload = request_for(args)
     try:
+        if getattr(args, "watch", False):
+            return run_async(_watch(socket_path(args), args.every, as_json=args.json))
         result = run_async(call(socket_path(args), cmd, payload))
     except DaemonUnreachable as error:
         print(f"mirrord: {error}", file=sys.stderr)
@@ -108,8 +127,21 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     except ControlError as error:
         print(f"mirrord: {cmd} refused ({error.code}): {error}", file=sys.stderr)
         return EXIT_REFUSED
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        print(render.reply(cmd, result))
+    except KeyboardInterrupt:  # Ctrl-C ends a watch: that is how it is meant to stop
+        return EXIT_OK
+    print(_answer(cmd, result, as_json=args.json))
     return EXIT_OK
+
+
+def _answer(cmd: str, result: Any, *, as_json: bool) -> str:
+    return json.dumps(result, indent=2, sort_keys=True) if as_json else render.reply(cmd, result)
+
+
+async def _watch(socket: Path, every: float, *, as_json: bool) -> int:
+    """``status`` again every ``every`` seconds, the screen cleared between (on a terminal)."""
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    while True:
+        result = await call(socket, "status", {})
+        footer = f"(every {render.duration(every)}; Ctrl-C to stop)"
+        print(f"{clear}{_answer('status', result, as_json=as_json)}\n{footer}", flush=True)
+        await asyncio.sleep(every)

@@ -71,7 +71,12 @@ def status(result: Reply, now: float | None = None) -> str:
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
-    lines += [f"{label:>{width}}: {text}" for label, text in fields]
+    sync = result.get("sync") or {}
+    progress: Sequence[Reply] = sync.get("progress") or () if isinstance(sync, Mapping) else ()
+    for label, text in fields:
+        lines.append(f"{label:>{width}}: {text}")
+        if label == "syncing":  # each sync's downloads, under it
+            lines += [f"{'':>{width}}  {_progress(p)}" for p in progress]
     arches: Sequence[Reply] = result.get("arches") or ()
     if arches:
         lines += ["", *_arch_table(arches, now)]
@@ -83,6 +88,21 @@ def _syncing(sync: Reply) -> str:
     text = _names(syncing) if syncing else "none"
     if sync.get("interval") is not None:
         text += f"; each arch polls every {duration(sync['interval'])}"
+    return text
+
+
+def _progress(p: Reply) -> str:
+    """One sync's downloads: files and bytes done of planned, rate, ETA."""
+    text = (
+        f"{p.get('arch', '?')}: {_count(p.get('done_files'))}/{_count(p.get('planned_files'))} "
+        f"files, {_bytes(p.get('done_bytes'))} of {_bytes(p.get('planned_bytes'))}"
+    )
+    rate, eta = p.get("rate"), p.get("eta")
+    text += f", {_bytes(rate)}/s" if isinstance(rate, int | float) else ", starting"
+    if isinstance(eta, int | float):
+        text += f", ETA {duration(eta)}"
+    if p.get("failed_files"):
+        text += f", {_count(p['failed_files'])} failed"
     return text
 
 
