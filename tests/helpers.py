@@ -66,7 +66,14 @@ def config_dict(
         "repositories": repositories,
         "storage": {"path": str(tmp / "storage")},
         "publish": {"path": str(tmp / "published"), "grace": 3600},
-        "fetch": {"concurrency": 8, "read_timeout": 5, "attempts": 3, "processes": 0},
+        # missing_grace 0: a 404 fails the arch at once, unless a test says otherwise
+        "fetch": {
+            "concurrency": 8,
+            "read_timeout": 5,
+            "attempts": 3,
+            "processes": 0,
+            "missing_grace": 0,
+        },
         "metrics": {"listen": False},
         "control": {"socket": False},
     }

@@ -156,6 +156,53 @@ async def test_a_permanent_error_fails_at_once(mirror: Mirror, status: int) -> N
     world.assert_nothing_published()
 
 
+async def test_packages_the_origin_has_not_uploaded_yet_are_waited_for(mirror: Mirror) -> None:
+    """Alpine's origin uploads the index first: a listed package can 404 for a while."""
+    world = Scenario(mirror, missing_grace=600)
+    assert (await world.sync()).outcome == "published"
+    newer = TARGET.bumped()
+    mirror.tree.put(KEY, [*OTHERS, newer])
+    mirror.origin.add_fault(f"{KEY}/{newer.filename}", Fault.http(404), Fault.http(404))
+    world.clock.slept.clear()
+    result = await world.sync()
+    assert result.outcome == "published", result.error
+    assert len(mirror.origin.requests_for(f"{KEY}/{newer.filename}")) == 3
+    assert world.clock.slept == [5.0, 10.0]  # asked again with backoff, not failed
+    waits = mirror.logs.events("sync.arch.waiting_for_origin")
+    assert [w["missing"] for w in waits] == [1, 1] and waits[0]["first"] == newer.filename
+    assert not mirror.logs.events("sync.arch.failed")
+    report = check_published(world.config)
+    assert report.ok and report.files == 4
+
+
+async def test_a_package_still_missing_after_the_grace_fails_and_the_snapshot_stays(
+    mirror: Mirror,
+) -> None:
+    world = Scenario(mirror, missing_grace=30)
+    assert (await world.sync()).outcome == "published"
+    before = world.config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz").read_bytes()
+    newer = TARGET.bumped()
+    mirror.tree.put(KEY, [*OTHERS, newer])
+    mirror.origin.add_fault(f"{KEY}/{newer.filename}", *[Fault.http(404)] * 50)
+    world.clock.slept.clear()
+    result = await world.sync()
+    assert result.outcome == "failed" and result.error is not None
+    assert "still missing at the origin after fetch.missing_grace (30 s)" in result.error
+    assert "HTTP 404" in result.error and newer.filename in result.error
+    assert sum(world.clock.slept) == pytest.approx(30)
+    index = world.config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+    assert index.read_bytes() == before  # the last good snapshot keeps being served
+    world.assert_published_intact()
+
+
+async def test_only_not_found_is_waited_for(mirror: Mirror) -> None:
+    world = Scenario(mirror, missing_grace=600)
+    mirror.origin.add_fault(TARGET_PATH, Fault.http(403))
+    result = await world.sync()
+    assert result.outcome == "failed" and "HTTP 403" in (result.error or "")
+    assert world.clock.slept == []
+
+
 async def test_an_origin_without_range_support_starts_over(mirror: Mirror) -> None:
     world = Scenario(mirror)
     mirror.origin.supports_range = False

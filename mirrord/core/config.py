@@ -71,6 +71,7 @@ class FetchConfig:
     read_timeout: float = 60.0
     attempts: int = 5
     retry_max_time: float = 300.0
+    missing_grace: float = 600.0  # packages a new index lists may 404 this long (origin races)
     rate_limit: float | None = None
     burst: int = 4 * 1024 * 1024
     schedule: tuple[ScheduleWindow, ...] = ()
@@ -520,6 +521,7 @@ def parse_config(data: object) -> Config:
         retry_max_time=fetch_section.get(
             "retry_max_time", _duration(0), FetchConfig.retry_max_time
         ),
+        missing_grace=fetch_section.get("missing_grace", _duration(0), FetchConfig.missing_grace),
         rate_limit=fetch_section.get("rate_limit", _rate, FetchConfig.rate_limit),
         burst=fetch_section.get("burst", _size, FetchConfig.burst),
         schedule=fetch_section.get("schedule", _schedule, FetchConfig.schedule),

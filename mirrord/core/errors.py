@@ -174,12 +174,15 @@ class MassDeletionError(PublishError):
 class DownloadsFailedError(MirrordError):
     """Some packages an arch's new index lists could not be stored: nothing was published."""
 
-    def __init__(self, arch_key: str, failed: int, wanted: int, first: MirrordError) -> None:
+    def __init__(
+        self, arch_key: str, failed: int, wanted: int, first: MirrordError, note: str = ""
+    ) -> None:
         self.arch_key = arch_key
         self.failed = failed
         self.wanted = wanted
         self.first = first
-        super().__init__(f"{failed} of {wanted} packages failed; first: {first}")
+        why = f" ({note})" if note else ""
+        super().__init__(f"{failed} of {wanted} packages failed{why}; first: {first}")
 
 
 class ShuttingDownError(MirrordError):

@@ -57,6 +57,7 @@ LIVE_KEYS = frozenset(
         "fetch.rate_limit",
         "fetch.burst",
         "fetch.schedule",
+        "fetch.missing_grace",
         "limits.max_index_bytes",
         "limits.max_package_bytes",
         "storage.gc_interval",

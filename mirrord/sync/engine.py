@@ -26,6 +26,7 @@ from mirrord.core.errors import (
     MassDeletionError,
     MirrordError,
     OriginError,
+    PermanentOriginError,
     ShuttingDownError,
     SignatureError,
     UnsafeIndexError,
@@ -46,6 +47,8 @@ from mirrord.sync.publication import NewIndex, Publication
 from mirrord.sync.status import ArchResult, OriginSeen, Outcome, StatusBook
 
 FETCH_WINDOW = 4096
+MISSING_FIRST_WAIT = 5.0  # seconds before asking again for packages the origin lacks
+MISSING_MAX_WAIT = 60.0
 
 
 @dataclass
@@ -343,27 +346,57 @@ class SyncEngine:
             plan.fill(await self.db.call(self.db.lookup, list(plan.waiting)))
         to_fetch = plan.missing()
         del missing, seeded
-        failures, first = await self._fetch_all(key, to_fetch, plan)
-        if first is not None:
+        fetched = list(to_fetch)
+        grace = self.live.config.fetch.missing_grace
+        deadline = self.clock.monotonic() + grace
+        wait = min(MISSING_FIRST_WAIT, grace / 10)
+        while True:
+            failures, first, not_found = await self._fetch_all(key, to_fetch, plan)
+            if first is None:
+                break
             if not isinstance(first, MirrordError):
                 raise first
-            raise DownloadsFailedError(str(key), failures, len(to_fetch), first)
+            left = deadline - self.clock.monotonic()
+            if not_found < failures or left <= 0:
+                if not_found == failures and grace > 0:
+                    raise DownloadsFailedError(
+                        str(key),
+                        failures,
+                        len(fetched),
+                        first,
+                        note=f"still missing at the origin after fetch.missing_grace ({grace:g} s)",
+                    )
+                raise DownloadsFailedError(str(key), failures, len(fetched), first)
+            # The origin's index came before its packages: ask again soon, keep serving
+            # the previous snapshot meanwhile.
+            to_fetch = plan.missing()
+            log.info(
+                "sync.arch.waiting_for_origin",
+                missing=len(to_fetch),
+                first=to_fetch[0].filename if to_fetch else None,
+                wait=round(min(wait, left), 3),
+                grace_left=round(left, 1),
+            )
+            await self.clock.sleep(min(wait, left))
+            wait = min(wait * 2, MISSING_MAX_WAIT)
         assert plan.complete
-        return to_fetch
+        return fetched
 
     async def _fetch_all(
         self, key: ArchKey, refs: Sequence[PackageRef], plan: PublishPlan
-    ) -> tuple[int, BaseException | None]:
+    ) -> tuple[int, BaseException | None, int]:
         """Fetch ``refs`` through the shared pool, at most a window queued at a time.
 
         The window keeps memory flat for a 100,000-package arch (no future per
         package up front) while keeping enough queued for the round-robin
-        between arches. Returns (failures, first failure); the plan fills in.
+        between arches. Returns (failures, first failure, how many of the failures
+        were "not found" at the origin); the plan fills in.
         """
         slots = asyncio.Semaphore(max(FETCH_WINDOW, 4 * self.live.config.fetch.concurrency))
         all_done = asyncio.Event()
         outstanding = 1  # 1 until every ref is submitted
         failures = 0
+        not_found = 0
         first: BaseException | None = None
         planned_bytes = sum(ref.size for ref in refs)  # progress, for the status page
         self.book.note_downloads_planned(key, len(refs), planned_bytes, self.clock.monotonic())
@@ -375,7 +408,7 @@ class SyncEngine:
                 all_done.set()
 
         def stored(ref: PackageRef, future: asyncio.Future[str]) -> None:
-            nonlocal failures, first
+            nonlocal failures, first, not_found
             slots.release()
             error = future.exception()
             if error is None:
@@ -384,6 +417,8 @@ class SyncEngine:
             else:
                 failures += 1
                 first = first or error
+                if isinstance(error, PermanentOriginError) and error.status in (404, 410):
+                    not_found += 1
                 self.book.note_download_failed(key)
             settle()
 
@@ -393,7 +428,7 @@ class SyncEngine:
             self.fetcher.fetch(key, ref).add_done_callback(functools.partial(stored, ref))
         settle()  # every ref submitted
         await all_done.wait()
-        return failures, first
+        return failures, first, not_found
 
     async def rollback(self, key: ArchKey, snapshot_id: int) -> Snapshot:
         """Publish an earlier snapshot again, once no sync of the arch is running."""
