@@ -17,8 +17,9 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.core.clock import Clock
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_bytes
-from mirrord.shell.control.render import duration
+from mirrord.shell.control.render import duration, progress_line
 from mirrord.shell.sdnotify import Notifier
+from mirrord.shell.status_report import progress_report
 from mirrord.sync.status import ArchResult, FetchProgress, Outcome, StatusBook
 
 
@@ -43,19 +44,7 @@ class ArchProgress:
         }
 
     def line(self, now: float) -> str:
-        p = self.progress
-        rate = p.rate(now)
-        eta = p.eta(now)
-        text = (
-            f"{self.key}: {p.done_files:,}/{p.planned_files:,} files, "
-            f"{format_bytes(p.done_bytes)} of {format_bytes(p.planned_bytes)}"
-        )
-        text += f", {format_bytes(rate)}/s" if rate is not None else ", starting"
-        if eta is not None:
-            text += f", ETA {duration(eta)}"
-        if p.failed_files:
-            text += f", {p.failed_files:,} failed"
-        return text
+        return progress_line(progress_report(self.key, self.progress, now))
 
 
 def downloading(book: StatusBook, keys: Sequence[ArchKey]) -> list[ArchProgress]:

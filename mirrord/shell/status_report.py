@@ -11,10 +11,11 @@ import os
 from typing import Any, TypedDict
 
 from mirrord import __version__
+from mirrord.core.model import ArchKey
 from mirrord.core.units import format_rate
 from mirrord.sync.runtime import Runtime
 from mirrord.sync.scheduler import Scheduler
-from mirrord.sync.status import Phase
+from mirrord.sync.status import FetchProgress, Phase
 
 
 class ArchReport(TypedDict):
@@ -89,6 +90,20 @@ class StatusReport(TypedDict):
     arches: list[ArchReport]
 
 
+def progress_report(key: ArchKey, downloads: FetchProgress, now: float) -> ProgressReport:
+    """One sync's downloads as the reply carries them (``now``: monotonic)."""
+    return {
+        "arch": str(key),
+        "planned_files": downloads.planned_files,
+        "planned_bytes": downloads.planned_bytes,
+        "done_files": downloads.done_files,
+        "done_bytes": downloads.done_bytes,
+        "failed_files": downloads.failed_files,
+        "rate": downloads.rate(now),
+        "eta": downloads.eta(now),
+    }
+
+
 async def status_report(
     runtime: Runtime,
     scheduler: Scheduler,
@@ -138,18 +153,7 @@ async def status_report(
         )
         downloads = status.progress
         if downloads is not None and phase is Phase.SYNCING:
-            progress.append(
-                {
-                    "arch": str(key),
-                    "planned_files": downloads.planned_files,
-                    "planned_bytes": downloads.planned_bytes,
-                    "done_files": downloads.done_files,
-                    "done_bytes": downloads.done_bytes,
-                    "failed_files": downloads.failed_files,
-                    "rate": downloads.rate(monotonic),
-                    "eta": downloads.eta(monotonic),
-                }
-            )
+            progress.append(progress_report(key, downloads, monotonic))
     objects, stored_bytes = await runtime.db.call(runtime.db.object_stats)
     traffic = runtime.traffic
     return {

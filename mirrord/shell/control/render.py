@@ -76,7 +76,7 @@ def status(result: Reply, now: float | None = None) -> str:
     for label, text in fields:
         lines.append(f"{label:>{width}}: {text}")
         if label == "syncing":  # each sync's downloads, under it
-            lines += [f"{'':>{width}}  {_progress(p)}" for p in progress]
+            lines += [f"{'':>{width}}  {progress_line(p)}" for p in progress]
     arches: Sequence[Reply] = result.get("arches") or ()
     if arches:
         lines += ["", *_arch_table(arches, now)]
@@ -91,7 +91,7 @@ def _syncing(sync: Reply) -> str:
     return text
 
 
-def _progress(p: Reply) -> str:
+def progress_line(p: Reply) -> str:
     """One sync's downloads: files and bytes done of planned, rate, ETA."""
     text = (
         f"{p.get('arch', '?')}: {_count(p.get('done_files'))}/{_count(p.get('planned_files'))} "
