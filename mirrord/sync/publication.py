@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
@@ -23,6 +23,7 @@ from mirrord.fetch.origin import IndexResult
 from mirrord.publish.plan import PublishPlan, due_deletions, plan_rollback
 from mirrord.publish.publisher import INDEX_NAME, Publisher
 from mirrord.storage.statedb import Snapshot, StateDB
+from mirrord.sync.feed import Published, PublishFeed
 from mirrord.sync.live import LiveConfig
 from mirrord.sync.status import StatusBook
 
@@ -51,6 +52,7 @@ class Publication:
     metrics: Metrics
     book: StatusBook
     crash: CrashPoints
+    feed: PublishFeed = field(default_factory=PublishFeed)
     _store_counted: float = float("-inf")
 
     async def publish(self, key: ArchKey, new: NewIndex, log: FilteringBoundLogger) -> int:
@@ -172,6 +174,7 @@ class Publication:
         snapshot = await self.db.call(self.db.snapshot, snapshot_id)
         assert snapshot is not None
         self.note_current(key, snapshot, now)
+        self.feed.announce(Published(arch, (f"{arch}/{INDEX_NAME}",), now))
         await self.expire(key)
         if self.clock.monotonic() - self._store_counted >= STORE_COUNT_EVERY:
             await self.count_store()

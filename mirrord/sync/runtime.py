@@ -38,6 +38,7 @@ from mirrord.storage.lock import StorageLock
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore
 from mirrord.sync.engine import SyncEngine
+from mirrord.sync.feed import PublishFeed
 from mirrord.sync.live import LiveConfig
 from mirrord.sync.preflight import check_roots, create_roots
 from mirrord.sync.publication import Publication
@@ -60,6 +61,7 @@ class Runtime:
     log: FilteringBoundLogger
     recovery: RecoveryReport
     traffic: TrafficControl
+    feed: PublishFeed
 
     @property
     def config(self) -> Config:
@@ -151,6 +153,7 @@ async def open_runtime(
         )
         committer = Committer(store, db, clock, log, crash)
         book = StatusBook(metrics)
+        feed = PublishFeed()
         events = MetricsEvents(metrics, on_retry=book.note_retry)
         local = PackageDownloader(
             origin, store, config.fetch, clock=clock, log=log, events=events, throttle=traffic
@@ -194,10 +197,23 @@ async def open_runtime(
                 metrics=metrics,
                 book=book,
                 crash=crash,
+                feed=feed,
             ),
         )
         runtime = Runtime(
-            live, engine, book, fetcher, store, db, publisher, metrics, clock, log, report, traffic
+            live,
+            engine,
+            book,
+            fetcher,
+            store,
+            db,
+            publisher,
+            metrics,
+            clock,
+            log,
+            report,
+            traffic,
+            feed,
         )
         body_error: BaseException | None = None
         async with asyncio.TaskGroup() as group:
