@@ -244,7 +244,7 @@ class OriginTree:
         built = [self.built(spec) for spec in specs]
         for package in built:
             path = directory / package.spec.filename
-            if not path.exists() or path.stat().st_size != len(package.data):
+            if not path.exists() or path.read_bytes() != package.data:
                 path.write_bytes(package.data)
         index = build_index(
             built,
