@@ -93,7 +93,7 @@ def test_waiting_announcements_are_kept_once_per_arch_oldest_first() -> None:
     assert len(pending) == 1 and pending.first() is second
 
 
-async def test_each_publish_is_announced_on_its_arch_topic(
+async def test_each_publish_and_rollback_is_announced_on_its_arch_topic(
     mirror: Mirror, broker: Mosquitto
 ) -> None:
     mirror.tree.put(MAIN, simple_specs("m", 3))
@@ -117,21 +117,26 @@ async def test_each_publish_is_announced_on_its_arch_topic(
         await synced(daemon, 2, MAIN)
         assert await receive(t2, 1) == [(f"{PREFIX}/v3.20/x86_64", b"v3.20/main/x86_64", False)]
         await announced(daemon, 3)
+        # A rollback puts another index live: the T2s hear of it too.
+        oldest = (await ctl(daemon, "snapshots", arch=str(MAIN)))["snapshots"][-1]
+        await ctl(daemon, "rollback", arch=str(MAIN), snapshot=oldest["id"])
+        assert await receive(t2, 1) == [(f"{PREFIX}/v3.20/x86_64", b"v3.20/main/x86_64", False)]
+        await announced(daemon, 4)
 
         found = samples(await scrape(f"http://{daemon.config.metrics.listen}"))
         assert value(found, "mirrord_announce_connected") == 1
-        assert value(found, "mirrord_announce_messages_total", outcome="sent") == 3
+        assert value(found, "mirrord_announce_messages_total", outcome="sent") == 4
         assert value(found, "mirrord_announce_messages_total", outcome="failed") == 0
         assert value(found, "mirrord_announce_messages_total", outcome="dropped") == 0
         status = (await ctl(daemon, "status"))["announce"]
-        assert status["connected"] is True and status["sent"] == 3 and status["pending"] == 0
+        assert status["connected"] is True and status["sent"] == 4 and status["pending"] == 0
         assert status["topic_prefix"] == PREFIX and status["broker"] == broker.url
         text = await human_ctl(daemon, "status")
         assert f"announce: to {broker.url} on {PREFIX}/<branch>/<arch>, connected since" in text
-        assert "3 sent, 0 failed, 0 waiting" in text
+        assert "4 sent, 0 failed, 0 waiting" in text
     outcomes = [e["outcome"] for e in mirror.logs.events("sync.arch.done")]
     assert sorted(outcomes) == ["published", "published", "published", "unchanged"]
-    assert len(mirror.logs.events("announce.sent")) == 3
+    assert len(mirror.logs.events("announce.sent")) == 4
 
 
 async def test_publishes_while_the_broker_is_down_are_announced_when_it_is_back(
