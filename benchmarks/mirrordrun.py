@@ -110,7 +110,7 @@ class MirrordFailed(RuntimeError):
     pass
 
 
-def _events(path: Path) -> tuple[dict[str, Any], ...]:
+def read_events(path: Path) -> tuple[dict[str, Any], ...]:
     found: list[dict[str, Any]] = []
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith("{"):
@@ -128,7 +128,7 @@ def sync(setup: MirrordSetup, logs: Path, tag: str) -> MirrordRun:
     if usage.returncode != 0:
         tail = stderr.read_text(errors="replace")[-2000:]
         raise MirrordFailed(f"mirrord sync exited {usage.returncode} ({tag}): {tail}")
-    return MirrordRun(usage, _events(stdout), " ".join(argv))
+    return MirrordRun(usage, read_events(stdout), " ".join(argv))
 
 
 @dataclass(frozen=True)

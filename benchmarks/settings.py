@@ -39,6 +39,10 @@ class Sizes:
     # shared
     tiny_payload: int  # payload of the "small packages" used by publish and memory
     fetch_concurrency: int = 32
+    # freshness: generations of a live origin, seconds between them, the polling-only interval
+    freshness_generations: int = 50
+    freshness_spacing: float = 1.5
+    freshness_poll_interval: int = 5
 
 
 FULL = Sizes(
@@ -93,4 +97,7 @@ QUICK = Sizes(
     burst_bytes=1024 * 1024,
     rate_window=30,  # capped by how long the quick transfer lasts
     tiny_payload=300,
+    freshness_generations=4,
+    freshness_spacing=1.1,
+    freshness_poll_interval=2,
 )

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +8,7 @@ import pytest
 from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree, SigningKey
 from tests.helpers import LogCapture, Mirror
+from tests.mosquitto import Mosquitto
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,14 @@ def mirror(
     tmp_path: Path, origin_tree: OriginTree, origin: OriginServer, keys_dir: Path, logs: LogCapture
 ) -> Mirror:
     return Mirror(tmp_path, origin_tree, origin, keys_dir, logs)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private mosquitto on 127.0.0.1 (the test may stop and start it again)."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

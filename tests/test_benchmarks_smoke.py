@@ -26,6 +26,7 @@ SCENARIOS = (
     "publish",
     "memory",
     "rate-limit",
+    "freshness",
     "throughput",
 )
 FULL_SYNC = ("full-release", "full-small-heavy", "full-large")
@@ -144,6 +145,14 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
 
     rows = _first_table(sections["rate-limit"])[1]
     assert float(rows["window average MB/s"][0]) > 0
+
+    header, rows = _first_table(sections["freshness"])
+    assert header[:2] == [
+        "push (MQTT)",
+        f"polling only (interval {QUICK.freshness_poll_interval} s)",
+    ]
+    assert rows["generations"][:2] == [str(QUICK.freshness_generations)] * 2
+    assert all(_numeric(c) and float(c) > 0 for c in rows["lag p50 s"][:2])
 
     goals = _first_table(sections["Goals"])[1]
     assert len(goals) >= 9

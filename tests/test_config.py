@@ -11,6 +11,7 @@ import yaml
 from mirrord.core.config import (
     ALPINE_PUSH_TOPICS,
     DEFAULT_CONTROL_SOCKET,
+    AnnounceConfig,
     Config,
     ControlConfig,
     FetchConfig,
@@ -347,3 +348,24 @@ def test_check_config_rejects_an_unreadable_keys_dir(tmp_path: Path) -> None:
     result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 2
     assert "origin.keys" in result.stderr and "not a PEM public key" in result.stderr
+
+
+def test_announce_is_off_unless_configured_and_checks_its_topic_prefix() -> None:
+    assert parse_config(_broken(("push",), {"announce": False})).push.announce is None
+    url = "mqtt://127.0.0.1:18831"
+    announce = parse_config(_broken(("push",), {"announce": {"url": url}})).push.announce
+    assert announce == AnnounceConfig(url=url)
+    assert (announce.topic_prefix, announce.qos, announce.retain) == (None, 0, False)
+    full = {"url": url, "topic_prefix": "rsync/t1.example.org", "qos": 1, "retain": True}
+    announce = parse_config(_broken(("push",), {"announce": full})).push.announce
+    assert announce is not None and announce.topic_prefix == "rsync/t1.example.org"
+    assert (announce.qos, announce.retain, announce.port) == (1, True, 18831)
+    for prefix, reason in (("rsync/#", "'#'"), ("rsync/+/x", "'+'"), ("rsync/", "stray")):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(_broken(("push",), {"announce": {"url": url, "topic_prefix": prefix}}))
+        assert caught.value.key_path == "push.announce.topic_prefix"
+        assert reason in caught.value.reason
+    for key, bad in (("qos", 2), ("retain", "yes"), ("url", "http://b")):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(_broken(("push",), {"announce": {"url": url, key: bad}}))
+        assert caught.value.key_path == f"push.announce.{key}"

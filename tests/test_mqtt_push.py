@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
@@ -31,16 +28,6 @@ COMMUNITY = ArchKey("v3.20", "community", "x86_64")
 GUIDE_TOPIC = "rsync/rsync.alpinelinux.org/v3.20/main"
 MASTER_TOPIC = "rsync/dl-master.alpinelinux.org/v3.20/x86_64"
 LIMIT = 30.0  # seconds any single wait may take before the test fails instead of hanging
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def push_config(mirror: Mirror, url: str, **extra: object) -> Path:

@@ -111,9 +111,10 @@ ALPINE_PUSH_TOPICS = ("rsync/rsync.alpinelinux.org/#", "rsync/dl-master.alpineli
 
 
 @dataclass(frozen=True)
-class MqttConfig:
+class BrokerConfig:
+    """An MQTT broker to connect to, and how."""
+
     url: str  # mqtt://host[:port]
-    topics: tuple[str, ...] = ALPINE_PUSH_TOPICS
     client_id: str | None = None  # None: a random one per connection
     username: str | None = None
     password_file: Path | None = None
@@ -129,8 +130,28 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig(BrokerConfig):
+    """The push trigger: what to subscribe to."""
+
+    topics: tuple[str, ...] = ALPINE_PUSH_TOPICS
+
+
+ANNOUNCE_PREFIX_ROOT = "rsync"  # the default prefix is rsync/<this host's FQDN>, as Alpine's
+
+
+@dataclass(frozen=True)
+class AnnounceConfig(BrokerConfig):
+    """Downstream announcements: one message per publish, in Alpine's shape."""
+
+    topic_prefix: str | None = None  # None: rsync/<this host's FQDN>
+    qos: int = 0
+    retain: bool = False
+
+
+@dataclass(frozen=True)
 class PushConfig:
     mqtt: MqttConfig | None = None  # None: no push, the interval alone
+    announce: AnnounceConfig | None = None  # None: publishes are not announced
 
 
 @dataclass(frozen=True)
@@ -379,25 +400,55 @@ def _topic_filters(value: object, where: str) -> tuple[str, ...]:
     return tuple(_topic_filter(item, f"{where}[{i}]") for i, item in enumerate(value))
 
 
+def _topic_prefix(value: object, where: str) -> str:
+    text = _string(value, where)
+    if "\0" in text or "+" in text or "#" in text:
+        raise ConfigError(where, f"a topic prefix cannot contain NUL, '+' or '#', got {text!r}")
+    if any(not level for level in text.split("/")):
+        raise ConfigError(where, f"an empty topic level (a stray '/') in {text!r}")
+    return text
+
+
+def _broker_fields(section: _Section) -> dict[str, Any]:
+    """The keys every broker connection has (``push.mqtt`` and ``push.announce``)."""
+    broker = {
+        "url": section.get("url", _mqtt_url),
+        "client_id": section.get("client_id", _string, BrokerConfig.client_id),
+        "username": section.get("username", _string, BrokerConfig.username),
+        "password_file": section.get("password_file", _path, BrokerConfig.password_file),
+        "reconnect_max": section.get("reconnect_max", _duration(1), BrokerConfig.reconnect_max),
+    }
+    if broker["password_file"] is not None and broker["username"] is None:
+        raise ConfigError(section.where("password_file"), "needs a username")
+    return broker
+
+
+def _optional_section(parent: _Section, key: str, schema: type) -> _Section | None:
+    raw = parent.data.get(key)
+    return None if raw is None or raw is False else parent.section(key, schema)
+
+
 def _push(top: _Section) -> PushConfig:
     push_section = top.section("push", PushConfig, required=False)
-    raw_mqtt = push_section.data.get("mqtt")
     push_section.finish()
-    if raw_mqtt is None or raw_mqtt is False:
-        return PushConfig()
-    section = push_section.section("mqtt", MqttConfig)
-    mqtt = MqttConfig(
-        url=section.get("url", _mqtt_url),
-        topics=section.get("topics", _topic_filters, MqttConfig.topics),
-        client_id=section.get("client_id", _string, MqttConfig.client_id),
-        username=section.get("username", _string, MqttConfig.username),
-        password_file=section.get("password_file", _path, MqttConfig.password_file),
-        reconnect_max=section.get("reconnect_max", _duration(1), MqttConfig.reconnect_max),
-    )
-    section.finish()
-    if mqtt.password_file is not None and mqtt.username is None:
-        raise ConfigError(section.where("password_file"), "needs a username")
-    return PushConfig(mqtt)
+    mqtt = announce = None
+    section = _optional_section(push_section, "mqtt", MqttConfig)
+    if section is not None:
+        mqtt = MqttConfig(
+            **_broker_fields(section),
+            topics=section.get("topics", _topic_filters, MqttConfig.topics),
+        )
+        section.finish()
+    section = _optional_section(push_section, "announce", AnnounceConfig)
+    if section is not None:
+        announce = AnnounceConfig(
+            **_broker_fields(section),
+            topic_prefix=section.get("topic_prefix", _topic_prefix, AnnounceConfig.topic_prefix),
+            qos=section.get("qos", _int_range(0, 1), AnnounceConfig.qos),
+            retain=section.get("retain", _bool, AnnounceConfig.retain),
+        )
+        section.finish()
+    return PushConfig(mqtt, announce)
 
 
 _LEVELS = ("debug", "info", "warning", "error")

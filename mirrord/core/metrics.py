@@ -140,6 +140,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.announce_connected = Gauge(
+            "mirrord_announce_connected",
+            "1 while connected to the broker downstream announcements go to (push.announce).",
+            registry=r,
+        )
+        self.announce_messages = Counter(
+            "mirrord_announce_messages",
+            "Announcements of a publish, by outcome (sent; failed: the broker refused or went "
+            "away, sent again after reconnecting; dropped: lost from a full backlog).",
+            ["outcome"],
+            registry=r,
+        )
 
     @staticmethod
     def labels(key: ArchKey) -> dict[str, str]:

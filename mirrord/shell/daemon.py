@@ -32,6 +32,7 @@ from mirrord.core.metrics import Metrics
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.control.server import ControlServer
 from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
+from mirrord.shell.mqtt_announce import MqttAnnouncer
 from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
@@ -109,6 +110,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.operations: Operations | None = None
         self.push: MqttPushListener | None = None
+        self.announcer: MqttAnnouncer | None = None
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -172,6 +174,14 @@ class Daemon:
                     clock=self.clock,
                     log=self.log,
                 )
+            if config.push.announce is not None:  # subscribed before the first publish
+                self.announcer = MqttAnnouncer(
+                    config.push.announce,
+                    runtime.feed.subscribe("announce"),
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    log=self.log,
+                )
             controls = DaemonControls(
                 started_at=self.started_at,
                 reload=self.reload,
@@ -179,6 +189,7 @@ class Daemon:
                 spawn=self._spawn,
                 draining=lambda: self.draining,
                 push=lambda: self.push.status() if self.push is not None else None,
+                announce=lambda: self.announcer.status() if self.announcer is not None else None,
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)
@@ -242,6 +253,9 @@ class Daemon:
             if self.push is not None:
                 push = self._supervised("push", self.push.run())
                 services.append(group.create_task(push, name="push"))
+            if self.announcer is not None:
+                announce = self._supervised("announce", self.announcer.run())
+                services.append(group.create_task(announce, name="announce"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(

@@ -37,7 +37,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
-_STATUS_KEYS |= {"store", "verify", "arches", "push"}
+_STATUS_KEYS |= {"store", "verify", "arches", "push", "announce"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -68,6 +68,9 @@ def status(result: Reply, now: float | None = None) -> str:
     push = result.get("push")
     if isinstance(push, Mapping):
         fields.append(("push", _push(push, now)))
+    announce = result.get("announce")
+    if isinstance(announce, Mapping):
+        fields.append(("announce", _announce(announce, now)))
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
@@ -114,6 +117,22 @@ def _push(push: Reply, now: float) -> str:
         text = f"not connected to {broker} (retrying; polls keep the mirror fresh)"
     last = push.get("last_push")
     return text + f", {_count(push.get('messages'))} messages, last {_ago(last, now)}"
+
+
+def _announce(announce: Reply, now: float) -> str:
+    broker = announce.get("broker") or "?"
+    text = f"to {broker} on {announce.get('topic_prefix') or '?'}/<branch>/<arch>, "
+    if announce.get("connected"):
+        text += f"connected since {_ago(announce.get('connected_since'), now)}"
+    else:
+        text += "not connected (retrying)"
+    text += (
+        f", {_count(announce.get('sent'))} sent, {_count(announce.get('failed'))} failed, "
+        f"{_count(announce.get('pending'))} waiting, last {_ago(announce.get('last_sent'), now)}"
+    )
+    if announce.get("dropped"):
+        text += f", {_count(announce['dropped'])} dropped"
+    return text
 
 
 def _verify(verify: Reply, now: float) -> str:
