@@ -50,6 +50,7 @@ class DaemonControls:
     spawn: Callable[[str, Awaitable[None]], None]  # supervised background work
     draining: Callable[[], bool]
     push: Callable[[], dict[str, Any] | None] = lambda: None  # the push trigger's state
+    purge: Callable[[], dict[str, Any] | None] = lambda: None  # the CDN purges' state
 
 
 class Operations:
@@ -82,6 +83,7 @@ class Operations:
             draining=self.daemon.draining(),
             verify=self.scrub.summary(),
             push=self.daemon.push(),
+            purge=self.daemon.purge(),
         )
 
     async def cmd_status(self, request: Request) -> StatusReport:
