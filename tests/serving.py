@@ -85,12 +85,15 @@ def shipped_rsyncd(root: Path, directory: Path) -> RsyncDaemon:
     return RsyncDaemon(shipped_rsyncd_config(root, directory), directory, "alpine")
 
 
-def t2_pull(url: str, destination: Path) -> None:
-    """How a T2 pulls from the [alpine] module (README): packages first, indexes last."""
+def t2_pull(url: str, destination: Path, staging: Path) -> None:
+    """How a T2 pulls from the [alpine] module (README): indexes fetched first, installed last."""
     rsync = system_binary("rsync")
     destination.mkdir(parents=True, exist_ok=True)
+    only_indexes = ["--include=*/", "--include=APKINDEX.tar.gz", "--exclude=*", "-m"]
+    but_indexes = ["--exclude=APKINDEX.tar.gz", "--delay-updates", "--delete-after"]
     for argv in (
-        [rsync, "-rlt", "--exclude", "APKINDEX.tar.gz", url, f"{destination}/"],
-        [rsync, "-rlt", "--delay-updates", "--delete-after", url, f"{destination}/"],
+        [rsync, "-rlt", *only_indexes, url, f"{staging}/"],
+        [rsync, "-rlt", *but_indexes, url, f"{destination}/"],
+        [rsync, "-rlt", "--delay-updates", f"{staging}/", f"{destination}/"],
     ):
         subprocess.run(argv, check=True, capture_output=True, timeout=60)
