@@ -56,7 +56,7 @@ def top_level_aliases(root: Path) -> dict[str, str]:
     aliases: dict[str, str] = {}
     try:
         entries = list(os.scandir(root))
-    except FileNotFoundError:
+    except OSError:  # not there yet, or unreadable: purge the paths themselves
         return aliases
     for entry in entries:
         if entry.is_symlink():
@@ -203,18 +203,25 @@ class CdnPurger:
                 with attempt:
                     await call()
         except PurgeError as error:
-            self.stats.failed += 1
-            self.stats.last_failure = str(error)
-            self.stats.last_failure_at = self.clock.time()
-            self.metrics.purges.labels(target=target, outcome="failed").inc()
+            self._failed(target, str(error))
             self.log.error(  # noqa: TRY400 - counted and shown in status; no traceback
                 "purge.failed", target=target, url=where, directory=directory, error=error.reason
             )
+            return
+        except Exception as error:  # a bug must not end the purges of every later publish
+            self._failed(target, f"{target} purge of {where}: {error!r}")
+            self.log.exception("purge.failed", target=target, url=where, directory=directory)
             return
         self.stats.purged += 1
         self.stats.last_purge = self.clock.time()
         self.metrics.purges.labels(target=target, outcome="purged").inc()
         self.log.info("purge.done", target=target, url=where, directory=directory)
+
+    def _failed(self, target: str, text: str) -> None:
+        self.stats.failed += 1
+        self.stats.last_failure = text
+        self.stats.last_failure_at = self.clock.time()
+        self.metrics.purges.labels(target=target, outcome="failed").inc()
 
     def _soft(self) -> dict[str, str]:
         return {"Fastly-Soft-Purge": "1"} if self.config.soft else {}
