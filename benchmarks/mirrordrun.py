@@ -118,11 +118,14 @@ def read_events(path: Path) -> tuple[dict[str, Any], ...]:
     return tuple(found)
 
 
-def sync(setup: MirrordSetup, logs: Path, tag: str) -> MirrordRun:
-    """One ``mirrord sync`` pass, measured; raises MirrordFailed unless it exits 0."""
+def sync(setup: MirrordSetup, logs: Path, tag: str, *, prefix: Sequence[str] = ()) -> MirrordRun:
+    """One ``mirrord sync`` pass, measured; raises MirrordFailed unless it exits 0.
+
+    ``prefix``: a command that runs it (``nice -n 10``, ``ionice -c 2 -n 7``).
+    """
     logs.mkdir(parents=True, exist_ok=True)
     config = setup.write(logs / f"{tag}.yaml")
-    argv = [mirrord_binary(), "sync", "--config", str(config)]
+    argv = [*prefix, mirrord_binary(), "sync", "--config", str(config)]
     stdout, stderr = logs / f"{tag}.out", logs / f"{tag}.err"
     usage = measure.run(argv, stdout=stdout, stderr=stderr)
     if usage.returncode != 0:

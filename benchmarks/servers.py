@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from tests.nginx import CONFIG, Nginx, free_port, stop_process, wait_for_port
+from tests.nginx import CONFIG, Nginx
+from tests.rsyncd import RsyncDaemon as BaseRsyncDaemon
 
 LOG_FORMAT = 'log_format bench "$status $request_method $body_bytes_sent $request_uri";'
 
@@ -73,53 +71,12 @@ gid = {gid}
 """
 
 
-class RsyncDaemon:
+class RsyncDaemon(BaseRsyncDaemon):
     """``rsync --daemon`` on 127.0.0.1 serving ``root`` as module ``origin``."""
 
-    module = "origin"
-
     def __init__(self, root: Path, directory: Path) -> None:
-        self.root = root
-        self.directory = directory
-        self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rsync://127.0.0.1:{self.port}/{self.module}"
-
-    def __enter__(self) -> RsyncDaemon:
-        binary = shutil.which("rsync")
-        if binary is None:
-            raise RuntimeError("rsync is not installed")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        conf = self.directory / "rsyncd.conf"
-        conf.write_text(
-            RSYNCD_CONF.format(
-                directory=self.directory,
-                uid=os.getuid(),
-                gid=os.getgid(),
-                module=self.module,
-                root=self.root,
-            )
+        config = RSYNCD_CONF.format(
+            directory=directory, uid=os.getuid(), gid=os.getgid(), module="origin", root=root
         )
-        self.port = free_port()
-        argv = [binary, "--daemon", "--no-detach", f"--config={conf}", f"--port={self.port}"]
-        argv.append("--address=127.0.0.1")
-        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, self._process, "rsync --daemon", 10.0)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-            self._process = None
+        super().__init__(config, directory, "origin")
+        self.root = root

@@ -5,7 +5,8 @@
 #   - /usr/local/bin/mirrord, a symlink to $PREFIX/bin/mirrord;
 #   - the systemd unit (ExecStart and Documentation point into $PREFIX), the sysusers
 #     and tmpfiles entries, and the README and example configuration under
-#     $PREFIX/share/doc/mirrord.
+#     $PREFIX/share/doc/mirrord, with the nginx and rsyncd configurations to copy into place
+#     (never installed over an operator's own).
 # Running it again upgrades in place. /etc/mirrord/mirrord.yaml is never written.
 #
 # ROOT=/some/dir installs the system files under that directory instead of /, runs
@@ -45,7 +46,8 @@ pip install --no-deps --force-reinstall "$build"/dist/mirrord-*.whl
 
 doc="$PREFIX/share/doc/mirrord"
 install -d "$doc"
-install -m 0644 README.md config/mirrord.example.yaml config/mirrord-alerts.yml "$doc/"
+install -m 0644 README.md config/mirrord.example.yaml config/mirrord-alerts.yml \
+    config/nginx-mirrord.conf config/rsyncd-mirrord.conf "$doc/"
 
 install -d "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system" \
     "$ROOT/usr/lib/sysusers.d" "$ROOT/usr/lib/tmpfiles.d"

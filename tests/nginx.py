@@ -113,13 +113,33 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-class Nginx:
+class LoopbackServer:
+    """A server process listening on 127.0.0.1:port, stopped on leaving the ``with``."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Nginx(LoopbackServer):
     def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
+        super().__init__()
         self.root = root
         self.prefix = prefix
         self.workers = workers
-        self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -143,19 +163,6 @@ class Nginx:
         argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix), "-e", str(error_log)]
         self._process = start_listening(argv, self.port, "nginx", timeout, error_log)
 
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-            self._process = None
-
     def __enter__(self) -> Nginx:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

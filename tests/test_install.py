@@ -82,6 +82,9 @@ def test_install_into_a_clean_root_then_upgrade_in_place(tmp_path: Path) -> None
         Path(documentation.removeprefix("file:")).read_bytes()
         == (REPO_ROOT / "README.md").read_bytes()
     )
+    for served in ("nginx-mirrord.conf", "rsyncd-mirrord.conf"):
+        doc = prefix / "share" / "doc" / "mirrord" / served
+        assert doc.read_bytes() == (REPO_ROOT / "config" / served).read_bytes()
     for shipped, installed in (
         ("mirrord.sysusers", "usr/lib/sysusers.d/mirrord.conf"),
         ("mirrord.tmpfiles", "usr/lib/tmpfiles.d/mirrord.conf"),

@@ -12,6 +12,7 @@ from benchmarks.scenarios.incremental import incremental
 from benchmarks.scenarios.memory import memory
 from benchmarks.scenarios.publish import publish_cost
 from benchmarks.scenarios.ratelimit import rate_limit
+from benchmarks.scenarios.serving import serving
 from benchmarks.scenarios.unchanged import unchanged
 
 Scenario = Callable[[Bench], ScenarioResult]
@@ -40,4 +41,5 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory,
     "rate-limit": rate_limit,
     "freshness": freshness,
+    "serving": serving,
 }

@@ -154,6 +154,38 @@ class PushConfig:
     announce: AnnounceConfig | None = None  # None: publishes are not announced
 
 
+FASTLY_API = "https://api.fastly.com"
+
+
+@dataclass(frozen=True)
+class FastlyConfig:
+    service_id: str
+    token_file: Path  # its first line is the API token; never logged
+    api_url: str = FASTLY_API
+
+
+@dataclass(frozen=True)
+class PurgeHookConfig:
+    url: str | None = None  # POST a JSON body {"directory", "paths", "urls"}
+    command: tuple[str, ...] | None = None  # run with the changed paths as arguments
+
+
+@dataclass(frozen=True)
+class PurgeConfig:
+    """What to purge downstream after each publish; nothing configured: no purging."""
+
+    urls: tuple[str, ...] = ()  # PURGE <url>/<path> for every changed path
+    soft: bool = False  # Fastly-Soft-Purge: 1 (marks stale instead of evicting)
+    fastly: FastlyConfig | None = None
+    hook: PurgeHookConfig | None = None
+    attempts: int = 5
+    timeout: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls) or self.fastly is not None or self.hook is not None
+
+
 @dataclass(frozen=True)
 class Config:
     origin: OriginConfig
@@ -166,6 +198,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    purge: PurgeConfig = field(default_factory=PurgeConfig)
     interval: float = 60.0
     shutdown_grace: float = 30.0
 
@@ -451,6 +484,55 @@ def _push(top: _Section) -> PushConfig:
     return PushConfig(mqtt, announce)
 
 
+def _urls(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(where, f"expected a list of URLs, got {_kind(value)}")
+    return tuple(_url(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _argv(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            where, f"expected a non-empty list (program and arguments), got {_kind(value)}"
+        )
+    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _purge(top: _Section) -> PurgeConfig:
+    section = top.section("purge", PurgeConfig, required=False)
+    raw_fastly, raw_hook = section.data.get("fastly"), section.data.get("hook")
+    fastly: FastlyConfig | None = None
+    if raw_fastly is not None and raw_fastly is not False:
+        inner = section.section("fastly", FastlyConfig)
+        fastly = FastlyConfig(
+            service_id=inner.get("service_id", _segment),
+            token_file=inner.get("token_file", _path),
+            api_url=inner.get("api_url", _url, FastlyConfig.api_url),
+        )
+        inner.finish()
+    hook: PurgeHookConfig | None = None
+    if raw_hook is not None and raw_hook is not False:
+        inner = section.section("hook", PurgeHookConfig)
+        hook = PurgeHookConfig(
+            url=inner.get("url", _url, None), command=inner.get("command", _argv, None)
+        )
+        inner.finish()
+        if (hook.url is None) == (hook.command is None):
+            raise ConfigError(section.where("hook"), "needs exactly one of url and command")
+    purge = PurgeConfig(
+        urls=section.get("urls", _urls, PurgeConfig.urls),
+        soft=section.get("soft", _bool, PurgeConfig.soft),
+        fastly=fastly,
+        hook=hook,
+        attempts=section.get("attempts", _int_range(1, 20), PurgeConfig.attempts),
+        timeout=section.get("timeout", _duration(0.1), PurgeConfig.timeout),
+    )
+    section.finish()
+    return purge
+
+
 _LEVELS = ("debug", "info", "warning", "error")
 _FORMATS = ("auto", "json", "console")
 
@@ -616,6 +698,7 @@ def parse_config(data: object) -> Config:
     control_section.finish()
 
     push = _push(top)
+    purge = _purge(top)
 
     interval = top.get("interval", _duration(1), Config.interval)
     shutdown_grace = top.get("shutdown_grace", _duration(0), Config.shutdown_grace)
@@ -632,6 +715,7 @@ def parse_config(data: object) -> Config:
         metrics=metrics,
         control=control,
         push=push,
+        purge=purge,
         interval=interval,
         shutdown_grace=shutdown_grace,
     )

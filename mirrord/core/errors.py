@@ -228,3 +228,17 @@ class ProtocolError(ControlError):
         super().__init__(code, message)
         self.message = message
         self.request_id = request_id
+
+
+# --- downstream: CDN purges ----------------------------------------------------------
+
+
+class PurgeError(MirrordError):
+    """A purge the CDN (or the hook) did not take; ``transient`` ones are tried again."""
+
+    def __init__(self, target: str, where: str, reason: str, *, transient: bool) -> None:
+        self.target = target  # http, fastly or hook
+        self.where = where  # the URL purged, the API endpoint or the command (never a token)
+        self.reason = reason
+        self.transient = transient
+        super().__init__(f"{target} purge of {where}: {reason}")

@@ -152,6 +152,19 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.purges = Counter(
+            "mirrord_cdn_purges",
+            "Downstream purges after publishes, by target (http, fastly, hook) and outcome "
+            "(purged, failed: after every retry).",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.purge_retries = Counter(
+            "mirrord_cdn_purge_retries",
+            "Downstream purges tried again after a transient failure, by target.",
+            ["target"],
+            registry=r,
+        )
 
     @staticmethod
     def labels(key: ArchKey) -> dict[str, str]:

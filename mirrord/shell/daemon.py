@@ -30,6 +30,7 @@ from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
 from mirrord.publish.recovery import RecoveryReport
+from mirrord.shell.cdn_purge import CdnPurger
 from mirrord.shell.control.server import ControlServer
 from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
 from mirrord.shell.mqtt_announce import MqttAnnouncer
@@ -111,6 +112,7 @@ class Daemon:
         self.operations: Operations | None = None
         self.push: MqttPushListener | None = None
         self.announcer: MqttAnnouncer | None = None
+        self.purger: CdnPurger | None = None
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -182,6 +184,15 @@ class Daemon:
                     clock=self.clock,
                     log=self.log,
                 )
+            if config.purge.enabled:
+                self.purger = CdnPurger(
+                    config.purge,
+                    config.publish.path,
+                    runtime.feed.subscribe("purge"),
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    log=self.log,
+                )
             controls = DaemonControls(
                 started_at=self.started_at,
                 reload=self.reload,
@@ -190,6 +201,7 @@ class Daemon:
                 draining=lambda: self.draining,
                 push=lambda: self.push.status() if self.push is not None else None,
                 announce=lambda: self.announcer.status() if self.announcer is not None else None,
+                purge=lambda: self.purger.status() if self.purger is not None else None,
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)
@@ -256,6 +268,9 @@ class Daemon:
             if self.announcer is not None:
                 announce = self._supervised("announce", self.announcer.run())
                 services.append(group.create_task(announce, name="announce"))
+            if self.purger is not None:
+                purge = self._supervised("purge", self.purger.run())
+                services.append(group.create_task(purge, name="purge"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(

@@ -51,6 +51,7 @@ class DaemonControls:
     draining: Callable[[], bool]
     push: Callable[[], dict[str, Any] | None] = lambda: None  # the push trigger's state
     announce: Callable[[], dict[str, Any] | None] = lambda: None  # downstream announcements
+    purge: Callable[[], dict[str, Any] | None] = lambda: None  # the CDN purges' state
 
 
 class Operations:
@@ -84,6 +85,7 @@ class Operations:
             verify=self.scrub.summary(),
             push=self.daemon.push(),
             announce=self.daemon.announce(),
+            purge=self.daemon.purge(),
         )
 
     async def cmd_status(self, request: Request) -> StatusReport:

@@ -88,6 +88,7 @@ class StatusReport(TypedDict):
     verify: dict[str, object]
     push: dict[str, Any] | None  # the MQTT push trigger's state, None when not configured
     announce: dict[str, Any] | None  # downstream announcements' state, None when not configured
+    purge: dict[str, Any] | None  # the CDN purges' state, None when not configured
     arches: list[ArchReport]
 
 
@@ -114,6 +115,7 @@ async def status_report(
     verify: dict[str, object],
     push: dict[str, Any] | None = None,
     announce: dict[str, Any] | None = None,
+    purge: dict[str, Any] | None = None,
 ) -> StatusReport:
     """Everything an operator asks first; reads the database (on its thread)."""
     now = runtime.clock.time()
@@ -180,5 +182,6 @@ async def status_report(
         "verify": verify,
         "push": push,
         "announce": announce,
+        "purge": purge,
         "arches": arches,
     }

@@ -37,7 +37,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
-_STATUS_KEYS |= {"store", "verify", "arches", "push", "announce"}
+_STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -71,6 +71,9 @@ def status(result: Reply, now: float | None = None) -> str:
     announce = result.get("announce")
     if isinstance(announce, Mapping):
         fields.append(("announce", _announce(announce, now)))
+    purge = result.get("purge")
+    if isinstance(purge, Mapping):
+        fields.append(("cdn purge", _purge(purge, now)))
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
@@ -132,6 +135,20 @@ def _announce(announce: Reply, now: float) -> str:
     )
     if announce.get("dropped"):
         text += f", {_count(announce['dropped'])} dropped"
+    return text
+
+
+def _purge(purge: Reply, now: float) -> str:
+    text = (
+        f"{_count(purge.get('purged'))} purged, {_count(purge.get('failed'))} failed "
+        f"after {_count(purge.get('events'))} publishes, last {_ago(purge.get('last_purge'), now)}"
+    )
+    if purge.get("waiting"):
+        text += f", {_count(purge['waiting'])} publishes waiting"
+    if purge.get("dropped"):
+        text += f", {_count(purge['dropped'])} dropped (backlog full)"
+    if purge.get("last_failure"):
+        text += f"; last failure {_ago(purge.get('last_failure_at'), now)}: {purge['last_failure']}"
     return text
 
 
