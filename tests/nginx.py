@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 CONFIG = """
 worker_processes {workers};
@@ -113,17 +113,44 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-class Nginx:
-    def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
+class LoopbackServer:
+    """A server of ``root`` on 127.0.0.1 run from ``prefix``; subclasses write ``start``."""
+
+    def __init__(self, root: Path, prefix: Path) -> None:
         self.root = root
         self.prefix = prefix
-        self.workers = workers
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Nginx(LoopbackServer):
+    def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
+        super().__init__(root, prefix)
+        self.workers = workers
 
     def config_template(self) -> str:
         """The nginx.conf, with {workers} {user} {prefix} {port} {root} to fill in."""
@@ -142,20 +169,3 @@ class Nginx:
         error_log = self.prefix / "error.log"
         argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix), "-e", str(error_log)]
         self._process = start_listening(argv, self.port, "nginx", timeout, error_log)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-            self._process = None
-
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
