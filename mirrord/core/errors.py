@@ -207,6 +207,26 @@ class MassDeletionError(PublishError):
         )
 
 
+class TreeDeletionError(PublishError):
+    """The origin dropped too many files of a releases directory at once: refuse."""
+
+    def __init__(
+        self, directory: str, dropped: int, previous: int, limit: float, examples: tuple[str, ...]
+    ) -> None:
+        self.dropped = dropped
+        self.previous = previous
+        self.limit = limit
+        self.examples = examples
+        fraction = dropped / previous if previous else 1.0
+        super().__init__(
+            directory,
+            f"refusing to publish: the origin dropped {dropped} of {previous} files "
+            f"({', '.join(examples)}) ({fraction:.1%} > publish.max_delete_fraction "
+            f"{limit:.1%}); if the origin really removed them, run "
+            f"'mirrord sync --force {directory}' once",
+        )
+
+
 class DownloadsFailedError(MirrordError):
     """Some packages an arch's new index lists could not be stored: nothing was published."""
 
