@@ -17,10 +17,12 @@ import yaml
 from mirrord.core.clock import Clock, FakeClock
 from mirrord.core.config import Config, parse_config
 from mirrord.demo.releasegen import write_release, write_top
+from mirrord.publish.releasecheck import check_releases
+from mirrord.storage.treestate import TreeState
 from mirrord.sync.feed import Published
 from mirrord.sync.releases import TreePass
 from mirrord.sync.runtime import Runtime, open_runtime
-from tests.helpers import LogCapture, config_dict
+from tests.helpers import LogCapture, config_dict, run_mirrord
 from tests.releasetree import SERVERS, listing_server, set_mtime, tree_digests
 
 X86 = "v3.20/releases/x86_64"
@@ -277,3 +279,45 @@ async def test_latest_stable_switches_branch_atomically_and_only_when_published(
     assert moved.ok and moved.latest_stable == "v3.21"
     assert errors == []
     assert seen == ["v3.20", "v3.21"]
+
+
+async def test_verify_tree_checks_against_sidecars_and_names_unverified_files(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    async with _synced(tmp_path, keys_dir, "nginx-html") as (_origin_root, config, _runtime):
+        pass
+    config_file = tmp_path / "mirrord.yaml"
+    data = config_dict(
+        tmp_path,
+        "http://127.0.0.1:1",
+        keys_dir,
+        [{"branch": "v3.20", "repos": ["main"], "arches": ["x86_64"]}],
+        releases={"branches": ["v3.20"], "arches": ["x86_64"]},
+    )
+    config_file.write_text(yaml.safe_dump(data))
+    published = config.publish.path / X86
+    result = run_mirrord("verify-tree", "--config", str(config_file))
+    lines = result.stdout.splitlines()
+    unverified = sorted(line.split(": ")[1] for line in lines if line.startswith("unverified:"))
+    assert f"{X86}/netboot/vmlinuz-lts" in unverified
+    assert f"{X86}/alpine-standard-3.20.3-x86_64.iso" not in unverified
+    assert "MIRRORS.txt" in unverified
+    summary = lines[-1]
+    assert summary.startswith("releases: 1 directories, 17 files")
+    assert "4 verified against sidecars/yaml, 13 by size + Last-Modified only" in summary
+    assert summary.endswith("; 0 problems")
+    # (The package repository of this configuration was never synced: its one problem.)
+    assert [line for line in lines if line.startswith("problem:")] == [
+        "problem: v3.20/main/x86_64: no APKINDEX.tar.gz"
+    ]
+    assert "latest-stable -> v3.20" in summary
+    # One flipped bit in a published image: verify-tree names it and fails.
+    iso = published / "alpine-standard-3.20.3-x86_64.iso"
+    data_bytes = bytearray(iso.read_bytes())
+    data_bytes[100] ^= 0x01
+    iso.unlink()  # a new file: the store's object keeps its bytes
+    iso.write_bytes(bytes(data_bytes))
+    broken = check_releases(config.publish.path, TreeState(config.storage.path), ("MIRRORS.txt",))
+    assert [p.split(": expected")[0] for p in broken.problems] == [
+        f"{X86}: {X86}/alpine-standard-3.20.3-x86_64.iso: sha256 mismatch"
+    ]

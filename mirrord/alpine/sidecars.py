@@ -9,6 +9,7 @@ published; two sources that disagree refuse the directory.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -117,3 +118,35 @@ def expectations(
             sources=tuple(sources),
         )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    sha256: str
+    sha512: str
+    size: int
+
+
+class FileDigester:
+    def __init__(self) -> None:
+        self._sha256 = hashlib.sha256()
+        self._sha512 = hashlib.sha512()
+        self._size = 0
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._sha256.update(chunk)
+        self._sha512.update(chunk)
+        self._size += len(chunk)
+
+    def finish(self) -> FileDigest:
+        return FileDigest(self._sha256.hexdigest(), self._sha512.hexdigest(), self._size)
+
+
+def check_file(path: str, expected: Expected, digest: FileDigest) -> None:
+    """Raise ChecksumMismatchError unless ``digest`` is what ``expected`` promises."""
+    if expected.size is not None and digest.size != expected.size:
+        raise ChecksumMismatchError(path, "size", str(expected.size), str(digest.size))
+    if expected.sha256 is not None and digest.sha256 != expected.sha256:
+        raise ChecksumMismatchError(path, "sha256", expected.sha256, digest.sha256)
+    if expected.sha512 is not None and digest.sha512 != expected.sha512:
+        raise ChecksumMismatchError(path, "sha512", expected.sha512, digest.sha512)

@@ -12,14 +12,13 @@ refused with a ChecksumMismatchError.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 from dataclasses import dataclass, field
 
 import aiohttp
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.alpine.sidecars import Expected
+from mirrord.alpine.sidecars import Expected, FileDigest, FileDigester, check_file
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import ChecksumMismatchError, TransientOriginError
@@ -30,43 +29,11 @@ from mirrord.storage.store import ContentStore
 
 
 @dataclass(frozen=True, slots=True)
-class FileDigest:
-    sha256: str
-    sha512: str
-    size: int
-
-
-class FileDigester:
-    def __init__(self) -> None:
-        self._sha256 = hashlib.sha256()
-        self._sha512 = hashlib.sha512()
-        self._size = 0
-
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        self._sha256.update(chunk)
-        self._sha512.update(chunk)
-        self._size += len(chunk)
-
-    def finish(self) -> FileDigest:
-        return FileDigest(self._sha256.hexdigest(), self._sha512.hexdigest(), self._size)
-
-
-@dataclass(frozen=True, slots=True)
 class StoredFile:
     """A verified file in the store (not yet durable) and what the origin said of it."""
 
     digest: FileDigest
     last_modified: str | None
-
-
-def check_file(path: str, expected: Expected, digest: FileDigest) -> None:
-    """Raise ChecksumMismatchError unless ``digest`` is what ``expected`` promises."""
-    if expected.size is not None and digest.size != expected.size:
-        raise ChecksumMismatchError(path, "size", str(expected.size), str(digest.size))
-    if expected.sha256 is not None and digest.sha256 != expected.sha256:
-        raise ChecksumMismatchError(path, "sha256", expected.sha256, digest.sha256)
-    if expected.sha512 is not None and digest.sha512 != expected.sha512:
-        raise ChecksumMismatchError(path, "sha512", expected.sha512, digest.sha512)
 
 
 @dataclass

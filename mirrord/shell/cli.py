@@ -217,7 +217,25 @@ def cmd_verify_tree(args: argparse.Namespace) -> int:
         f"{report.arches} arches, {report.files} files, {report.bytes} bytes verified; "
         f"{len(report.problems)} problems"
     )
-    return EXIT_OK if report.ok else EXIT_FAILED
+    if config.releases is None:
+        return EXIT_OK if report.ok else EXIT_FAILED
+    from mirrord.publish.releasecheck import check_releases
+    from mirrord.storage.treestate import TreeState
+
+    trees = check_releases(
+        config.publish.path, TreeState(config.storage.path), config.releases.files
+    )
+    for path in trees.unverified:
+        print(f"unverified: {path}: no sidecar or yaml entry; mirrored by size + Last-Modified")
+    for problem in trees.problems:
+        print(f"problem: {problem}")
+    print(
+        f"releases: {trees.directories} directories, {trees.files} files, {trees.bytes} bytes; "
+        f"{trees.verified} verified against sidecars/yaml, {len(trees.unverified)} by size + "
+        f"Last-Modified only; latest-stable -> {trees.latest_stable or '(none)'}; "
+        f"{len(trees.problems)} problems"
+    )
+    return EXIT_OK if report.ok and trees.ok else EXIT_FAILED
 
 
 # --- argument parsing -------------------------------------------------------------------
