@@ -190,6 +190,7 @@ class Daemon:
                     lambda: runtime.config.arch_keys(),
                     runtime.traffic.meter.rate,
                     self.clock,
+                    trees=lambda: list(runtime.releases.status.values()),
                 )
             )
             control = (

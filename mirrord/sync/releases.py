@@ -73,6 +73,23 @@ class TreeOutcome:
 
 
 @dataclass
+class TreeStatus:
+    """What ``ctl status`` and the metrics say of one releases directory (or top-level file)."""
+
+    directory: str
+    outcome: str | None = None
+    error: str | None = None
+    checked_at: float | None = None
+    published_at: float | None = None
+    behind_since: float | None = None  # the origin had what we do not serve, since
+    unverified: int = 0
+    pending_removal: int = 0
+
+    def lag(self, now: float) -> float:
+        return 0.0 if self.behind_since is None else max(0.0, now - self.behind_since)
+
+
+@dataclass
 class TreePass:
     outcomes: list[TreeOutcome] = field(default_factory=list)
     latest_stable: str | None = None
@@ -107,6 +124,10 @@ class ReleaseMirror:
         self._log = log
         self._lock = asyncio.Lock()  # one pass at a time
         self.last: TreePass | None = None
+        self.status: dict[str, TreeStatus] = {}
+        self.running = False
+        self.passes = 0
+        self._passed = asyncio.Condition()
 
     # --- one pass -------------------------------------------------------------------
 
@@ -117,24 +138,63 @@ class ReleaseMirror:
         if releases is None:
             return result
         async with self._lock:
-            branches: dict[str, list[str]] = {}
-            for branch in await self._branches(releases, result):
-                arches = await self._arches(releases, branch, result)
-                branches[branch] = [f"{branch}/releases/{arch}" for arch in arches]
-            for directories in branches.values():
-                for directory in directories:
-                    outcome = await self.sync_directory(directory, config, force=directory in force)
-                    result.outcomes.append(outcome)
-            for name in releases.files:
-                result.outcomes.append(await self._top_file(name))
-            if releases.latest_stable:
-                published = {
-                    branch: bool(dirs) and all(o.ok for o in result.outcomes if o.directory in dirs)
-                    for branch, dirs in branches.items()
-                }
-                result.latest_stable = await self._latest_stable(published, result)
+            self.running = True
+            try:
+                await self._pass(releases, config, force, result)
+            finally:
+                self.running = False
             self.last = result
+        async with self._passed:
+            self.passes += 1
+            self._passed.notify_all()
         return result
+
+    async def wait_for_passes(self, count: int) -> None:
+        """Until ``count`` passes have ended (for tests and ``ctl``)."""
+        async with self._passed:
+            await self._passed.wait_for(lambda: self.passes >= count)
+
+    def _add(self, result: TreePass, outcome: TreeOutcome) -> None:
+        result.outcomes.append(outcome)
+        self._note(outcome)
+
+    def _note(self, outcome: TreeOutcome) -> None:
+        status = self.status.setdefault(outcome.directory, TreeStatus(outcome.directory))
+        now = self._clock.time()
+        status.outcome, status.error, status.checked_at = outcome.outcome, outcome.error, now
+        if outcome.ok:
+            status.behind_since = None
+            status.unverified = len(outcome.unverified)
+            status.pending_removal = outcome.pending_removal
+            if outcome.outcome == "published":
+                status.published_at = now
+        elif status.behind_since is None:
+            status.behind_since = now
+
+    def _behind(self, directory: str, since: float) -> None:
+        status = self.status.setdefault(directory, TreeStatus(directory))
+        if status.behind_since is None:
+            status.behind_since = since
+
+    async def _pass(
+        self, releases: ReleasesConfig, config: Config, force: Collection[str], result: TreePass
+    ) -> None:
+        branches: dict[str, list[str]] = {}
+        for branch in await self._branches(releases, result):
+            arches = await self._arches(releases, branch, result)
+            branches[branch] = [f"{branch}/releases/{arch}" for arch in arches]
+        for directories in branches.values():
+            for directory in directories:
+                outcome = await self.sync_directory(directory, config, force=directory in force)
+                self._add(result, outcome)
+        for name in releases.files:
+            self._add(result, await self._top_file(name))
+        if releases.latest_stable:
+            published = {
+                branch: bool(dirs) and all(o.ok for o in result.outcomes if o.directory in dirs)
+                for branch, dirs in branches.items()
+            }
+            result.latest_stable = await self._latest_stable(published, result)
 
     async def _list(self, relpath: str) -> Listing:
         url = self._origin.path_url(f"{relpath}/" if relpath else "")
@@ -158,7 +218,7 @@ class ReleaseMirror:
         try:
             top = await self._list("")
         except MirrordError as error:
-            result.outcomes.append(TreeOutcome("", "failed", str(error)))
+            self._add(result, TreeOutcome("", "failed", str(error)))
             return []
         return [d for d in top.directories() if _BRANCH.fullmatch(d)]
 
@@ -170,10 +230,10 @@ class ReleaseMirror:
         except PermanentOriginError as error:
             if error.status == 404:
                 return []  # a branch without releases (most old ones have them; edge may not)
-            result.outcomes.append(TreeOutcome(f"{branch}/releases", "failed", str(error)))
+            self._add(result, TreeOutcome(f"{branch}/releases", "failed", str(error)))
             return []
         except MirrordError as error:
-            result.outcomes.append(TreeOutcome(f"{branch}/releases", "failed", str(error)))
+            self._add(result, TreeOutcome(f"{branch}/releases", "failed", str(error)))
             return []
         return [d for d in listing.directories() if valid_segment(d)]
 
@@ -266,6 +326,8 @@ class ReleaseMirror:
             max_delete_fraction=config.publish.max_delete_fraction,
             force=force,
         )
+        if plan.fetch or plan.delete:
+            self._behind(directory, now)
         files = dict(manifest.files)
         fetched_bytes = 0
         for relpath in plan.fetch:  # one at a time: an ISO never crowds out package downloads
@@ -363,7 +425,7 @@ class ReleaseMirror:
             target = await self._origin_latest_stable()
         except MirrordError as error:
             self._log.error("releases.latest_stable.failed", error=str(error))
-            result.outcomes.append(TreeOutcome(LATEST_STABLE, "failed", str(error)))
+            self._add(result, TreeOutcome(LATEST_STABLE, "failed", str(error)))
             return current
         move_to = choose_latest_stable(target, published, current)
         if move_to is None:
