@@ -403,7 +403,9 @@ class ReleaseMirror:
             self._log.error("releases.file.failed", path=name, error=str(error))
             return TreeOutcome(name, "failed", str(error))
         self._feed.announce(Published("", (name,), self._clock.time()))
-        return TreeOutcome(name, "published", fetched=1, unverified=(name,))
+        return TreeOutcome(
+            name, "published", fetched=1, fetched_bytes=len(got.body), unverified=(name,)
+        )
 
     async def _origin_latest_stable(self) -> str | None:
         """The branch the origin's ``latest-stable`` names: its latest-releases.yaml says."""
