@@ -347,3 +347,24 @@ def test_check_config_rejects_an_unreadable_keys_dir(tmp_path: Path) -> None:
     result = run_mirrord("check-config", "--config", str(_write(tmp_path, data)))
     assert result.returncode == 2
     assert "origin.keys" in result.stderr and "not a PEM public key" in result.stderr
+
+
+def test_releases_section_defaults_and_errors() -> None:
+    assert parse_config(minimal()).releases is None
+    assert parse_config({**minimal(), "releases": False}).releases is None
+    releases = parse_config({**minimal(), "releases": {}}).releases
+    assert releases is not None
+    assert (releases.branches, releases.arches, releases.files) == (
+        ("all",),
+        ("all",),
+        ("MIRRORS.txt",),
+    )
+    assert releases.latest_stable and releases.interval == 600
+    chosen = parse_config({**minimal(), "releases": {"branches": ["v3.20", "edge"]}}).releases
+    assert chosen is not None and chosen.branches == ("v3.20", "edge")
+    with pytest.raises(ConfigError, match=r"releases\.arches: 'all' stands alone"):
+        parse_config({**minimal(), "releases": {"arches": ["all", "x86_64"]}})
+    with pytest.raises(ConfigError, match=r"releases\.branches\[0\]"):
+        parse_config({**minimal(), "releases": {"branches": ["../etc"]}})
+    with pytest.raises(ConfigError, match=r"releases\.max_file_bytes"):
+        parse_config({**minimal(), "releases": {"max_file_bytes": "lots"}})
