@@ -61,6 +61,13 @@ LIVE_KEYS = frozenset(
         "limits.max_index_bytes",
         "limits.max_package_bytes",
         "storage.gc_interval",
+        # read at each releases pass (the interval after the current wait)
+        "releases.branches",
+        "releases.arches",
+        "releases.files",
+        "releases.latest_stable",
+        "releases.max_file_bytes",
+        "releases.interval",
     }
 )
 
@@ -243,8 +250,9 @@ class Daemon:
             if self.push is not None:
                 push = self._supervised("push", self.push.run())
                 services.append(group.create_task(push, name="push"))
-            trees = self._supervised("releases", self._sync_releases_periodically(runtime))
-            services.append(group.create_task(trees, name="releases"))
+            if config.releases is not None:  # adding or removing the section needs a restart
+                trees = self._supervised("releases", self._sync_releases_periodically(runtime))
+                services.append(group.create_task(trees, name="releases"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(
@@ -336,19 +344,15 @@ class Daemon:
 
     async def _sync_releases_periodically(self, runtime: Runtime) -> None:
         """The releases trees, beside the package syncs: their downloads never gate a publish."""
-        while True:
-            releases = runtime.config.releases
-            if releases is not None and not self.stopping.is_set():
-                result = await runtime.releases.run_pass()
-                self.log.info(
-                    "releases.pass.done",
-                    directories=len(result.outcomes),
-                    failed=sum(1 for o in result.outcomes if not o.ok),
-                    latest_stable=result.latest_stable,
-                )
-            await self.clock.sleep(
-                releases.interval if releases is not None else GC_DISABLED_RECHECK
+        while (releases := runtime.config.releases) is not None and not self.stopping.is_set():
+            result = await runtime.releases.run_pass()
+            self.log.info(
+                "releases.pass.done",
+                directories=len(result.outcomes),
+                failed=sum(1 for o in result.outcomes if not o.ok),
+                latest_stable=result.latest_stable,
             )
+            await self.clock.sleep(releases.interval)
 
     async def _report_periodically(self, runtime: Runtime, scheduler: Scheduler) -> None:
         """STATUS= for systemd, the store's size, and a summary line for people.
