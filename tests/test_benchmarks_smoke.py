@@ -26,6 +26,7 @@ SCENARIOS = (
     "publish",
     "memory",
     "rate-limit",
+    "releases-beside",
     "throughput",
 )
 FULL_SYNC = ("full-release", "full-small-heavy", "full-large")

@@ -92,9 +92,9 @@ async def test_full_sync_mirrors_the_whole_tree_byte_for_byte(
         async with open_runtime(config, log=logs.logger()) as runtime:
             events: list[Published] = []
             first = await _pass(runtime, events)
-            received = runtime.releases._downloader.received
+            received = runtime.releases.downloader.received
             second = await _pass(runtime)
-            again = runtime.releases._downloader.received
+            again = runtime.releases.downloader.received
     assert first.ok, [(o.directory, o.error) for o in first.outcomes]
     assert tree_digests(config.publish.path) == tree_digests(origin)
     assert _published_branch(config) == "v3.20"
@@ -136,7 +136,7 @@ async def test_full_sync_mirrors_the_whole_tree_byte_for_byte(
 async def test_new_release_then_old_one_removed_after_grace(tmp_path: Path, keys_dir: Path) -> None:
     clock = FakeClock(start=1_800_000_000)
     async with _synced(tmp_path, keys_dir, "lighttpd", clock) as (origin, config, runtime):
-        before = runtime.releases._downloader.received
+        before = runtime.releases.downloader.received
         # The origin gains 3.20.4 (netboot files replaced) and drops 3.20.2.
         write_release(origin, "v3.20", "x86_64", "3.20.4")
         old = sorted((origin / X86).glob("alpine-*-3.20.2-*"))
@@ -144,7 +144,7 @@ async def test_new_release_then_old_one_removed_after_grace(tmp_path: Path, keys
             path.unlink()
         set_mtime((origin / X86).rglob("*"), 1_700_100_000)
         second = await _pass(runtime)
-        fetched = runtime.releases._downloader.received - before
+        fetched = runtime.releases.downloader.received - before
         after_second = tree_digests(config.publish.path / X86)
         yaml_after_second = (config.publish.path / X86 / "latest-releases.yaml").read_text()
         clock.advance(config.publish.grace + 1)
@@ -204,12 +204,12 @@ async def test_corrupted_iso_is_refused_and_the_old_state_served(
 async def test_sidecar_disagreeing_with_the_yaml_is_refused(tmp_path: Path, keys_dir: Path) -> None:
     async with _synced(tmp_path, keys_dir, "nginx-json") as (origin, config, runtime):
         before = tree_digests(config.publish.path)
-        received = runtime.releases._downloader.received
+        received = runtime.releases.downloader.received
         write_release(origin, "v3.20", "x86_64", "3.20.4")
         sidecar = origin / X86 / "alpine-standard-3.20.4-x86_64.iso.sha256"
         sidecar.write_text(f"{'ab' * 32}  alpine-standard-3.20.4-x86_64.iso\n")
         second = await _pass(runtime)
-        downloaded = runtime.releases._downloader.received - received
+        downloaded = runtime.releases.downloader.received - received
     x86 = next(o for o in second.outcomes if o.directory == X86)
     assert x86.outcome == "refused"
     assert "iso.sha256 against latest-releases.yaml mismatch" in (x86.error or "")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 from mirrord.core.model import ArchKey
+from mirrord.demo.origin import Fault
 from mirrord.demo.releasegen import write_release, write_top
 from mirrord.demo.repogen import simple_specs
+from mirrord.sync.runtime import open_runtime
 from tests.daemon_harness import daemon_config, human_ctl, running_daemon, synced
 from tests.helpers import Mirror
 from tests.lighttpd import Lighttpd
@@ -48,3 +51,48 @@ async def test_daemon_publishes_releases_beside_packages_and_reports_them(mirror
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert value(samples(text), "mirrord_tree_lag_seconds", branch="v3.20", arch="x86_64") == 0
+
+
+def _image(path: str) -> bool:
+    return "/releases/" in path and path.endswith((".iso", ".tar.gz", "-lts"))
+
+
+async def test_release_images_wait_while_packages_download(mirror: Mirror) -> None:
+    """Packages first: an image is asked for only once no package is in flight."""
+    root = mirror.tree.root
+    specs = simple_specs("a", 5, payload=2000)
+    mirror.tree.put(KEY, specs)
+    mirror.origin.add_fault(f"{KEY}/{specs[-1].filename}", Fault.stall())
+    write_release(root, "v3.20", "x86_64", "3.20.3")
+    write_top(root, "v3.20")
+    config = mirror.config(KEY, releases={"branches": ["v3.20"], "arches": ["x86_64"]})
+    reached = asyncio.Event()
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        downloader = runtime.releases.downloader
+        assert downloader.yield_to is not None
+        packages_idle = downloader.yield_to
+
+        async def gate() -> None:
+            reached.set()
+            await packages_idle()
+
+        downloader.yield_to = gate
+        async with asyncio.TaskGroup() as group:
+            packages = group.create_task(runtime.engine.run_pass())
+            await mirror.origin.stalled.wait()
+            trees = group.create_task(runtime.releases.run_pass())
+            await reached.wait()  # the releases pass is at its first image
+            assert not [
+                r
+                for r in mirror.origin.requests
+                if "/releases/" in r.path and (r.path.endswith((".iso", ".tar.gz", "-lts")))
+            ]
+            mirror.origin.release_stalls.set()
+    assert [r.outcome for r in packages.result()] == ["published"]
+    assert trees.result().ok
+    paths = [r.path for r in mirror.origin.requests]
+    last_package = max(i for i, p in enumerate(paths) if p.endswith(".apk"))
+    first_image = min(i for i, p in enumerate(paths) if _image(p))
+    assert first_image > last_package, paths
+    # The demo origin's JSON listings served the discovery (nginx autoindex_format json).
+    assert "/v3.20/releases/x86_64/" in paths

@@ -11,6 +11,7 @@ from benchmarks.scenarios.incremental import incremental
 from benchmarks.scenarios.memory import memory
 from benchmarks.scenarios.publish import publish_cost
 from benchmarks.scenarios.ratelimit import rate_limit
+from benchmarks.scenarios.releases import releases_beside
 from benchmarks.scenarios.unchanged import unchanged
 
 Scenario = Callable[[Bench], ScenarioResult]
@@ -38,4 +39,5 @@ SCENARIOS: dict[str, Scenario] = {
     "publish": publish_cost,
     "memory": memory,
     "rate-limit": rate_limit,
+    "releases-beside": releases_beside,
 }

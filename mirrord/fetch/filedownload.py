@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -45,6 +46,8 @@ class FileDownloader:
     log: FilteringBoundLogger
     throttle: Throttle = field(default_factory=Unthrottled)
     rng: random.Random = field(default_factory=random.Random)  # jitter, not cryptography
+    # Packages first: while this says so, a file's body is not read further (see _stream).
+    yield_to: Callable[[], Awaitable[None]] | None = None
     received: int = 0  # bytes off the wire, for progress and tests
 
     async def download(self, relpath: str, expected: Expected, max_bytes: int) -> StoredFile:
@@ -115,6 +118,7 @@ class FileDownloader:
         buffered = 0
         try:
             async for chunk, _ in body.iter_chunks():
+                await self._yield()
                 self.received += len(chunk)
                 await self.throttle.consume(len(chunk))
                 chunks.append(chunk)
@@ -127,3 +131,14 @@ class FileDownloader:
         finally:
             if chunks:  # keep what arrived, so a retry can resume after it
                 await asyncio.to_thread(sink.write, chunks)
+
+    async def _yield(self) -> None:
+        """Wait while packages are being fetched, but read on before the socket times out."""
+        if self.yield_to is None:
+            return
+        try:
+            # The bound is the socket's own read timeout (loop time, as aiohttp's is).
+            async with asyncio.timeout(self.config.read_timeout / 2):
+                await self.yield_to()
+        except TimeoutError:
+            return

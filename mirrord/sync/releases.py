@@ -115,7 +115,7 @@ class ReleaseMirror:
     ) -> None:
         self._config = config
         self._origin = origin
-        self._downloader = downloader
+        self.downloader = downloader
         self._committer = committer
         self._trees = trees
         self.state = state
@@ -336,7 +336,9 @@ class ReleaseMirror:
                 sha256 = await self._committer.commit_bytes(index_bytes[relpath])
                 size, last_modified = len(index_bytes[relpath]), None
             else:
-                stored = await self._downloader.download(
+                if self.downloader.yield_to is not None:
+                    await self.downloader.yield_to()  # packages first: start no image beside them
+                stored = await self.downloader.download(
                     f"{directory}/{relpath}", origin_file.expected, releases.max_file_bytes
                 )
                 size, last_modified = stored.digest.size, stored.last_modified

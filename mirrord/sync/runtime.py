@@ -222,7 +222,9 @@ async def open_runtime(
             ReleaseMirror(
                 config=lambda: live.config,
                 origin=origin,
-                downloader=FileDownloader(origin, store, config.fetch, clock, log, traffic),
+                downloader=FileDownloader(
+                    origin, store, config.fetch, clock, log, traffic, yield_to=fetcher.wait_idle
+                ),
                 committer=committer,
                 trees=TreePublisher(publisher),
                 state=TreeState(config.storage.path),
