@@ -16,6 +16,8 @@ server.port = {port}
 server.errorlog = "{prefix}/error.log"
 server.pid-file = "{prefix}/lighttpd.pid"
 server.follow-symlink = "enable"
+# Tests rewrite files in place between passes: no cached sizes from a second ago.
+server.stat-cache-engine = "disable"
 dir-listing.activate = "enable"
 dir-listing.encoding = "utf-8"
 dir-listing.hide-dotfiles = "disable"

@@ -11,7 +11,7 @@ from mirrord.demo.releasegen import write_release, write_top
 from mirrord.demo.repogen import simple_specs
 from mirrord.sync.runtime import open_runtime
 from tests.daemon_harness import daemon_config, human_ctl, running_daemon, synced
-from tests.helpers import Mirror
+from tests.helpers import Mirror, run_mirrord
 from tests.lighttpd import Lighttpd
 from tests.prom import promtool, samples, scrape, value
 from tests.releasetree import tree_digests
@@ -96,3 +96,38 @@ async def test_release_images_wait_while_packages_download(mirror: Mirror) -> No
     assert first_image > last_package, paths
     # The demo origin's JSON listings served the discovery (nginx autoindex_format json).
     assert "/v3.20/releases/x86_64/" in paths
+
+
+async def test_mirrord_sync_refuses_a_mass_deletion_until_forced(mirror: Mirror) -> None:
+    root = mirror.tree.root
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    for version in ("3.20.2", "3.20.3"):
+        write_release(root, "v3.20", "x86_64", version)
+    write_top(root, "v3.20")
+    with Lighttpd(root, mirror.tmp / "web") as web:
+        releases = {"branches": ["v3.20"], "arches": ["x86_64"]}
+        config = mirror.config_file(KEY, origin={"url": web.url}, releases=releases)
+        published = mirror.tmp / "published"
+        first = await asyncio.to_thread(run_mirrord, "sync", "--config", str(config))
+        assert first.returncode == 0, first.stderr
+        before = tree_digests(published / X86)
+        # Leftovers of a crash in the middle of a publish, swept by the next pass.
+        (published / X86 / ".mirrord-tmp-alpine-x.iso").write_bytes(b"partial")
+        (published / ".mirrord-tmp-latest-stable").symlink_to("v3.20")
+        for path in (root / X86).glob("alpine-*"):
+            path.unlink()
+        (root / X86 / "latest-releases.yaml").write_text("---\n")
+        refused = await asyncio.to_thread(run_mirrord, "sync", "--config", str(config))
+        assert refused.returncode == 1
+        assert f"mirrord: {X86}: refused: {X86}: refusing to publish" in refused.stderr
+        assert tree_digests(published / X86) == before
+        forced = await asyncio.to_thread(
+            run_mirrord, "sync", "--config", str(config), "--force", X86
+        )
+    assert forced.returncode == 0, forced.stderr
+    # Forced: the new yaml is published, the removed files wait out publish.grace.
+    after = tree_digests(published / X86)
+    assert after.keys() == before.keys()
+    assert (published / X86 / "latest-releases.yaml").read_text() == "---\n"
+    assert not (published / X86 / ".mirrord-tmp-alpine-x.iso").exists()
+    assert not (published / ".mirrord-tmp-latest-stable").is_symlink()

@@ -43,6 +43,22 @@ class TreePublisher:
         self._link_all(base, content)
         self._link_all(base, indexes)
 
+    def sweep(self, directory: str) -> int:
+        """Remove temporary names a crash left in ``directory`` (and its subdirectories)."""
+        swept = 0
+        for parent, _dirs, names in os.walk(self.root / directory):
+            for name in names:
+                if name.startswith(TEMP_MARK):
+                    swept += unlink_if_exists(Path(parent, name))
+        return swept
+
+    def sweep_top(self) -> int:
+        """Temporary names at the top level (``MIRRORS.txt``, ``latest-stable``)."""
+        if not self.root.is_dir():
+            return 0
+        found = [e.path for e in os.scandir(self.root) if e.name.startswith(TEMP_MARK)]
+        return sum(unlink_if_exists(Path(path)) for path in found)
+
     def delete(self, directory: str, relpaths: Iterable[str]) -> list[str]:
         base = self.root / directory
         deleted = [p for p in relpaths if unlink_if_exists(base / p)]

@@ -187,6 +187,9 @@ class ReleaseMirror:
             for directory in directories:
                 outcome = await self.sync_directory(directory, config, force=directory in force)
                 self._add(result, outcome)
+        swept = await asyncio.to_thread(self._trees.sweep_top)
+        if swept:
+            self._log.info("releases.top.swept", temp_files=swept)
         for name in releases.files:
             self._add(result, await self._top_file(name))
         if releases.latest_stable:
@@ -280,6 +283,9 @@ class ReleaseMirror:
         releases = config.releases
         assert releases is not None
         branch, _, arch = directory.split("/")
+        swept = await asyncio.to_thread(self._trees.sweep, directory)
+        if swept:
+            log.info("releases.directory.swept", temp_files=swept)
         listed = await self._walk(directory)
         # The "index" files are small: read them whole, they decide what the rest must be.
         index_bytes: dict[str, bytes] = {}
