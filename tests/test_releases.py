@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import time
@@ -63,6 +64,10 @@ async def _synced(
         async with open_runtime(config, log=LogCapture().logger(), clock=clock) as runtime:
             assert (await _pass(runtime)).ok
             yield origin, config, runtime
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _published_branch(config: Config) -> str:
@@ -321,3 +326,20 @@ async def test_verify_tree_checks_against_sidecars_and_names_unverified_files(
     assert [p.split(": expected")[0] for p in broken.problems] == [
         f"{X86}: {X86}/alpine-standard-3.20.3-x86_64.iso: sha256 mismatch"
     ]
+
+
+async def test_garbage_collection_keeps_what_the_releases_trees_publish(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    clock = FakeClock(start=1_800_000_000)
+    async with _synced(tmp_path, keys_dir, "lighttpd", clock) as (_root, config, runtime):
+        clock.advance(config.publish.grace + 1)
+        report = await runtime.engine.collect_garbage()
+        store = runtime.store
+        published = config.publish.path / X86
+        manifest = runtime.releases.state.load(X86)
+    assert report.deleted == 0
+    assert len(manifest.files) == 16
+    for relpath, entry in manifest.files.items():
+        assert store.has(entry.sha256), relpath
+        assert sha256_file(published / relpath) == entry.sha256

@@ -128,6 +128,10 @@ class ReleaseMirror:
         self.running = False
         self.passes = 0
         self._passed = asyncio.Condition()
+        # Objects published in (or committed for) a releases directory: garbage
+        # collection keeps them, as it keeps what a package snapshot lists.
+        self._published: dict[str, set[str]] = {}
+        self._committed: set[str] = set()
 
     # --- one pass -------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class ReleaseMirror:
                 await self._pass(releases, config, force, result)
             finally:
                 self.running = False
+                self._committed.clear()
             self.last = result
         async with self._passed:
             self.passes += 1
@@ -153,6 +158,16 @@ class ReleaseMirror:
         """Until ``count`` passes have ended (for tests and ``ctl``)."""
         async with self._passed:
             await self._passed.wait_for(lambda: self.passes >= count)
+
+    async def load(self) -> None:
+        """Read every manifest once at start-up, so garbage collection knows their objects."""
+        for directory in await asyncio.to_thread(self.state.directories):
+            manifest = await asyncio.to_thread(self.state.load, directory)
+            self._published[directory] = {f.sha256 for f in manifest.files.values()}
+
+    def in_use(self) -> set[str]:
+        """Every object a releases directory publishes or a pass has just committed."""
+        return self._committed.union(*self._published.values())
 
     def _add(self, result: TreePass, outcome: TreeOutcome) -> None:
         result.outcomes.append(outcome)
@@ -351,6 +366,7 @@ class ReleaseMirror:
                 sha256 = await self._committer.commit(
                     StoredObject(stored.digest.sha256, size), None
                 )
+            self._committed.add(sha256)
             fetched_bytes += size
             files[relpath] = TreeFile(
                 sha256,
@@ -375,6 +391,7 @@ class ReleaseMirror:
             files.pop(relpath, None)
         new = TreeManifest(files, plan.gone_since, now)
         await asyncio.to_thread(self.state.save, directory, new)
+        self._published[directory] = {f.sha256 for f in files.values()}
         changed = tuple(f"{directory}/{p}" for p, _ in indexes) or tuple(
             f"{directory}/{p}" for p, _ in content
         )

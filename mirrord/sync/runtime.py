@@ -233,6 +233,8 @@ async def open_runtime(
                 log=log,
             ),
         )
+        await runtime.releases.load()
+        engine.also_in_use = runtime.releases.in_use
         body_error: BaseException | None = None
         async with asyncio.TaskGroup() as group:
             group.create_task(committer.run(), name="committer")
