@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class MirrordSetup:
     directory: Path  # the run's own storage/ and published/ live here
     fetch: Mapping[str, Any]
     interval: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more top-level sections
 
     @property
     def storage(self) -> Path:
@@ -75,6 +76,7 @@ class MirrordSetup:
         }
         if self.interval is not None:
             config["interval"] = self.interval
+        config.update(self.extra)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 CONFIG = """
 worker_processes {workers};
@@ -134,16 +134,30 @@ class LoopbackServer:
         self.stop()
 
 
-class Nginx(LoopbackServer):
-    def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
+class WebServer(LoopbackServer):
+    """An HTTP server of ``root`` on 127.0.0.1 run from ``prefix``; subclasses write ``start``."""
+
+    def __init__(self, root: Path, prefix: Path) -> None:
         super().__init__()
         self.root = root
         self.prefix = prefix
-        self.workers = workers
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+
+class Nginx(WebServer):
+    def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
+        super().__init__(root, prefix)
+        self.workers = workers
 
     def config_template(self) -> str:
         """The nginx.conf, with {workers} {user} {prefix} {port} {root} to fill in."""
@@ -162,7 +176,3 @@ class Nginx(LoopbackServer):
         error_log = self.prefix / "error.log"
         argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix), "-e", str(error_log)]
         self._process = start_listening(argv, self.port, "nginx", timeout, error_log)
-
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self

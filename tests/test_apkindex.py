@@ -10,6 +10,7 @@ import pytest
 
 from mirrord.alpine.apkindex import read_index_archive, split_gzip_streams
 from mirrord.alpine.signing import Keyring
+from mirrord.alpine.tarlite import build_member, iter_members
 from mirrord.core.errors import IndexFormatError, SignatureError, UnsafeIndexError
 from mirrord.demo.repogen import PackageSpec, SigningKey, build_index, build_package
 from tests.helpers import FIXTURES
@@ -123,6 +124,38 @@ def test_rsa256_signatures_verify(tmp_path: Path, signing_key: SigningKey) -> No
         max_package_bytes=PKG_LIMIT,
     )
     assert [e.filename for e in archive.entries] == ["a-1-r0.apk"]
+
+
+def test_rsa512_signature_verifies_and_a_flipped_bit_fails(
+    tmp_path: Path, signing_key: SigningKey
+) -> None:
+    package = build_package(PackageSpec("a", "1-r0"), signing_key)
+    blob = build_index([package], signing_key, signature_digest="sha512")
+    first = split_gzip_streams(blob, LIMIT)[0]
+    names = [m.name for m in iter_members(first.data)]
+    assert names == [f".SIGN.RSA512.{signing_key.name}"]
+    keyring = Keyring.load(_keys(tmp_path, signing_key))
+    archive = read_index_archive(
+        blob, keyring, allow_untrusted=False, max_index_bytes=LIMIT, max_package_bytes=PKG_LIMIT
+    )
+    assert [e.filename for e in archive.entries] == ["a-1-r0.apk"]
+    assert archive.signer == signing_key.name
+    flipped = bytearray(blob)
+    flipped[len(first.raw) + 4] ^= 0x01  # gzip MTIME: still inflates, only RSA/SHA-512 can tell
+    with pytest.raises(SignatureError, match="RSA/sha512 signature does not match"):
+        read(bytes(flipped), keyring)
+
+
+def test_rsa512_signature_by_sha256_is_refused(tmp_path: Path, signing_key: SigningKey) -> None:
+    """A signature computed over SHA-256 but named RSA512 must not verify."""
+    package = build_package(PackageSpec("a", "1-r0"), signing_key)
+    honest = build_index([package], signing_key, signature_digest="sha256")
+    first = split_gzip_streams(honest, LIMIT)[0]
+    content = honest[len(first.raw) :]
+    wrong = build_member(f".SIGN.RSA512.{signing_key.name}", signing_key.sign(content, "sha256"))
+    blob = gzip.compress(wrong) + content
+    with pytest.raises(SignatureError, match="does not match"):
+        read(blob, Keyring.load(_keys(tmp_path, signing_key)))
 
 
 def test_unsigned_index_needs_allow_untrusted(tmp_path: Path, signing_key: SigningKey) -> None:

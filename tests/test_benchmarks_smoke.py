@@ -28,6 +28,7 @@ SCENARIOS = (
     "rate-limit",
     "freshness",
     "serving",
+    "releases-beside",
     "throughput",
 )
 FULL_SYNC = ("full-release", "full-small-heavy", "full-large")

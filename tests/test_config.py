@@ -369,3 +369,24 @@ def test_announce_is_off_unless_configured_and_checks_its_topic_prefix() -> None
         with pytest.raises(ConfigError) as caught:
             parse_config(_broken(("push",), {"announce": {"url": url, key: bad}}))
         assert caught.value.key_path == f"push.announce.{key}"
+
+
+def test_releases_section_defaults_and_errors() -> None:
+    assert parse_config(minimal()).releases is None
+    assert parse_config({**minimal(), "releases": False}).releases is None
+    releases = parse_config({**minimal(), "releases": {}}).releases
+    assert releases is not None
+    assert (releases.branches, releases.arches, releases.files) == (
+        ("all",),
+        ("all",),
+        ("MIRRORS.txt",),
+    )
+    assert releases.latest_stable and releases.interval == 600
+    chosen = parse_config({**minimal(), "releases": {"branches": ["v3.20", "edge"]}}).releases
+    assert chosen is not None and chosen.branches == ("v3.20", "edge")
+    with pytest.raises(ConfigError, match=r"releases\.arches: 'all' stands alone"):
+        parse_config({**minimal(), "releases": {"arches": ["all", "x86_64"]}})
+    with pytest.raises(ConfigError, match=r"releases\.branches\[0\]"):
+        parse_config({**minimal(), "releases": {"branches": ["../etc"]}})
+    with pytest.raises(ConfigError, match=r"releases\.max_file_bytes"):
+        parse_config({**minimal(), "releases": {"max_file_bytes": "lots"}})

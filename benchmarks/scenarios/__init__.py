@@ -12,6 +12,7 @@ from benchmarks.scenarios.incremental import incremental
 from benchmarks.scenarios.memory import memory
 from benchmarks.scenarios.publish import publish_cost
 from benchmarks.scenarios.ratelimit import rate_limit
+from benchmarks.scenarios.releases import releases_beside
 from benchmarks.scenarios.serving import serving
 from benchmarks.scenarios.unchanged import unchanged
 
@@ -42,4 +43,5 @@ SCENARIOS: dict[str, Scenario] = {
     "rate-limit": rate_limit,
     "freshness": freshness,
     "serving": serving,
+    "releases-beside": releases_beside,
 }

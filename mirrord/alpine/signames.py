@@ -1,4 +1,5 @@
-"""Names of apk signature members: ``.SIGN.RSA.<key>`` (SHA-1), ``.SIGN.RSA256.<key>``.
+"""Names of apk signature members: ``.SIGN.RSA.<key>`` (SHA-1), ``.SIGN.RSA256.<key>``,
+``.SIGN.RSA512.<key>`` (the three apk-tools accepts).
 
 Kept apart from ``signing`` so that code which only needs to recognise a
 signature stream (the package digester, fetch workers) does not load the
@@ -7,7 +8,7 @@ cryptography library.
 
 from __future__ import annotations
 
-SIGNATURE_PREFIXES = {".SIGN.RSA256.": "sha256", ".SIGN.RSA.": "sha1"}
+SIGNATURE_PREFIXES = {".SIGN.RSA512.": "sha512", ".SIGN.RSA256.": "sha256", ".SIGN.RSA.": "sha1"}
 
 
 def parse_signature_name(member_name: str) -> tuple[str, str] | None:

@@ -1,4 +1,4 @@
-"""Trusted RSA keys and apk signature checks (``.SIGN.RSA.`` / ``.SIGN.RSA256.``)."""
+"""Trusted RSA keys and apk signature checks (``.SIGN.RSA.``, ``.RSA256.``, ``.RSA512.``)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,17 @@ class SignatureMember:
     """A ``.SIGN.*`` tar member: which key, which digest, the signature bytes."""
 
     key_name: str
-    digest: str  # "sha1" or "sha256"
+    digest: str  # "sha1", "sha256" or "sha512"
     signature: bytes
+
+
+def signature_hash(digest: str) -> hashes.HashAlgorithm:
+    """The hash an apk signature member names: "sha512", "sha256", else SHA-1."""
+    if digest == "sha512":
+        return hashes.SHA512()
+    if digest == "sha256":
+        return hashes.SHA256()
+    return hashes.SHA1()  # noqa: S303
 
 
 class Keyring:
@@ -75,9 +84,7 @@ class Keyring:
         if key is None:
             where = f" in {self.directory}" if self.directory else ""
             raise SignatureError(member.key_name, f"not a trusted key{where}")
-        algorithm: hashes.HashAlgorithm = (
-            hashes.SHA256() if member.digest == "sha256" else hashes.SHA1()  # noqa: S303
-        )
+        algorithm = signature_hash(member.digest)
         try:
             key.verify(member.signature, signed, padding.PKCS1v15(), algorithm)
         except InvalidSignature:

@@ -187,6 +187,18 @@ class PurgeConfig:
 
 
 @dataclass(frozen=True)
+class ReleasesConfig:
+    """The rest of a T1's tree: ``<branch>/releases/<arch>/`` and top-level files."""
+
+    branches: tuple[str, ...] = ("all",)  # "all": every edge/vX.Y the origin's top lists
+    arches: tuple[str, ...] = ("all",)  # "all": every arch under <branch>/releases/
+    files: tuple[str, ...] = ("MIRRORS.txt",)
+    latest_stable: bool = True
+    max_file_bytes: int = 4 * 1024 * 1024 * 1024
+    interval: float = 600.0
+
+
+@dataclass(frozen=True)
 class Config:
     origin: OriginConfig
     repositories: tuple[RepositorySet, ...]
@@ -199,6 +211,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     push: PushConfig = field(default_factory=PushConfig)
     purge: PurgeConfig = field(default_factory=PurgeConfig)
+    releases: ReleasesConfig | None = None  # None: package repositories only
     interval: float = 60.0
     shutdown_grace: float = 30.0
 
@@ -461,6 +474,26 @@ def _optional_section(parent: _Section, key: str, schema: type) -> _Section | No
     return None if raw is None or raw is False else parent.section(key, schema)
 
 
+def _releases(top: _Section) -> ReleasesConfig | None:
+    if top.data.get("releases") in (None, False):
+        return None
+    section = top.section("releases", ReleasesConfig)
+    releases = ReleasesConfig(
+        branches=section.get("branches", _segments, ReleasesConfig.branches),
+        arches=section.get("arches", _segments, ReleasesConfig.arches),
+        files=section.get("files", _segments, ReleasesConfig.files),
+        latest_stable=section.get("latest_stable", _bool, ReleasesConfig.latest_stable),
+        max_file_bytes=section.get("max_file_bytes", _size, ReleasesConfig.max_file_bytes),
+        interval=section.get("interval", _duration(1), ReleasesConfig.interval),
+    )
+    section.finish()
+    for key in ("branches", "arches"):
+        names = getattr(releases, key)
+        if "all" in names and len(names) > 1:
+            raise ConfigError(section.where(key), "'all' stands alone")
+    return releases
+
+
 def _push(top: _Section) -> PushConfig:
     push_section = top.section("push", PushConfig, required=False)
     push_section.finish()
@@ -699,6 +732,7 @@ def parse_config(data: object) -> Config:
 
     push = _push(top)
     purge = _purge(top)
+    releases = _releases(top)
 
     interval = top.get("interval", _duration(1), Config.interval)
     shutdown_grace = top.get("shutdown_grace", _duration(0), Config.shutdown_grace)
@@ -716,6 +750,7 @@ def parse_config(data: object) -> Config:
         control=control,
         push=push,
         purge=purge,
+        releases=releases,
         interval=interval,
         shutdown_grace=shutdown_grace,
     )

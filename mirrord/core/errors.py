@@ -89,6 +89,42 @@ class PackageFormatError(PackageVerifyError):
         self.reason = reason
 
 
+# --- releases trees (releases/, top-level files) ------------------------------
+
+
+class TreeRejectedError(MirrordError):
+    """A directory of a releases tree that must not be published as the origin shows it."""
+
+
+class ListingFormatError(TreeRejectedError):
+    """A directory listing that is none of the formats we read (or is malformed)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: unreadable directory listing: {reason}")
+
+
+class ChecksumFormatError(TreeRejectedError):
+    """A ``.sha256``/``.sha512`` sidecar or ``latest-releases.yaml`` that cannot be trusted."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ChecksumMismatchError(TreeRejectedError):
+    """A file whose bytes (or two of its checksum sources) disagree: refused, old state kept."""
+
+    def __init__(self, path: str, what: str, expected: str, actual: str) -> None:
+        self.path = path
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{path}: {what} mismatch: expected {expected}, got {actual}")
+
+
 # --- talking to the origin -----------------------------------------------------
 
 
@@ -168,6 +204,26 @@ class MassDeletionError(PublishError):
             "if the origin really removed them, force this publish once: "
             f"'mirrord ctl publish --force {arch_key}' (daemon) "
             f"or 'mirrord sync --force {arch_key}'",
+        )
+
+
+class TreeDeletionError(PublishError):
+    """The origin dropped too many files of a releases directory at once: refuse."""
+
+    def __init__(
+        self, directory: str, dropped: int, previous: int, limit: float, examples: tuple[str, ...]
+    ) -> None:
+        self.dropped = dropped
+        self.previous = previous
+        self.limit = limit
+        self.examples = examples
+        fraction = dropped / previous if previous else 1.0
+        super().__init__(
+            directory,
+            f"refusing to publish: the origin dropped {dropped} of {previous} files "
+            f"({', '.join(examples)}) ({fraction:.1%} > publish.max_delete_fraction "
+            f"{limit:.1%}); if the origin really removed them, run "
+            f"'mirrord sync --force {directory}' once",
         )
 
 

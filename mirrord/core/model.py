@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # A branch, repo or arch becomes a directory name on disk and a URL path
 # segment: keep it to a conservative alphabet and forbid dot-only names.
@@ -58,3 +58,23 @@ class PublishedFile:
     sha256: str
     size: int
     package: str  # the package name (P:), for the mass-deletion guard
+
+
+@dataclass(frozen=True, slots=True)
+class TreeFile:
+    """A published file of a releases directory, as recorded in its manifest."""
+
+    sha256: str
+    size: int
+    verified_by: tuple[str, ...]  # sidecars / yaml that bound it; () = size + Last-Modified
+    last_modified: str | None = None
+    listed_mtime: str | None = None
+
+
+@dataclass
+class TreeManifest:
+    """What one releases directory publishes, and what is waiting out its grace."""
+
+    files: dict[str, TreeFile] = field(default_factory=dict)
+    gone_since: dict[str, float] = field(default_factory=dict)  # relpath -> first seen gone
+    published_at: float | None = None

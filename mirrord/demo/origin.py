@@ -10,9 +10,11 @@ bodies, and ignoring Range.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 
 from aiohttp import web
@@ -169,6 +171,11 @@ class OriginServer:
         if fault is not None and fault.kind == "status":
             await self._record(request, fault.status, fault.kind)
             return web.Response(status=fault.status, headers=dict(fault.headers), text="injected\n")
+        if path is None and request.path.endswith("/"):
+            listing = autoindex_json(self.root, request.path)
+            if listing is not None:
+                await self._record(request, 200, None)
+                return web.Response(body=listing, content_type="application/json")
         if path is None:
             await self._record(request, 404, None)
             return web.Response(status=404, text="not found\n")
@@ -213,3 +220,24 @@ def _if_range_holds(request: web.Request, etag: str) -> bool:
 def _etag(path: Path) -> str:
     info = path.stat()
     return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
+
+
+def autoindex_json(root: Path, url_path: str) -> bytes | None:
+    """A directory as nginx's ``autoindex_format json`` lists it, or None if it is none."""
+    directory = (root / url_path.lstrip("/")).resolve()
+    if not directory.is_relative_to(root.resolve()) or not directory.is_dir():
+        return None
+    items: list[dict[str, object]] = []
+    for entry in sorted(directory.iterdir(), key=lambda p: (not p.is_dir(), p.name)):
+        if entry.name.startswith("."):
+            continue
+        info = entry.stat()
+        item: dict[str, object] = {
+            "name": entry.name,
+            "type": "directory" if entry.is_dir() else "file",
+            "mtime": formatdate(info.st_mtime, usegmt=True),
+        }
+        if not entry.is_dir():
+            item["size"] = info.st_size
+        items.append(item)
+    return json.dumps(items).encode()

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mirrord.alpine.apkpackage import q1
+from mirrord.alpine.signing import signature_hash
 from mirrord.alpine.tarlite import END_OF_ARCHIVE, build_member
 from mirrord.core.model import ArchKey
 
@@ -65,10 +66,7 @@ class SigningKey:
         return path
 
     def sign(self, data: bytes, digest: str = "sha1") -> bytes:
-        algorithm: hashes.HashAlgorithm = (
-            hashes.SHA256() if digest == "sha256" else hashes.SHA1()  # noqa: S303
-        )
-        return self.private.sign(data, padding.PKCS1v15(), algorithm)
+        return self.private.sign(data, padding.PKCS1v15(), signature_hash(digest))
 
 
 def _gzip(data: bytes, level: int = 6) -> bytes:
@@ -77,7 +75,7 @@ def _gzip(data: bytes, level: int = 6) -> bytes:
 
 
 def signature_stream(key: SigningKey, signed: bytes, digest: str = "sha1") -> bytes:
-    kind = "RSA256" if digest == "sha256" else "RSA"
+    kind = {"sha512": "RSA512", "sha256": "RSA256"}.get(digest, "RSA")
     member = build_member(f".SIGN.{kind}.{key.name}", key.sign(signed, digest))
     return _gzip(member, 9)  # cut: no end-of-archive blocks, as abuild-sign writes it
 

@@ -25,8 +25,12 @@ from mirrord.core.config import Config, parse_config
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_bytes
 from mirrord.demo.origin import OriginServer
+from mirrord.demo.releasegen import write_release, write_top
 from mirrord.demo.repogen import OriginTree, PackageSpec, SigningKey
+from mirrord.publish.releasecheck import ReleasesReport, check_releases
 from mirrord.publish.treecheck import check_tree
+from mirrord.storage.treestate import TreeState
+from mirrord.sync.releases import TreePass
 from mirrord.sync.runtime import open_runtime
 from mirrord.sync.status import ArchResult
 
@@ -35,6 +39,7 @@ REPOS = {"main": 180, "community": 120}
 ARCHES = ("x86_64", "aarch64")
 SHARED = 40  # noarch packages: the same bytes in both arches, stored once
 KEY_FILE = "origin-signing-key.pem"
+RELEASES = ("3.20.2", "3.20.3")
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,10 @@ def build_origin(layout: DemoLayout) -> tuple[SigningKey, bool]:
         for arch in ARCHES:
             specs = demo_specs(repo, count, arch, 1)
             tree.put(ArchKey(BRANCH, repo, arch), specs, description=f"{BRANCH}-demo")
+    for arch in ARCHES:  # two releases: the older one stays, as on Alpine's servers
+        for version in RELEASES:
+            write_release(layout.origin, BRANCH, arch, version, size=256 << 10)
+    write_top(layout.origin, BRANCH, "https://dl-cdn.alpinelinux.org/alpine/\n")
     return key, True
 
 
@@ -104,6 +113,7 @@ def demo_config(layout: DemoLayout, origin_url: str) -> Config:
         {
             "origin": {"url": origin_url, "keys": str(layout.keys)},
             "repositories": [{"branch": BRANCH, "repos": list(REPOS), "arches": list(ARCHES)}],
+            "releases": {"branches": [BRANCH], "arches": "all"},
             "storage": {"path": str(layout.storage)},
             "publish": {"path": str(layout.published), "grace": 3600},
             "fetch": {"concurrency": 16},
@@ -123,6 +133,7 @@ def _write_reference_config(layout: DemoLayout, config: Config) -> Path:
         f"    arches: [{', '.join(ARCHES)}]\n"
         f"storage:\n  path: {config.storage.path}\n"
         f"publish:\n  path: {config.publish.path}\n  grace: 3600\n"
+        f"releases:\n  branches: [{BRANCH}]\n  arches: all\n"
     )
     return path
 
@@ -136,11 +147,14 @@ async def run_demo(root: Path, log: FilteringBoundLogger, out: TextIO) -> int:
         config = demo_config(layout, origin.url)
         sync_started = time.monotonic()
         async with open_runtime(config, log=log) as runtime:
-            results = await runtime.engine.run_pass()
+            async with asyncio.TaskGroup() as group:  # releases beside packages, as the daemon
+                trees = group.create_task(runtime.releases.run_pass())
+                results = await runtime.engine.run_pass()
             stored_objects, stored_bytes = await runtime.db.call(runtime.db.object_stats)
         sync_seconds = time.monotonic() - sync_started
         requests = len(origin.package_requests())
     report = check_tree(layout.published, config.arch_keys(), Keyring.load(layout.keys))
+    releases = check_releases(layout.published, TreeState(layout.storage), ("MIRRORS.txt",))
     _write_reference_config(layout, config)
     _print_summary(
         out,
@@ -157,7 +171,32 @@ async def run_demo(root: Path, log: FilteringBoundLogger, out: TextIO) -> int:
         report.bytes,
         report.problems,
     )
-    return 0 if all(r.ok for r in results) and report.ok else 1
+    _print_releases(out, layout, trees.result(), releases)
+    ok = all(r.ok for r in results) and report.ok and trees.result().ok and releases.ok
+    return 0 if ok else 1
+
+
+def _print_releases(
+    out: TextIO, layout: DemoLayout, trees: TreePass, check: ReleasesReport
+) -> None:
+    write = out.write
+    for outcome in trees.outcomes:
+        note = outcome.error or (
+            f"{outcome.fetched} files, {format_bytes(outcome.fetched_bytes)}"
+            if outcome.outcome == "published"
+            else "nothing new"
+        )
+        write(f"  {outcome.outcome:<10} {outcome.directory}: {note}\n")
+    write(f"  linked     latest-stable -> {trees.latest_stable or '(none)'}\n")
+    if check.problems:
+        write(f"  CHECK FAILED: {len(check.problems)} problems, first: {check.problems[0]}\n")
+    else:
+        write(
+            f"  checked    {check.directories} releases directories: {check.verified} images "
+            f"match their sidecars and latest-releases.yaml; {len(check.unverified)} files "
+            "have no checksum (size + Last-Modified only)\n"
+        )
+    write(f"  try        ls {layout.published}/latest-stable/releases/x86_64\n")
 
 
 def _print_summary(

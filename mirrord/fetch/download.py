@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import aiohttp
 from structlog.typing import FilteringBoundLogger
@@ -72,15 +72,26 @@ def verify_reason(error: PackageVerifyError) -> str:
     return {"checksum": "checksum", "datahash": "datahash", "size": "size"}.get(what, "format")
 
 
-class PackageSink:
+D = TypeVar("D", covariant=True)
+
+
+class Digester(Protocol[D]):
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None: ...
+    def finish(self) -> D: ...
+
+
+class StreamSink(Generic[D]):
     """An object under construction plus the running digests of its bytes. Blocking."""
 
-    def __init__(self, store: ContentStore, filename: str) -> None:
+    def __init__(
+        self, store: ContentStore, filename: str, new_digester: Callable[[], Digester[D]]
+    ) -> None:
         self.filename = filename
         self.written = 0
         self.validator: str | None = None  # If-Range value for a resume
         self._store = store
-        self._digester = PackageDigester(filename)
+        self._new_digester = new_digester
+        self._digester = new_digester()
         self._temp: TempObject | None = None
         self._flushed = 0
 
@@ -98,7 +109,7 @@ class PackageSink:
         if self._temp is not None:
             os.ftruncate(self._temp.fd, 0)
             os.lseek(self._temp.fd, 0, os.SEEK_SET)
-        self._digester = PackageDigester(self.filename)
+        self._digester = self._new_digester()
         self.written = 0
         self._flushed = 0
 
@@ -120,7 +131,7 @@ class PackageSink:
             start_writeback(fd, self._flushed, self.written - self._flushed)
             self._flushed = self.written
 
-    def complete(self, tail: list[bytes]) -> PackageDigest:
+    def complete(self, tail: list[bytes]) -> D:
         if tail:
             self.write(tail)
         self._file()
@@ -142,6 +153,13 @@ class PackageSink:
             os.close(self._temp.fd)
             self._store.discard_temp(self._temp)
             self._temp = None
+
+
+class PackageSink(StreamSink[PackageDigest]):
+    """A package under construction: its digests are what the signed index promises."""
+
+    def __init__(self, store: ContentStore, filename: str) -> None:
+        super().__init__(store, filename, lambda: PackageDigester(filename))
 
 
 def _writev_all(fd: int, chunks: list[bytes]) -> None:

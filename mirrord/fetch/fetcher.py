@@ -69,6 +69,8 @@ class Fetcher:
         self._tasks: list[asyncio.Task[None]] = []
         self.in_flight = 0
         self.completed = 0  # jobs ended, either way (the watchdog's sign of progress)
+        self._idle = asyncio.Event()  # no package job queued, downloading or committing
+        self._idle.set()
 
     @property
     def paused(self) -> bool:
@@ -102,10 +104,15 @@ class Fetcher:
             done.add_done_callback(_consume_exception)
             job = FetchJob(key, ref, done)
             self._jobs[ref.identity] = job
+            self._idle.clear()
             self._downloading[key] += 1
             self._queue.put(key, job)
             self._metrics.queue_depth.set(len(self._queue))
         return job.done
+
+    async def wait_idle(self) -> None:
+        """Until no package is queued, downloading or committing (releases files wait so)."""
+        await self._idle.wait()
 
     def downloading(self, key: ArchKey) -> int:
         """Jobs first asked for by this arch that are queued or downloading."""
@@ -184,6 +191,8 @@ class Fetcher:
         self, job: FetchJob, *, sha256: str | None = None, error: MirrordError | None = None
     ) -> None:
         self._jobs.pop(job.ref.identity, None)
+        if not self._jobs:
+            self._idle.set()
         self.completed += 1
         if sha256 is not None:
             self._recent[job.ref.identity] = sha256

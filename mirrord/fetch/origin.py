@@ -210,7 +210,31 @@ class OriginClient:
         max_bytes: int,
         now: float,
     ) -> IndexResult:
-        url = self.url(key, INDEX_NAME)
+        return await self.fetch_small(
+            self.url(key, INDEX_NAME),
+            etag=etag,
+            last_modified=last_modified,
+            max_bytes=max_bytes,
+            now=now,
+            what="index",
+        )
+
+    def path_url(self, relpath: str) -> URL:
+        """The URL of a path under the origin's base; each segment is quoted."""
+        quoted = "/".join(quote(part, safe="@~-._+") for part in relpath.split("/"))
+        return URL(f"{self.base}/{quoted}", encoded=True)
+
+    async def fetch_small(
+        self,
+        url: URL,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        max_bytes: int,
+        now: float,
+        what: str = "body",
+    ) -> IndexResult:
+        """GET a small body whole (an index, a listing, a sidecar) on the poll connections."""
         headers: dict[str, str] = {}
         if etag:
             headers["If-None-Match"] = etag
@@ -226,17 +250,17 @@ class OriginClient:
                 if response.content_length is not None and response.content_length > max_bytes:
                     raise PermanentOriginError(
                         str(url),
-                        f"index is {response.content_length} bytes, over the limit {max_bytes}",
+                        f"{what} is {response.content_length} bytes, over the limit {max_bytes}",
                     )
                 body = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 16):
                     body += chunk
                     if len(body) > max_bytes:
                         raise PermanentOriginError(
-                            str(url), f"index is over the limit {max_bytes} bytes"
+                            str(url), f"{what} is over the limit {max_bytes} bytes"
                         )
                 if response.content_length is not None and len(body) != response.content_length:
-                    raise TransientOriginError(str(url), "index body shorter than Content-Length")
+                    raise TransientOriginError(str(url), f"{what} body shorter than Content-Length")
                 return IndexResult(
                     str(url),
                     bytes(body),
@@ -259,7 +283,16 @@ class OriginClient:
         The yielded DownloadStart says where the body really starts: 0 when
         the origin ignored the Range request (or the validator changed).
         """
-        url = self.url(key, filename)
+        async with self.open_body(
+            self.url(key, filename), offset=offset, if_range=if_range, now=now
+        ) as opened:
+            yield opened
+
+    @asynccontextmanager
+    async def open_body(
+        self, url: URL, *, offset: int = 0, if_range: str | None = None, now: float
+    ) -> AsyncIterator[tuple[DownloadStart, aiohttp.StreamReader]]:
+        """Open any body on the download connections (see ``download``)."""
         headers: dict[str, str] = {}
         if offset > 0 and if_range:
             headers["Range"] = f"bytes={offset}-"

@@ -29,7 +29,7 @@ class Publisher:
     def arch_dir(self, key: ArchKey) -> Path:
         return self.root.joinpath(*key.parts)
 
-    def _ensure_dir(self, directory: Path) -> None:
+    def ensure_dir(self, directory: Path) -> None:
         missing: list[Path] = []
         probe = directory
         while not probe.exists():
@@ -39,7 +39,7 @@ class Publisher:
             path.mkdir(exist_ok=True)
             fsync_dir(path.parent)
 
-    def _link(self, source: Path, target: Path) -> None:
+    def link(self, source: Path, target: Path) -> None:
         try:
             os.link(source, target)
             return
@@ -56,9 +56,9 @@ class Publisher:
     ) -> None:
         """Make the ``link`` files visible, then atomically replace the index."""
         directory = self.arch_dir(key)
-        self._ensure_dir(directory)
+        self.ensure_dir(directory)
         for published in link:
-            self._link(self.store.object_path(published.sha256), directory / published.filename)
+            self.link(self.store.object_path(published.sha256), directory / published.filename)
         self._crash.reach("publish.after_links")
         fsync_dir(directory)  # the links are durable before the index that lists them
         write_atomic(

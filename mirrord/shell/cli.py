@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mirrord import __version__
 from mirrord.alpine.signing import Keyring
@@ -26,6 +27,9 @@ from mirrord.shell.heap import pin_mmap_threshold
 from mirrord.shell.progress import ProgressReporter, summary
 from mirrord.shell.sdnotify import Notifier
 from mirrord.sync.preflight import Root, preflight
+
+if TYPE_CHECKING:
+    from mirrord.sync.releases import TreePass
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
@@ -81,7 +85,9 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     config = _load(args.config)
     only = _arch_list(args.only, parser)
-    force = frozenset(_arch_list(args.force, parser))
+    forced = _arch_list(args.force, parser)
+    trees_forced = {str(k) for k in forced if k.repo == "releases" and config.releases}
+    force = frozenset(k for k in forced if str(k) not in trees_forced)
     known = set(config.arch_keys())
     for key in [*only, *force]:
         if key not in known:
@@ -111,10 +117,16 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             started = runtime.clock.monotonic()
             async with asyncio.TaskGroup() as group:
                 progress = group.create_task(reporter.run(), name="progress")
+                # The releases trees beside the packages: an ISO never delays a package publish.
+                trees = group.create_task(
+                    runtime.releases.run_pass(trees_forced) if not only else _no_trees(),
+                    name="releases",
+                )
                 try:
                     results = await runtime.engine.run_pass(only or None, force)
                 finally:
                     progress.cancel()
+            tree_pass = trees.result()
             reporter.finish()
             seconds = runtime.clock.monotonic() - started
         if sys.stderr.isatty():
@@ -122,9 +134,21 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         failed = [r for r in results if not r.ok]
         for result in failed:
             print(f"mirrord: {result.key}: {result.outcome}: {result.error}", file=sys.stderr)
-        return EXIT_FAILED if failed else EXIT_OK
+        for outcome in tree_pass.outcomes:
+            if not outcome.ok:
+                print(
+                    f"mirrord: {outcome.directory}: {outcome.outcome}: {outcome.error}",
+                    file=sys.stderr,
+                )
+        return EXIT_FAILED if failed or not tree_pass.ok else EXIT_OK
 
     return run_async(main())
+
+
+async def _no_trees() -> TreePass:
+    from mirrord.sync.releases import TreePass
+
+    return TreePass()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -193,7 +217,25 @@ def cmd_verify_tree(args: argparse.Namespace) -> int:
         f"{report.arches} arches, {report.files} files, {report.bytes} bytes verified; "
         f"{len(report.problems)} problems"
     )
-    return EXIT_OK if report.ok else EXIT_FAILED
+    if config.releases is None:
+        return EXIT_OK if report.ok else EXIT_FAILED
+    from mirrord.publish.releasecheck import check_releases
+    from mirrord.storage.treestate import TreeState
+
+    trees = check_releases(
+        config.publish.path, TreeState(config.storage.path), config.releases.files
+    )
+    for path in trees.unverified:
+        print(f"unverified: {path}: no sidecar or yaml entry; mirrored by size + Last-Modified")
+    for problem in trees.problems:
+        print(f"problem: {problem}")
+    print(
+        f"releases: {trees.directories} directories, {trees.files} files, {trees.bytes} bytes; "
+        f"{trees.verified} verified against sidecars/yaml, {len(trees.unverified)} by size + "
+        f"Last-Modified only; latest-stable -> {trees.latest_stable or '(none)'}; "
+        f"{len(trees.problems)} problems"
+    )
+    return EXIT_OK if report.ok and trees.ok else EXIT_FAILED
 
 
 # --- argument parsing -------------------------------------------------------------------

@@ -63,6 +63,13 @@ LIVE_KEYS = frozenset(
         "limits.max_index_bytes",
         "limits.max_package_bytes",
         "storage.gc_interval",
+        # read at each releases pass (the interval after the current wait)
+        "releases.branches",
+        "releases.arches",
+        "releases.files",
+        "releases.latest_stable",
+        "releases.max_file_bytes",
+        "releases.interval",
     }
 )
 
@@ -213,6 +220,7 @@ class Daemon:
                     lambda: runtime.config.arch_keys(),
                     runtime.traffic.meter.rate,
                     self.clock,
+                    trees=lambda: list(runtime.releases.status.values()),
                 )
             )
             control = (
@@ -271,6 +279,9 @@ class Daemon:
             if self.purger is not None:
                 purge = self._supervised("purge", self.purger.run())
                 services.append(group.create_task(purge, name="purge"))
+            if config.releases is not None:  # adding or removing the section needs a restart
+                trees = self._supervised("releases", self._sync_releases_periodically(runtime))
+                services.append(group.create_task(trees, name="releases"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(
@@ -359,6 +370,18 @@ class Daemon:
             async with self.collected:
                 self.collections += 1
                 self.collected.notify_all()
+
+    async def _sync_releases_periodically(self, runtime: Runtime) -> None:
+        """The releases trees, beside the package syncs: their downloads never gate a publish."""
+        while (releases := runtime.config.releases) is not None and not self.stopping.is_set():
+            result = await runtime.releases.run_pass()
+            self.log.info(
+                "releases.pass.done",
+                directories=len(result.outcomes),
+                failed=sum(1 for o in result.outcomes if not o.ok),
+                latest_stable=result.latest_stable,
+            )
+            await self.clock.sleep(releases.interval)
 
     async def _report_periodically(self, runtime: Runtime, scheduler: Scheduler) -> None:
         """STATUS= for systemd, the store's size, and a summary line for people.

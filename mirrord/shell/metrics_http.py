@@ -10,7 +10,7 @@ database. The status page (``/`` and ``/status``) and its JSON twin
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,6 +25,7 @@ from mirrord.core.metrics import ARCH_LABELS
 from mirrord.core.model import ArchKey
 from mirrord.shell.status_page import render_status_page
 from mirrord.shell.status_report import StatusReport
+from mirrord.sync.releases import TreeStatus
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import StatusBook
 
@@ -42,7 +43,9 @@ class DaemonCollector(Collector):
         arches: Callable[[], list[ArchKey]],
         measured_rate: Callable[[], float],
         clock: Clock,
+        trees: Callable[[], Iterable[TreeStatus]] = tuple,
     ) -> None:
+        self._trees = trees
         self._book = book
         self._scheduler = scheduler
         self._arches = arches
@@ -85,6 +88,16 @@ class DaemonCollector(Collector):
             if status.published_at is not None:
                 age.add_metric(labels, max(0.0, now - status.published_at))
         yield lag
+        tree_lag = GaugeMetricFamily(
+            "mirrord_tree_lag_seconds",
+            "How long a releases directory has been behind the origin (0 = current).",
+            labels=["branch", "arch"],
+        )
+        for tree in self._trees():
+            parts = tree.directory.split("/")
+            if len(parts) == 3 and parts[1] == "releases":
+                tree_lag.add_metric([parts[0], parts[2]], tree.lag(now))
+        yield tree_lag
         yield held
         yield syncing
         yield age

@@ -75,6 +75,26 @@ class StoreReport(TypedDict):
     bytes: int
 
 
+class TreeReport(TypedDict):
+    """One releases directory (or top-level file) of the releases trees."""
+
+    directory: str
+    outcome: str | None
+    error: str | None
+    checked_at: float | None
+    published_at: float | None
+    lag: float
+    unverified: int
+    pending_removal: int
+
+
+class TreesReport(TypedDict):
+    running: bool
+    latest_stable: str | None
+    interval: float
+    directories: list[TreeReport]
+
+
 class StatusReport(TypedDict):
     version: str
     pid: int
@@ -90,6 +110,7 @@ class StatusReport(TypedDict):
     announce: dict[str, Any] | None  # downstream announcements' state, None when not configured
     purge: dict[str, Any] | None  # the CDN purges' state, None when not configured
     arches: list[ArchReport]
+    trees: TreesReport | None  # the releases trees, None when not configured
 
 
 def progress_report(key: ArchKey, downloads: FetchProgress, now: float) -> ProgressReport:
@@ -184,4 +205,30 @@ async def status_report(
         "announce": announce,
         "purge": purge,
         "arches": arches,
+        "trees": trees_report(runtime, now),
+    }
+
+
+def trees_report(runtime: Runtime, now: float) -> TreesReport | None:
+    releases = runtime.config.releases
+    if releases is None:
+        return None
+    mirror = runtime.releases
+    return {
+        "running": mirror.running,
+        "latest_stable": mirror.last.latest_stable if mirror.last else None,
+        "interval": releases.interval,
+        "directories": [
+            {
+                "directory": status.directory,
+                "outcome": status.outcome,
+                "error": status.error,
+                "checked_at": status.checked_at,
+                "published_at": status.published_at,
+                "lag": status.lag(now),
+                "unverified": status.unverified,
+                "pending_removal": status.pending_removal,
+            }
+            for status in sorted(mirror.status.values(), key=lambda s: s.directory)
+        ],
     }

@@ -13,7 +13,8 @@ import asyncio
 import functools
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 from structlog.typing import FilteringBoundLogger
@@ -70,6 +71,8 @@ class SyncEngine:
     # just found cannot be collected before the plan pins it.
     _store_gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     _syncing: dict[ArchKey, NewIndex] = field(default_factory=dict)  # planned, not recorded
+    # Objects another publisher needs (the releases trees): never garbage.
+    also_in_use: Callable[[], AbstractSet[str]] = frozenset
 
     def _lock(self, key: ArchKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -453,7 +456,7 @@ class SyncEngine:
         return result
 
     def _in_use(self) -> InUse:
-        digests = {new.index_sha256 for new in self._syncing.values()}
+        digests = {new.index_sha256 for new in self._syncing.values()} | set(self.also_in_use())
         identities: set[tuple[str, int]] = set()
         for new in self._syncing.values():
             digests.update(f.sha256 for f in new.plan.files if f.sha256)

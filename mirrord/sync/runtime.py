@@ -28,20 +28,24 @@ from mirrord.core.model import ArchKey
 from mirrord.fetch.download import PackageDownloader
 from mirrord.fetch.events import MetricsEvents
 from mirrord.fetch.fetcher import Fetcher
+from mirrord.fetch.filedownload import FileDownloader
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.workerpool import AdaptiveDownloader, ProcessDownloader, worker_hello
 from mirrord.publish.publisher import Publisher
 from mirrord.publish.recovery import RecoveryReport, recover_arch, recover_store
+from mirrord.publish.treepublisher import TreePublisher
 from mirrord.storage.committer import Committer
 from mirrord.storage.lock import StorageLock
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore
+from mirrord.storage.treestate import TreeState
 from mirrord.sync.engine import SyncEngine
 from mirrord.sync.feed import PublishFeed
 from mirrord.sync.live import LiveConfig
 from mirrord.sync.preflight import check_roots, create_roots
 from mirrord.sync.publication import Publication
+from mirrord.sync.releases import ReleaseMirror
 from mirrord.sync.status import StatusBook
 
 
@@ -62,6 +66,7 @@ class Runtime:
     recovery: RecoveryReport
     traffic: TrafficControl
     feed: PublishFeed
+    releases: ReleaseMirror
 
     @property
     def config(self) -> Config:
@@ -214,7 +219,22 @@ async def open_runtime(
             report,
             traffic,
             feed,
+            ReleaseMirror(
+                config=lambda: live.config,
+                origin=origin,
+                downloader=FileDownloader(
+                    origin, store, config.fetch, clock, log, traffic, yield_to=fetcher.wait_idle
+                ),
+                committer=committer,
+                trees=TreePublisher(publisher),
+                state=TreeState(config.storage.path),
+                feed=feed,
+                clock=clock,
+                log=log,
+            ),
         )
+        await runtime.releases.load()
+        engine.also_in_use = runtime.releases.in_use
         body_error: BaseException | None = None
         async with asyncio.TaskGroup() as group:
             group.create_task(committer.run(), name="committer")

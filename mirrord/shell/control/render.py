@@ -37,7 +37,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
-_STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge"}
+_STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge", "trees"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -86,7 +86,35 @@ def status(result: Reply, now: float | None = None) -> str:
     arches: Sequence[Reply] = result.get("arches") or ()
     if arches:
         lines += ["", *_arch_table(arches, now)]
+    trees = result.get("trees")
+    if isinstance(trees, Mapping):
+        lines += ["", *_tree_table(trees, now)]
     return "\n".join(lines)
+
+
+def _tree_table(trees: Reply, now: float) -> list[str]:
+    """The releases trees: one row per directory or top-level file."""
+    state = "syncing" if trees.get("running") else f"every {duration(trees.get('interval') or 0)}"
+    link = trees.get("latest_stable") or "-"
+    lines = [f"releases trees ({state}); latest-stable -> {link}"]
+    headers = ["TREE", "PUBLISHED", "LAG", "UNVERIFIED", "PENDING REMOVAL", "LAST"]
+    rows = []
+    for tree in trees.get("directories") or ():
+        lag = tree.get("lag") or 0
+        rows.append(
+            [
+                str(tree.get("directory") or "-"),
+                _ago(tree.get("published_at"), now),
+                duration(lag) if lag else "-",
+                _count(tree.get("unverified")),
+                _count(tree.get("pending_removal")),
+                _last({"last_outcome": tree.get("outcome"), "last_error": tree.get("error")}),
+            ]
+        )
+    if not rows:
+        return [*lines, "  (no pass yet)"]
+    right = {"UNVERIFIED", "PENDING REMOVAL"}
+    return [*lines, *table(headers, rows, right={i for i, h in enumerate(headers) if h in right})]
 
 
 def _syncing(sync: Reply) -> str:
