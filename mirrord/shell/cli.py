@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mirrord import __version__
 from mirrord.alpine.signing import Keyring
@@ -26,6 +27,11 @@ from mirrord.shell.heap import pin_mmap_threshold
 from mirrord.shell.progress import ProgressReporter, summary
 from mirrord.shell.sdnotify import Notifier
 from mirrord.sync.preflight import Root, preflight
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from mirrord.sync.runtime import Runtime
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
@@ -116,15 +122,38 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 finally:
                     progress.cancel()
             reporter.finish()
+            bucket_failed = await _sync_bucket(runtime, config, only or config.arch_keys(), log)
             seconds = runtime.clock.monotonic() - started
         if sys.stderr.isatty():
             print(summary(results, seconds), file=sys.stderr)
         failed = [r for r in results if not r.ok]
         for result in failed:
             print(f"mirrord: {result.key}: {result.outcome}: {result.error}", file=sys.stderr)
-        return EXIT_FAILED if failed else EXIT_OK
+        for key in bucket_failed:
+            print(
+                f"mirrord: {key}: bucket: not brought up to date (see bucket.sync.failed)",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED if failed or bucket_failed else EXIT_OK
 
     return run_async(main())
+
+
+async def _sync_bucket(
+    runtime: Runtime, config: Config, keys: list[ArchKey], log: FilteringBoundLogger
+) -> list[ArchKey]:
+    """With ``s3`` configured: bring the bucket to each arch's published snapshot; the failed."""
+    from mirrord.sync.bucketmirror import open_bucket_mirror
+
+    if config.s3 is None:
+        return []
+    crash = CrashPoints.from_environ(os.environ)
+    failed: list[ArchKey] = []
+    async with open_bucket_mirror(runtime, config.s3, os.environ, crash) as mirror:
+        for key in keys:
+            if not await mirror.sync_logged(key):
+                failed.append(key)
+    return failed
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.alpine.signing import Keyring
 from mirrord.core.aio import first_completed
 from mirrord.core.clock import Clock, SystemClock
-from mirrord.core.config import Config, load_config
+from mirrord.core.config import Config, S3Config, load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
@@ -35,6 +35,7 @@ from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
 from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
+from mirrord.sync.bucketmirror import open_bucket_mirror
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
@@ -242,6 +243,9 @@ class Daemon:
             if self.push is not None:
                 push = self._supervised("push", self.push.run())
                 services.append(group.create_task(push, name="push"))
+            if config.s3 is not None:
+                bucket = self._supervised("bucket", self._mirror_to_bucket(runtime, config.s3))
+                services.append(group.create_task(bucket, name="bucket"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(
@@ -260,6 +264,14 @@ class Daemon:
             for service in services:
                 service.cancel()
         self._group = None
+
+    async def _mirror_to_bucket(self, runtime: Runtime, s3: S3Config) -> None:
+        subscription = runtime.feed.subscribe("bucket")
+        try:
+            async with open_bucket_mirror(runtime, s3, self.environ, self.crash) as mirror:
+                await mirror.run(subscription, runtime.config.arch_keys())
+        finally:
+            runtime.feed.unsubscribe(subscription)
 
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
         """Background work with an error boundary: a failure is logged, the daemon serves on."""
