@@ -8,6 +8,7 @@ that finishes the bucket without sending again what it already holds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ from mirrord.core.config import Config
 from mirrord.core.crashpoints import ENV_VAR, CrashPoints
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import PackageSpec, simple_specs
+from mirrord.shell.daemon import Daemon
 from mirrord.sync.bucketmirror import open_bucket_mirror
 from mirrord.sync.runtime import Runtime, open_runtime
+from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.helpers import Mirror, spawn_mirrord
 from tests.reader import publish_while_reading
 from tests.seaweed import Seaweed
@@ -244,3 +247,44 @@ async def test_kill_during_a_multipart_upload_then_restart(
     assert code == 0
     assert [line for line in lines if line["event"] == "bucket.sync.done"] == []
     assert bucket_keys(client, bucket) == after
+
+
+async def test_the_daemon_mirrors_each_publish_and_a_rollback_into_the_bucket(
+    mirror: Mirror, seaweed: Seaweed, bucket: str
+) -> None:
+    first = simple_specs("pkg", 12, payload=1500)
+    mirror.tree.put(KEY, first)
+    config_path = daemon_config(mirror, KEY, s3=s3_section(seaweed, bucket, mirror.tmp))
+    client = seaweed.client()
+    prefix = f"alpine/{KEY}/"
+    keyring = Keyring.load(mirror.keys)
+    second = [*first[1:], *simple_specs("new", 3, payload=1500, seed=9)]  # under the guard
+
+    async with running_daemon(mirror, config_path) as daemon, asyncio.timeout(60):
+        await synced(daemon, 1, KEY)
+        one = await ctl(daemon, "snapshots", arch=str(KEY))
+        await wait_bucket(daemon, one["snapshots"][0]["id"])
+        assert sorted(check_bucket(client, bucket, prefix, keyring)) == sorted(
+            s.filename for s in first
+        )
+        mirror.tree.put(KEY, second)
+        await ctl(daemon, "sync", arches=[str(KEY)])
+        await synced(daemon, 2, KEY)
+        two = await ctl(daemon, "snapshots", arch=str(KEY))
+        assert len(two["snapshots"]) == 2
+        await wait_bucket(daemon, max(s["id"] for s in two["snapshots"]))
+        assert sorted(check_bucket(client, bucket, prefix, keyring)) == sorted(
+            s.filename for s in second
+        )
+        first_id = min(s["id"] for s in two["snapshots"])
+        await ctl(daemon, "rollback", arch=str(KEY), snapshot=first_id)
+        await wait_bucket(daemon, first_id)
+        assert sorted(check_bucket(client, bucket, prefix, keyring)) == sorted(
+            s.filename for s in first
+        )
+
+
+async def wait_bucket(daemon: Daemon, snapshot_id: int) -> None:
+    await daemon.bucket_opened.wait()
+    assert daemon.bucket_mirror is not None
+    await daemon.bucket_mirror.wait_synced(KEY, snapshot_id)

@@ -35,7 +35,7 @@ from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
 from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
-from mirrord.sync.bucketmirror import open_bucket_mirror
+from mirrord.sync.bucketmirror import BucketMirror, open_bucket_mirror
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
@@ -73,7 +73,7 @@ def changed_keys(old: Config, new: Config) -> list[str]:
         before, after = getattr(old, top.name), getattr(new, top.name)
         if before == after:
             continue
-        if hasattr(before, "__dataclass_fields__"):
+        if hasattr(before, "__dataclass_fields__") and hasattr(after, "__dataclass_fields__"):
             changed += [
                 f"{top.name}.{inner.name}"
                 for inner in fields(before)
@@ -110,6 +110,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.operations: Operations | None = None
         self.push: MqttPushListener | None = None
+        self.bucket_mirror: BucketMirror | None = None  # with s3 configured, once it is open
+        self.bucket_opened = asyncio.Event()
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -269,6 +271,8 @@ class Daemon:
         subscription = runtime.feed.subscribe("bucket")
         try:
             async with open_bucket_mirror(runtime, s3, self.environ, self.crash) as mirror:
+                self.bucket_mirror = mirror
+                self.bucket_opened.set()
                 await mirror.run(subscription, runtime.config.arch_keys())
         finally:
             runtime.feed.unsubscribe(subscription)

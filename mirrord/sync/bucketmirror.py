@@ -54,7 +54,9 @@ class BucketMirror:
     db: StateDB
     publisher: Publisher
     log: FilteringBoundLogger
+    synced: dict[str, int] = field(default_factory=dict)  # arch -> snapshot the bucket serves
     _etags: dict[tuple[str, int], str] = field(default_factory=dict)  # (sha256, size) -> ETag
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def prefix(self, key: ArchKey) -> str:
         return f"{self.config.prefix}{key}/"
@@ -71,6 +73,11 @@ class BucketMirror:
             while not subscription.queue.empty():
                 event = subscription.queue.get_nowait()
                 pending[event.directory] = ArchKey(*event.directory.split("/"))
+
+    async def wait_synced(self, key: ArchKey, snapshot_id: int) -> None:
+        """Until the bucket serves this snapshot of the arch."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.synced.get(str(key)) == snapshot_id)
 
     async def sync_logged(self, key: ArchKey) -> bool:
         """``sync``, its failure logged: is the bucket up to date with the tree?"""
@@ -124,6 +131,9 @@ class BucketMirror:
         )
         if plan.upload or plan.index is not None or plan.delete:
             self.log.info("bucket.sync.done", **asdict(result))
+        async with self._changed:
+            self.synced[arch] = snapshot.id
+            self._changed.notify_all()
         return result
 
     async def _uploader(self, queue: asyncio.Queue[Source], paths: dict[str, Path]) -> None:
