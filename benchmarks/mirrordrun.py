@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ class MirrordSetup:
     directory: Path  # the run's own storage/ and published/ live here
     fetch: Mapping[str, Any]
     interval: int | None = None
+    s3: Mapping[str, Any] | None = None
+
+    def with_s3(self, s3: Mapping[str, Any]) -> MirrordSetup:
+        return replace(self, s3=s3)
 
     @property
     def storage(self) -> Path:
@@ -75,6 +79,8 @@ class MirrordSetup:
         }
         if self.interval is not None:
             config["interval"] = self.interval
+        if self.s3 is not None:
+            config["s3"] = dict(self.s3)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 

@@ -77,7 +77,7 @@ class Seaweed:
             "-master.volumeSizeLimitMB=64",
             f"-volume.port={ports['volume']}",
             f"-volume.port.grpc={grpc['volume']}",
-            "-volume.max=16",
+            "-volume.max=200",  # a new bucket grows several volumes of its own
             "-volume.preStopSeconds=0",
             "-filer",
             f"-filer.port={ports['filer']}",
@@ -111,18 +111,36 @@ class Seaweed:
         )
 
     def create_bucket(self, name: str, timeout: float = 60.0) -> None:
-        """Create it once the gateway can (it listens before the filer has volumes)."""
+        """Create it once the gateway can, and write to it once the store can.
+
+        The gateway listens before the filer has volumes, and a new bucket's
+        volumes grow on its first write (~1 s, answered 500 meanwhile): one
+        object written and deleted here keeps that out of what a test measures.
+        """
         client = self.client()
         deadline = time.monotonic() + timeout
         while True:
             try:
                 client.create_bucket(Bucket=name)
-                client.head_bucket(Bucket=name)
-                return
-            except (ClientError, EndpointConnectionError):
+                break
+            except ClientError as error:
+                if error.response["Error"]["Code"] in ("BucketAlreadyOwnedByYou",):
+                    break
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.1)
+            except EndpointConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+        while True:
+            try:
+                client.put_object(Bucket=name, Key="warm-up", Body=b"warm")
+                client.delete_object(Bucket=name, Key="warm-up")
+                return
+            except ClientError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def credentials_file(self, directory: Path) -> Path:
         path = directory / "s3-credentials"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from benchmarks.context import Bench
 from benchmarks.results import ScenarioResult
+from benchmarks.scenarios.bucket import bucket
 from benchmarks.scenarios.fullsync import full_sync
 from benchmarks.scenarios.incremental import incremental
 from benchmarks.scenarios.memory import memory
@@ -38,4 +39,5 @@ SCENARIOS: dict[str, Scenario] = {
     "publish": publish_cost,
     "memory": memory,
     "rate-limit": rate_limit,
+    "bucket": bucket,
 }

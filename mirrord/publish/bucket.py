@@ -86,6 +86,11 @@ def _md5(data: bytes) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
 
 
+def _read_with_md5(path: Path, length: int, offset: int = 0) -> tuple[bytes, bytes]:
+    data = _read_range(path, offset, length)
+    return data, _md5(data)
+
+
 def expected_etag(path: Path, size: int, threshold: int, part_size: int) -> str:
     """The ETag the store reports for these bytes uploaded the way ``Bucket.put_file`` does."""
     if not multipart(size, threshold):
@@ -173,8 +178,9 @@ class Bucket:
                 data: bytes = await body.read()
                 return data
 
-    async def put_bytes(self, key: str, data: bytes) -> None:
-        digest = hashlib.md5(data, usedforsecurity=False).digest()
+    async def put_bytes(self, key: str, data: bytes, digest: bytes | None = None) -> None:
+        if digest is None:
+            digest = await asyncio.to_thread(_md5, data)
         async with self._mapped(key):
             await self._client.put_object(
                 Bucket=self.name, Key=key, Body=data, ContentMD5=_b64(digest)
@@ -185,8 +191,8 @@ class Bucket:
     async def put_file(self, key: str, path: Path, size: int) -> None:
         """Upload, then check what the store reports; resumes an interrupted multipart upload."""
         if not multipart(size, self.config.multipart_threshold):
-            data = await asyncio.to_thread(_read_range, path, 0, size)
-            await self.put_bytes(key, data)
+            data, digest = await asyncio.to_thread(_read_with_md5, path, size)
+            await self.put_bytes(key, data, digest)
             return
         etag = await self._put_parts(key, path, size)
         await self._verify(key, size, etag)
@@ -202,8 +208,7 @@ class Bucket:
             for number, (offset, length) in enumerate(
                 part_ranges(size, self.config.part_size), start=1
             ):
-                data = await asyncio.to_thread(_read_range, path, offset, length)
-                digest = await asyncio.to_thread(_md5, data)
+                data, digest = await asyncio.to_thread(_read_with_md5, path, length, offset)
                 digests.append(digest)
                 if held.get(number) == (digest.hex(), length):
                     self.counts.parts_reused += 1
