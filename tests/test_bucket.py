@@ -31,7 +31,7 @@ from mirrord.sync.runtime import Runtime, open_runtime
 from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.helpers import Mirror, spawn_mirrord
 from tests.reader import publish_while_reading
-from tests.seaweed import Seaweed
+from tests.seaweed import SECRET_KEY, Seaweed
 
 KEY = ArchKey("edge", "main", "x86_64")
 PUBLISHES = 25
@@ -95,7 +95,7 @@ def follow(config: Config) -> Any:
     async def run(runtime: Runtime) -> None:
         subscription = runtime.feed.subscribe("bucket")
         async with open_bucket_mirror(runtime, s3, {}, CrashPoints()) as mirror:
-            await mirror.run(subscription, [KEY])
+            await mirror.run(subscription, lambda: [KEY])
 
     return run
 
@@ -193,9 +193,10 @@ async def run_sync(config_file: Path, crash_at: str | None) -> tuple[int, list[d
     if crash_at:
         env[ENV_VAR] = crash_at
     process = await spawn_mirrord(
-        "sync", "--config", str(config_file), "--log-format", "json", env=env, stdout=-1
+        "sync", "--config", str(config_file), "--log-format", "json", env=env, stdout=-1, stderr=-1
     )
-    out, _ = await process.communicate()
+    out, err = await process.communicate()
+    assert SECRET_KEY.encode() not in out + err  # credentials are never logged
     lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     assert process.returncode is not None
     return process.returncode, lines
@@ -288,3 +289,31 @@ async def wait_bucket(daemon: Daemon, snapshot_id: int) -> None:
     await daemon.bucket_opened.wait()
     assert daemon.bucket_mirror is not None
     await daemon.bucket_mirror.wait_synced(KEY, snapshot_id)
+
+
+async def test_a_bucket_that_refuses_leaves_the_tree_published_and_no_secret_in_the_logs(
+    mirror: Mirror, seaweed: Seaweed, bucket: str
+) -> None:
+    specs = simple_specs("pkg", 5, payload=1000)
+    mirror.tree.put(KEY, specs)
+    wrong = mirror.tmp / "wrong-credentials"
+    wrong.write_text(
+        "[default]\naws_access_key_id = mirrordtest\naws_secret_access_key = Wr0ngS3cret\n"
+    )
+    s3 = {**s3_section(seaweed, bucket, mirror.tmp), "credentials_file": str(wrong)}
+    config_file = mirror.config_file(KEY, s3=s3)
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    process = await spawn_mirrord(
+        "sync", "--config", str(config_file), "--log-format", "json", env=env, stdout=-1, stderr=-1
+    )
+    out, err = await process.communicate()
+
+    assert process.returncode == 1
+    assert f"{KEY}: bucket: not brought up to date" in err.decode()
+    assert b"Wr0ngS3cret" not in out + err
+    (failed,) = [json.loads(x) for x in out.splitlines() if b'"bucket.sync.failed"' in x]
+    assert "SignatureDoesNotMatch" in failed["error"] or "AccessDenied" in failed["error"]
+    # the tree, the primary publish, is served regardless
+    index = config_file.parent / "published" / KEY.branch / KEY.repo / KEY.arch / "APKINDEX.tar.gz"
+    assert index.is_file()
+    assert bucket_keys(seaweed.client(), bucket) == {}

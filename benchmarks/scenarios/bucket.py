@@ -16,18 +16,9 @@ import shlex
 import shutil
 from pathlib import Path
 
-from benchmarks import measure, mirrordrun
+from benchmarks import measure, mirrordrun, results
 from benchmarks.context import Bench
-from benchmarks.results import (
-    NOT_INSTALLED,
-    GoalCheck,
-    ScenarioResult,
-    Table,
-    fmt,
-    median,
-    megabytes,
-    ratio,
-)
+from benchmarks.results import GoalCheck, ScenarioResult, Table
 from benchmarks.scenarios.common import MAIN
 from benchmarks.servers import LoggedNginx
 from benchmarks.trees import LiveOrigin, warm
@@ -135,12 +126,17 @@ def bucket(bench: Bench) -> ScenarioResult:
         seaweed.stop()
 
     def med(tool: str, figure: str) -> float:
-        return median(figures[tool][figure])
+        return results.median(figures[tool][figure])
 
     def cell(tool: str, figure: str) -> str:
         if tool == "rclone" and not has_rclone:
-            return NOT_INSTALLED
-        return fmt(med(tool, figure))
+            return results.NOT_INSTALLED
+        return results.fmt(med(tool, figure))
+
+    def versus(figure: str) -> str:
+        if not has_rclone:
+            return results.MISSING
+        return results.ratio(med("rclone", figure), med("mirrord", figure))
 
     rows = []
     for label, figure in (
@@ -154,14 +150,15 @@ def bucket(bench: Bench) -> ScenarioResult:
                 label,
                 cell("mirrord", figure),
                 cell("rclone", figure),
-                ratio(med("rclone", figure), med("mirrord", figure)) if has_rclone else "n/a",
+                versus(figure),
             )
         )
-    rate = megabytes(total) / med("mirrord", "first") if figures["mirrord"]["first"] else 0.0
+    first = med("mirrord", "first")
+    rate = results.megabytes(total) / first if first > 0 else 0.0
     return ScenarioResult(
         "bucket",
         "Publishing into an S3 bucket (SeaweedFS on loopback)",
-        f"{len(packages):,} packages ({megabytes(total):,.0f} MB), one arch, into fresh "
+        f"{len(packages):,} packages ({results.megabytes(total):,.0f} MB), one arch, into fresh "
         f"buckets of a real SeaweedFS on 127.0.0.1; {TRANSFERS} uploads at once on both "
         f"sides, multipart from {CUTOFF} in {PART} parts; one object is written to and "
         "deleted from each bucket first (SeaweedFS grows a new bucket's volumes on its first "
@@ -181,12 +178,12 @@ def bucket(bench: Bench) -> ScenarioResult:
         goals=(
             GoalCheck(
                 "the bucket costs no more than rclone sync of the tree (first upload, wall)",
-                ratio(med("rclone", "first"), med("mirrord", "first")) if has_rclone else "n/a",
+                versus("first"),
                 (med("mirrord", "first") <= med("rclone", "first") * 1.1) if has_rclone else None,
             ),
         ),
         figures={
-            tool: {k: median(v) for k, v in values.items()}
+            tool: {k: results.median(v) for k, v in values.items()}
             for tool, values in figures.items()
             if tool == "mirrord" or has_rclone
         },

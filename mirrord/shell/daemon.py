@@ -273,7 +273,7 @@ class Daemon:
             async with open_bucket_mirror(runtime, s3, self.environ, self.crash) as mirror:
                 self.bucket_mirror = mirror
                 self.bucket_opened.set()
-                await mirror.run(subscription, runtime.config.arch_keys())
+                await mirror.run(subscription, lambda: runtime.config.arch_keys())
         finally:
             runtime.feed.unsubscribe(subscription)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -61,18 +61,26 @@ class BucketMirror:
     def prefix(self, key: ArchKey) -> str:
         return f"{self.config.prefix}{key}/"
 
-    async def run(self, subscription: Subscription, keys: list[ArchKey]) -> None:
-        """Catch up every arch once, then follow the feed; a failure waits for the next event."""
-        pending = {str(k): k for k in keys}
+    async def run(
+        self, subscription: Subscription, arch_keys: Callable[[], Iterable[ArchKey]]
+    ) -> None:
+        """Catch up every arch once, then follow the feed; a failure waits for the next event.
+
+        ``arch_keys`` gives the arches configured now (a reload may change them);
+        events for other directories of the tree are not the bucket's business.
+        """
+        pending = {str(k): k for k in arch_keys()}
         while True:
             while pending:
                 _, key = pending.popitem()
                 await self.sync_logged(key)
-            event = await subscription.get()
-            pending[event.directory] = ArchKey(*event.directory.split("/"))
+            events = [await subscription.get()]
             while not subscription.queue.empty():
-                event = subscription.queue.get_nowait()
-                pending[event.directory] = ArchKey(*event.directory.split("/"))
+                events.append(subscription.queue.get_nowait())
+            configured = {str(k): k for k in arch_keys()}
+            for event in events:
+                if event.directory in configured:
+                    pending[event.directory] = configured[event.directory]
 
     async def wait_synced(self, key: ArchKey, snapshot_id: int) -> None:
         """Until the bucket serves this snapshot of the arch."""
