@@ -18,7 +18,9 @@ from mirrord.publish.bucketplan import (
     part_ranges,
     plan_bucket,
     to_compare,
+    unverified,
 )
+from mirrord.publish.etagcache import FILE_NAME, EtagCache
 
 P = "alpine/v3.20/main/x86_64/"
 
@@ -115,3 +117,21 @@ def test_s3_section_parses_with_defaults_and_names_bad_keys(tmp_path: Path) -> N
         parse_config(base(tmp_path, s3={"endpoint": "http://h"}))
     with pytest.raises(ConfigError, match=r"s3\.secret"):
         parse_config(base(tmp_path, s3={"endpoint": "http://h", "bucket": "m", "secret": "x"}))
+
+
+def test_unverified_names_what_the_listing_does_not_show_as_sent() -> None:
+    listing = {P + "a": Listed(P + "a", 1, "x"), P + "b": Listed(P + "b", 2, "other")}
+    sent = {P + "a": (1, "x"), P + "b": (2, "y"), P + "c": (3, "z")}
+    assert unverified(sent, listing) == [P + "b", P + "c"]
+
+
+def test_etag_cache_remembers_per_upload_settings_and_skips_torn_lines(tmp_path: Path) -> None:
+    path = tmp_path / FILE_NAME
+    sha = "ab" * 32
+    EtagCache(path, 64, 16).add({(sha, 10): "0" * 32, ("cd" * 32, 99): "1" * 32 + "-7"})
+    EtagCache(path, 32, 8).add({(sha, 10): "2" * 32})
+    with path.open("a") as file:
+        file.write(f"{'ef' * 32} 5 64 16 3333")  # torn by a crash
+    assert EtagCache(path, 64, 16).load() == {(sha, 10): "0" * 32, ("cd" * 32, 99): "1" * 32 + "-7"}
+    assert EtagCache(path, 32, 8).load() == {(sha, 10): "2" * 32}
+    assert EtagCache(tmp_path / "none", 64, 16).load() == {}

@@ -178,24 +178,39 @@ class Bucket:
                 data: bytes = await body.read()
                 return data
 
-    async def put_bytes(self, key: str, data: bytes, digest: bytes | None = None) -> None:
+    async def put_bytes(self, key: str, data: bytes, digest: bytes | None = None) -> str:
+        """One PUT; the ETag the store answers must be the MD5 sent. Returns it."""
         if digest is None:
             digest = await asyncio.to_thread(_md5, data)
         async with self._mapped(key):
-            await self._client.put_object(
+            answer = await self._client.put_object(
                 Bucket=self.name, Key=key, Body=data, ContentMD5=_b64(digest)
             )
+        if _unquote(answer["ETag"]) != digest.hex():
+            raise ObjectStoreError(
+                key, f"the store answered ETag {answer['ETag']} for {digest.hex()}"
+            )
         self.counts.objects += 1
-        await self._verify(key, len(data), digest.hex())
+        return digest.hex()
 
-    async def put_file(self, key: str, path: Path, size: int) -> None:
-        """Upload, then check what the store reports; resumes an interrupted multipart upload."""
+    async def put_verified(self, key: str, data: bytes) -> None:
+        """``put_bytes``, then a HEAD: the size and ETag the store reports (for the index)."""
+        etag = await self.put_bytes(key, data)
+        async with self._mapped(key):
+            head = await self._client.head_object(Bucket=self.name, Key=key)
+        reported = (head["ContentLength"], _unquote(head["ETag"]))
+        if reported != (len(data), etag):
+            raise ObjectStoreError(
+                key,
+                f"the store reports size {reported[0]} ETag {reported[1]}, sent {len(data)} {etag}",
+            )
+
+    async def put_file(self, key: str, path: Path, size: int) -> str:
+        """Upload; resumes an interrupted multipart upload. Returns the ETag the store answered."""
         if not multipart(size, self.config.multipart_threshold):
             data, digest = await asyncio.to_thread(_read_with_md5, path, size)
-            await self.put_bytes(key, data, digest)
-            return
-        etag = await self._put_parts(key, path, size)
-        await self._verify(key, size, etag)
+            return await self.put_bytes(key, data, digest)
+        return await self._put_parts(key, path, size)
 
     async def _put_parts(self, key: str, path: Path, size: int) -> str:
         async with self._mapped(key):
@@ -226,11 +241,15 @@ class Bucket:
                     self.counts.parts += 1
                     self.after_part()
                 parts.append({"ETag": f'"{digest.hex()}"', "PartNumber": number})
-            await self._client.complete_multipart_upload(
+            completed = await self._client.complete_multipart_upload(
                 Bucket=self.name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
+        etag = multipart_etag(digests)
+        if _unquote(completed.get("ETag", "")) != etag:
+            answered = completed.get("ETag")
+            raise ObjectStoreError(key, f"the store answered ETag {answered} for {etag}")
         self.counts.objects += 1
-        return multipart_etag(digests)
+        return etag
 
     async def _resumable(self, key: str) -> tuple[str | None, dict[int, tuple[str, int]]]:
         """The newest unfinished upload of this key and the parts it holds (MD5, size)."""
@@ -247,15 +266,6 @@ class Bucket:
             for part in page.get("Parts", []):
                 held[part["PartNumber"]] = (_unquote(part["ETag"]), part["Size"])
         return upload_id, held
-
-    async def _verify(self, key: str, size: int, etag: str) -> None:
-        async with self._mapped(key):
-            head = await self._client.head_object(Bucket=self.name, Key=key)
-        reported = (head["ContentLength"], _unquote(head["ETag"]))
-        if reported != (size, etag):
-            raise ObjectStoreError(
-                key, f"the store reports size {reported[0]} ETag {reported[1]}, sent {size} {etag}"
-            )
 
     async def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):

@@ -84,3 +84,12 @@ def plan_bucket(
     upload = tuple(f for f in files if not current(f))
     delete = tuple(sorted(k for k in listing if k not in wanted and k not in in_tree))
     return BucketPlan(upload, None if current(index) else index, delete)
+
+
+def unverified(sent: Mapping[str, tuple[int, str]], listing: Mapping[str, Listed]) -> list[str]:
+    """Keys whose size and ETag, as the store lists them, are not what was sent."""
+    return [
+        key
+        for key, (size, etag) in sent.items()
+        if (listed := listing.get(key)) is None or (listed.size, listed.etag) != (size, etag)
+    ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,10 +25,12 @@ from structlog.typing import FilteringBoundLogger
 
 from mirrord.core.config import S3Config
 from mirrord.core.crashpoints import CrashPoints
-from mirrord.core.errors import MirrordError
+from mirrord.core.errors import MirrordError, ObjectStoreError
 from mirrord.core.model import ArchKey
 from mirrord.publish.bucket import Bucket, expected_etag, load_credentials
-from mirrord.publish.bucketplan import Source, plan_bucket, to_compare
+from mirrord.publish.bucketplan import Source, plan_bucket, to_compare, unverified
+from mirrord.publish.etagcache import FILE_NAME as ETAG_FILE
+from mirrord.publish.etagcache import EtagCache
 from mirrord.publish.publisher import INDEX_NAME, Publisher
 from mirrord.storage.statedb import StateDB
 from mirrord.sync.feed import Subscription
@@ -53,9 +55,10 @@ class BucketMirror:
     bucket: Bucket
     db: StateDB
     publisher: Publisher
+    cache: EtagCache
     log: FilteringBoundLogger
     synced: dict[str, int] = field(default_factory=dict)  # arch -> snapshot the bucket serves
-    _etags: dict[tuple[str, int], str] = field(default_factory=dict)  # (sha256, size) -> ETag
+    etags: dict[tuple[str, int], str] = field(default_factory=dict)  # (sha256, size) -> ETag
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def prefix(self, key: ArchKey) -> str:
@@ -116,15 +119,10 @@ class BucketMirror:
         in_tree = {prefix + n for n in await asyncio.to_thread(_names, tree_dir)}
         plan = plan_bucket(sources, index, listing, etags, in_tree)
         counts = replace(self.bucket.counts)
-        queue: asyncio.Queue[Source] = asyncio.Queue()
-        for source in plan.upload:
-            queue.put_nowait(source)
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self.config.concurrency, len(plan.upload))):
-                group.create_task(self._uploader(queue, paths))
+        await self._upload(prefix, plan.upload, paths)
         if plan.index is not None:
             body = await asyncio.to_thread(paths[index.key].read_bytes)
-            await self.bucket.put_bytes(index.key, body)
+            await self.bucket.put_verified(index.key, body)
         if plan.delete:
             await self.bucket.delete(list(plan.delete))
         result = BucketSync(
@@ -144,10 +142,33 @@ class BucketMirror:
             self._changed.notify_all()
         return result
 
-    async def _uploader(self, queue: asyncio.Queue[Source], paths: dict[str, Path]) -> None:
+    async def _upload(self, prefix: str, sources: Sequence[Source], paths: dict[str, Path]) -> None:
+        """Upload by ``concurrency`` workers, then check all of it in the store's listing."""
+        queue: asyncio.Queue[Source] = asyncio.Queue()
+        for source in sources:
+            queue.put_nowait(source)
+        sent: dict[str, tuple[int, str]] = {}
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self.config.concurrency, len(sources))):
+                group.create_task(self._uploader(queue, paths, sent))
+        if not sent:
+            return
+        remembered = {(s.sha256, s.size): sent[s.key][1] for s in sources if s.sha256}
+        self.etags.update(remembered)
+        await asyncio.to_thread(self.cache.add, remembered)
+        wrong = unverified(sent, await self.bucket.listing(prefix))
+        if wrong:
+            raise ObjectStoreError(
+                wrong[0], f"the store lists {len(wrong)} object(s) unlike what was sent"
+            )
+
+    async def _uploader(
+        self, queue: asyncio.Queue[Source], paths: dict[str, Path], sent: dict[str, tuple[int, str]]
+    ) -> None:
         while not queue.empty():
             source = queue.get_nowait()
-            await self.bucket.put_file(source.key, paths[source.key], source.size)
+            etag = await self.bucket.put_file(source.key, paths[source.key], source.size)
+            sent[source.key] = (source.size, etag)
             self.log.debug("bucket.object.uploaded", key=source.key, size=source.size)
 
     def _path(self, key: ArchKey, prefix: str, source: Source) -> Path:
@@ -158,8 +179,8 @@ class BucketMirror:
 
     async def _etag(self, path: Path, source: Source) -> str:
         cache_key = (source.sha256, source.size)
-        if source.sha256 and cache_key in self._etags:
-            return self._etags[cache_key]
+        if source.sha256 and cache_key in self.etags:
+            return self.etags[cache_key]
         etag = await asyncio.to_thread(
             expected_etag,
             path,
@@ -168,7 +189,8 @@ class BucketMirror:
             self.config.part_size,
         )
         if source.sha256:
-            self._etags[cache_key] = etag
+            self.etags[cache_key] = etag
+            await asyncio.to_thread(self.cache.add, {cache_key: etag})
         return etag
 
 
@@ -178,9 +200,13 @@ async def open_bucket_mirror(
 ) -> AsyncIterator[BucketMirror]:
     """The bucket of ``config`` with the runtime's database and tree (credentials read here)."""
     credentials = load_credentials(config, environ)
+    cache = EtagCache(runtime.store.root / ETAG_FILE, config.multipart_threshold, config.part_size)
+    remembered = await asyncio.to_thread(cache.load)
     async with Bucket.open(config, credentials) as bucket:
         bucket.after_part = lambda: crash.reach("bucket.after_part")
-        yield BucketMirror(config, bucket, runtime.db, runtime.publisher, runtime.log)
+        yield BucketMirror(
+            config, bucket, runtime.db, runtime.publisher, cache, runtime.log, etags=remembered
+        )
 
 
 def _names(directory: Path) -> list[str]:
