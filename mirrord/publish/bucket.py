@@ -129,6 +129,10 @@ class Bucket:
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=config.concurrency + 2,
             s3={"addressing_style": "path"},
+            # Content-MD5 is sent and checked; botocore's own CRC32 of every body would be
+            # a second pass over each byte for nothing.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         async with session.create_client(
             "s3",
