@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from mirrord.core.config import S3Config, parse_config
+from mirrord.core.config import S3Config, load_config, parse_config
 from mirrord.core.errors import ConfigError
+from mirrord.core.model import ArchKey
 from mirrord.publish.bucket import Credentials, expected_etag, load_credentials
 from mirrord.publish.bucketplan import (
     Listed,
@@ -21,6 +23,9 @@ from mirrord.publish.bucketplan import (
     unverified,
 )
 from mirrord.publish.etagcache import FILE_NAME, EtagCache
+from mirrord.shell.daemon import Daemon
+from tests.daemon_harness import daemon_config
+from tests.helpers import Mirror, run_mirrord
 
 P = "alpine/v3.20/main/x86_64/"
 
@@ -135,3 +140,35 @@ def test_etag_cache_remembers_per_upload_settings_and_skips_torn_lines(tmp_path:
     assert EtagCache(path, 64, 16).load() == {(sha, 10): "0" * 32, ("cd" * 32, 99): "1" * 32 + "-7"}
     assert EtagCache(path, 32, 8).load() == {(sha, 10): "2" * 32}
     assert EtagCache(tmp_path / "none", 64, 16).load() == {}
+
+
+def test_check_config_reads_the_bucket_credentials_without_showing_the_secret(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    creds = tmp_path / "creds"
+    s3 = {"endpoint": "http://127.0.0.1:9", "bucket": "mirror", "credentials_file": str(creds)}
+    data = base(tmp_path, s3=s3)
+    data["origin"]["keys"] = str(keys_dir)
+    config_file = tmp_path / "mirrord.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+
+    missing = run_mirrord("check-config", "--config", str(config_file))
+    creds.write_text("[default]\naws_access_key_id = AKID\naws_secret_access_key = S3KR1T\n")
+    present = run_mirrord("check-config", "--config", str(config_file))
+
+    assert missing.returncode == 2
+    assert "s3.credentials_file: cannot read it" in missing.stderr
+    assert present.returncode == 0, present.stderr
+    assert "bucket      mirror/ at http://127.0.0.1:9" in present.stdout
+    assert "key AKID" in present.stdout
+    assert "S3KR1T" not in present.stdout + present.stderr
+
+
+async def test_the_daemon_refuses_to_start_without_bucket_credentials(mirror: Mirror) -> None:
+    key = ArchKey("v3.20", "main", "x86_64")
+    s3 = {"endpoint": "http://127.0.0.1:9", "bucket": "m", "credentials_file": "/nonexistent"}
+    config_path = daemon_config(mirror, key, s3=s3)
+    daemon = Daemon(load_config(config_path), mirror.logs.logger(), config_path=config_path)
+    with pytest.raises(ConfigError, match=r"s3\.credentials_file"):
+        await daemon.run()
+    assert not (mirror.tmp / "published").exists()  # nothing started

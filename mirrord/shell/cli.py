@@ -73,6 +73,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  storage     {_root(checked.storage)}")
     print(f"  publish     {_root(checked.publish)}, grace {config.publish.grace:g} s")
     print("  filesystem  storage and publish share one (published files are hard links)")
+    if config.s3 is not None:
+        from mirrord.publish.bucket import load_credentials
+
+        credentials = load_credentials(config.s3, os.environ)
+        source = config.s3.credentials_file or "the environment"
+        print(f"  bucket      {config.s3.bucket}/{config.s3.prefix} at {config.s3.endpoint}")
+        print(f"  credentials key {credentials.access_key} from {source} (not checked online)")
     return EXIT_OK
 
 
@@ -86,6 +93,10 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mirrord.sync.runtime import open_runtime
 
     config = _load(args.config)
+    if config.s3 is not None:  # refuse before syncing, not after
+        from mirrord.publish.bucket import load_credentials
+
+        load_credentials(config.s3, os.environ)
     only = _arch_list(args.only, parser)
     force = frozenset(_arch_list(args.force, parser))
     known = set(config.arch_keys())

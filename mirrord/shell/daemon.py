@@ -29,6 +29,7 @@ from mirrord.core.config import Config, S3Config, load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
+from mirrord.publish.bucket import load_credentials
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.control.server import ControlServer
 from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
@@ -155,6 +156,8 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self._initial_config.s3 is not None:  # fail at start, not in the bucket's service
+            load_credentials(self._initial_config.s3, self.environ)
         async with open_runtime(
             self._initial_config,
             log=self.log,
