@@ -23,7 +23,7 @@ from mirrord.publish.bucketplan import (
     unverified,
 )
 from mirrord.publish.etagcache import FILE_NAME, EtagCache
-from mirrord.shell.daemon import Daemon
+from mirrord.shell.daemon import Daemon, changed_keys
 from tests.daemon_harness import daemon_config
 from tests.helpers import Mirror, run_mirrord
 
@@ -172,3 +172,12 @@ async def test_the_daemon_refuses_to_start_without_bucket_credentials(mirror: Mi
     with pytest.raises(ConfigError, match=r"s3\.credentials_file"):
         await daemon.run()
     assert not (mirror.tmp / "published").exists()  # nothing started
+
+
+def test_a_reload_that_adds_or_drops_the_s3_section_names_it(tmp_path: Path) -> None:
+    without = parse_config(base(tmp_path))
+    with_s3 = parse_config(base(tmp_path, s3={"endpoint": "http://h", "bucket": "m"}))
+    assert changed_keys(without, with_s3) == ["s3"]
+    assert changed_keys(with_s3, without) == ["s3"]
+    other = parse_config(base(tmp_path, s3={"endpoint": "http://h", "bucket": "n"}))
+    assert changed_keys(with_s3, other) == ["s3.bucket"]
