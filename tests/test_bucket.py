@@ -283,6 +283,13 @@ async def test_the_daemon_mirrors_each_publish_and_a_rollback_into_the_bucket(
         assert sorted(check_bucket(client, bucket, prefix, keyring)) == sorted(
             s.filename for s in first
         )
+        registry = daemon.metrics.registry
+        labels = {"branch": KEY.branch, "repo": KEY.repo, "arch": KEY.arch, "outcome": "done"}
+        done = registry.get_sample_value("mirrord_bucket_syncs_total", labels)
+        assert done is not None and done >= 3  # two publishes and a rollback
+        sent = registry.get_sample_value("mirrord_bucket_uploaded_bytes_total")
+        held = sum(size for size, _ in bucket_keys(client, bucket).values())
+        assert sent is not None and sent > held  # all it holds, and the index it replaced
 
 
 async def wait_bucket(daemon: Daemon, snapshot_id: int) -> None:

@@ -26,6 +26,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.core.config import S3Config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import MirrordError, ObjectStoreError
+from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.publish.bucket import Bucket, expected_etag, load_credentials
 from mirrord.publish.bucketplan import Source, plan_bucket, to_compare, unverified
@@ -57,6 +58,7 @@ class BucketMirror:
     publisher: Publisher
     cache: EtagCache
     log: FilteringBoundLogger
+    metrics: Metrics
     synced: dict[str, int] = field(default_factory=dict)  # arch -> snapshot the bucket serves
     etags: dict[tuple[str, int], str] = field(default_factory=dict)  # (sha256, size) -> ETag
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -92,11 +94,14 @@ class BucketMirror:
 
     async def sync_logged(self, key: ArchKey) -> bool:
         """``sync``, its failure logged: is the bucket up to date with the tree?"""
+        labels = Metrics.labels(key)
         try:
             await self.sync(key)
         except (MirrordError, OSError) as error:
             self.log.error("bucket.sync.failed", arch=str(key), error=str(error))  # noqa: TRY400
+            self.metrics.bucket_syncs.labels(**labels, outcome="failed").inc()
             return False
+        self.metrics.bucket_syncs.labels(**labels, outcome="done").inc()
         return True
 
     async def sync(self, key: ArchKey) -> BucketSync | None:
@@ -123,6 +128,7 @@ class BucketMirror:
         if plan.index is not None:
             body = await asyncio.to_thread(paths[index.key].read_bytes)
             await self.bucket.put_verified(index.key, body)
+            self.metrics.bucket_uploaded_bytes.inc(len(body))
         if plan.delete:
             await self.bucket.delete(list(plan.delete))
         result = BucketSync(
@@ -169,6 +175,7 @@ class BucketMirror:
             source = queue.get_nowait()
             etag = await self.bucket.put_file(source.key, paths[source.key], source.size)
             sent[source.key] = (source.size, etag)
+            self.metrics.bucket_uploaded_bytes.inc(source.size)
             self.log.debug("bucket.object.uploaded", key=source.key, size=source.size)
 
     def _path(self, key: ArchKey, prefix: str, source: Source) -> Path:
@@ -205,7 +212,14 @@ async def open_bucket_mirror(
     async with Bucket.open(config, credentials) as bucket:
         bucket.after_part = lambda: crash.reach("bucket.after_part")
         yield BucketMirror(
-            config, bucket, runtime.db, runtime.publisher, cache, runtime.log, etags=remembered
+            config,
+            bucket,
+            runtime.db,
+            runtime.publisher,
+            cache,
+            runtime.log,
+            runtime.metrics,
+            etags=remembered,
         )
 
 
