@@ -21,12 +21,13 @@ from botocore.exceptions import ClientError
 from mirrord.alpine.apkindex import read_index_archive
 from mirrord.alpine.apkpackage import check_package, digest_bytes
 from mirrord.alpine.signing import Keyring
+from mirrord.core.clock import FakeClock
 from mirrord.core.config import Config
 from mirrord.core.crashpoints import ENV_VAR, CrashPoints
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.shell.daemon import Daemon
-from mirrord.sync.bucketmirror import open_bucket_mirror
+from mirrord.sync.bucketmirror import RETRY_EVERY, open_bucket_mirror
 from mirrord.sync.runtime import Runtime, open_runtime
 from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.helpers import Mirror, spawn_mirrord
@@ -324,3 +325,38 @@ async def test_a_bucket_that_refuses_leaves_the_tree_published_and_no_secret_in_
     index = config_file.parent / "published" / KEY.branch / KEY.repo / KEY.arch / "APKINDEX.tar.gz"
     assert index.is_file()
     assert bucket_keys(seaweed.client(), bucket) == {}
+
+
+async def test_a_failed_pass_is_tried_again_while_the_arch_stays_quiet(
+    mirror: Mirror, seaweed: Seaweed, bucket: str
+) -> None:
+    specs = simple_specs("pkg", 5, payload=1000)
+    mirror.tree.put(KEY, specs)
+    later = bucket[:50] + "-later"  # created only after the first pass failed
+    config = mirror.config(KEY, s3=s3_section(seaweed, later, mirror.tmp))
+    assert config.s3 is not None
+    clock = FakeClock()
+    async with (
+        open_runtime(config, log=mirror.logs.logger(), clock=clock) as runtime,
+        asyncio.timeout(60),
+    ):
+        (result,) = await runtime.engine.run_pass()
+        assert result.outcome == "published"
+        current = await runtime.db.call(runtime.db.current, str(KEY))
+        assert current is not None
+        async with (
+            open_bucket_mirror(runtime, config.s3, {}, CrashPoints()) as follower,
+            asyncio.TaskGroup() as group,
+        ):
+            following = group.create_task(
+                follower.run(runtime.feed.subscribe("bucket"), lambda: [KEY])
+            )
+            await follower.wait_until(lambda: str(KEY) in follower.failed)
+            await asyncio.to_thread(seaweed.create_bucket, later)
+            clock.advance(RETRY_EVERY)  # no publish in between: the retry alone
+            await follower.wait_synced(KEY, current[0].id)
+            following.cancel()
+
+    assert follower.failed == set()
+    listed = check_bucket(seaweed.client(), later, f"alpine/{KEY}/", Keyring.load(mirror.keys))
+    assert sorted(listed) == sorted(s.filename for s in specs)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
+from mirrord.core.clock import Clock
 from mirrord.core.config import S3Config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import MirrordError, ObjectStoreError
@@ -34,8 +35,10 @@ from mirrord.publish.etagcache import FILE_NAME as ETAG_FILE
 from mirrord.publish.etagcache import EtagCache
 from mirrord.publish.publisher import INDEX_NAME, Publisher
 from mirrord.storage.statedb import StateDB
-from mirrord.sync.feed import Subscription
+from mirrord.sync.feed import Published, Subscription
 from mirrord.sync.runtime import Runtime
+
+RETRY_EVERY = 60.0  # seconds between passes for an arch whose last pass failed
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class BucketMirror:
     cache: EtagCache
     log: FilteringBoundLogger
     metrics: Metrics
+    clock: Clock
+    failed: set[str] = field(default_factory=set)  # arches whose last pass failed
     synced: dict[str, int] = field(default_factory=dict)  # arch -> snapshot the bucket serves
     etags: dict[tuple[str, int], str] = field(default_factory=dict)  # (sha256, size) -> ETag
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -69,28 +74,48 @@ class BucketMirror:
     async def run(
         self, subscription: Subscription, arch_keys: Callable[[], Iterable[ArchKey]]
     ) -> None:
-        """Catch up every arch once, then follow the feed; a failure waits for the next event.
+        """Catch up every arch once, then follow the feed.
 
         ``arch_keys`` gives the arches configured now (a reload may change them);
         events for other directories of the tree are not the bucket's business.
+        An arch whose pass failed is tried again every ``RETRY_EVERY`` seconds
+        (an event of its own in the queue), so a quiet arch does not stay behind
+        after the store was down.
         """
-        pending = {str(k): k for k in arch_keys()}
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._retry_failed(subscription))
+            pending = {str(k): k for k in arch_keys()}
+            while True:
+                while pending:
+                    _, key = pending.popitem()
+                    await self.sync_logged(key)
+                events = [await subscription.get()]
+                while not subscription.queue.empty():
+                    events.append(subscription.queue.get_nowait())
+                configured = {str(k): k for k in arch_keys()}
+                for event in events:
+                    if event.directory in configured:
+                        pending[event.directory] = configured[event.directory]
+
+    async def _retry_failed(self, subscription: Subscription) -> None:
         while True:
-            while pending:
-                _, key = pending.popitem()
-                await self.sync_logged(key)
-            events = [await subscription.get()]
-            while not subscription.queue.empty():
-                events.append(subscription.queue.get_nowait())
-            configured = {str(k): k for k in arch_keys()}
-            for event in events:
-                if event.directory in configured:
-                    pending[event.directory] = configured[event.directory]
+            await self.clock.sleep(RETRY_EVERY)
+            for arch in sorted(self.failed):
+                if not subscription.queue.full():
+                    subscription.queue.put_nowait(Published(arch, (), self.clock.time()))
 
     async def wait_synced(self, key: ArchKey, snapshot_id: int) -> None:
         """Until the bucket serves this snapshot of the arch."""
+        await self.wait_until(lambda: self.synced.get(str(key)) == snapshot_id)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Until ``condition`` holds, checked after each pass (done or failed)."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self.synced.get(str(key)) == snapshot_id)
+            await self._changed.wait_for(condition)
+
+    async def _passed(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     async def sync_logged(self, key: ArchKey) -> bool:
         """``sync``, its failure logged: is the bucket up to date with the tree?"""
@@ -100,8 +125,12 @@ class BucketMirror:
         except (MirrordError, OSError) as error:
             self.log.error("bucket.sync.failed", arch=str(key), error=str(error))  # noqa: TRY400
             self.metrics.bucket_syncs.labels(**labels, outcome="failed").inc()
+            self.failed.add(str(key))
+            await self._passed()
             return False
         self.metrics.bucket_syncs.labels(**labels, outcome="done").inc()
+        self.failed.discard(str(key))
+        await self._passed()
         return True
 
     async def sync(self, key: ArchKey) -> BucketSync | None:
@@ -143,9 +172,7 @@ class BucketMirror:
         )
         if plan.upload or plan.index is not None or plan.delete:
             self.log.info("bucket.sync.done", **asdict(result))
-        async with self._changed:
-            self.synced[arch] = snapshot.id
-            self._changed.notify_all()
+        self.synced[arch] = snapshot.id
         return result
 
     async def _upload(self, prefix: str, sources: Sequence[Source], paths: dict[str, Path]) -> None:
@@ -219,6 +246,7 @@ async def open_bucket_mirror(
             cache,
             runtime.log,
             runtime.metrics,
+            runtime.clock,
             etags=remembered,
         )
 
