@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ class MirrordSetup:
     fetch: Mapping[str, Any]
     interval: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # more top-level sections
+    s3: Mapping[str, Any] | None = None
+
+    def with_s3(self, s3: Mapping[str, Any]) -> MirrordSetup:
+        return replace(self, s3=s3)
 
     @property
     def storage(self) -> Path:
@@ -77,6 +81,8 @@ class MirrordSetup:
         if self.interval is not None:
             config["interval"] = self.interval
         config.update(self.extra)
+        if self.s3 is not None:
+            config["s3"] = dict(self.s3)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 

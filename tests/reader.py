@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from mirrord.alpine.apkindex import read_index_archive
 from mirrord.alpine.apkpackage import check_package, digest_bytes
@@ -20,7 +21,7 @@ from mirrord.core.config import Config
 from mirrord.core.errors import MirrordError
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import PackageSpec
-from mirrord.sync.runtime import open_runtime
+from mirrord.sync.runtime import Runtime, open_runtime
 from tests.helpers import Mirror
 
 Fetch = Callable[[str], bytes | None]  # relative path -> bytes, None when missing
@@ -96,11 +97,13 @@ async def publish_while_reading(
     specs: list[PackageSpec],
     fetch: Fetch,
     publishes: int,
+    follower: Callable[[Runtime], Coroutine[Any, Any, None]] | None = None,
 ) -> ReaderStats:
     """Publish ``publishes`` changed indexes while a reader loops over the tree.
 
     After each publish, wait until the reader has read one whole round against
     the new index, so every snapshot is exercised and the test is deterministic.
+    ``follower`` runs beside the publishes (a service that serves what ``fetch`` reads).
     """
     stop = threading.Event()
     stats = ReaderStats()
@@ -111,6 +114,7 @@ async def publish_while_reading(
         asyncio.TaskGroup() as group,
     ):
         group.create_task(asyncio.to_thread(read_until, stop, fetch, str(key), keyring, stats))
+        following = group.create_task(follower(runtime)) if follower is not None else None
         try:
             for step in range(publishes):
                 if step:
@@ -122,4 +126,6 @@ async def publish_while_reading(
                 assert await asyncio.to_thread(stats.wait_for_round, digest, 60)
         finally:
             stop.set()
+            if following is not None:
+                following.cancel()
     return stats

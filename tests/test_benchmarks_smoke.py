@@ -29,6 +29,7 @@ SCENARIOS = (
     "freshness",
     "serving",
     "releases-beside",
+    "bucket",
     "throughput",
 )
 FULL_SYNC = ("full-release", "full-small-heavy", "full-large")
@@ -165,3 +166,10 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     goals = _first_table(sections["Goals"])[1]
     assert len(goals) >= 10
     assert all(cells[-1] in ("**met**", "**missed**", "not measured") for cells in goals.values())
+
+    header, rows = _first_table(sections["bucket"])
+    assert header[:2] == ["mirrord", "rclone sync"]
+    for row in ("first upload: wall s", "nothing changed: wall s"):
+        assert _numeric(rows[row][0]) and float(rows[row][0]) > 0
+        rclone_cell = rows[row][1]
+        assert _numeric(rclone_cell) if shutil.which("rclone") else rclone_cell == "not installed"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from benchmarks.context import Bench
 from benchmarks.results import ScenarioResult
+from benchmarks.scenarios.bucket import bucket
 from benchmarks.scenarios.freshness import freshness
 from benchmarks.scenarios.fullsync import full_sync
 from benchmarks.scenarios.incremental import incremental
@@ -44,4 +45,5 @@ SCENARIOS: dict[str, Scenario] = {
     "freshness": freshness,
     "serving": serving,
     "releases-beside": releases_beside,
+    "bucket": bucket,
 }

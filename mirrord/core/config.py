@@ -199,6 +199,20 @@ class ReleasesConfig:
 
 
 @dataclass(frozen=True)
+class S3Config:
+    """A bucket that mirrors every publish of the tree (see ``mirrord.sync.bucketmirror``)."""
+
+    endpoint: str  # http(s)://host[:port] of the S3 API
+    bucket: str
+    prefix: str = ""  # keys are <prefix><branch>/<repo>/<arch>/<file>
+    region: str = "us-east-1"
+    credentials_file: Path | None = None  # None: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    concurrency: int = 8
+    multipart_threshold: int = 64 * 1000 * 1000
+    part_size: int = 16 * 1000 * 1000
+
+
+@dataclass(frozen=True)
 class Config:
     origin: OriginConfig
     repositories: tuple[RepositorySet, ...]
@@ -212,6 +226,7 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     purge: PurgeConfig = field(default_factory=PurgeConfig)
     releases: ReleasesConfig | None = None  # None: package repositories only
+    s3: S3Config | None = None  # None: the directory tree alone
     interval: float = 60.0
     shutdown_grace: float = 30.0
 
@@ -494,6 +509,39 @@ def _releases(top: _Section) -> ReleasesConfig | None:
     return releases
 
 
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+
+
+def _s3_prefix(value: object, where: str) -> str:
+    text = _string(value, where).strip("/")
+    if "\0" in text or ".." in text.split("/"):
+        raise ConfigError(where, f"expected a key prefix such as alpine, got {value!r}")
+    return text + "/"
+
+
+def _s3(top: _Section) -> S3Config | None:
+    raw = top.data.get("s3")
+    if raw is None or raw is False:
+        return None
+    section = top.section("s3", S3Config)
+    s3 = S3Config(
+        endpoint=section.get("endpoint", _url),
+        bucket=section.get("bucket", _string),
+        prefix=section.get("prefix", _s3_prefix, S3Config.prefix),
+        region=section.get("region", _string, S3Config.region),
+        credentials_file=section.get("credentials_file", _path, S3Config.credentials_file),
+        concurrency=section.get("concurrency", _int_range(1, 256), S3Config.concurrency),
+        multipart_threshold=section.get("multipart_threshold", _size, S3Config.multipart_threshold),
+        part_size=section.get("part_size", _size, S3Config.part_size),
+    )
+    section.finish()
+    if s3.part_size < MIN_PART_SIZE:
+        raise ConfigError(section.where("part_size"), "must be at least 5MiB (S3's smallest part)")
+    if s3.multipart_threshold < s3.part_size:
+        raise ConfigError(section.where("multipart_threshold"), "must be at least part_size")
+    return s3
+
+
 def _push(top: _Section) -> PushConfig:
     push_section = top.section("push", PushConfig, required=False)
     push_section.finish()
@@ -733,6 +781,7 @@ def parse_config(data: object) -> Config:
     push = _push(top)
     purge = _purge(top)
     releases = _releases(top)
+    s3 = _s3(top)
 
     interval = top.get("interval", _duration(1), Config.interval)
     shutdown_grace = top.get("shutdown_grace", _duration(0), Config.shutdown_grace)
@@ -751,6 +800,7 @@ def parse_config(data: object) -> Config:
         push=push,
         purge=purge,
         releases=releases,
+        s3=s3,
         interval=interval,
         shutdown_grace=shutdown_grace,
     )

@@ -21,6 +21,7 @@ KNOWN_POINTS = frozenset(
         "publish.before_index_rename",
         "publish.after_index_rename",
         "publish.after_record",
+        "bucket.after_part",
     }
 )
 

@@ -227,6 +227,15 @@ class TreeDeletionError(PublishError):
         )
 
 
+class ObjectStoreError(MirrordError):
+    """The S3 bucket refused, failed or returned something else than was sent."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"bucket object {key}: {reason}")
+
+
 class DownloadsFailedError(MirrordError):
     """Some packages an arch's new index lists could not be stored: nothing was published."""
 

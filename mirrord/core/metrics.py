@@ -123,6 +123,17 @@ class Metrics:
             "Published files removed after their grace period.",
             registry=r,
         )
+        self.bucket_syncs = Counter(
+            "mirrord_bucket_syncs",
+            "Passes bringing the S3 bucket to an arch's snapshot, by outcome (done, failed).",
+            [*ARCH_LABELS, "outcome"],
+            registry=r,
+        )
+        self.bucket_uploaded_bytes = Counter(
+            "mirrord_bucket_uploaded_bytes",
+            "Bytes of objects uploaded to the S3 bucket (indexes included).",
+            registry=r,
+        )
         self.push_connected = Gauge(
             "mirrord_push_connected",
             "1 while subscribed to the push broker (push.mqtt), else 0.",

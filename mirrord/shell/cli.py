@@ -29,7 +29,10 @@ from mirrord.shell.sdnotify import Notifier
 from mirrord.sync.preflight import Root, preflight
 
 if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
     from mirrord.sync.releases import TreePass
+    from mirrord.sync.runtime import Runtime
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.yaml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
@@ -71,6 +74,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  storage     {_root(checked.storage)}")
     print(f"  publish     {_root(checked.publish)}, grace {config.publish.grace:g} s")
     print("  filesystem  storage and publish share one (published files are hard links)")
+    if config.s3 is not None:
+        from mirrord.publish.bucket import load_credentials
+
+        credentials = load_credentials(config.s3, os.environ)
+        source = config.s3.credentials_file or "the environment"
+        print(f"  bucket      {config.s3.bucket}/{config.s3.prefix} at {config.s3.endpoint}")
+        print(f"  credentials key {credentials.access_key} from {source} (not checked online)")
     return EXIT_OK
 
 
@@ -84,6 +94,10 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mirrord.sync.runtime import open_runtime
 
     config = _load(args.config)
+    if config.s3 is not None:  # refuse before syncing, not after
+        from mirrord.publish.bucket import load_credentials
+
+        load_credentials(config.s3, os.environ)
     only = _arch_list(args.only, parser)
     forced = _arch_list(args.force, parser)
     trees_forced = {str(k) for k in forced if k.repo == "releases" and config.releases}
@@ -128,6 +142,7 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     progress.cancel()
             tree_pass = trees.result()
             reporter.finish()
+            bucket_failed = await _sync_bucket(runtime, config, only or config.arch_keys(), log)
             seconds = runtime.clock.monotonic() - started
         if sys.stderr.isatty():
             print(summary(results, seconds), file=sys.stderr)
@@ -140,7 +155,12 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     f"mirrord: {outcome.directory}: {outcome.outcome}: {outcome.error}",
                     file=sys.stderr,
                 )
-        return EXIT_FAILED if failed or not tree_pass.ok else EXIT_OK
+        for key in bucket_failed:
+            print(
+                f"mirrord: {key}: bucket: not brought up to date (see bucket.sync.failed)",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED if failed or not tree_pass.ok or bucket_failed else EXIT_OK
 
     return run_async(main())
 
@@ -149,6 +169,23 @@ async def _no_trees() -> TreePass:
     from mirrord.sync.releases import TreePass
 
     return TreePass()
+
+
+async def _sync_bucket(
+    runtime: Runtime, config: Config, keys: list[ArchKey], log: FilteringBoundLogger
+) -> list[ArchKey]:
+    """With ``s3`` configured: bring the bucket to each arch's published snapshot; the failed."""
+    from mirrord.sync.bucketmirror import open_bucket_mirror
+
+    if config.s3 is None:
+        return []
+    crash = CrashPoints.from_environ(os.environ)
+    failed: list[ArchKey] = []
+    async with open_bucket_mirror(runtime, config.s3, os.environ, crash) as mirror:
+        for key in keys:
+            if not await mirror.sync_logged(key):
+                failed.append(key)
+    return failed
 
 
 def cmd_run(args: argparse.Namespace) -> int:

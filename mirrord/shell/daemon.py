@@ -25,10 +25,11 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.alpine.signing import Keyring
 from mirrord.core.aio import first_completed
 from mirrord.core.clock import Clock, SystemClock
-from mirrord.core.config import Config, load_config
+from mirrord.core.config import Config, S3Config, load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
+from mirrord.publish.bucket import load_credentials
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.cdn_purge import CdnPurger
 from mirrord.shell.control.server import ControlServer
@@ -37,6 +38,7 @@ from mirrord.shell.mqtt_announce import MqttAnnouncer
 from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
+from mirrord.sync.bucketmirror import BucketMirror, open_bucket_mirror
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
@@ -81,7 +83,7 @@ def changed_keys(old: Config, new: Config) -> list[str]:
         before, after = getattr(old, top.name), getattr(new, top.name)
         if before == after:
             continue
-        if hasattr(before, "__dataclass_fields__"):
+        if hasattr(before, "__dataclass_fields__") and hasattr(after, "__dataclass_fields__"):
             changed += [
                 f"{top.name}.{inner.name}"
                 for inner in fields(before)
@@ -120,6 +122,8 @@ class Daemon:
         self.push: MqttPushListener | None = None
         self.announcer: MqttAnnouncer | None = None
         self.purger: CdnPurger | None = None
+        self.bucket_mirror: BucketMirror | None = None  # with s3 configured, once it is open
+        self.bucket_opened = asyncio.Event()
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -163,6 +167,8 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self._initial_config.s3 is not None:  # fail at start, not in the bucket's service
+            load_credentials(self._initial_config.s3, self.environ)
         async with open_runtime(
             self._initial_config,
             log=self.log,
@@ -282,6 +288,9 @@ class Daemon:
             if config.releases is not None:  # adding or removing the section needs a restart
                 trees = self._supervised("releases", self._sync_releases_periodically(runtime))
                 services.append(group.create_task(trees, name="releases"))
+            if config.s3 is not None:
+                bucket = self._supervised("bucket", self._mirror_to_bucket(runtime, config.s3))
+                services.append(group.create_task(bucket, name="bucket"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(
@@ -300,6 +309,16 @@ class Daemon:
             for service in services:
                 service.cancel()
         self._group = None
+
+    async def _mirror_to_bucket(self, runtime: Runtime, s3: S3Config) -> None:
+        subscription = runtime.feed.subscribe("bucket")
+        try:
+            async with open_bucket_mirror(runtime, s3, self.environ, self.crash) as mirror:
+                self.bucket_mirror = mirror
+                self.bucket_opened.set()
+                await mirror.run(subscription, lambda: runtime.config.arch_keys())
+        finally:
+            runtime.feed.unsubscribe(subscription)
 
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
         """Background work with an error boundary: a failure is logged, the daemon serves on."""
