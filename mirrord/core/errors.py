@@ -132,6 +132,19 @@ class StoreError(MirrordError):
         super().__init__(f"{path}: {reason}")
 
 
+class StateDamagedError(StoreError):
+    """The state database is missing, truncated or corrupt: ``mirrord recover`` rebuilds it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            path,
+            f"the state database is damaged ({reason}); stop mirrord and run "
+            "'mirrord recover' (it rebuilds the database from the object store and the "
+            "published tree, downloading nothing)",
+        )
+        self.reason = reason
+
+
 class PublishError(MirrordError):
     """A publish of one branch/repo/arch was refused or failed."""
 

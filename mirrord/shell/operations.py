@@ -50,6 +50,7 @@ class DaemonControls:
     spawn: Callable[[str, Awaitable[None]], None]  # supervised background work
     draining: Callable[[], bool]
     push: Callable[[], dict[str, Any] | None] = lambda: None  # the push trigger's state
+    background: Callable[[], dict[str, object]] = dict  # failures of supervised background work
 
 
 class Operations:
@@ -82,6 +83,7 @@ class Operations:
             draining=self.daemon.draining(),
             verify=self.scrub.summary(),
             push=self.daemon.push(),
+            background=self.daemon.background(),
         )
 
     async def cmd_status(self, request: Request) -> StatusReport:
@@ -198,6 +200,7 @@ class Operations:
             )
         finally:
             progress.running = False
+            progress.ended.set()
         if bad and progress.repair:
             # The damaged bytes may be published: fetch them again and re-link every arch.
             runtime.fetcher.forget_recent()

@@ -87,6 +87,7 @@ class StatusReport(TypedDict):
     store: StoreReport
     verify: dict[str, object]
     push: dict[str, Any] | None  # the MQTT push trigger's state, None when not configured
+    background: dict[str, object]  # failures of supervised background work (supervisor.py)
     arches: list[ArchReport]
 
 
@@ -112,6 +113,7 @@ async def status_report(
     draining: bool,
     verify: dict[str, object],
     push: dict[str, Any] | None = None,
+    background: dict[str, object] | None = None,
 ) -> StatusReport:
     """Everything an operator asks first; reads the database (on its thread)."""
     now = runtime.clock.time()
@@ -177,5 +179,6 @@ async def status_report(
         "store": {"objects": objects, "bytes": stored_bytes},
         "verify": verify,
         "push": push,
+        "background": background or {"failures": {}, "last_failure": None},
         "arches": arches,
     }

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +155,11 @@ class ContentStore:
         return sha256
 
     def read_bytes(self, sha256: str) -> bytes:
-        return self.object_path(sha256).read_bytes()
+        path = self.object_path(sha256)
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise StoreError(str(path), f"cannot read a stored object: {error.strerror}") from None
 
     def sync(self) -> None:
         """Make every placed object durable (one syncfs for the whole batch)."""
@@ -191,7 +196,7 @@ class ContentStore:
 
         try:
             size = hash_file(self.object_path(sha256), plain.update, feed_package)
-        except FileNotFoundError:
+        except OSError:  # gone, or unreadable (EIO, a directory in its place): not kept
             return None
         checksum: str | None = None
         if is_package:
@@ -202,4 +207,14 @@ class ContentStore:
         return plain.hexdigest(), size, checksum
 
     def remove(self, sha256: str) -> bool:
-        return unlink_if_exists(self.object_path(sha256))
+        """Delete an object (whatever is in its place, even a directory)."""
+        path = self.object_path(sha256)
+        try:
+            return unlink_if_exists(path)
+        except IsADirectoryError:
+            shutil.rmtree(path, ignore_errors=True)
+            return True
+        except OSError as error:
+            raise StoreError(
+                str(path), f"cannot remove a stored object: {error.strerror}"
+            ) from None

@@ -1,0 +1,88 @@
+"""Background work with an error boundary: a broken store fails a job, never the daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+from mirrord.core.model import ArchKey
+from mirrord.demo.repogen import simple_specs
+from mirrord.storage.store import ContentStore
+from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
+from tests.helpers import Mirror, check_published, stored_objects
+
+KEY = ArchKey("v3.20", "main", "x86_64")
+
+
+async def test_an_unreadable_object_is_damage_for_verify_not_a_dead_daemon(mirror: Mirror) -> None:
+    specs = simple_specs("a", 4)
+    mirror.tree.put(KEY, specs)
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await synced(daemon, 1)
+        store = ContentStore(daemon.config.storage.path)
+        victim = hashlib.sha256(mirror.tree.built(specs[1]).data).hexdigest()
+        path = store.object_path(victim)
+        path.unlink()
+        path.mkdir()  # reading it fails with EISDIR, as a dying disk fails with EIO
+
+        assert daemon.operations is not None
+        await ctl(daemon, "verify")
+        await daemon.operations.scrub.ended.wait()
+        status = await ctl(daemon, "status")
+        assert status["verify"]["damaged"] == 1 and status["verify"]["missing"] == 0
+        assert status["background"] == {"failures": {}, "last_failure": None}
+        (bad,) = mirror.logs.events("maintenance.scrub.bad_object")
+        assert bad["sha256"] == victim and bad["actual"] == "unreadable: Is a directory"
+
+        await ctl(daemon, "verify", repair=True)  # the directory goes, the package comes again
+        await synced(daemon, 2)
+        assert path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == victim
+        assert check_published(daemon.config).ok
+
+
+async def test_a_failed_collection_is_counted_and_shown_and_the_daemon_serves_on(
+    mirror: Mirror,
+) -> None:
+    first = simple_specs("a", 5)
+    mirror.tree.put(KEY, first)
+    config = daemon_config(
+        mirror, KEY, publish={"keep_snapshots": 1, "grace": 0}, storage={"gc_interval": 0.01}
+    )
+    async with running_daemon(mirror, config) as daemon:
+        await synced(daemon, 1)
+        storage = daemon.config.storage.path
+        old = {hashlib.sha256(mirror.tree.built(s).data).hexdigest() for s in first}
+        mirror.tree.put(KEY, [s.bumped() for s in first])
+        await ctl(daemon, "sync")
+        await synced(daemon, 2)
+        # Garbage now; its fan-out directory turns into a file, so removing it fails.
+        victim = next(sha for sha in sorted(old) if sha in stored_objects(storage))
+        fan_out = ContentStore(storage).object_path(victim).parent
+        aside = fan_out.with_name(fan_out.name + ".aside")
+        async with daemon.collected:
+            fan_out.rename(aside)
+            fan_out.write_bytes(b"not a directory\n")
+            seen = daemon.collections
+            await daemon.collected.wait_for(lambda: daemon.collections > seen + 1)
+            status = await ctl(daemon, "status")
+            fan_out.unlink()
+            aside.rename(fan_out)
+        failures = status["background"]["failures"]
+        assert failures["gc"] >= 1 and set(failures) == {"gc"}
+        last = status["background"]["last_failure"]
+        assert last["task"] == "gc" and "cannot remove a stored object" in last["error"]
+        counted = daemon.metrics.background_failures.labels(task="gc")._value.get()
+        assert counted == failures["gc"]
+        human = (await human_ctl(daemon, "status")).splitlines()
+        (line,) = [row for row in human if row.lstrip().startswith("background:")]
+        assert f"failed (gc {failures['gc']}); last: gc " in line
+
+        async with daemon.collected:  # the disk is back: the next collection finishes the job
+            seen = daemon.collections
+            await daemon.collected.wait_for(lambda: daemon.collections > seen + 1)
+        assert not old & set(stored_objects(storage))
+        mirror.tree.put(KEY, [s.bumped().bumped() for s in first])
+        await ctl(daemon, "sync")
+        await synced(daemon, 3)  # still syncing and publishing
+        assert check_published(daemon.config).ok
+        shutil.rmtree(aside, ignore_errors=True)
