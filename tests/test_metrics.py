@@ -74,7 +74,7 @@ def test_alerting_rules_are_valid_and_fire_as_intended() -> None:
         [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "6 rules found" in checked.stdout
+    assert "8 rules found" in checked.stdout
     tested = subprocess.run(
         [promtool(), "test", "rules", "mirrord-alerts.test.yml"],
         capture_output=True,

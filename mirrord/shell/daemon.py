@@ -62,6 +62,7 @@ LIVE_KEYS = frozenset(
         "limits.max_index_bytes",
         "limits.max_package_bytes",
         "storage.gc_interval",
+        "storage.min_free",
     }
 )
 

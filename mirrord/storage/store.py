@@ -150,8 +150,12 @@ class ContentStore:
         if self.has(sha256):
             return sha256
         temp = self.temp_path()
-        write_readonly(temp, data)
-        self.place_file(temp, sha256)
+        try:
+            write_readonly(temp, data)
+            self.place_file(temp, sha256)
+        except OSError as error:  # ENOSPC: no partial object stays behind
+            unlink_if_exists(temp)
+            raise StoreError(str(temp), f"cannot store: {error.strerror}") from None
         return sha256
 
     def read_bytes(self, sha256: str) -> bytes:
