@@ -140,6 +140,11 @@ def _snapshot(row: Sequence[object]) -> Snapshot:
     )
 
 
+def sidecars(path: Path) -> list[Path]:
+    """SQLite's files beside the database in WAL mode."""
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+
+
 def database_error(path: Path, error: Exception) -> StoreError:
     """A failed database call as the project's error; a damaged file names the cure."""
     damaged = isinstance(error, sqlite3.DatabaseError) and not isinstance(
@@ -159,6 +164,9 @@ class StateDB:
 
     @classmethod
     def open(cls, path: Path) -> StateDB:
+        if not path.exists():  # a journal left by a deleted database must not be replayed
+            for stale in sidecars(path):
+                stale.unlink(missing_ok=True)
         try:
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
