@@ -340,7 +340,12 @@ def _listen(value: object, where: str) -> str | None:
         return None
     text = _string(value, where)
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 <= int(port) <= 65535
+    ):
         raise ConfigError(where, f"expected host:port such as 127.0.0.1:9469, got {value!r}")
     return text
 
