@@ -7,6 +7,7 @@ rename or drop one (``mirrord ctl`` and scripts read them).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, TypedDict
 
@@ -88,6 +89,7 @@ class StatusReport(TypedDict):
     verify: dict[str, object]
     push: dict[str, Any] | None  # the MQTT push trigger's state, None when not configured
     background: dict[str, object]  # failures of supervised background work (supervisor.py)
+    tasks: int  # asyncio tasks alive in the daemon (flat over months, or something leaks)
     arches: list[ArchReport]
 
 
@@ -180,5 +182,6 @@ async def status_report(
         "verify": verify,
         "push": push,
         "background": background or {"failures": {}, "last_failure": None},
+        "tasks": len(asyncio.all_tasks()),
         "arches": arches,
     }

@@ -389,7 +389,9 @@ class SyncEngine:
         """Refuse, before a byte is fetched, a pass whose downloads cannot fit."""
         storage = self.live.config.storage
         needed = sum(ref.size for ref in refs)
-        free = await asyncio.to_thread(free_bytes, storage.path)
+        # Inline: one statvfs is a metadata call, and a thread hop here would let a
+        # big arch's downloads run ahead of a small arch that is about to start.
+        free = free_bytes(storage.path)
         self.metrics.disk_free.set(free)
         others = self.book.still_to_download(but=key)
         if shortfall(needed, free, storage.min_free, others):
