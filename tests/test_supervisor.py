@@ -86,3 +86,25 @@ async def test_a_failed_collection_is_counted_and_shown_and_the_daemon_serves_on
         await synced(daemon, 3)  # still syncing and publishing
         assert check_published(daemon.config).ok
         shutil.rmtree(aside, ignore_errors=True)
+
+
+async def test_a_broken_published_index_fails_its_arch_with_a_clear_error(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await synced(daemon, 1)
+        index = daemon.config.publish.path / str(KEY) / "APKINDEX.tar.gz"
+        index.unlink()
+        index.mkdir()  # reading it fails (EISDIR), as a dying disk fails with EIO
+        await ctl(daemon, "sync")
+        await synced(daemon, 2)
+        (arch,) = (await ctl(daemon, "status"))["arches"]
+        assert arch["last_outcome"] == "failed"
+        assert arch["last_error"].startswith(
+            f"{KEY}: cannot write the published tree: Is a directory"
+        )
+        index.rmdir()  # the disk is replaced: the next sync publishes again
+        await ctl(daemon, "sync")
+        await synced(daemon, 3)
+        assert check_published(daemon.config).ok

@@ -115,6 +115,9 @@ class SyncEngine:
                 result = ArchResult(key, outcome, error=str(error))
             except MirrordError as error:
                 result = ArchResult(key, Outcome.FAILED, error=str(error))
+            except OSError as error:  # the disk (EIO, ENOSPC) where no layer mapped it
+                where = f"{error.filename}: " if error.filename else ""
+                result = ArchResult(key, Outcome.FAILED, error=f"{where}{error.strerror or error}")
             except Exception as error:  # a bug must fail this arch's sync, not the daemon
                 log.exception("sync.arch.crashed")
                 result = ArchResult(key, Outcome.FAILED, error=f"internal error: {error!r}")
