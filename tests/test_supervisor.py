@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 
+from mirrord.core.clock import FakeClock
+from mirrord.core.errors import StoreError
+from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
+from mirrord.shell.supervisor import Supervisor
 from mirrord.storage.store import ContentStore
 from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
-from tests.helpers import Mirror, check_published, stored_objects
+from tests.helpers import LogCapture, Mirror, check_published, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 
@@ -108,3 +113,43 @@ async def test_a_broken_published_index_fails_its_arch_with_a_clear_error(
         await ctl(daemon, "sync")
         await synced(daemon, 3)
         assert check_published(daemon.config).ok
+
+
+async def test_a_failed_service_is_counted_and_started_again_after_a_pause() -> None:
+    clock = FakeClock()
+    logs = LogCapture()
+    supervisor = Supervisor(Metrics(), logs.logger(), clock)
+    runs: list[int] = []
+    started = [asyncio.Event() for _ in range(3)]
+
+    async def service() -> None:
+        runs.append(len(runs) + 1)
+        started[len(runs) - 1].set()
+        if len(runs) == 1:
+            raise StoreError("/srv/x", "disk gone")
+        if len(runs) == 2:
+            raise RuntimeError("a bug")
+        await asyncio.Event().wait()  # serves until cancelled
+
+    async with asyncio.timeout(10):  # a service not started again fails, not hangs
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(supervisor.keep_running("report", service, restart_after=30))
+            for run in (0, 1):  # a failed run, then 30 s on the clock before the next start
+                await started[run].wait()  # it failed in the same step: its pause has begun
+                assert (
+                    clock.sleepers == 1 and clock.slept[-1] == 30 and not started[run + 1].is_set()
+                )
+                clock.advance(30)
+            await started[2].wait()
+            task.cancel()
+    assert runs == [1, 2, 3]
+    assert supervisor.failures == {"report": 2}
+    assert supervisor.metrics.background_failures.labels(task="report")._value.get() == 2
+    assert (
+        supervisor.last is not None
+        and supervisor.last.error == "internal error: RuntimeError('a bug')"
+    )
+    failed = logs.events("daemon.task.failed")
+    assert [e.get("error") for e in failed] == ["/srv/x: disk gone", None]  # a bug: traceback
+    assert "exception" in failed[1]
+    assert len(logs.events("daemon.task.restarting")) == 2
