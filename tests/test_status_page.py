@@ -134,6 +134,7 @@ async def test_status_json_says_what_ctl_status_says(mirror: Mirror) -> None:
         [huge] = report["sync"].pop("progress")
         assert huge["arch"] == str(HUGE) and huge["planned_files"] == 40
         assert 0 < report.pop("uptime") < LIMIT
+        assert report.pop("tasks") > 0  # each connection has its own task
         lags.append({arch["arch"]: arch.pop("lag") for arch in report["arches"]})
     assert page == socket
     assert lags[0][str(SMALL)] == lags[1][str(SMALL)] == 0

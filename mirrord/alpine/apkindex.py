@@ -131,7 +131,7 @@ def _entry(fields: dict[str, str], line_number: int, max_package_bytes: int) -> 
     size_text = fields.get("S")
     if size_text is None:
         raise IndexFormatError(f"package {name!r} has no S: (size)")
-    if not size_text.isdigit():
+    if not (size_text.isascii() and size_text.isdigit()):  # "²" is a digit to isdigit()
         raise UnsafeIndexError("S", size_text, "not a non-negative whole number", name)
     size = int(size_text)
     if size <= 0 or size > max_package_bytes:

@@ -44,6 +44,7 @@ class RepositorySet:
 class StorageConfig:
     path: Path
     gc_interval: float = 86400.0  # 0: only `mirrord ctl gc`
+    min_free: int = 1 << 30  # bytes a sync must leave free on the storage filesystem
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,10 @@ def _size(value: object, where: str) -> int:
     return size
 
 
+def _size_or_zero(value: object, where: str) -> int:
+    return 0 if value in (0, "0") else _size(value, where)
+
+
 def _rate(value: object, where: str) -> float | None:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise ConfigError(where, f"expected a rate such as 50MB/s or unlimited, got {_kind(value)}")
@@ -417,7 +422,12 @@ def _listen(value: object, where: str) -> str | None:
         return None
     text = _string(value, where)
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 <= int(port) <= 65535
+    ):
         raise ConfigError(where, f"expected host:port such as 127.0.0.1:9469, got {value!r}")
     return text
 
@@ -707,6 +717,7 @@ def parse_config(data: object) -> Config:
     storage = StorageConfig(
         path=storage_section.get("path", _path),
         gc_interval=storage_section.get("gc_interval", _duration(0), StorageConfig.gc_interval),
+        min_free=storage_section.get("min_free", _size_or_zero, StorageConfig.min_free),
     )
     storage_section.finish()
 

@@ -7,6 +7,8 @@ Third-party exceptions are mapped into this tree where they enter mirrord.
 
 from __future__ import annotations
 
+from mirrord.core.units import format_bytes
+
 
 class MirrordError(Exception):
     """Root of every error mirrord raises on purpose."""
@@ -166,6 +168,37 @@ class StoreError(MirrordError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class DiskSpaceError(StoreError):
+    """A pass refused before its downloads: what it would write does not fit."""
+
+    def __init__(self, path: str, needed: int, free: int, reserve: int, others: int) -> None:
+        self.needed = needed
+        self.free = free
+        self.reserve = reserve
+        self.others = others
+        busy = f" and syncs in progress will write {format_bytes(others)}" if others else ""
+        super().__init__(
+            path,
+            f"not enough disk space: this sync would write {format_bytes(needed)}{busy}, "
+            f"{format_bytes(free)} is free and storage.min_free keeps {format_bytes(reserve)}; "
+            "nothing was downloaded and the last snapshot stays published. Free some space "
+            "(or 'mirrord ctl gc'), or lower storage.min_free",
+        )
+
+
+class StateDamagedError(StoreError):
+    """The state database is missing, truncated or corrupt: ``mirrord recover`` rebuilds it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            path,
+            f"the state database is damaged ({reason}); stop mirrord and run "
+            "'mirrord recover' (it rebuilds the database from the object store and the "
+            "published tree, downloading nothing)",
+        )
+        self.reason = reason
 
 
 class PublishError(MirrordError):

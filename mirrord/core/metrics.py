@@ -177,6 +177,25 @@ class Metrics:
             registry=r,
         )
 
+        self.background_failures = Counter(
+            "mirrord_background_failures",
+            "Background jobs of the daemon that failed (the daemon serves on), by task.",
+            ["task"],
+            registry=r,
+        )
+        self.disk_refusals = Counter(
+            "mirrord_disk_space_refusals",
+            "Syncs refused before downloading: the bytes to write exceed free space "
+            "minus storage.min_free.",
+            ARCH_LABELS,
+            registry=r,
+        )
+        self.disk_free = Gauge(
+            "mirrord_storage_free_bytes",
+            "Free bytes on the storage filesystem at the last space check.",
+            registry=r,
+        )
+
     @staticmethod
     def labels(key: ArchKey) -> dict[str, str]:
         return {"branch": key.branch, "repo": key.repo, "arch": key.arch}

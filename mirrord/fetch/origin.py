@@ -54,7 +54,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²": float() refuses what isdigit allows
         return float(value)
     when = parse_http_date(value)
     return None if when is None else max(0.0, when - now)

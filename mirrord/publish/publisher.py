@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mirrord.core.crashpoints import CrashPoints
+from mirrord.core.errors import StoreError
 from mirrord.core.model import ArchKey, PublishedFile
 from mirrord.storage.durable import TEMP_MARK, fsync_dir, unlink_if_exists, write_atomic
 from mirrord.storage.store import ContentStore
@@ -93,6 +94,10 @@ class Publisher:
             return (self.arch_dir(key) / INDEX_NAME).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as error:  # EIO, a directory in its place: not an index we can serve
+            raise StoreError(
+                str(self.arch_dir(key) / INDEX_NAME), f"cannot read: {error.strerror}"
+            ) from None
 
     def index_digest(self, key: ArchKey) -> str | None:
         data = self.index_bytes(key)

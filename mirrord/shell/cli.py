@@ -275,6 +275,28 @@ def cmd_verify_tree(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok and trees.ok else EXIT_FAILED
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from mirrord.core.clock import SystemClock
+    from mirrord.core.units import format_bytes
+    from mirrord.sync.rebuild import rebuild_state
+
+    config = _load(args.config)
+    log = make_logger(  # stdout is the report
+        args.log_level or config.log.level,
+        args.log_format or config.log.format,
+        stream=sys.stderr,
+    )
+    rebuilt = run_async(rebuild_state(config, log=log, clock=SystemClock()))
+    print(
+        f"state database rebuilt from the store and the published tree: {rebuilt.objects} "
+        f"objects ({format_bytes(rebuilt.bytes)}), {rebuilt.adopted} arches adopted as "
+        "published; nothing was downloaded"
+    )
+    for path in rebuilt.kept_aside:
+        print(f"  the old file is kept as {path}")
+    return EXIT_OK
+
+
 # --- argument parsing -------------------------------------------------------------------
 
 
@@ -330,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(verify)
 
+    recover = commands.add_parser(
+        "recover",
+        help="rebuild a lost or damaged state database from the store and the published tree "
+        "(daemon stopped; downloads nothing)",
+    )
+    with_config(recover)
+    with_logging(recover)
+
     ctl.add_parser(commands)
 
     demo = commands.add_parser(
@@ -356,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_verify_tree(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "recover":
+            return cmd_recover(args)
         if args.command == "ctl":
             return ctl.cmd_ctl(args)
     except ConfigError as error:

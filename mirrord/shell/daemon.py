@@ -38,6 +38,7 @@ from mirrord.shell.mqtt_announce import MqttAnnouncer
 from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
+from mirrord.shell.supervisor import Supervisor
 from mirrord.sync.bucketmirror import BucketMirror, open_bucket_mirror
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
@@ -72,6 +73,7 @@ LIVE_KEYS = frozenset(
         "releases.latest_stable",
         "releases.max_file_bytes",
         "releases.interval",
+        "storage.min_free",
     }
 )
 
@@ -116,6 +118,7 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.environ = environ or {}
         self.started_at = self.clock.time()
+        self.supervisor = Supervisor(self.metrics, log, self.clock)
         self.runtime: Runtime | None = None
         self.scheduler: Scheduler | None = None
         self.operations: Operations | None = None
@@ -212,6 +215,7 @@ class Daemon:
                 drain=self.drain,
                 spawn=self._spawn,
                 draining=lambda: self.draining,
+                background=self.supervisor.summary,
                 push=lambda: self.push.status() if self.push is not None else None,
                 announce=lambda: self.announcer.status() if self.announcer is not None else None,
                 purge=lambda: self.purger.status() if self.purger is not None else None,
@@ -269,27 +273,32 @@ class Daemon:
         config = runtime.config
         async with asyncio.TaskGroup() as group:
             self._group = group
+            keep = self.supervisor.keep_running
             services: list[asyncio.Task[None]] = [
-                group.create_task(self._reload_loop(), name="reload"),
-                group.create_task(self._collect_garbage_periodically(runtime), name="gc"),
-                group.create_task(self._report_periodically(runtime, scheduler), name="report"),
+                group.create_task(keep("reload", self._reload_loop), name="reload"),
+                group.create_task(
+                    keep("gc", lambda: self._collect_garbage_periodically(runtime)), name="gc"
+                ),
+                group.create_task(
+                    keep("report", lambda: self._report_periodically(runtime, scheduler)),
+                    name="report",
+                ),
             ]
             if control is not None:
-                services.append(group.create_task(control.serve(), name="control"))
+                services.append(group.create_task(keep("control", control.serve), name="control"))
             if self.push is not None:
-                push = self._supervised("push", self.push.run())
-                services.append(group.create_task(push, name="push"))
+                services.append(group.create_task(keep("push", self.push.run), name="push"))
             if self.announcer is not None:
-                announce = self._supervised("announce", self.announcer.run())
+                announce = keep("announce", self.announcer.run)
                 services.append(group.create_task(announce, name="announce"))
             if self.purger is not None:
-                purge = self._supervised("purge", self.purger.run())
-                services.append(group.create_task(purge, name="purge"))
+                services.append(group.create_task(keep("purge", self.purger.run), name="purge"))
             if config.releases is not None:  # adding or removing the section needs a restart
-                trees = self._supervised("releases", self._sync_releases_periodically(runtime))
+                trees = keep("releases", lambda: self._sync_releases_periodically(runtime))
                 services.append(group.create_task(trees, name="releases"))
             if config.s3 is not None:
-                bucket = self._supervised("bucket", self._mirror_to_bucket(runtime, config.s3))
+                s3 = config.s3
+                bucket = keep("bucket", lambda: self._mirror_to_bucket(runtime, s3))
                 services.append(group.create_task(bucket, name="bucket"))
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
@@ -321,15 +330,10 @@ class Daemon:
             runtime.feed.unsubscribe(subscription)
 
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
-        """Background work with an error boundary: a failure is logged, the daemon serves on."""
+        """Background work with an error boundary: a failure is logged, counted, shown in
+        ``ctl status``, and the daemon serves on."""
         assert self._group is not None
-        self._group.create_task(self._supervised(name, work), name=name)
-
-    async def _supervised(self, name: str, work: Awaitable[None]) -> None:
-        try:
-            await work
-        except Exception:
-            self.log.exception("daemon.task.failed", task=name)
+        self._group.create_task(self.supervisor.guard(name, work), name=name)
 
     async def _stop_when_asked(
         self,
@@ -382,10 +386,8 @@ class Daemon:
             await self.clock.sleep(interval if interval > 0 else GC_DISABLED_RECHECK)
             if runtime.config.storage.gc_interval <= 0:
                 continue
-            try:
-                await runtime.engine.collect_garbage()
-            except Exception:  # a broken object must not stop the daemon; the next run retries
-                self.log.exception("maintenance.gc.failed")
+            # A broken object must not stop the daemon: counted, and the next run retries.
+            await self.supervisor.guard("gc", runtime.engine.collect_garbage())
             async with self.collected:
                 self.collections += 1
                 self.collected.notify_all()

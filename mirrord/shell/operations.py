@@ -52,6 +52,7 @@ class DaemonControls:
     push: Callable[[], dict[str, Any] | None] = lambda: None  # the push trigger's state
     announce: Callable[[], dict[str, Any] | None] = lambda: None  # downstream announcements
     purge: Callable[[], dict[str, Any] | None] = lambda: None  # the CDN purges' state
+    background: Callable[[], dict[str, object]] = dict  # failures of supervised background work
 
 
 class Operations:
@@ -86,6 +87,7 @@ class Operations:
             push=self.daemon.push(),
             announce=self.daemon.announce(),
             purge=self.daemon.purge(),
+            background=self.daemon.background(),
         )
 
     async def cmd_status(self, request: Request) -> StatusReport:
@@ -202,6 +204,7 @@ class Operations:
             )
         finally:
             progress.running = False
+            progress.ended.set()
         if bad and progress.repair:
             # The damaged bytes may be published: fetch them again and re-link every arch.
             runtime.fetcher.forget_recent()

@@ -7,6 +7,7 @@ rename or drop one (``mirrord ctl`` and scripts read them).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, TypedDict
 
@@ -109,6 +110,8 @@ class StatusReport(TypedDict):
     push: dict[str, Any] | None  # the MQTT push trigger's state, None when not configured
     announce: dict[str, Any] | None  # downstream announcements' state, None when not configured
     purge: dict[str, Any] | None  # the CDN purges' state, None when not configured
+    background: dict[str, object]  # failures of supervised background work (supervisor.py)
+    tasks: int  # asyncio tasks alive in the daemon (flat over months, or something leaks)
     arches: list[ArchReport]
     trees: TreesReport | None  # the releases trees, None when not configured
 
@@ -137,6 +140,7 @@ async def status_report(
     push: dict[str, Any] | None = None,
     announce: dict[str, Any] | None = None,
     purge: dict[str, Any] | None = None,
+    background: dict[str, object] | None = None,
 ) -> StatusReport:
     """Everything an operator asks first; reads the database (on its thread)."""
     now = runtime.clock.time()
@@ -204,6 +208,8 @@ async def status_report(
         "push": push,
         "announce": announce,
         "purge": purge,
+        "background": background or {"failures": {}, "last_failure": None},
+        "tasks": len(asyncio.all_tasks()),
         "arches": arches,
         "trees": trees_report(runtime, now),
     }

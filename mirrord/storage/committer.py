@@ -148,9 +148,10 @@ class Committer:
             self._crash.reach("store.after_sync")
             rows = [(r.stored.sha256, r.stored.size, r.checksum) for r in batch]
             await self._db.call(self._db.record_objects, rows, self._clock.time())
-        except OSError as error:
+        except (OSError, StoreError) as error:  # ENOSPC, EIO, or SQLite's disk is full
+            reason = error.strerror if isinstance(error, OSError) else error.reason
             failure: MirrordError = StoreError(
-                str(self._store.root), f"cannot commit objects: {error.strerror or error}"
+                str(self._store.root), f"cannot commit objects: {reason or error}"
             )
             self._log.error("store.commit.failed", error=str(failure), objects=len(batch))
             for request in batch:

@@ -34,6 +34,7 @@ class ScrubProgress:
     repaired: int = 0
     started_at: float | None = None
     finished_at: float | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set when it ends, even failed
 
     def summary(self) -> dict[str, object]:
         return {
@@ -50,11 +51,15 @@ class ScrubProgress:
 
 
 def rehash(store: ContentStore, sha256: str) -> str | None:
+    """The object's actual digest; None when it is gone, ``unreadable: why`` when it cannot
+    be read (EIO, a directory in its place): damaged either way, never a crash."""
     digest = hashlib.sha256()
     try:
         hash_file(store.object_path(sha256), digest.update)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        return f"unreadable: {error.strerror}"
     return digest.hexdigest()
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from mirrord.core.errors import StoreError
+from mirrord.core.errors import StateDamagedError, StoreError
 from mirrord.core.model import PublishedFile
 
 P = ParamSpec("P")
@@ -140,6 +140,22 @@ def _snapshot(row: Sequence[object]) -> Snapshot:
     )
 
 
+def sidecars(path: Path) -> list[Path]:
+    """SQLite's files beside the database in WAL mode."""
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+
+
+def database_error(path: Path, error: Exception) -> StoreError:
+    """A failed database call as the project's error; a damaged file names the cure."""
+    damaged = isinstance(error, sqlite3.DatabaseError) and not isinstance(
+        error, sqlite3.OperationalError | sqlite3.IntegrityError
+    )
+    damaged = damaged or not isinstance(error, sqlite3.Error)  # an unreadable snapshot list
+    if damaged:
+        return StateDamagedError(str(path), str(error))
+    return StoreError(str(path), f"state database: {error}")
+
+
 class StateDB:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
@@ -148,6 +164,9 @@ class StateDB:
 
     @classmethod
     def open(cls, path: Path) -> StateDB:
+        if not path.exists():  # a journal left by a deleted database must not be replayed
+            for stale in sidecars(path):
+                stale.unlink(missing_ok=True)
         try:
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
@@ -162,8 +181,13 @@ class StateDB:
                 )
             connection.executescript(_SCHEMA)
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as error:
-            raise StoreError(str(path), f"cannot open the state database: {error}") from None
+            problems = [str(row[0]) for row in connection.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise StateDamagedError(str(path), "; ".join(problems[:3]))
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError):
+                raise StoreError(str(path), f"cannot open the state database: {error}") from None
+            raise StateDamagedError(str(path), str(error)) from None
         return cls(connection, path)
 
     def close(self) -> None:
@@ -171,8 +195,17 @@ class StateDB:
         self._db.close()
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn`` on the database's thread; SQLite's errors become StoreError here."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._executor, lambda: self._mapped(fn, args, kwargs))
+
+    def _mapped(
+        self, fn: Callable[..., R], args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (sqlite3.Error, zlib.error, UnicodeDecodeError, ValueError) as error:
+            raise database_error(self.path, error) from None
 
     # --- objects ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,12 +150,20 @@ class ContentStore:
         if self.has(sha256):
             return sha256
         temp = self.temp_path()
-        write_readonly(temp, data)
-        self.place_file(temp, sha256)
+        try:
+            write_readonly(temp, data)
+            self.place_file(temp, sha256)
+        except OSError as error:  # ENOSPC: no partial object stays behind
+            unlink_if_exists(temp)
+            raise StoreError(str(temp), f"cannot store: {error.strerror}") from None
         return sha256
 
     def read_bytes(self, sha256: str) -> bytes:
-        return self.object_path(sha256).read_bytes()
+        path = self.object_path(sha256)
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise StoreError(str(path), f"cannot read a stored object: {error.strerror}") from None
 
     def sync(self) -> None:
         """Make every placed object durable (one syncfs for the whole batch)."""
@@ -191,7 +200,7 @@ class ContentStore:
 
         try:
             size = hash_file(self.object_path(sha256), plain.update, feed_package)
-        except FileNotFoundError:
+        except OSError:  # gone, or unreadable (EIO, a directory in its place): not kept
             return None
         checksum: str | None = None
         if is_package:
@@ -202,4 +211,14 @@ class ContentStore:
         return plain.hexdigest(), size, checksum
 
     def remove(self, sha256: str) -> bool:
-        return unlink_if_exists(self.object_path(sha256))
+        """Delete an object (whatever is in its place, even a directory)."""
+        path = self.object_path(sha256)
+        try:
+            return unlink_if_exists(path)
+        except IsADirectoryError:
+            shutil.rmtree(path, ignore_errors=True)
+            return True
+        except OSError as error:
+            raise StoreError(
+                str(path), f"cannot remove a stored object: {error.strerror}"
+            ) from None

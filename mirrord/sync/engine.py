@@ -22,6 +22,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.alpine.apkindex import IndexArchive, read_index_archive
 from mirrord.core.clock import Clock
 from mirrord.core.errors import (
+    DiskSpaceError,
     DownloadsFailedError,
     IndexRejectedError,
     MassDeletionError,
@@ -42,6 +43,7 @@ from mirrord.publish.plan import PublishPlan, plan_publish
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.committer import Committer
 from mirrord.storage.maintenance import GarbageReport, InUse, collect_garbage
+from mirrord.storage.space import free_bytes, shortfall
 from mirrord.storage.statedb import Snapshot, StateDB
 from mirrord.sync.live import LiveConfig
 from mirrord.sync.publication import NewIndex, Publication
@@ -106,7 +108,7 @@ class SyncEngine:
             self.book[key].retries = 0
             try:
                 result = await self._sync(key, force, log)
-            except MassDeletionError as error:
+            except (MassDeletionError, DiskSpaceError) as error:
                 result = ArchResult(key, Outcome.REFUSED, error=str(error))
             except ShuttingDownError as error:
                 result = ArchResult(key, Outcome.INTERRUPTED, error=str(error))
@@ -116,6 +118,9 @@ class SyncEngine:
                 result = ArchResult(key, outcome, error=str(error))
             except MirrordError as error:
                 result = ArchResult(key, Outcome.FAILED, error=str(error))
+            except OSError as error:  # the disk (EIO, ENOSPC) where no layer mapped it
+                where = f"{error.filename}: " if error.filename else ""
+                result = ArchResult(key, Outcome.FAILED, error=f"{where}{error.strerror or error}")
             except Exception as error:  # a bug must fail this arch's sync, not the daemon
                 log.exception("sync.arch.crashed")
                 result = ArchResult(key, Outcome.FAILED, error=f"internal error: {error!r}")
@@ -349,6 +354,7 @@ class SyncEngine:
             plan.fill(await self.db.call(self.db.lookup, list(plan.waiting)))
         to_fetch = plan.missing()
         del missing, seeded
+        await self._check_space(key, to_fetch)
         fetched = list(to_fetch)
         grace = self.live.config.fetch.missing_grace
         deadline = self.clock.monotonic() + grace
@@ -384,6 +390,19 @@ class SyncEngine:
             wait = min(wait * 2, MISSING_MAX_WAIT)
         assert plan.complete
         return fetched
+
+    async def _check_space(self, key: ArchKey, refs: Sequence[PackageRef]) -> None:
+        """Refuse, before a byte is fetched, a pass whose downloads cannot fit."""
+        storage = self.live.config.storage
+        needed = sum(ref.size for ref in refs)
+        # Inline: one statvfs is a metadata call, and a thread hop here would let a
+        # big arch's downloads run ahead of a small arch that is about to start.
+        free = free_bytes(storage.path)
+        self.metrics.disk_free.set(free)
+        others = self.book.still_to_download(but=key)
+        if shortfall(needed, free, storage.min_free, others):
+            self.metrics.disk_refusals.labels(**Metrics.labels(key)).inc()
+            raise DiskSpaceError(str(storage.path), needed, free, storage.min_free, others)
 
     async def _fetch_all(
         self, key: ArchKey, refs: Sequence[PackageRef], plan: PublishPlan

@@ -91,7 +91,7 @@ def prepare_paths(config: Config) -> None:
     create_roots(check_roots(config))
 
 
-async def _recover(
+async def recover_all(
     config: Config,
     store: ContentStore,
     db: StateDB,
@@ -99,6 +99,7 @@ async def _recover(
     clock: Clock,
     log: FilteringBoundLogger,
 ) -> RecoveryReport:
+    """Make store, database and tree agree for every configured arch (see ``recovery``)."""
     report = RecoveryReport()
     try:
         await recover_store(store, db, clock, log, report)
@@ -147,7 +148,7 @@ async def open_runtime(
         db = StateDB.open(config.storage.path / "state.db")
         stack.callback(db.close)
         publisher = Publisher(config.publish.path, store, crash)
-        report = await _recover(config, store, db, publisher, clock, log)
+        report = await recover_all(config, store, db, publisher, clock, log)
         traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
         origin = await stack.enter_async_context(
             OriginClient.open(

@@ -133,6 +133,14 @@ class StatusBook:
         for key in set(self.arches) - set(keys):
             del self.arches[key]
 
+    def still_to_download(self, but: ArchKey) -> int:
+        """Bytes the syncs in progress (other than ``but``) have planned and not stored yet."""
+        return sum(
+            max(0, p.planned_bytes - p.done_bytes)
+            for key, status in self.arches.items()
+            if key != but and (p := status.progress) is not None
+        )
+
     def note_retry(self, key: ArchKey) -> None:
         status = self.arches.get(key)
         if status is not None:

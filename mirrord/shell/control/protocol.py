@@ -41,7 +41,12 @@ class Request:
     args: dict[str, Any] = field(default_factory=dict)
 
     def arches(self, key: str = "arches") -> list[ArchKey]:
-        return [_arch(value, self.id) for value in self.args.get(key) or ()]
+        values = self.args.get(key) or []
+        if not isinstance(values, list):
+            raise ProtocolError(
+                "bad_request", f"{self.cmd}: {key!r} must be a list of branch/repo/arch", self.id
+            )
+        return [_arch(value, self.id) for value in values]
 
     def arch(self, key: str = "arch") -> ArchKey:
         if key not in self.args:
@@ -61,8 +66,10 @@ def _arch(value: object, request_id: Any) -> ArchKey:
 def parse_request(line: bytes) -> Request:
     try:
         data = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ProtocolError("bad_request", f"not JSON: {error}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError: JSONDecodeError, and numbers beyond int's digit limit;
+        # RecursionError: nesting deeper than the decoder's stack
+        raise ProtocolError("bad_request", f"not JSON: {str(error)[:200]}") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_request", "a request is a JSON object")
     request_id = data.get("id")

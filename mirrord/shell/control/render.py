@@ -37,7 +37,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
-_STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge", "trees"}
+_STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge", "trees", "background"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -65,6 +65,9 @@ def status(result: Reply, now: float | None = None) -> str:
         ("store", f"{_count(store.get('objects'))} objects, {_bytes(store.get('bytes'))}"),
         ("verify", _verify(result.get("verify") or {}, now)),
     ]
+    background = result.get("background")
+    if isinstance(background, Mapping):
+        fields.append(("background", _background(background, now)))
     push = result.get("push")
     if isinstance(push, Mapping):
         fields.append(("push", _push(push, now)))
@@ -177,6 +180,22 @@ def _purge(purge: Reply, now: float) -> str:
         text += f", {_count(purge['dropped'])} dropped (backlog full)"
     if purge.get("last_failure"):
         text += f"; last failure {_ago(purge.get('last_failure_at'), now)}: {purge['last_failure']}"
+    return text
+
+
+def _background(background: Reply, now: float) -> str:
+    failures: Mapping[str, object] = background.get("failures") or {}
+    if not failures:
+        return "no failures"
+    total = sum(int(n) for n in failures.values() if isinstance(n, int))
+    counts = ", ".join(f"{task} {_count(n)}" for task, n in failures.items())
+    text = f"{_count(total)} failed ({counts})"
+    last = background.get("last_failure")
+    if isinstance(last, Mapping):
+        text += (
+            f"; last: {last.get('task')} {_ago(last.get('at'), now)}: "
+            f"{shorten(str(last.get('error')))}"
+        )
     return text
 
 

@@ -168,6 +168,7 @@ class ControlServer:
                     group.create_task(self._serve_client(conn))
         finally:
             listener.close()
+            self._listener = None  # a restart by the supervisor binds again
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
