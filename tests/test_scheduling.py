@@ -133,14 +133,18 @@ async def test_ctl_sync_during_another_arch_download_is_served_at_once(mirror: M
 
 async def test_polls_get_through_while_every_download_connection_is_busy(mirror: Mirror) -> None:
     """Index polls have connections of their own: a huge arch cannot starve them."""
-    stall_huge_arch(mirror, stalled=8)  # as many as fetch.concurrency and per_host below
     mirror.tree.put(SMALL, simple_specs("s", 10))
     fetch = {"read_timeout": 600, "concurrency": 8, "per_host": 8}
     config = daemon_config(mirror, HUGE, SMALL, interval=1, fetch=fetch)
     async with running_daemon(mirror, config) as daemon:
         assert daemon.runtime is not None
         await synced(daemon, 1, SMALL)
-        await mirror.origin.stalled.wait()
+        # Only now the huge arch appears (its polls answered 404 so far): were it there
+        # from the start, its stalled downloads could take every connection before the
+        # small arch's first packages, and that first sync would wait for read_timeout.
+        stall_huge_arch(mirror, stalled=8)  # as many as fetch.concurrency and per_host
+        async with asyncio.timeout(LIMIT):
+            await mirror.origin.stalled.wait()
         mirror.tree.put(SMALL, simple_specs("s", 9))  # a new index, nothing to download
         await published(daemon, SMALL, origin_index_sha(mirror, SMALL))
         assert daemon.runtime.book[SMALL].runs >= 2
