@@ -191,6 +191,7 @@ class Daemon:
                     metrics=self.metrics,
                     clock=self.clock,
                     log=self.log,
+                    releases=runtime.releases if config.releases is not None else None,
                 )
             if config.push.announce is not None:  # subscribed before the first publish
                 self.announcer = MqttAnnouncer(
