@@ -6,12 +6,16 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import aiohttp
+
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.releasegen import write_release, write_top
 from mirrord.demo.repogen import simple_specs
+from mirrord.publish.treeplan import is_index
 from mirrord.shell.daemon import Daemon
 from mirrord.sync.runtime import open_runtime
+from tests.browser import table_rows
 from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
 from tests.helpers import Mirror, run_mirrord, spawn_mirrord
 from tests.lighttpd import Lighttpd
@@ -36,9 +40,16 @@ async def test_daemon_publishes_releases_beside_packages_and_reports_them(mirror
             status = await human_ctl(daemon, "status")
             listen = daemon.config.metrics.listen
             text = await scrape(f"http://{listen}")
+            async with aiohttp.ClientSession() as session, session.get(f"http://{listen}/") as got:
+                page = await got.text()
     published = daemon.config.publish.path
     assert tree_digests(published / X86) == tree_digests(root / X86)
     assert (published / "v3.20/main/x86_64/APKINDEX.tar.gz").exists()
+    # The status page shows the trees too, one row each.
+    trees = {row[0][1]: row for row in table_rows(page, "trees")}
+    assert sorted(trees) == ["MIRRORS.txt", X86]
+    assert trees[X86][2] == ("lag ok", "current")
+    assert trees[X86][-1] == ("last", "published")
     lines = status.splitlines()
     assert "releases trees (every 1h00m); latest-stable -> v3.20" in lines
     row = next(line for line in lines if line.startswith(X86))
@@ -48,6 +59,12 @@ async def test_daemon_publishes_releases_beside_packages_and_reports_them(mirror
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert value(samples(text), "mirrord_tree_lag_seconds", branch="v3.20", arch="x86_64") == 0
+    # The images' and netboot files' bytes count in the fetched bytes, under repo "releases".
+    bodies = [p for p in (root / X86).rglob("*") if p.is_file() and not is_index(p.name)]
+    fetched = {"branch": "v3.20", "repo": "releases", "arch": "x86_64", "outcome": "received"}
+    assert value(samples(text), "mirrord_fetched_bytes_total", **fetched) == sum(
+        p.stat().st_size for p in bodies
+    )
 
 
 def _daemon_config(mirror: Mirror, url: str) -> Path:

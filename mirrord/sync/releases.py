@@ -40,6 +40,7 @@ from mirrord.core.errors import (
     PublishError,
     TreeRejectedError,
 )
+from mirrord.core.metrics import Metrics
 from mirrord.core.model import TreeFile, TreeManifest, TreeSnapshot, valid_segment
 from mirrord.fetch.filedownload import FileDownloader
 from mirrord.fetch.origin import OriginClient
@@ -116,8 +117,10 @@ class ReleaseMirror:
         feed: PublishFeed,
         clock: Clock,
         log: FilteringBoundLogger,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics or Metrics()
         self._origin = origin
         self.downloader = downloader
         self._committer = committer
@@ -476,9 +479,15 @@ class ReleaseMirror:
             else:
                 if self.downloader.yield_to is not None:
                     await self.downloader.yield_to()  # packages first: start no image beside them
-                stored = await self.downloader.download(
-                    f"{directory}/{relpath}", origin_file.expected, releases.max_file_bytes
-                )
+                received = self.downloader.received
+                try:
+                    stored = await self.downloader.download(
+                        f"{directory}/{relpath}", origin_file.expected, releases.max_file_bytes
+                    )
+                finally:  # what came off the wire, retries and refused bodies included
+                    self._metrics.fetched_bytes.labels(
+                        branch=branch, repo="releases", arch=arch, outcome="received"
+                    ).inc(self.downloader.received - received)
                 size, last_modified = stored.digest.size, stored.last_modified
                 sha256 = await self._committer.commit(
                     StoredObject(stored.digest.sha256, size), None

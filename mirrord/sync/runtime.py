@@ -234,6 +234,7 @@ async def open_runtime(
                 feed=feed,
                 clock=clock,
                 log=log,
+                metrics=metrics,
             ),
         )
         await runtime.releases.load()
