@@ -7,11 +7,32 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from mirrord.core.config import Config, parse_config
+from mirrord.sync.feed import Published
+from mirrord.sync.releases import TreePass
+from mirrord.sync.runtime import Runtime
+from tests.helpers import config_dict
 from tests.lighttpd import Lighttpd
 from tests.nginx import CONFIG, Nginx, WebServer
 
 SERVERS = ("lighttpd", "nginx-html", "nginx-json")
+
+
+def releases_config(
+    tmp: Path, url: str, keys: Path, releases: dict[str, Any], **publish: Any
+) -> Config:
+    """A runtime configuration with one package arch and these releases trees."""
+    data = config_dict(
+        tmp,
+        url,
+        keys,
+        [{"branch": "v3.20", "repos": ["main"], "arches": ["x86_64"]}],
+        releases=releases,
+        publish=publish,
+    )
+    return parse_config(data)
 
 
 class NginxJson(Nginx):
@@ -31,6 +52,18 @@ def listing_server(kind: str, root: Path, prefix: Path) -> Iterator[WebServer]:
         server = NginxJson(root, prefix)
     with server:
         yield server
+
+
+async def releases_pass(runtime: Runtime, events: list[Published] | None = None) -> TreePass:
+    """One releases pass; the feed's announcements during it appended to ``events``."""
+    subscription = runtime.feed.subscribe("test")
+    try:
+        result = await runtime.releases.run_pass()
+    finally:
+        runtime.feed.unsubscribe(subscription)
+    while events is not None and not subscription.queue.empty():
+        events.append(subscription.queue.get_nowait())
+    return result
 
 
 def tree_digests(root: Path, *, skip_hidden: bool = True) -> dict[str, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
+from mirrord.demo.releasegen import write_release, write_top
 from mirrord.demo.repogen import simple_specs
 from mirrord.shell.daemon import Daemon
 from mirrord.shell.mqtt_push import MqttPushListener
@@ -248,3 +249,32 @@ async def test_with_the_broker_unreachable_the_interval_keeps_polling(mirror: Mi
     assert time.monotonic() - stopping < 5  # a reconnect backoff does not delay the stop
     assert mirror.logs.events("push.connect.failed")
     assert not mirror.logs.events("push.connected")
+
+
+async def test_a_push_naming_a_releases_directory_starts_a_releases_pass(
+    mirror: Mirror, broker: Mosquitto
+) -> None:
+    x86 = "v3.20/releases/x86_64"
+    root = mirror.tree.root
+    mirror.tree.put(MAIN, simple_specs("m", 2))
+    mirror.tree.put(COMMUNITY, simple_specs("c", 2))
+    write_release(root, "v3.20", "x86_64", "3.20.2")
+    write_top(root, "v3.20")
+    releases = {"branches": ["v3.20"], "arches": ["x86_64"], "interval": 3600}
+    async with running_daemon(mirror, push_config(mirror, broker.url, releases=releases)) as daemon:
+        assert daemon.runtime is not None
+        mirror_trees = daemon.runtime.releases
+        async with asyncio.timeout(LIMIT):
+            await mirror_trees.wait_for_passes(1)
+        await subscribed(daemon)
+        write_release(root, "v3.20", "x86_64", "3.20.3")
+        await push(daemon, broker, MASTER_TOPIC, f"{x86}\n")
+        async with asyncio.timeout(LIMIT):
+            await mirror_trees.wait_for_passes(2)
+        published = (daemon.config.publish.path / x86 / "latest-releases.yaml").read_bytes()
+        found = await metrics(daemon)
+    assert published == (root / x86 / "latest-releases.yaml").read_bytes()
+    assert b"3.20.3" in published
+    assert value(found, "mirrord_push_messages_total", outcome="started") == 1
+    routed = mirror.logs.events("push.message.routed")
+    assert [e["arches"] for e in routed] == [{x86: "started"}]

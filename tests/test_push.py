@@ -47,6 +47,28 @@ def test_a_payload_names_exactly_the_configured_arches_it_matches(
     assert route_push(payload, topic, CONFIGURED) == PushRoute(tuple(keys))
 
 
+def test_a_configured_releases_directory_is_routed_to_a_releases_pass() -> None:
+    x86 = "v3.20/releases/x86_64"
+
+    def configured(path: str) -> bool:
+        return path == x86
+
+    assert route_push(f"{x86}\n".encode(), MASTER_TOPIC, CONFIGURED, configured) == PushRoute(
+        (), trees=(x86,)
+    )
+    assert route_push(b"", f"rsync/dl-master.alpinelinux.org/{x86}", CONFIGURED, configured) == (
+        PushRoute((), trees=(x86,))
+    )
+    not_configured = PushRoute((), Ignored.NOT_CONFIGURED)
+    assert route_push(b"v3.20/releases/s390x", MASTER_TOPIC, CONFIGURED, configured) == (
+        not_configured
+    )
+    assert route_push(x86.encode(), MASTER_TOPIC, CONFIGURED) == not_configured  # no trees
+    # A package repo that happens to be called "releases" is what the name means.
+    repo = ArchKey("v3.20", "releases", "x86_64")
+    assert route_push(x86.encode(), MASTER_TOPIC, [repo], configured) == PushRoute((repo,))
+
+
 @pytest.mark.parametrize(
     ("payload", "topic", "reason"),
     [

@@ -16,30 +16,29 @@ import pytest
 import yaml
 
 from mirrord.core.clock import Clock, FakeClock
-from mirrord.core.config import Config, parse_config
+from mirrord.core.config import Config
 from mirrord.demo.releasegen import write_release, write_top
 from mirrord.publish.releasecheck import check_releases
 from mirrord.storage.treestate import TreeState
 from mirrord.sync.feed import Published
-from mirrord.sync.releases import TreePass
 from mirrord.sync.runtime import Runtime, open_runtime
 from tests.helpers import LogCapture, config_dict, run_mirrord
-from tests.releasetree import SERVERS, listing_server, set_mtime, tree_digests
+from tests.releasetree import (
+    SERVERS,
+    listing_server,
+    releases_config,
+    releases_pass,
+    set_mtime,
+    tree_digests,
+)
 
 X86 = "v3.20/releases/x86_64"
 DAY = 86400.0
 
 
 def _config(tmp: Path, url: str, keys: Path, **releases: Any) -> Config:
-    data = config_dict(
-        tmp,
-        url,
-        keys,
-        [{"branch": "v3.20", "repos": ["main"], "arches": ["x86_64"]}],
-        releases={"branches": "all", "arches": "all", **releases},
-        publish={"max_delete_fraction": 0.5},
-    )
-    return parse_config(data)
+    trees = {"branches": "all", "arches": "all", **releases}
+    return releases_config(tmp, url, keys, trees, max_delete_fraction=0.5)
 
 
 def _origin(root: Path) -> None:
@@ -74,15 +73,7 @@ def _published_branch(config: Config) -> str:
     return os.readlink(config.publish.path / "latest-stable")
 
 
-async def _pass(runtime: Runtime, events: list[Published] | None = None) -> TreePass:
-    subscription = runtime.feed.subscribe("test")
-    try:
-        result = await runtime.releases.run_pass()
-    finally:
-        runtime.feed.unsubscribe(subscription)
-    while events is not None and not subscription.queue.empty():
-        events.append(subscription.queue.get_nowait())
-    return result
+_pass = releases_pass
 
 
 @pytest.mark.parametrize("server", SERVERS)

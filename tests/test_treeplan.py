@@ -6,8 +6,13 @@ import pytest
 
 from mirrord.alpine.sidecars import Expected
 from mirrord.core.errors import TreeDeletionError
-from mirrord.core.model import TreeFile, TreeManifest
-from mirrord.publish.treeplan import OriginFile, choose_latest_stable, plan_tree
+from mirrord.core.model import TreeFile, TreeManifest, TreeSnapshot
+from mirrord.publish.treeplan import (
+    OriginFile,
+    choose_latest_stable,
+    plan_tree,
+    plan_tree_rollback,
+)
 
 A, B = "a" * 64, "b" * 64
 ISO = "alpine-standard-3.20.3-x86_64.iso"
@@ -87,3 +92,20 @@ def test_latest_stable_moves_only_to_a_published_branch() -> None:
     assert choose_latest_stable("v3.20", {"v3.20": True}, "v3.20") is None
     assert choose_latest_stable(None, {"v3.20": True}, "v3.20") is None
     assert choose_latest_stable("v3.22", {}, "v3.20") is None  # not configured here
+
+
+def test_a_rollback_links_the_snapshot_indexes_last_and_lets_the_rest_wait_out_the_grace() -> None:
+    yaml, sidecar, new_iso = "latest-releases.yaml", f"{ISO}.sha256", "alpine-3.20.4.iso"
+    old = {ISO: TreeFile(A, 10, (yaml,)), sidecar: TreeFile(B, 5, ()), yaml: TreeFile(B, 7, ())}
+    now_files = {**old, yaml: TreeFile(A, 9, ()), new_iso: TreeFile(B, 11, (yaml,))}
+    gone = "alpine-3.20.1.iso"
+    manifest = TreeManifest(
+        {**now_files, gone: TreeFile(A, 3, ())}, {gone: 100.0, ISO: 200.0}, 300.0, 2
+    )
+    plan = plan_tree_rollback(TreeSnapshot(1, 50.0, old), manifest, now=400.0)
+    assert plan.content == (ISO,)
+    assert plan.indexes == (sidecar, yaml)
+    # The snapshot's files stop waiting; what it does not list waits, from when first gone.
+    assert plan.manifest.gone_since == {gone: 100.0, new_iso: 400.0}
+    assert plan.manifest.files == {**old, new_iso: now_files[new_iso], gone: TreeFile(A, 3, ())}
+    assert (plan.manifest.snapshot, plan.manifest.published_at) == (1, 400.0)

@@ -22,6 +22,7 @@ KNOWN_POINTS = frozenset(
         "publish.after_index_rename",
         "publish.after_record",
         "bucket.after_part",
+        "releases.after_content",
     }
 )
 

@@ -19,7 +19,7 @@ class Metrics:
         r = self.registry
         self.fetched_bytes = Counter(
             "mirrord_fetched_bytes",
-            "Package bytes received from the origin.",
+            'Bytes received from the origin: packages, and release files (repo="releases").',
             [*ARCH_LABELS, "outcome"],
             registry=r,
         )

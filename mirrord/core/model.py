@@ -78,3 +78,22 @@ class TreeManifest:
     files: dict[str, TreeFile] = field(default_factory=dict)
     gone_since: dict[str, float] = field(default_factory=dict)  # relpath -> first seen gone
     published_at: float | None = None
+    snapshot: int | None = None  # the remembered snapshot it serves (see TreeSnapshot)
+
+
+@dataclass(frozen=True)
+class TreeSnapshot:
+    """What one releases directory listed at a publish: kept to roll back to.
+
+    ``files`` holds the files the origin listed then (not the ones waiting out
+    the grace). Ids count per directory, from 1.
+    """
+
+    id: int
+    created_at: float
+    files: dict[str, TreeFile]
+    forced: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files.values())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mirrord.alpine.latestreleases import LATEST_RELEASES
 from mirrord.alpine.sidecars import Expected, sidecar_of
 from mirrord.core.errors import TreeDeletionError
-from mirrord.core.model import TreeFile, TreeManifest
+from mirrord.core.model import TreeFile, TreeManifest, TreeSnapshot
 
 MIN_GUARDED = 4  # a directory this small may lose every file without tripping the guard
 
@@ -98,6 +98,34 @@ def plan_tree(
     content = sorted(p for p in origin if not is_index(p))
     return TreePlan(
         tuple(fetch), tuple(keep), tuple(content), tuple(indexes), gone_since, tuple(delete)
+    )
+
+
+@dataclass(frozen=True)
+class TreeRollback:
+    content: tuple[str, ...]  # the snapshot's files that are not indexes, linked first
+    indexes: tuple[str, ...]  # its sidecars, then latest-releases.yaml: linked last
+    manifest: TreeManifest  # what the directory publishes afterwards
+
+
+def plan_tree_rollback(
+    snapshot: TreeSnapshot, manifest: TreeManifest, *, now: float
+) -> TreeRollback:
+    """Publish ``snapshot`` again over what ``manifest`` publishes now.
+
+    Files the snapshot does not list stay for ``publish.grace`` (from now, or
+    from when they were first seen gone); files it lists stop waiting.
+    """
+    files = dict(manifest.files)
+    files.update(snapshot.files)
+    gone_since = {
+        relpath: manifest.gone_since.get(relpath, now)
+        for relpath in sorted(set(manifest.files) - set(snapshot.files))
+    }
+    indexes = sorted((p for p in snapshot.files if is_index(p)), key=_index_order)
+    content = sorted(p for p in snapshot.files if not is_index(p))
+    return TreeRollback(
+        tuple(content), tuple(indexes), TreeManifest(files, gone_since, now, snapshot.id)
     )
 
 

@@ -12,13 +12,15 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mirrord.core.crashpoints import CrashPoints
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.durable import TEMP_MARK, fsync_dir, unlink_if_exists, write_atomic
 
 
 class TreePublisher:
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, crash: CrashPoints | None = None) -> None:
         self._publisher = publisher
+        self._crash = crash or CrashPoints()
         self.root = publisher.root
 
     def _link_all(self, base: Path, files: Sequence[tuple[str, str]]) -> None:
@@ -41,7 +43,25 @@ class TreePublisher:
         base = self.root / directory
         self._publisher.ensure_dir(base)
         self._link_all(base, content)
+        self._crash.reach("releases.after_content")
         self._link_all(base, indexes)
+
+    def missing(self, digests: Iterable[str]) -> set[str]:
+        """The digests whose objects are not (any more) in the store."""
+        return {d for d in digests if not self._publisher.store.has(d)}
+
+    def stored_size(self, sha256: str) -> int | None:
+        try:
+            return self._publisher.store.object_path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def releases_directories(self) -> list[str]:
+        """Every published ``<branch>/releases/<arch>`` (for the sweep at start-up)."""
+        if not self.root.is_dir():
+            return []
+        found = self.root.glob("*/releases/*/")
+        return sorted(str(p.relative_to(self.root)) for p in found if p.is_dir())
 
     def sweep(self, directory: str) -> int:
         """Remove temporary names a crash left in ``directory`` (and its subdirectories)."""

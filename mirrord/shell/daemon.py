@@ -191,6 +191,7 @@ class Daemon:
                     metrics=self.metrics,
                     clock=self.clock,
                     log=self.log,
+                    releases=runtime.releases if config.releases is not None else None,
                 )
             if config.push.announce is not None:  # subscribed before the first publish
                 self.announcer = MqttAnnouncer(
@@ -394,15 +395,17 @@ class Daemon:
 
     async def _sync_releases_periodically(self, runtime: Runtime) -> None:
         """The releases trees, beside the package syncs: their downloads never gate a publish."""
+        mirror = runtime.releases
         while (releases := runtime.config.releases) is not None and not self.stopping.is_set():
-            result = await runtime.releases.run_pass()
+            result = await mirror.run_pass(mirror.take_asked())
             self.log.info(
                 "releases.pass.done",
                 directories=len(result.outcomes),
                 failed=sum(1 for o in result.outcomes if not o.ok),
                 latest_stable=result.latest_stable,
             )
-            await self.clock.sleep(releases.interval)
+            # The next pass after the interval, or at once when an operator asks (ctl sync).
+            await first_completed(self.clock.sleep(releases.interval), mirror.asked())
 
     async def _report_periodically(self, runtime: Runtime, scheduler: Scheduler) -> None:
         """STATUS= for systemd, the store's size, and a summary line for people.

@@ -18,7 +18,8 @@ from mirrord.core.config import MqttConfig
 from mirrord.core.metrics import Metrics
 from mirrord.shell.mqtt_client import BrokerLink, broker_client
 from mirrord.sync.push import Ignored, PushOutcome, push_outcome, route_push
-from mirrord.sync.scheduler import Scheduler
+from mirrord.sync.releases import ReleaseMirror
+from mirrord.sync.scheduler import Scheduler, Trigger
 
 QUEUE_LIMIT = 1000  # messages received and not yet routed; more are dropped by the client
 LOG_PREVIEW = 80  # bytes of an ignored payload or topic shown in the log
@@ -39,10 +40,12 @@ class MqttPushListener(BrokerLink):
         metrics: Metrics,
         clock: Clock,
         log: FilteringBoundLogger,
+        releases: ReleaseMirror | None = None,
     ) -> None:
         super().__init__(config, metrics.push_connected, clock=clock, log=log)
         self._config = config
         self._scheduler = scheduler
+        self._releases = releases  # None: no releases trees configured
         self._metrics = metrics
         self.messages = 0  # messages routed or ignored since start-up
         self.last_push: float | None = None  # when a message last triggered a sync
@@ -81,7 +84,9 @@ class MqttPushListener(BrokerLink):
                 await self._set_connected(False, "push.disconnected")
 
     def _route(self, topic: str, payload: bytes) -> None:
-        route = route_push(payload, topic, self._scheduler.scheduled)
+        releases = self._releases
+        tree = releases.configured if releases is not None else (lambda _: False)
+        route = route_push(payload, topic, self._scheduler.scheduled, tree)
         if route.ignored is not None:
             self._metrics.push_messages.labels(outcome=PushOutcome.IGNORED).inc()
             self._metrics.push_ignored.labels(reason=route.ignored).inc()
@@ -95,12 +100,15 @@ class MqttPushListener(BrokerLink):
                 size=len(payload),
             )
             return
-        triggers = {key: self._scheduler.request(key, release=False) for key in route.keys}
+        triggers = {str(key): self._scheduler.request(key, release=False) for key in route.keys}
+        if route.trees and releases is not None:  # a releases pass; a hold stays a hold
+            answer = Trigger(releases.ask())
+            triggers.update({directory: answer for directory in route.trees})
         outcome = push_outcome(triggers.values())
         self._metrics.push_messages.labels(outcome=outcome).inc()
         self.last_push = self._clock.time()
         self._log.info(
             "push.message.routed",
             outcome=str(outcome),
-            arches={str(key): str(trigger) for key, trigger in triggers.items()},
+            arches={name: str(trigger) for name, trigger in triggers.items()},
         )

@@ -16,6 +16,7 @@ from mirrord.core.model import ArchKey
 from mirrord.core.units import format_rate, parse_rate
 from mirrord.shell.control.protocol import Request
 from mirrord.shell.status_report import StatusReport, status_report
+from mirrord.shell.tree_operations import TreeOperations, is_tree
 from mirrord.storage.maintenance import ScrubProgress, scrub
 from mirrord.sync.runtime import Runtime
 from mirrord.sync.scheduler import Scheduler
@@ -61,11 +62,21 @@ class Operations:
         self.scheduler = scheduler
         self.daemon = daemon
         self.scrub = ScrubProgress()
+        self.trees = TreeOperations(runtime.releases)
 
     async def handle(self, request: Request) -> Any:
         method = getattr(self, f"cmd_{request.cmd}")
         result: Any = await method(request)
         return result
+
+    def _split(self, keys: list[ArchKey]) -> tuple[list[ArchKey], list[str]]:
+        """(package arches, releases directories) among the names given."""
+        configured = self.runtime.config.arch_keys()
+        trees = [k for k in keys if is_tree(k, configured)]
+        return [k for k in keys if k not in trees], self.trees.known(trees)
+
+    def _tree(self, key: ArchKey) -> bool:
+        return is_tree(key, self.runtime.config.arch_keys())
 
     def _known(self, keys: list[ArchKey]) -> set[ArchKey]:
         configured = set(self.runtime.config.arch_keys())
@@ -103,19 +114,34 @@ class Operations:
         return {"queued": sorted(answers), "arches": answers, "paused": self.scheduler.paused}
 
     async def cmd_sync(self, request: Request) -> dict[str, Any]:
-        named = self._known(request.arches())
+        arches, trees = self._split(request.arches())
+        named = self._known(arches)
+        if trees and not named:  # releases directories only: a releases pass now
+            answers = self.trees.sync(trees)
+            return {"queued": sorted(answers), "arches": answers, "paused": self.scheduler.paused}
         keys = named or set(self.runtime.config.arch_keys()) - self.scheduler.held
-        return self._trigger(keys, release=bool(named))
+        result = self._trigger(keys, release=bool(named))
+        if trees or (not named and self.runtime.config.releases is not None):
+            answers = self.trees.sync(trees) if trees else {}
+            if not trees:
+                self.runtime.releases.ask()
+            result["arches"].update(answers)
+            result["queued"] = sorted(result["arches"])
+        return result
 
     async def cmd_pause(self, request: Request) -> dict[str, Any]:
         self.scheduler.pause()
         return {"paused": True}
 
     async def cmd_resume(self, request: Request) -> dict[str, Any]:
-        keys = self._known(request.arches())
-        if keys:
-            self._trigger(keys)
-            return {"released": sorted(str(k) for k in keys)}
+        arches, trees = self._split(request.arches())
+        keys = self._known(arches)
+        if keys or trees:
+            if keys:
+                self._trigger(keys)
+            if trees:
+                self.trees.sync(trees)
+            return {"released": sorted([*(str(k) for k in keys), *trees])}
         self.scheduler.resume()
         return {"paused": False}
 
@@ -140,6 +166,8 @@ class Operations:
 
     async def cmd_snapshots(self, request: Request) -> dict[str, Any]:
         key = request.arch()
+        if self._tree(key):
+            return await self.trees.snapshots(key)
         self._known([key])
         db = self.runtime.db
         current = await db.call(db.current, str(key))
@@ -166,6 +194,8 @@ class Operations:
 
     async def cmd_rollback(self, request: Request) -> dict[str, Any]:
         key = request.arch()
+        if self._tree(key):
+            return await self.trees.rollback(key, int(request.args["snapshot"]))
         self._known([key])
         snapshot = await self.runtime.engine.rollback(key, int(request.args["snapshot"]))
         self.scheduler.hold(key)  # or the next poll would publish the origin's index again
@@ -179,9 +209,16 @@ class Operations:
 
     async def cmd_publish(self, request: Request) -> dict[str, Any]:
         key = request.arch()
-        self._known([key])
+        tree = self._tree(key)
+        if tree:
+            self.trees.known([key])
+        else:
+            self._known([key])
         if not request.args.get("force"):
             raise ControlError("bad_request", "publish needs --force (it overrides the guard once)")
+        if tree:
+            answers = self.trees.sync([str(key)], force=True)
+            return {"forced": str(key), "queued": [str(key)], "arches": answers, "paused": False}
         return {"forced": str(key), **self._trigger({key}, force=True)}
 
     async def cmd_verify(self, request: Request) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from html import escape
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_bytes
 from mirrord.shell.control.render import duration, shorten
-from mirrord.shell.status_report import ArchReport, ProgressReport, StatusReport
+from mirrord.shell.status_report import ArchReport, ProgressReport, StatusReport, TreesReport
 
 REFRESH_SECONDS = 10
 LAG_WARNING = 3600.0
@@ -67,6 +67,7 @@ def render_status_page(report: StatusReport, now: float) -> str:
         *_progress(report["sync"]["progress"]),
         "<h2>Repositories</h2>",
         *_arch_table(report["arches"], now),
+        *_trees(report["trees"], now),
         f"<footer>mirrord {_e(report['version'])}, pid {_e(report['pid'])}; "
         f"as of {_e(_utc(now))}, refreshed every {REFRESH_SECONDS} s; "
         'the same facts as JSON: <a href="status.json">status.json</a>, '
@@ -160,11 +161,7 @@ def _arch_row(arch: ArchReport, now: float) -> list[Cell]:
     last_text = f'<span class="outcome-{_e(last)}">{_e(last)}</span>'
     if arch["last_success"] is not None:
         last_text += f' <span class="dim">(ok {_e(_relative(arch["last_success"], now))})</span>'
-    error = arch["last_error"]
-    if error:
-        last_text += (
-            f'<div class="message" title="{_e(error)}">{_e(shorten(error, MAX_ERROR))}</div>'
-        )
+    last_text += _message(arch["last_error"])
     next_poll = arch["next_poll"]
     return [
         (_e(branch), ""),
@@ -179,6 +176,42 @@ def _arch_row(arch: ArchReport, now: float) -> list[Cell]:
         (last_text, "last"),
         (_e("-" if next_poll is None or state == "syncing" else _relative(next_poll, now)), "when"),
     ]
+
+
+def _trees(trees: TreesReport | None, now: float) -> list[str]:
+    """The releases trees (when configured): one row per directory or top-level file."""
+    if trees is None:
+        return []
+    state = "a pass is running" if trees["running"] else f"every {duration(trees['interval'])}"
+    link = trees["latest_stable"] or "-"
+    headers = ["Tree", "Published", "Lag", "Unverified", "Pending removal", "Last"]
+    rows: list[list[Cell]] = []
+    for tree in trees["directories"]:
+        lag = tree["lag"]
+        tone = "ok" if lag < LAG_WARNING else "warning" if lag < LAG_ERROR else "error"
+        last = tree["outcome"] or "never synced"
+        last_text = f'<span class="outcome-{_e(last)}">{_e(last)}</span>' + _message(tree["error"])
+        rows.append(
+            [
+                (f"<b>{_e(tree['directory'])}</b>", "tree"),
+                _when(tree["published_at"], now),
+                (_e("current" if lag == 0 else duration(lag)), f"lag {tone}"),
+                (_e(f"{tree['unverified']:,}"), "num"),
+                (_e(f"{tree['pending_removal']:,}"), "num"),
+                (last_text, "last"),
+            ]
+        )
+    return [
+        f"<h2>Releases trees</h2><p>{_e(state)}; latest-stable &rarr; {_e(link)}</p>",
+        *_table("trees", headers, rows, right={"Unverified", "Pending removal"}),
+    ]
+
+
+def _message(error: str | None) -> str:
+    """An error under the outcome: shortened, the whole of it on hover."""
+    if not error:
+        return ""
+    return f'<div class="message" title="{_e(error)}">{_e(shorten(error, MAX_ERROR))}</div>'
 
 
 def _table(

@@ -87,6 +87,7 @@ class TreeReport(TypedDict):
     lag: float
     unverified: int
     pending_removal: int
+    held: bool  # rolled back: not published from the origin until released
 
 
 class TreesReport(TypedDict):
@@ -234,6 +235,7 @@ def trees_report(runtime: Runtime, now: float) -> TreesReport | None:
                 "lag": status.lag(now),
                 "unverified": status.unverified,
                 "pending_removal": status.pending_removal,
+                "held": status.held,
             }
             for status in sorted(mirror.status.values(), key=lambda s: s.directory)
         ],

@@ -16,7 +16,7 @@ from typing import Any
 
 from mirrord.core.errors import StoreError
 from mirrord.core.model import TreeFile, TreeManifest
-from mirrord.storage.durable import write_atomic
+from mirrord.storage.durable import TEMP_MARK, unlink_if_exists, write_atomic
 
 
 class TreeState:
@@ -34,17 +34,13 @@ class TreeState:
             return TreeManifest()
         except (OSError, ValueError) as error:
             raise StoreError(str(path), f"unreadable tree manifest: {error}") from None
-        files = {
-            name: TreeFile(
-                sha256=entry["sha256"],
-                size=entry["size"],
-                verified_by=tuple(entry["verified_by"]),
-                last_modified=entry.get("last_modified"),
-                listed_mtime=entry.get("listed_mtime"),
-            )
-            for name, entry in data.get("files", {}).items()
-        }
-        return TreeManifest(files, dict(data.get("gone_since", {})), data.get("published_at"))
+        files = files_from_json(data.get("files", {}))
+        return TreeManifest(
+            files,
+            dict(data.get("gone_since", {})),
+            data.get("published_at"),
+            data.get("snapshot"),
+        )
 
     def save(self, directory: str, manifest: TreeManifest) -> None:
         """Blocking: write the manifest atomically and durably."""
@@ -55,12 +51,42 @@ class TreeState:
             "files": {name: asdict(entry) for name, entry in sorted(manifest.files.items())},
             "gone_since": manifest.gone_since,
             "published_at": manifest.published_at,
+            "snapshot": manifest.snapshot,
         }
         write_atomic(path, json.dumps(data, indent=1).encode())
 
+    def sweep(self) -> int:
+        """Blocking: remove what a crash in an atomic write left (at start-up)."""
+        return sweep_json(self.root)
+
     def directories(self) -> list[str]:
         """Every directory with a manifest (published at least once)."""
-        if not self.root.is_dir():
-            return []
-        found = self.root.rglob("*.json")
-        return sorted(str(p.relative_to(self.root).with_suffix("")) for p in found)
+        return json_directories(self.root)
+
+
+def sweep_json(root: Path) -> int:
+    """Blocking: temporary names under ``root`` that a crash in ``write_atomic`` left."""
+    if not root.is_dir():
+        return 0
+    return sum(unlink_if_exists(p) for p in root.rglob(f"{TEMP_MARK}*"))
+
+
+def json_directories(root: Path) -> list[str]:
+    """The directories named by the ``<directory>.json`` files under ``root``."""
+    if not root.is_dir():
+        return []
+    found = (p for p in root.rglob("*.json") if not p.name.startswith(TEMP_MARK))
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in found)
+
+
+def files_from_json(data: dict[str, Any]) -> dict[str, TreeFile]:
+    return {
+        name: TreeFile(
+            sha256=entry["sha256"],
+            size=entry["size"],
+            verified_by=tuple(entry["verified_by"]),
+            last_modified=entry.get("last_modified"),
+            listed_mtime=entry.get("listed_mtime"),
+        )
+        for name, entry in data.items()
+    }

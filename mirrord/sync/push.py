@@ -7,13 +7,15 @@ as ``rsync/rsync.alpinelinux.org/...`` or
 empty payload falls back to the levels after ``rsync/<host>/`` in the topic.
 A shorter path is generous but exact: ``<branch>/<arch>`` (or
 ``<branch>/<repo>``) names every configured arch it matches, ``<branch>``
-every configured arch of that branch. Nothing here does I/O: the listener
+every configured arch of that branch. ``<branch>/releases/<arch>`` names
+that releases directory when it is configured (and no package arch is
+named so): it starts a releases pass. Nothing here does I/O: the listener
 decides with these functions and does what they say.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -46,6 +48,7 @@ class PushOutcome(StrEnum):
 class PushRoute:
     keys: tuple[ArchKey, ...]
     ignored: Ignored | None = None
+    trees: tuple[str, ...] = ()  # releases directories: a releases pass
 
 
 def _ignore(reason: Ignored) -> PushRoute:
@@ -57,8 +60,17 @@ def _path_from_topic(topic: str) -> str:
     return "/".join(levels[2:]) if len(levels) > 2 and levels[0] == "rsync" else ""
 
 
-def route_push(payload: bytes, topic: str, configured: Sequence[ArchKey]) -> PushRoute:
-    """The configured arches a message names, in configuration order."""
+def route_push(
+    payload: bytes,
+    topic: str,
+    configured: Sequence[ArchKey],
+    tree: Callable[[str], bool] = lambda _: False,
+) -> PushRoute:
+    """The configured arches (or releases directory) a message names, in configuration order.
+
+    ``tree`` says whether a ``<branch>/releases/<arch>`` path is a configured
+    releases directory.
+    """
     if len(payload) > MAX_PAYLOAD_BYTES or len(topic) > MAX_TOPIC_CHARS:
         return _ignore(Ignored.TOO_LARGE)
     try:
@@ -70,7 +82,11 @@ def route_push(payload: bytes, topic: str, configured: Sequence[ArchKey]) -> Pus
     if not path or len(segments) > 3 or not all(valid_segment(s) for s in segments):
         return _ignore(Ignored.MALFORMED)
     keys = tuple(key for key in configured if _names(segments, key))
-    return PushRoute(keys) if keys else _ignore(Ignored.NOT_CONFIGURED)
+    if keys:
+        return PushRoute(keys)
+    if len(segments) == 3 and segments[1] == "releases" and tree(path):
+        return PushRoute((), trees=(path,))
+    return _ignore(Ignored.NOT_CONFIGURED)
 
 
 def _names(segments: list[str], key: ArchKey) -> bool:

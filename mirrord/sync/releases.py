@@ -40,15 +40,18 @@ from mirrord.core.errors import (
     PublishError,
     TreeRejectedError,
 )
-from mirrord.core.model import TreeFile, TreeManifest, valid_segment
+from mirrord.core.metrics import Metrics
+from mirrord.core.model import TreeFile, TreeManifest, TreeSnapshot, valid_segment
 from mirrord.fetch.filedownload import FileDownloader
 from mirrord.fetch.origin import OriginClient
 from mirrord.publish.treeplan import OriginFile, choose_latest_stable, is_index, plan_tree
 from mirrord.publish.treepublisher import TreePublisher
 from mirrord.storage.committer import Committer
 from mirrord.storage.store import StoredObject
+from mirrord.storage.treehistory import TreeHistory
 from mirrord.storage.treestate import TreeState
 from mirrord.sync.feed import Published, PublishFeed
+from mirrord.sync.treerollback import roll_back_tree
 
 MAX_LISTING_BYTES = 8 << 20
 MAX_YAML_BYTES = 1 << 20
@@ -69,7 +72,7 @@ class TreeOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("published", "unchanged")
+        return self.outcome in ("published", "unchanged", "held")
 
 
 @dataclass
@@ -84,6 +87,7 @@ class TreeStatus:
     behind_since: float | None = None  # the origin had what we do not serve, since
     unverified: int = 0
     pending_removal: int = 0
+    held: bool = False  # rolled back: passes publish nothing here until released
 
     def lag(self, now: float) -> float:
         return 0.0 if self.behind_since is None else max(0.0, now - self.behind_since)
@@ -109,16 +113,20 @@ class ReleaseMirror:
         committer: Committer,
         trees: TreePublisher,
         state: TreeState,
+        history: TreeHistory,
         feed: PublishFeed,
         clock: Clock,
         log: FilteringBoundLogger,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics or Metrics()
         self._origin = origin
         self.downloader = downloader
         self._committer = committer
         self._trees = trees
         self.state = state
+        self.history = history
         self._feed = feed
         self._clock = clock
         self._log = log
@@ -131,7 +139,12 @@ class ReleaseMirror:
         # Objects published in (or committed for) a releases directory: garbage
         # collection keeps them, as it keeps what a package snapshot lists.
         self._published: dict[str, set[str]] = {}
+        self._remembered: dict[str, set[str]] = {}  # objects of remembered snapshots
         self._committed: set[str] = set()
+        self._directory_locks: dict[str, asyncio.Lock] = {}  # a pass's publish or a rollback
+        self.held: set[str] = set()  # rolled back: no pass publishes them until released
+        self._asked = asyncio.Event()  # an operator asked for a pass now (ctl sync/publish)
+        self._asked_force: set[str] = set()
 
     # --- one pass -------------------------------------------------------------------
 
@@ -154,20 +167,116 @@ class ReleaseMirror:
             self._passed.notify_all()
         return result
 
+    def ask(self, force: Collection[str] = ()) -> str:
+        """A pass now (or right after the one running), past the guard for ``force``."""
+        self._asked_force.update(force)
+        queued = self.running or self._asked.is_set()
+        self._asked.set()
+        return "queued" if queued else "started"
+
+    async def asked(self) -> None:
+        """Until an operator asks for a pass."""
+        await self._asked.wait()
+
+    def take_asked(self) -> set[str]:
+        """The directories the asked-for pass forces; the request is taken."""
+        self._asked.clear()
+        force, self._asked_force = self._asked_force, set()
+        return force
+
+    def configured(self, directory: str) -> bool:
+        """Whether ``directory`` (``<branch>/releases/<arch>``) is one the config mirrors."""
+        releases = self._config().releases
+        parts = directory.split("/")
+        if releases is None or len(parts) != 3 or parts[1] != "releases":
+            return False
+        branch, _, arch = parts
+        return (releases.branches == ("all",) or branch in releases.branches) and (
+            releases.arches == ("all",) or arch in releases.arches
+        )
+
     async def wait_for_passes(self, count: int) -> None:
         """Until ``count`` passes have ended (for tests and ``ctl``)."""
         async with self._passed:
             await self._passed.wait_for(lambda: self.passes >= count)
 
     async def load(self) -> None:
-        """Read every manifest once at start-up, so garbage collection knows their objects."""
+        """At start-up: sweep what a crash left in the releases trees, then read every
+        manifest and snapshot history, so garbage collection knows their objects."""
+        swept = await asyncio.to_thread(self._sweep_all)
+        if swept:
+            self._log.info("releases.recovery.swept", temp_files=swept)
         for directory in await asyncio.to_thread(self.state.directories):
             manifest = await asyncio.to_thread(self.state.load, directory)
             self._published[directory] = {f.sha256 for f in manifest.files.values()}
+        for directory in await asyncio.to_thread(self.history.directories):
+            await self._remember_objects(directory)
+
+    async def _remember_objects(self, directory: str) -> None:
+        history = await asyncio.to_thread(self.history.load, directory)
+        self._remembered[directory] = {f.sha256 for s in history for f in s.files.values()}
 
     def in_use(self) -> set[str]:
-        """Every object a releases directory publishes or a pass has just committed."""
-        return self._committed.union(*self._published.values())
+        """Every object a releases directory publishes or remembers, or a pass just committed."""
+        return self._committed.union(*self._published.values(), *self._remembered.values())
+
+    def _sweep_all(self) -> int:
+        """Blocking: temp names in every published releases directory, at the top level,
+        and beside the manifests (a crash in their atomic write)."""
+        if self._config().releases is None:
+            return 0
+        swept = self._trees.sweep_top() + self.state.sweep() + self.history.sweep()
+        return swept + sum(self._trees.sweep(d) for d in self._trees.releases_directories())
+
+    def _directory_lock(self, directory: str) -> asyncio.Lock:
+        return self._directory_locks.setdefault(directory, asyncio.Lock())
+
+    # --- snapshots and rollback -----------------------------------------------------------
+
+    def release(self, directory: str) -> bool:
+        """End a rollback's hold; whether there was one."""
+        held = directory in self.held
+        self.held.discard(directory)
+        if directory in self.status:
+            self.status[directory].held = False
+        return held
+
+    async def history_of(self, directory: str) -> list[TreeSnapshot]:
+        """The remembered snapshots of ``directory``, oldest first."""
+        return await asyncio.to_thread(self.history.load, directory)
+
+    async def current_snapshot(self, directory: str) -> int | None:
+        return (await asyncio.to_thread(self.state.load, directory)).snapshot
+
+    async def rollback(self, directory: str, snapshot_id: int) -> TreeSnapshot:
+        """Publish a remembered snapshot again and hold the directory there."""
+        log = self._log.bind(directory=directory)
+        async with self._directory_lock(directory):
+            now = self._clock.time()
+            snapshot, plan = await roll_back_tree(
+                directory,
+                snapshot_id,
+                history=self.history,
+                state=self.state,
+                trees=self._trees,
+                now=now,
+            )
+            self._published[directory] = {f.sha256 for f in plan.manifest.files.values()}
+            self.held.add(directory)
+            status = self.status.setdefault(directory, TreeStatus(directory))
+            status.held, status.published_at, status.outcome = True, now, "held"
+            status.pending_removal = len(plan.manifest.gone_since)
+            changed = plan.indexes or plan.content
+            self._feed.announce(
+                Published(directory, tuple(f"{directory}/{p}" for p in changed), self._clock.time())
+            )
+        log.warning(
+            "releases.rollback.done",
+            snapshot=snapshot_id,
+            files=len(snapshot.files),
+            pending_removal=len(plan.manifest.gone_since),
+        )
+        return snapshot
 
     def _add(self, result: TreePass, outcome: TreeOutcome) -> None:
         result.outcomes.append(outcome)
@@ -261,6 +370,9 @@ class ReleaseMirror:
         self, directory: str, config: Config, *, force: bool = False
     ) -> TreeOutcome:
         log = self._log.bind(directory=directory)
+        if directory in self.held:
+            log.info("releases.directory.held")
+            return TreeOutcome(directory, "held")
         try:
             return await self._sync_directory(directory, config, force, log)
         except (MirrordError, OSError) as error:
@@ -350,24 +462,38 @@ class ReleaseMirror:
         if plan.fetch or plan.delete:
             self._behind(directory, now)
         files = dict(manifest.files)
-        fetched_bytes = 0
+        fetched_bytes = reused = 0
         for relpath in plan.fetch:  # one at a time: an ISO never crowds out package downloads
             origin_file = wanted[relpath]
             if relpath in index_bytes:
                 sha256 = await self._committer.commit_bytes(index_bytes[relpath])
                 size, last_modified = len(index_bytes[relpath]), None
+            elif (stored_size := await self._stored(origin_file.expected)) is not None:
+                # Stored before (a pass a crash cut short, another directory): not again.
+                assert origin_file.expected.sha256 is not None
+                size, last_modified = stored_size, None
+                sha256 = await self._committer.commit(
+                    StoredObject(origin_file.expected.sha256, size), None
+                )
+                reused += 1
             else:
                 if self.downloader.yield_to is not None:
                     await self.downloader.yield_to()  # packages first: start no image beside them
-                stored = await self.downloader.download(
-                    f"{directory}/{relpath}", origin_file.expected, releases.max_file_bytes
-                )
+                received = self.downloader.received
+                try:
+                    stored = await self.downloader.download(
+                        f"{directory}/{relpath}", origin_file.expected, releases.max_file_bytes
+                    )
+                finally:  # what came off the wire, retries and refused bodies included
+                    self._metrics.fetched_bytes.labels(
+                        branch=branch, repo="releases", arch=arch, outcome="received"
+                    ).inc(self.downloader.received - received)
                 size, last_modified = stored.digest.size, stored.last_modified
                 sha256 = await self._committer.commit(
                     StoredObject(stored.digest.sha256, size), None
                 )
+                fetched_bytes += size
             self._committed.add(sha256)
-            fetched_bytes += size
             files[relpath] = TreeFile(
                 sha256,
                 size,
@@ -379,19 +505,25 @@ class ReleaseMirror:
             files[relpath] = _with_listed_mtime(files[relpath], wanted[relpath].listed_mtime)
         unverified = tuple(p for p in sorted(wanted) if not wanted[p].expected.sources)
         if not plan.fetch and not plan.delete and plan.gone_since == manifest.gone_since:
+            if manifest.snapshot is None and manifest.files:  # published before snapshots
+                await self._remember(directory, manifest, wanted, config, forced=False)
             return TreeOutcome(
                 directory, "unchanged", unverified=unverified, pending_removal=len(plan.gone_since)
             )
         fetched = set(plan.fetch)
         content = [(p, files[p].sha256) for p in plan.content if p in fetched]
         indexes = [(p, files[p].sha256) for p in plan.indexes if p in fetched]
-        await asyncio.to_thread(self._trees.publish, directory, content, indexes)
-        deleted = await asyncio.to_thread(self._trees.delete, directory, plan.delete)
-        for relpath in plan.delete:
-            files.pop(relpath, None)
-        new = TreeManifest(files, plan.gone_since, now)
-        await asyncio.to_thread(self.state.save, directory, new)
-        self._published[directory] = {f.sha256 for f in files.values()}
+        async with self._directory_lock(directory):  # a rollback waits for this publish
+            if directory in self.held:  # rolled back while this pass downloaded
+                return TreeOutcome(directory, "held")
+            await asyncio.to_thread(self._trees.publish, directory, content, indexes)
+            deleted = await asyncio.to_thread(self._trees.delete, directory, plan.delete)
+            for relpath in plan.delete:
+                files.pop(relpath, None)
+            new = TreeManifest(files, plan.gone_since, now)
+            dropped = force and bool(plan.gone_since.keys() - manifest.gone_since.keys())
+            await self._remember(directory, new, wanted, config, forced=dropped)
+            self._published[directory] = {f.sha256 for f in files.values()}
         changed = tuple(f"{directory}/{p}" for p, _ in indexes) or tuple(
             f"{directory}/{p}" for p, _ in content
         )
@@ -400,6 +532,7 @@ class ReleaseMirror:
             "releases.directory.published",
             fetched=len(plan.fetch),
             bytes=fetched_bytes,
+            reused=reused,
             deleted=len(deleted),
             pending_removal=len(plan.gone_since),
         )
@@ -463,6 +596,34 @@ class ReleaseMirror:
         self._feed.announce(Published("", (LATEST_STABLE,), self._clock.time()))
         self._log.info("releases.latest_stable.moved", previous=current, target=move_to)
         return move_to
+
+    async def _stored(self, expected: Expected) -> int | None:
+        """The size of the object ``expected`` names, when the store has it already."""
+        if expected.sha256 is None:
+            return None
+        size = await asyncio.to_thread(self._trees.stored_size, expected.sha256)
+        return size if size is not None and expected.size in (None, size) else None
+
+    async def _remember(
+        self,
+        directory: str,
+        manifest: TreeManifest,
+        listed: Collection[str],
+        config: Config,
+        *,
+        forced: bool,
+    ) -> None:
+        """Remember what the directory lists now as a snapshot, then save its manifest."""
+        manifest.snapshot = await asyncio.to_thread(
+            self.history.remember,
+            directory,
+            {p: f for p, f in manifest.files.items() if p in listed},
+            created_at=manifest.published_at or self._clock.time(),
+            keep=config.publish.keep_snapshots,
+            forced=forced,
+        )
+        await asyncio.to_thread(self.state.save, directory, manifest)
+        await self._remember_objects(directory)
 
 
 def _with_listed_mtime(old: TreeFile, mtime: str | None) -> TreeFile:

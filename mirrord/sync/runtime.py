@@ -39,6 +39,7 @@ from mirrord.storage.committer import Committer
 from mirrord.storage.lock import StorageLock
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore
+from mirrord.storage.treehistory import TreeHistory
 from mirrord.storage.treestate import TreeState
 from mirrord.sync.engine import SyncEngine
 from mirrord.sync.feed import PublishFeed
@@ -227,11 +228,13 @@ async def open_runtime(
                     origin, store, config.fetch, clock, log, traffic, yield_to=fetcher.wait_idle
                 ),
                 committer=committer,
-                trees=TreePublisher(publisher),
+                trees=TreePublisher(publisher, crash),
                 state=TreeState(config.storage.path),
+                history=TreeHistory(config.storage.path),
                 feed=feed,
                 clock=clock,
                 log=log,
+                metrics=metrics,
             ),
         )
         await runtime.releases.load()

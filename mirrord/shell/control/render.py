@@ -261,6 +261,8 @@ def _last(arch: Reply) -> str:
 
 def _snapshots(result: Reply) -> tuple[str, Iterable[str]]:
     listed: Sequence[Reply] = result.get("snapshots", ())
+    if "directory" in result:
+        return _tree_snapshots(result, listed)
     if not listed:
         return f"{result.get('arch', '?')}: no snapshots remembered", ("arch", "snapshots")
     rows = []
@@ -293,6 +295,39 @@ def _snapshots(result: Reply) -> tuple[str, Iterable[str]]:
         *table(headers, rows, right={0, 3, 4}),
     ]
     return "\n".join(lines), ("arch", "snapshots")
+
+
+def _when(created: object) -> str:
+    if not isinstance(created, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
+
+
+def _tree_snapshots(result: Reply, listed: Sequence[Reply]) -> tuple[str, Iterable[str]]:
+    directory = result.get("directory", "?")
+    known = ("arch", "directory", "snapshots", "held")
+    if not listed:
+        return f"{directory}: no snapshots remembered", known
+    rows = [
+        [
+            str(s.get("id", "?")),
+            _when(s.get("created_at")),
+            _count(s.get("files")),
+            _bytes(s.get("bytes")),
+            "; ".join(
+                note
+                for flag, note in (("current", "published now"), ("forced", "forced"))
+                if s.get(flag)
+            ),
+        ]
+        for s in listed
+    ]
+    held = " (held by a rollback)" if result.get("held") else ""
+    lines = [
+        f"snapshots of {directory}{held} (roll back with 'mirrord ctl rollback {directory} ID'):",
+        *table(["ID", "CREATED (UTC)", "FILES", "SIZE", "NOTE"], rows, right={0, 2, 3}),
+    ]
+    return "\n".join(lines), known
 
 
 _TRIGGERS = {
