@@ -139,7 +139,11 @@ async def test_t2_follows_t1_by_its_announcements_alone(
                         for key in changed:
                             await synced(a, runs[key], key)
                             await synced(b, runs[key], key)
-                    assert {k: b.runtime.book[k].runs for k in KEYS} == runs
+                    assert {k: b.runtime.book[k].runs for k in KEYS} == runs, [
+                        {k: e.get(k) for k in ("event", "arch", "outcome", "payload", "error")}
+                        for e in b_mirror.logs.events()
+                        if str(e.get("event", "")).startswith(("sync.", "push."))
+                    ]
                     assert tree(b.config.publish.path) == tree(a_published), generation
                     origin_index = mirror.tree.arch_dir(changed[0]) / INDEX
                     b_index = b.config.publish.path.joinpath(*changed[0].parts, INDEX)
@@ -150,7 +154,9 @@ async def test_t2_follows_t1_by_its_announcements_alone(
                 # Every index B fetched with a body was one A announced; none other.
                 announced = len(KEYS) + sum(len(c) for c in GENERATIONS)
                 assert index_requests(nginx) == {200: announced}
-                assert b.push.messages == a.announcer.sent - len(KEYS)
+                # Every announcement after B subscribed reached it (B's runs above say the
+                # same); under load one sent just before could arrive too (at most once more).
+                assert 0 <= b.push.messages - (a.announcer.sent - len(KEYS)) <= 1
 
                 # A pass of B over what did not change: one conditional GET each, 304.
                 await ctl(b, "sync", arches=[str(k) for k in KEYS])
