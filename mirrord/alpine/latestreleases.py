@@ -47,6 +47,8 @@ def parse_latest_releases(
         document = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 - strings only
     except yaml.YAMLError as error:
         raise ChecksumFormatError(path, f"not YAML: {str(error).splitlines()[0]}") from None
+    except RecursionError:  # nesting deeper than the parser's stack
+        raise ChecksumFormatError(path, "YAML nested too deeply") from None
     if document is None or document == "":  # an empty document
         return ()
     if not isinstance(document, list):

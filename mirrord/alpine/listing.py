@@ -136,6 +136,8 @@ def parse_nginx_json(text: str, source: str = "listing") -> Listing:
         items = json.loads(text)
     except json.JSONDecodeError as error:
         raise ListingFormatError(source, f"bad JSON: {error.msg} at {error.pos}") from None
+    except RecursionError:  # nesting deeper than the decoder's stack
+        raise ListingFormatError(source, "JSON nested too deeply") from None
     if not isinstance(items, list):
         raise ListingFormatError(source, "JSON listing is not an array")
     raw: list[tuple[str, bool, int | None, datetime | None]] = []
