@@ -28,6 +28,7 @@ SCENARIOS = (
     "rate-limit",
     "freshness",
     "serving",
+    "serving-paced",
     "releases-beside",
     "bucket",
     "throughput",
@@ -156,12 +157,13 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     ]
     assert rows["generations"][:2] == [str(QUICK.freshness_generations)] * 2
     assert all(_numeric(c) and float(c) > 0 for c in rows["lag p50 s"][:2])
-    header, rows = _first_table(sections["serving"])
-    assert header[:3] == ["mirrord idle", "mirrord syncing", "syncing, unit priorities"]
-    assert all(_numeric(c) and float(c.replace(",", "")) > 0 for c in rows["requests/s"])
-    assert all(_numeric(c) for c in rows["p99 latency ms"])
-    assert rows["wrk errors (sum)"] == ["0"] * len(header)
-    assert all(int(c) >= 1 for c in rows["mirrord full syncs in the windows"][1:])
+    for serving in ("serving", "serving-paced"):
+        header, rows = _first_table(sections[serving])
+        assert header[:3] == ["mirrord idle", "mirrord syncing", "syncing, unit priorities"]
+        assert all(_numeric(c) and float(c.replace(",", "")) > 0 for c in rows["requests/s"])
+        assert all(_numeric(c) for c in rows["p99 latency ms"])
+        assert rows["wrk errors (sum)"] == ["0"] * len(header)
+        assert all(int(c) >= 1 for c in rows["mirrord full syncs in the windows"][1:])
 
     goals = _first_table(sections["Goals"])[1]
     assert len(goals) >= 10

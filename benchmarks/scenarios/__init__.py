@@ -14,7 +14,7 @@ from benchmarks.scenarios.memory import memory
 from benchmarks.scenarios.publish import publish_cost
 from benchmarks.scenarios.ratelimit import rate_limit
 from benchmarks.scenarios.releases import releases_beside
-from benchmarks.scenarios.serving import serving
+from benchmarks.scenarios.serving import serving, serving_paced
 from benchmarks.scenarios.unchanged import unchanged
 
 Scenario = Callable[[Bench], ScenarioResult]
@@ -44,6 +44,7 @@ SCENARIOS: dict[str, Scenario] = {
     "rate-limit": rate_limit,
     "freshness": freshness,
     "serving": serving,
+    "serving-paced": serving_paced,
     "releases-beside": releases_beside,
     "bucket": bucket,
 }
