@@ -43,11 +43,14 @@ IDLE = "mirrord idle"
 SYNCING = "mirrord syncing"
 PRIORITY = "syncing, unit priorities"
 LIMITED = "same, rate_limit 50MB/s"
-MODES = (IDLE, SYNCING, PRIORITY, LIMITED)
+IDLE_POLICY = "same, SCHED_IDLE"
+MODES = (IDLE, SYNCING, PRIORITY, LIMITED, IDLE_POLICY)
 RATE_LIMIT = "50MB/s"
 ORIGIN_NICE = 19  # the example configuration's daytime limit
 # What systemd/mirrord.service sets with Nice= and IOSchedulingClass=/IOSchedulingPriority=.
 UNIT_PRIORITY = ("nice", "-n", "10", "ionice", "-c", "2", "-n", "7")
+# What CPUSchedulingPolicy=idle would add: mirrord runs only on CPU time nothing else wants.
+IDLE_SCHEDULING = ("chrt", "--idle", "0")
 WRK_THREADS = 2
 WRK_CONNECTIONS = 32
 # Mean think time per connection for serving-paced: 32 connections / 16 ms is at most
@@ -258,8 +261,13 @@ def _serving(bench: Bench, *, paced: bool) -> ScenarioResult:
             for rep in range(bench.runs):
                 for mode in MODES:
                     argv = wrk_argv(nginx.url, script, paths, since, seconds, rep)
-                    setup = {IDLE: None, LIMITED: limited}.get(mode, syncing)
-                    prefix = UNIT_PRIORITY if mode in (PRIORITY, LIMITED) else ()
+                    setup = {IDLE: None, LIMITED: limited, IDLE_POLICY: limited}.get(mode, syncing)
+                    prefix = {
+                        SYNCING: (),
+                        PRIORITY: UNIT_PRIORITY,
+                        LIMITED: UNIT_PRIORITY,
+                        IDLE_POLICY: (*IDLE_SCHEDULING, *UNIT_PRIORITY),
+                    }.get(mode, ())
                     load, synced = _loaded(argv, setup, logs / slug(mode), prefix)
                     loads[mode].append(load)
                     syncs[mode].append(synced)
@@ -357,7 +365,8 @@ def _result(
             "syncs back to back from another nginx (the origin, at nice 19: on a T1 it is another "
             "machine) into fresh storage on the same disk, doing so "
             f"under `{' '.join(UNIT_PRIORITY)}` (the unit's Nice= and IOScheduling*=), and "
-            f"that with `fetch.rate_limit: {RATE_LIMIT}` as well. Medians "
+            f"that with `fetch.rate_limit: {RATE_LIMIT}` as well, and all that under "
+            f"`{' '.join(IDLE_SCHEDULING)}` (what `CPUSchedulingPolicy=idle` would add). Medians "
             f"of {bench.runs} alternating run(s); MB = 10^6 bytes."
         ),
         tables=(Table(("figure", *MODES), tuple(rows)),),
