@@ -68,6 +68,11 @@ def top_level_aliases(root: Path) -> dict[str, str]:
     return aliases
 
 
+def _directory(path: str) -> str:
+    """The directory a path is in, or names (a listing ends in "/")."""
+    return path.rstrip("/") if path.endswith("/") else path.rpartition("/")[0]
+
+
 def read_token(path: Path) -> str:
     lines = path.read_text(encoding="utf-8").splitlines()
     token = lines[0].strip() if lines else ""
@@ -169,6 +174,27 @@ class CdnPurger:
             for target, where, call in self._jobs(event, targets):
                 group.create_task(self._with_retries(target, where, call, event.directory))
         self.stats.events += 1
+
+    async def purge_paths(self, paths: tuple[str, ...]) -> list[dict[str, str | None]]:
+        """``ctl purge``: these paths (relative to publish.path) through every target, now.
+
+        Retried, counted and logged as the purges after a publish are; the
+        surrogate keys are the paths' directories. What each target did, in order.
+        """
+        if self._session is None:
+            raise PurgeError("purge", "-", "the purge service is not running", transient=True)
+        keys = tuple(dict.fromkeys(k for k in map(_directory, paths) if k))
+        event = Published(keys[0] if keys else "", paths, self.clock.time())
+        jobs = self._jobs(event, PurgeTargets(paths, keys))
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._with_retries(target, where, call, "(by hand)"))
+                for target, where, call in jobs
+            ]
+        return [
+            {"target": target, "where": where, "error": task.result()}
+            for (target, where, _), task in zip(jobs, tasks, strict=True)
+        ]
 
     def _jobs(
         self, event: Published, targets: PurgeTargets

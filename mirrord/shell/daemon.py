@@ -220,6 +220,7 @@ class Daemon:
                 bucket=lambda: (
                     downstream.bucket_mirror.status() if downstream.bucket_mirror else None
                 ),
+                purger=lambda: downstream.purger,
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)

@@ -473,6 +473,16 @@ def _reload(result: Reply) -> tuple[str, Iterable[str]]:
     return text, ("applied", "needs_restart", "restarted")
 
 
+def _purge_reply(result: Reply) -> tuple[str, Iterable[str]]:
+    results: Sequence[Reply] = result.get("results") or ()
+    failed = sum(1 for r in results if r.get("error"))
+    lines = [f"purge: {_count(len(results) - failed)} purged, {_count(failed)} failed"]
+    for r in results:
+        outcome = f"failed: {r['error']}" if r.get("error") else "purged"
+        lines.append(f"  {r.get('target', '?'):<6}  {r.get('where', '?')}: {outcome}")
+    return "\n".join(lines), ("paths", "results")
+
+
 def _drain(result: Reply) -> tuple[str, Iterable[str]]:
     return "draining: finishing the syncs in progress, then stopping", ("draining", "note")
 
@@ -489,6 +499,7 @@ _RENDERERS: dict[str, Callable[[Reply], tuple[str, Iterable[str]]]] = {
     "gc": _gc,
     "reload": _reload,
     "drain": _drain,
+    "purge": _purge_reply,
 }
 
 
