@@ -32,6 +32,7 @@ from tests.seaweed import Seaweed
 from tests.test_announce import announced, listening, receive
 from tests.test_bucket import bucket_keys, s3_section
 from tests.test_cdn_purge import Recorder
+from tests.test_mqtt_push import push, subscribed
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 INDEX = f"/{KEY}/APKINDEX.tar.gz"
@@ -281,3 +282,30 @@ async def test_a_reload_turns_the_bucket_on_which_catches_up_and_off_again(
         status = await ctl(daemon, "status")
         assert status["bucket"] is None
     assert not mirror.logs.events("daemon.task.failed")
+
+
+async def test_a_reload_subscribes_the_push_trigger_to_new_topics(
+    mirror: Mirror, broker: Mosquitto
+) -> None:
+    mirror.tree.put(KEY, simple_specs("p", 3))
+
+    def config(topic: str) -> Path:
+        mqtt = {"url": broker.url, "reconnect_max": 1, "topics": [topic]}
+        return configure(mirror, push={"mqtt": mqtt})
+
+    async with running_daemon(mirror, config("rsync/old.test/#")) as daemon:
+        await synced(daemon, 1)
+        await subscribed(daemon)
+        old = daemon.push
+        config("rsync/new.test/#")
+        assert (await ctl(daemon, "reload"))["restarted"] == ["push"]
+        assert daemon.push is not old
+        await subscribed(daemon)
+        mirror.tree.put(KEY, simple_specs("p", 4))
+        await broker.publish("rsync/old.test/v3.20/x86_64", str(KEY))  # nobody listens there
+        await push(daemon, broker, "rsync/new.test/v3.20/x86_64", str(KEY))
+        async with asyncio.timeout(LIMIT):
+            await synced(daemon, 2)
+        assert daemon.push is not None and daemon.push.messages == 1
+    routed = mirror.logs.events("push.message.routed")
+    assert [e["arches"] for e in routed] == [{str(KEY): "started"}]
