@@ -189,6 +189,15 @@ async def test_a_reload_points_purges_at_new_urls_rereads_the_token_and_refuses_
 
     done = mirror.logs.events("config.reload.done")
     assert [e["restarted"] for e in done] == [["purge"], ["purge"], [], ["purge"], ["purge"]]
+    lifecycle = [
+        (e["event"], e["service"]) for e in mirror.logs.events() if e["event"].startswith("downs")
+    ]
+    assert lifecycle == [
+        ("downstream.service.started", "purge"),
+        *[("downstream.service.stopped", "purge"), ("downstream.service.started", "purge")] * 2,
+        ("downstream.service.stopped", "purge"),  # turned off
+        ("downstream.service.started", "purge"),  # and on
+    ]
     assert "second-token" not in mirror.logs.stream.getvalue()
     assert not mirror.logs.events("daemon.task.failed")
 

@@ -210,6 +210,7 @@ class Downstream:
         self._tasks[name] = group.create_task(
             self._supervisor.keep_running(name, service), name=name
         )
+        self._runtime.log.info("downstream.service.started", service=name, times=self.started[name])
 
     async def _stop(self, name: str) -> None:
         task = self._tasks.pop(name, None)
@@ -217,6 +218,7 @@ class Downstream:
             return
         task.cancel()
         await asyncio.wait([task])
+        self._runtime.log.info("downstream.service.stopped", service=name)
         if name == "push":
             self.push = None
         elif name == "announce":
