@@ -33,6 +33,7 @@ from tests.seaweed import Seaweed
 from tests.test_announce import announced
 from tests.test_bucket import s3_section
 from tests.test_cdn_purge import recording_server
+from tests.test_mqtt_push import subscribed
 from tests.test_scheduling import HUGE, LIMIT, SMALL, stall_huge_arch
 
 HOUR = 3600.0
@@ -203,13 +204,17 @@ async def test_the_page_shows_each_downstream_service_as_ctl_status_does(
         config = daemon_config(
             mirror,
             SMALL,
-            push={"announce": {"url": broker.url, "topic_prefix": "rsync/t1.test"}},
+            push={
+                "mqtt": {"url": broker.url},
+                "announce": {"url": broker.url, "topic_prefix": "rsync/t1.test"},
+            },
             purge={"urls": [f"{cdn.url}/up", f"{cdn.url}/down"]},
             s3=s3_section(seaweed, bucket, mirror.tmp),
         )
         async with running_daemon(mirror, config) as daemon, asyncio.timeout(LIMIT):
             await synced(daemon, 1)
             await announced(daemon, 1)
+            await subscribed(daemon)
             assert daemon.purger is not None
             await daemon.purger.wait_for_events(1)
             snapshot = (await ctl(daemon, "snapshots", arch=str(SMALL)))["snapshots"][0]["id"]
@@ -221,7 +226,10 @@ async def test_the_page_shows_each_downstream_service_as_ctl_status_does(
             found = samples(await scrape(base_url(daemon)))
 
     rows = downstream_rows(dom)
-    assert list(rows) == ["announce", "cdn purge", "s3 bucket"]
+    assert list(rows) == ["push", "announce", "cdn purge", "s3 bucket"]
+    css, push = rows["push"]
+    assert css == "ok" and push.startswith(f"connected to {broker.url} since ")
+    assert push.endswith(", 0 messages, last never")
     css, announce = rows["announce"]
     assert css == "ok" and "1 sent, 0 failed, 0 waiting" in announce
     assert announce.startswith(f"to {broker.url} on rsync/t1.test/<branch>/<arch>, connected")
