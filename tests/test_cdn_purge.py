@@ -138,8 +138,8 @@ class Recorder:
 
 
 @asynccontextmanager
-async def recording_server() -> AsyncIterator[Recorder]:
-    recorder = Recorder()
+async def recording_server(recorder: Recorder | None = None) -> AsyncIterator[Recorder]:
+    recorder = recorder or Recorder()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
     runner = web.AppRunner(app, access_log=None)

@@ -31,7 +31,7 @@ from tests.nginx import free_port
 from tests.seaweed import Seaweed
 from tests.test_announce import announced, listening, receive
 from tests.test_bucket import bucket_keys, s3_section
-from tests.test_cdn_purge import Recorder
+from tests.test_cdn_purge import Recorder, recording_server
 from tests.test_mqtt_push import push, subscribed
 
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -85,18 +85,11 @@ class Gate(Recorder):
 @asynccontextmanager
 async def cdn_server() -> AsyncIterator[Gate]:
     gate = Gate()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", gate.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    gate.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield gate
-    finally:
-        gate.opened.set()
-        await runner.cleanup()
+    async with recording_server(gate):
+        try:
+            yield gate
+        finally:
+            gate.opened.set()  # before the server shuts down: it waits for its handlers
 
 
 def configure(mirror: Mirror, **sections: Any) -> Path:
