@@ -9,6 +9,7 @@ from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree, SigningKey
 from tests.helpers import LogCapture, Mirror
 from tests.mosquitto import Mosquitto
+from tests.seaweed import Seaweed
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +62,21 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """A real SeaweedFS S3 server on 127.0.0.1, one per test module that asks for it."""
+    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(seaweed: Seaweed, request: pytest.FixtureRequest) -> str:
+    name = "t-" + str(request.node.name).replace("_", "-").lower()[:50].rstrip("-")
+    seaweed.create_bucket(name)
+    return name

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from botocore.exceptions import ClientError
 
 from mirrord.alpine.apkindex import read_index_archive
@@ -37,23 +35,6 @@ from tests.seaweed import SECRET_KEY, Seaweed
 KEY = ArchKey("edge", "main", "x86_64")
 PUBLISHES = 25
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
-    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def bucket(seaweed: Seaweed, request: pytest.FixtureRequest) -> str:
-    name = "t-" + str(request.node.name).replace("_", "-").lower()[:50].rstrip("-")
-    seaweed.create_bucket(name)
-    return name
 
 
 def s3_section(seaweed: Seaweed, bucket: str, tmp: Path, **extra: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from mirrord.core.clock import FakeClock, SystemClock
 from mirrord.core.config import FastlyConfig, PurgeConfig, PurgeHookConfig, parse_config
-from mirrord.core.errors import ConfigError
+from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
@@ -138,8 +138,8 @@ class Recorder:
 
 
 @asynccontextmanager
-async def recording_server() -> AsyncIterator[Recorder]:
-    recorder = Recorder()
+async def recording_server(recorder: Recorder | None = None) -> AsyncIterator[Recorder]:
+    recorder = recorder or Recorder()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
     runner = web.AppRunner(app, access_log=None)
@@ -303,3 +303,49 @@ async def test_the_daemon_purges_after_each_publish_and_a_failing_cdn_never_hold
     assert value(found, "mirrord_cdn_purges_total", target="http", outcome="failed") == 2
     assert value(found, "mirrord_cdn_purge_retries_total", target="http") == 2
     assert "cdn purge: 6 purged, 2 failed after 2 publishes" in text
+
+
+async def test_ctl_purge_purges_a_path_by_hand_and_says_what_each_target_did(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("pkg", 3))
+    root = mirror.tmp / "published"
+    root.mkdir(parents=True)
+    with (
+        ShippedNginx(root, mirror.tmp / "nginx") as nginx,
+        Varnish(nginx.port, mirror.tmp / "varnish", ttl=3600) as varnish,
+    ):
+        async with recording_server() as cdn:
+            cdn.statuses[f"/down{INDEX}"] = [403] * 10  # a CDN that refuses: given up at once
+            purge = {"urls": [varnish.url, f"{cdn.url}/down"], "attempts": 2}
+            async with running_daemon(mirror, daemon_config(mirror, KEY, purge=purge)) as daemon:
+                await synced(daemon, 1)
+                purger = daemon.purger
+                assert purger is not None
+                async with asyncio.timeout(30):
+                    await purger.wait_for_events(1)
+                index = (root / str(KEY) / "APKINDEX.tar.gz").read_bytes()
+                await asyncio.to_thread(get, varnish.port, INDEX)
+                body, headers = await asyncio.to_thread(get, varnish.port, INDEX)
+                assert (body, headers["x-cache"]) == (index, "HIT")
+
+                text = await human_ctl(daemon, "purge", f"/{KEY}/APKINDEX.tar.gz")
+                body, headers = await asyncio.to_thread(get, varnish.port, INDEX)
+                assert (body, headers["x-cache"]) == (index, "MISS")  # purged by hand
+                reply = await ctl(daemon, "purge", paths=[f"{KEY}/"])
+                with pytest.raises(ControlError, match="not a path in the published tree"):
+                    await ctl(daemon, "purge", paths=["v3.20/../../etc/passwd"])
+
+    assert text.splitlines() == [
+        "purge: 1 purged, 1 failed",
+        f"  http    {varnish.url}{INDEX}: purged",
+        f'  http    {cdn.url}/down{INDEX}: failed: HTTP 403: {{"status": "no"}}',
+    ]
+    assert reply == {
+        "paths": [f"{KEY}/"],
+        "results": [
+            {"target": "http", "where": f"{varnish.url}/{KEY}/", "error": None},
+            {"target": "http", "where": f"{cdn.url}/down/{KEY}/", "error": None},
+        ],
+    }
+    assert [m for m, _ in cdn.to(f"/down{INDEX}")] == ["PURGE", "PURGE"]  # publish, by hand

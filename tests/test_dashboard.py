@@ -33,6 +33,8 @@ VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.*),\s*(?P<label>\w+)\)$", re.DOTALL)
 METRIC = re.compile(r"mirrord_[a-z_]+")
 TYPE_LINE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
+# The services downstream and the releases trees: every metric of theirs has a panel.
+DOWNSTREAM = ("mirrord_announce_", "mirrord_cdn_", "mirrord_bucket_", "mirrord_tree_")
 
 
 def load() -> dict[str, Any]:
@@ -167,3 +169,6 @@ async def test_every_metric_the_dashboard_uses_is_exposed_by_a_running_daemon(
     used = {name for expr in expressions(load()).values() for name in METRIC.findall(expr)}
     assert "mirrord_mirror_lag_seconds" in used
     assert sorted(used - exposed) == []
+    downstream = {n for n in exposed if n.startswith(DOWNSTREAM) and not n.endswith("_created")}
+    assert len(downstream) >= 9, downstream
+    assert sorted(downstream - used) == []

@@ -297,6 +297,16 @@ def test_fields_a_newer_daemon_adds_are_shown() -> None:
         ),
         ("reload", {"applied": [], "needs_restart": []}, "reload: nothing changed"),
         (
+            "reload",
+            {"applied": ["purge.urls"], "needs_restart": [], "restarted": ["purge"]},
+            "reload: applied purge.urls; restarted services: purge",
+        ),
+        (
+            "reload",
+            {"applied": [], "needs_restart": [], "restarted": ["purge"]},
+            "reload: applied nothing; restarted services: purge",
+        ),
+        (
             "drain",
             {"draining": True, "note": "finishing the syncs in progress, then stopping"},
             "draining: finishing the syncs in progress, then stopping",

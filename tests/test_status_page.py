@@ -25,8 +25,15 @@ from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.shell.daemon import Daemon
 from mirrord.sync.status import FetchProgress
 from tests.browser import dump_dom, screenshot, table_rows
-from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
+from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
 from tests.helpers import Mirror
+from tests.mosquitto import Mosquitto
+from tests.prom import samples, scrape, value
+from tests.seaweed import Seaweed
+from tests.test_announce import announced
+from tests.test_bucket import s3_section
+from tests.test_cdn_purge import recording_server
+from tests.test_mqtt_push import subscribed
 from tests.test_scheduling import HUGE, LIMIT, SMALL, stall_huge_arch
 
 HOUR = 3600.0
@@ -172,3 +179,73 @@ def test_progress_rate_and_eta_come_from_bytes_done_over_time() -> None:
     progress.done_files, progress.done_bytes = 1, 1000
     assert progress.rate(110.0) == 100.0
     assert progress.eta(110.0) == 30.0
+
+
+def downstream_rows(dom: str) -> dict[str, tuple[str, str]]:
+    """Service -> (CSS class, text) of the Downstream table."""
+    found = {}
+    for row in table_rows(dom, "downstream"):
+        (_, service), state = row
+        found[service] = state
+    return found
+
+
+def without_times(text: str) -> str:
+    return re.sub(r"[\d.]+s ago|\d+m\d\ds ago", "_ ago", text)
+
+
+async def test_the_page_shows_each_downstream_service_as_ctl_status_does(
+    mirror: Mirror, tmp_path: Path, broker: Mosquitto, seaweed: Seaweed, bucket: str
+) -> None:
+    mirror.tree.put(SMALL, simple_specs("s", 3))
+    index = f"/{SMALL}/APKINDEX.tar.gz"
+    async with recording_server() as cdn:
+        cdn.statuses[f"/down{index}"] = [403]  # refused: given up at once
+        config = daemon_config(
+            mirror,
+            SMALL,
+            push={
+                "mqtt": {"url": broker.url},
+                "announce": {"url": broker.url, "topic_prefix": "rsync/t1.test"},
+            },
+            purge={"urls": [f"{cdn.url}/up", f"{cdn.url}/down"]},
+            s3=s3_section(seaweed, bucket, mirror.tmp),
+        )
+        async with running_daemon(mirror, config) as daemon, asyncio.timeout(LIMIT):
+            await synced(daemon, 1)
+            await announced(daemon, 1)
+            await subscribed(daemon)
+            assert daemon.purger is not None
+            await daemon.purger.wait_for_events(1)
+            snapshot = (await ctl(daemon, "snapshots", arch=str(SMALL)))["snapshots"][0]["id"]
+            await daemon.bucket_opened.wait()
+            assert daemon.bucket_mirror is not None
+            await daemon.bucket_mirror.wait_synced(SMALL, snapshot)
+            dom = await dump_dom(f"{base_url(daemon)}/", tmp_path / "profile")
+            text = await human_ctl(daemon, "status")
+            found = samples(await scrape(base_url(daemon)))
+
+    rows = downstream_rows(dom)
+    assert list(rows) == ["push", "announce", "cdn purge", "s3 bucket"]
+    css, push = rows["push"]
+    assert css == "ok" and push.startswith(f"connected to {broker.url} since ")
+    assert push.endswith(", 0 messages, last never")
+    css, announce = rows["announce"]
+    assert css == "ok" and "1 sent, 0 failed, 0 waiting" in announce
+    assert announce.startswith(f"to {broker.url} on rsync/t1.test/<branch>/<arch>, connected")
+    css, purge = rows["cdn purge"]
+    assert css == "warning" and purge.startswith("3 purged, 1 failed after 1 publishes")
+    assert "HTTP 403" in purge
+    css, mirrored = rows["s3 bucket"]
+    assert css == "ok"
+    assert mirrored.startswith(f"s3://{bucket}/alpine/ at {seaweed.endpoint}: 1 arches in step")
+    assert "last pass never" not in mirrored
+    for label, (_, shown) in rows.items():  # the same words as ctl status, times aside
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"{label}: "))
+        assert without_times(line.split(": ", 1)[1]) == without_times(shown)
+
+    labels = {"branch": SMALL.branch, "repo": SMALL.repo, "arch": SMALL.arch}
+    assert value(found, "mirrord_bucket_lag_seconds", **labels) == 0
+    assert value(found, "mirrord_bucket_last_success_timestamp_seconds", **labels) > 0
+    assert value(found, "mirrord_cdn_purge_last_failure_timestamp_seconds", target="http") > 0
+    assert value(found, "mirrord_announce_connected") == 1

@@ -134,6 +134,12 @@ class Metrics:
             "Bytes of objects uploaded to the S3 bucket (indexes included).",
             registry=r,
         )
+        self.bucket_last_success = Gauge(
+            "mirrord_bucket_last_success_timestamp_seconds",
+            "When a pass last brought the S3 bucket to this arch's snapshot (unix time).",
+            ARCH_LABELS,
+            registry=r,
+        )
         self.push_connected = Gauge(
             "mirrord_push_connected",
             "1 while subscribed to the push broker (push.mqtt), else 0.",
@@ -168,6 +174,12 @@ class Metrics:
             "Downstream purges after publishes, by target (http, fastly, hook) and outcome "
             "(purged, failed: after every retry).",
             ["target", "outcome"],
+            registry=r,
+        )
+        self.purge_last_failure = Gauge(
+            "mirrord_cdn_purge_last_failure_timestamp_seconds",
+            "When a downstream purge last failed after every retry, by target (unix time).",
+            ["target"],
             registry=r,
         )
         self.purge_retries = Counter(

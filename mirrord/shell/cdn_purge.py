@@ -7,7 +7,9 @@ Transient failures (network, 5xx, 429, a command that fails) are tried again
 with exponential backoff; a failure is logged and counted and never reaches
 the publish, which went live before the event was announced. The Fastly
 token is read from its file when the service starts and sent only in the
-``Fastly-Key`` header: it is never logged or shown.
+``Fastly-Key`` header: it is never logged or shown. Stopped (a reload that
+changed ``purge``), it gives the event it was purging back to its
+subscription: the instance that replaces it purges that event again.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def top_level_aliases(root: Path) -> dict[str, str]:
     return aliases
 
 
+def _directory(path: str) -> str:
+    """The directory a path is in, or names (a listing ends in "/")."""
+    return path.rstrip("/") if path.endswith("/") else path.rpartition("/")[0]
+
+
 def read_token(path: Path) -> str:
     lines = path.read_text(encoding="utf-8").splitlines()
     token = lines[0].strip() if lines else ""
@@ -122,7 +129,7 @@ class CdnPurger:
             "events": self.stats.events,
             "purged": self.stats.purged,
             "failed": self.stats.failed,
-            "waiting": self.feed.queue.qsize(),
+            "waiting": self.feed.size(),
             "dropped": self.feed.dropped,
             "last_purge": self.stats.last_purge,
             "last_failure": self.stats.last_failure,
@@ -145,7 +152,11 @@ class CdnPurger:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             async for event in self.feed:
-                await self.purge(event)
+                try:
+                    await self.purge(event)
+                except asyncio.CancelledError:
+                    self.feed.give_back([event])
+                    raise
                 async with self.handled:
                     self.handled.notify_all()
 
@@ -159,6 +170,36 @@ class CdnPurger:
         targets = purge_targets(
             event, await asyncio.to_thread(top_level_aliases, self.publish_root)
         )
+        async with asyncio.TaskGroup() as group:
+            for target, where, call in self._jobs(event, targets):
+                group.create_task(self._with_retries(target, where, call, event.directory))
+        self.stats.events += 1
+
+    async def purge_paths(self, paths: tuple[str, ...]) -> list[dict[str, str | None]]:
+        """``ctl purge``: these paths (relative to publish.path) through every target, now.
+
+        Retried, counted and logged as the purges after a publish are; the
+        surrogate keys are the paths' directories. What each target did, in order.
+        """
+        if self._session is None:
+            raise PurgeError("purge", "-", "the purge service is not running", transient=True)
+        keys = tuple(dict.fromkeys(k for k in map(_directory, paths) if k))
+        event = Published(keys[0] if keys else "", paths, self.clock.time())
+        jobs = self._jobs(event, PurgeTargets(paths, keys))
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._with_retries(target, where, call, "(by hand)"))
+                for target, where, call in jobs
+            ]
+        return [
+            {"target": target, "where": where, "error": task.result()}
+            for (target, where, _), task in zip(jobs, tasks, strict=True)
+        ]
+
+    def _jobs(
+        self, event: Published, targets: PurgeTargets
+    ) -> list[tuple[str, str, Callable[[], Awaitable[None]]]]:
+        """(target, where, the call) for each purge one event (or ``ctl purge``) makes."""
         jobs: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
             ("http", url, functools.partial(self._http_purge, url))
             for url in purge_urls(self.config.urls, targets.paths)
@@ -171,14 +212,13 @@ class CdnPurger:
         if hook is not None:
             where = hook.url or " ".join(hook.command or ())
             jobs.append(("hook", where, functools.partial(self._hook, event, targets)))
-        async with asyncio.TaskGroup() as group:
-            for target, where, call in jobs:
-                group.create_task(self._with_retries(target, where, call, event.directory))
-        self.stats.events += 1
+        return jobs
 
     async def _with_retries(
         self, target: str, where: str, call: Callable[[], Awaitable[None]], directory: str
-    ) -> None:
+    ) -> str | None:
+        """None when purged, else why it failed (logged and counted)."""
+
         def before_sleep(state: RetryCallState) -> None:
             self.metrics.purge_retries.labels(target=target).inc()
             error = state.outcome.exception() if state.outcome else None
@@ -207,21 +247,23 @@ class CdnPurger:
             self.log.error(  # noqa: TRY400 - counted and shown in status; no traceback
                 "purge.failed", target=target, url=where, directory=directory, error=error.reason
             )
-            return
+            return error.reason
         except Exception as error:  # a bug must not end the purges of every later publish
             self._failed(target, f"{target} purge of {where}: {error!r}")
             self.log.exception("purge.failed", target=target, url=where, directory=directory)
-            return
+            return f"internal error: {error!r}"
         self.stats.purged += 1
         self.stats.last_purge = self.clock.time()
         self.metrics.purges.labels(target=target, outcome="purged").inc()
         self.log.info("purge.done", target=target, url=where, directory=directory)
+        return None
 
     def _failed(self, target: str, text: str) -> None:
         self.stats.failed += 1
         self.stats.last_failure = text
         self.stats.last_failure_at = self.clock.time()
         self.metrics.purges.labels(target=target, outcome="failed").inc()
+        self.metrics.purge_last_failure.labels(target=target).set(self.stats.last_failure_at)
 
     def _soft(self) -> dict[str, str]:
         return {"Fastly-Soft-Purge": "1"} if self.config.soft else {}

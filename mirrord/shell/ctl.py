@@ -85,6 +85,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command("gc", "delete objects nothing needs any more (after the grace)")
     command("reload", "re-read the configuration file")
     command("drain", "finish the syncs in progress, then stop")
+    purge = command("purge", "purge paths of the published tree downstream now (purge.*)")
+    purge.add_argument("paths", nargs="+", metavar="PATH", help="e.g. v3.20/main/x86_64/")
 
 
 def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -101,6 +103,8 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return cmd, {"arch": args.arch, "force": args.force}
     if cmd == "verify":
         return cmd, {"repair": args.repair}
+    if cmd == "purge":
+        return cmd, {"paths": [path.lstrip("/") for path in args.paths]}
     return cmd, {}
 
 

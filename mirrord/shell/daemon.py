@@ -25,7 +25,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.alpine.signing import Keyring
 from mirrord.core.aio import first_completed
 from mirrord.core.clock import Clock, SystemClock
-from mirrord.core.config import Config, S3Config, load_config
+from mirrord.core.config import Config, load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
@@ -33,13 +33,14 @@ from mirrord.publish.bucket import load_credentials
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.cdn_purge import CdnPurger
 from mirrord.shell.control.server import ControlServer
+from mirrord.shell.downstream import Downstream, applied_by_restart
 from mirrord.shell.metrics_http import DaemonCollector, MetricsServer
 from mirrord.shell.mqtt_announce import MqttAnnouncer
 from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.operations import DaemonControls, Operations, restore_rate_override
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.shell.supervisor import Supervisor
-from mirrord.sync.bucketmirror import BucketMirror, open_bucket_mirror
+from mirrord.sync.bucketmirror import BucketMirror
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
@@ -122,11 +123,7 @@ class Daemon:
         self.runtime: Runtime | None = None
         self.scheduler: Scheduler | None = None
         self.operations: Operations | None = None
-        self.push: MqttPushListener | None = None
-        self.announcer: MqttAnnouncer | None = None
-        self.purger: CdnPurger | None = None
-        self.bucket_mirror: BucketMirror | None = None  # with s3 configured, once it is open
-        self.bucket_opened = asyncio.Event()
+        self.downstream: Downstream | None = None  # push, announce, purge, bucket
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -138,6 +135,28 @@ class Daemon:
         self._last_progress = 0.0
         self._completed_seen = 0
         self._group: asyncio.TaskGroup | None = None
+
+    # The downstream services in force (a reload may replace them).
+    @property
+    def push(self) -> MqttPushListener | None:
+        return self.downstream.push if self.downstream else None
+
+    @property
+    def announcer(self) -> MqttAnnouncer | None:
+        return self.downstream.announcer if self.downstream else None
+
+    @property
+    def purger(self) -> CdnPurger | None:
+        return self.downstream.purger if self.downstream else None
+
+    @property
+    def bucket_mirror(self) -> BucketMirror | None:
+        return self.downstream.bucket_mirror if self.downstream else None
+
+    @property
+    def bucket_opened(self) -> asyncio.Event:
+        assert self.downstream is not None, "the daemon is not running"
+        return self.downstream.bucket_opened
 
     @property
     def config(self) -> Config:
@@ -184,32 +203,10 @@ class Daemon:
             scheduler = self.scheduler = Scheduler(
                 runtime.engine, runtime.live, runtime.book, clock=self.clock, log=self.log
             )
-            if config.push.mqtt is not None:
-                self.push = MqttPushListener(
-                    config.push.mqtt,
-                    scheduler,
-                    metrics=self.metrics,
-                    clock=self.clock,
-                    log=self.log,
-                    releases=runtime.releases if config.releases is not None else None,
-                )
-            if config.push.announce is not None:  # subscribed before the first publish
-                self.announcer = MqttAnnouncer(
-                    config.push.announce,
-                    runtime.feed.subscribe("announce"),
-                    metrics=self.metrics,
-                    clock=self.clock,
-                    log=self.log,
-                )
-            if config.purge.enabled:
-                self.purger = CdnPurger(
-                    config.purge,
-                    config.publish.path,
-                    runtime.feed.subscribe("purge"),
-                    metrics=self.metrics,
-                    clock=self.clock,
-                    log=self.log,
-                )
+            downstream = self.downstream = Downstream(
+                runtime, scheduler, self.supervisor, environ=self.environ, crash=self.crash
+            )
+            await downstream.prepare(config)  # subscribed to the feed before the first publish
             controls = DaemonControls(
                 started_at=self.started_at,
                 reload=self.reload,
@@ -217,9 +214,13 @@ class Daemon:
                 spawn=self._spawn,
                 draining=lambda: self.draining,
                 background=self.supervisor.summary,
-                push=lambda: self.push.status() if self.push is not None else None,
-                announce=lambda: self.announcer.status() if self.announcer is not None else None,
-                purge=lambda: self.purger.status() if self.purger is not None else None,
+                push=lambda: downstream.push.status() if downstream.push else None,
+                announce=lambda: downstream.announcer.status() if downstream.announcer else None,
+                purge=lambda: downstream.purger.status() if downstream.purger else None,
+                bucket=lambda: (
+                    downstream.bucket_mirror.status() if downstream.bucket_mirror else None
+                ),
+                purger=lambda: downstream.purger,
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)
@@ -232,6 +233,7 @@ class Daemon:
                     runtime.traffic.meter.rate,
                     self.clock,
                     trees=lambda: list(runtime.releases.status.values()),
+                    bucket=lambda: downstream.bucket_mirror,
                 )
             )
             control = (
@@ -287,20 +289,12 @@ class Daemon:
             ]
             if control is not None:
                 services.append(group.create_task(keep("control", control.serve), name="control"))
-            if self.push is not None:
-                services.append(group.create_task(keep("push", self.push.run), name="push"))
-            if self.announcer is not None:
-                announce = keep("announce", self.announcer.run)
-                services.append(group.create_task(announce, name="announce"))
-            if self.purger is not None:
-                services.append(group.create_task(keep("purge", self.purger.run), name="purge"))
             if config.releases is not None:  # adding or removing the section needs a restart
                 trees = keep("releases", lambda: self._sync_releases_periodically(runtime))
                 services.append(group.create_task(trees, name="releases"))
-            if config.s3 is not None:
-                s3 = config.s3
-                bucket = keep("bucket", lambda: self._mirror_to_bucket(runtime, s3))
-                services.append(group.create_task(bucket, name="bucket"))
+            downstream = self.downstream
+            assert downstream is not None
+            downstream.start(group)
             interval = watchdog_interval(self.environ)
             if interval is not None and self.notifier.enabled:
                 services.append(
@@ -316,19 +310,10 @@ class Daemon:
                 recovered=_recovery_summary(runtime.recovery),
             )
             await self._stop_when_asked(runtime, scheduler, syncs, group)
+            downstream.cancel()
             for service in services:
                 service.cancel()
         self._group = None
-
-    async def _mirror_to_bucket(self, runtime: Runtime, s3: S3Config) -> None:
-        subscription = runtime.feed.subscribe("bucket")
-        try:
-            async with open_bucket_mirror(runtime, s3, self.environ, self.crash) as mirror:
-                self.bucket_mirror = mirror
-                self.bucket_opened.set()
-                await mirror.run(subscription, lambda: runtime.config.arch_keys())
-        finally:
-            runtime.feed.unsubscribe(subscription)
 
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
         """Background work with an error boundary: a failure is logged, counted, shown in
@@ -479,6 +464,8 @@ class Daemon:
             keyring = await asyncio.to_thread(
                 Keyring.load, new.origin.keys, required=not new.origin.allow_untrusted
             )
+            if self.downstream is not None:
+                await self.downstream.check(new)
         except ConfigError as error:
             self.log.error(  # noqa: TRY400 - an expected refusal, not a crash: no traceback
                 "config.reload.refused", error=str(error), path=str(self.config_path)
@@ -489,19 +476,26 @@ class Daemon:
             ) from None
         old = runtime.config
         changed = changed_keys(old, new)
-        live = [k for k in changed if k in LIVE_KEYS]
-        restart = [k for k in changed if k not in LIVE_KEYS]
+        live = [k for k in changed if k in LIVE_KEYS or applied_by_restart(k)]
+        restart = [k for k in changed if k not in live]
         added = [k for k in new.arch_keys() if k not in old.arch_keys()]
         for key in added:
             await runtime.adopt_arch(key, new)
         runtime.live.replace(new, keyring)
         runtime.traffic.reconfigure(new.fetch)
         self.scheduler.reconfigure()
+        restarted: list[str] = []
+        if self.downstream is not None and self._group is not None:
+            restarted = await self.downstream.reload(old, new, self._group)
         self.log.info(
-            "config.reload.done", applied=live, needs_restart=restart, added=[str(k) for k in added]
+            "config.reload.done",
+            applied=live,
+            needs_restart=restart,
+            added=[str(k) for k in added],
+            restarted=restarted,
         )
         self.notifier.ready(f"reloaded: {len(new.arch_keys())} arches")
-        return {"applied": live, "needs_restart": restart}
+        return {"applied": live, "needs_restart": restart, "restarted": restarted}
 
 
 def _recovery_summary(report: RecoveryReport) -> dict[str, int]:

@@ -25,6 +25,7 @@ from mirrord.core.metrics import ARCH_LABELS
 from mirrord.core.model import ArchKey
 from mirrord.shell.status_page import render_status_page
 from mirrord.shell.status_report import StatusReport
+from mirrord.sync.bucketmirror import BucketMirror
 from mirrord.sync.releases import TreeStatus
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import StatusBook
@@ -44,8 +45,10 @@ class DaemonCollector(Collector):
         measured_rate: Callable[[], float],
         clock: Clock,
         trees: Callable[[], Iterable[TreeStatus]] = tuple,
+        bucket: Callable[[], BucketMirror | None] = lambda: None,
     ) -> None:
         self._trees = trees
+        self._bucket = bucket
         self._book = book
         self._scheduler = scheduler
         self._arches = arches
@@ -98,6 +101,16 @@ class DaemonCollector(Collector):
             if len(parts) == 3 and parts[1] == "releases":
                 tree_lag.add_metric([parts[0], parts[2]], tree.lag(now))
         yield tree_lag
+        bucket_lag = GaugeMetricFamily(
+            "mirrord_bucket_lag_seconds",
+            "How long the S3 bucket has been behind a publish of this arch (0 = in step).",
+            labels=ARCH_LABELS,
+        )
+        mirror = self._bucket()
+        if mirror is not None:
+            for key in sorted(self._arches()):
+                bucket_lag.add_metric(list(key.parts), mirror.lag(str(key), now))
+        yield bucket_lag
         yield held
         yield syncing
         yield age

@@ -6,6 +6,8 @@ waits for it) and sends one message per published directory, shaped by
 with capped exponential backoff and keeps what went live meanwhile, once per
 directory, to send when it is back. A message the broker refused or that met
 a dropped connection is counted as failed and sent again after reconnecting.
+Stopped (a reload that changed ``push.announce``), it gives what it has not
+sent back to its subscription, for the instance that replaces it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class MqttAnnouncer(BrokerLink):
             "sent": self.sent,
             "failed": self.failed,
             "dropped": self._events.dropped,
-            "pending": len(self._pending),
+            # taken from the feed and not sent, and published but not taken yet
+            "pending": len(self._pending) + self._events.size(),
             "last_sent": self.last_sent,
         }
 
@@ -70,9 +73,14 @@ class MqttAnnouncer(BrokerLink):
         if self.prefix is None:
             self.prefix = default_prefix(await asyncio.to_thread(socket.getfqdn))
         self._log = self._log.bind(topic_prefix=self.prefix)
-        await self.keep_connected(
-            self._session, "announce.connect.failed", "announce.session.crashed"
-        )
+        try:
+            await self.keep_connected(
+                self._session, "announce.connect.failed", "announce.session.crashed"
+            )
+        finally:
+            now = self._clock.time()
+            unsent = [Published(d, (), now) for d in self._pending.directories()]
+            self._events.give_back(unsent)
 
     async def _session(self) -> None:
         client = await broker_client(self._config)
@@ -112,8 +120,8 @@ class MqttAnnouncer(BrokerLink):
         """The oldest pending message, after taking every event the feed holds."""
         while not self._pending:
             self._take(await self._events.get())
-        while not self._events.queue.empty():
-            self._take(self._events.queue.get_nowait())
+        for event in self._events.waiting():
+            self._take(event)
         return self._pending.first()
 
     def _take(self, event: Published) -> None:

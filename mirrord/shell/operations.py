@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mirrord.core.errors import ControlError
+from mirrord.core.errors import ControlError, PurgeError
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_rate, parse_rate
+from mirrord.shell.cdn_purge import CdnPurger
 from mirrord.shell.control.protocol import Request
 from mirrord.shell.status_report import StatusReport, status_report
 from mirrord.shell.tree_operations import TreeOperations, is_tree
@@ -53,6 +54,8 @@ class DaemonControls:
     push: Callable[[], dict[str, Any] | None] = lambda: None  # the push trigger's state
     announce: Callable[[], dict[str, Any] | None] = lambda: None  # downstream announcements
     purge: Callable[[], dict[str, Any] | None] = lambda: None  # the CDN purges' state
+    bucket: Callable[[], dict[str, Any] | None] = lambda: None  # the S3 bucket's state
+    purger: Callable[[], CdnPurger | None] = lambda: None  # the purge service in force
     background: Callable[[], dict[str, object]] = dict  # failures of supervised background work
 
 
@@ -98,6 +101,7 @@ class Operations:
             push=self.daemon.push(),
             announce=self.daemon.announce(),
             purge=self.daemon.purge(),
+            bucket=self.daemon.bucket(),
             background=self.daemon.background(),
         )
 
@@ -263,6 +267,17 @@ class Operations:
 
     async def cmd_reload(self, request: Request) -> dict[str, Any]:
         return await self.daemon.reload()
+
+    async def cmd_purge(self, request: Request) -> dict[str, Any]:
+        purger = self.daemon.purger()
+        if purger is None:
+            raise ControlError("unsupported", "nothing to purge through: no purge section")
+        paths = request.paths()
+        try:
+            results = await purger.purge_paths(paths)
+        except PurgeError as error:
+            raise ControlError("unavailable", error.reason) from None
+        return {"paths": list(paths), "results": results}
 
     async def cmd_drain(self, request: Request) -> dict[str, Any]:
         self.daemon.drain()

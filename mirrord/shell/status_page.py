@@ -15,7 +15,7 @@ from html import escape
 
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_bytes
-from mirrord.shell.control.render import duration, shorten
+from mirrord.shell.control.render import downstream_lines, duration, shorten
 from mirrord.shell.status_report import ArchReport, ProgressReport, StatusReport, TreesReport
 
 REFRESH_SECONDS = 10
@@ -68,6 +68,7 @@ def render_status_page(report: StatusReport, now: float) -> str:
         "<h2>Repositories</h2>",
         *_arch_table(report["arches"], now),
         *_trees(report["trees"], now),
+        *_downstream(report, now),
         f"<footer>mirrord {_e(report['version'])}, pid {_e(report['pid'])}; "
         f"as of {_e(_utc(now))}, refreshed every {REFRESH_SECONDS} s; "
         'the same facts as JSON: <a href="status.json">status.json</a>, '
@@ -205,6 +206,31 @@ def _trees(trees: TreesReport | None, now: float) -> list[str]:
         f"<h2>Releases trees</h2><p>{_e(state)}; latest-stable &rarr; {_e(link)}</p>",
         *_table("trees", headers, rows, right={"Unverified", "Pending removal"}),
     ]
+
+
+def _downstream(report: StatusReport, now: float) -> list[str]:
+    """The services that tell others (when configured), in ``ctl status``'s words."""
+    lines = downstream_lines(report, now)
+    if not lines:
+        return []
+    tones = {
+        "push": _link_tone(report["push"]),
+        "announce": _link_tone(report["announce"]),
+        "cdn purge": "warning" if (report["purge"] or {}).get("failed") else "ok",
+        "s3 bucket": _bucket_tone(report["bucket"]),
+    }
+    rows = [[(f"<b>{_e(label)}</b>", "service"), (_e(text), tones[label])] for label, text in lines]
+    return ["<h2>Downstream</h2>", *_table("downstream", ["Service", "State"], rows, right=set())]
+
+
+def _link_tone(link: dict[str, object] | None) -> str:
+    return "ok" if link and link.get("connected") else "error"
+
+
+def _bucket_tone(bucket: dict[str, object] | None) -> str:
+    if not bucket or bucket.get("failed"):
+        return "error"
+    return "warning" if bucket.get("behind") else "ok"
 
 
 def _message(error: str | None) -> str:

@@ -55,6 +55,9 @@ class Pending:
         self._waiting[message.directory] = message
         return fresh
 
+    def directories(self) -> list[str]:
+        return list(self._waiting)
+
     def first(self) -> Announcement:
         return next(iter(self._waiting.values()))
 

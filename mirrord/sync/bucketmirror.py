@@ -66,7 +66,33 @@ class BucketMirror:
     failed: set[str] = field(default_factory=set)  # arches whose last pass failed
     synced: dict[str, int] = field(default_factory=dict)  # arch -> snapshot the bucket serves
     etags: dict[tuple[str, int], str] = field(default_factory=dict)  # (sha256, size) -> ETag
+    behind_since: dict[str, float] = field(default_factory=dict)  # arch -> first publish not sent
+    last_pass: float | None = None  # when a pass last ended well
+    last_failure: str | None = None
+    last_failure_at: float | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def lag(self, arch: str, now: float) -> float:
+        """How long the bucket has been behind the tree for this arch (0: in step)."""
+        since = self.behind_since.get(arch)
+        return max(0.0, now - since) if since is not None else 0.0
+
+    def status(self) -> dict[str, object]:
+        """The ``bucket`` object of ``ctl status`` (no credentials)."""
+        now = self.clock.time()
+        return {
+            "endpoint": self.config.endpoint,
+            "bucket": self.config.bucket,
+            "prefix": self.config.prefix,
+            "in_step": sum(
+                1 for a in self.synced if a not in self.behind_since and a not in self.failed
+            ),
+            "behind": {arch: self.lag(arch, now) for arch in sorted(self.behind_since)},
+            "failed": sorted(self.failed),
+            "last_pass": self.last_pass,
+            "last_failure": self.last_failure,
+            "last_failure_at": self.last_failure_at,
+        }
 
     def prefix(self, key: ArchKey) -> str:
         return f"{self.config.prefix}{key}/"
@@ -89,13 +115,12 @@ class BucketMirror:
                 while pending:
                     _, key = pending.popitem()
                     await self.sync_logged(key)
-                events = [await subscription.get()]
-                while not subscription.queue.empty():
-                    events.append(subscription.queue.get_nowait())
+                events = [await subscription.get(), *subscription.waiting()]
                 configured = {str(k): k for k in arch_keys()}
                 for event in events:
                     if event.directory in configured:
                         pending[event.directory] = configured[event.directory]
+                        self.behind_since.setdefault(event.directory, event.at)
 
     async def _retry_failed(self, subscription: Subscription) -> None:
         while True:
@@ -126,10 +151,14 @@ class BucketMirror:
             self.log.error("bucket.sync.failed", arch=str(key), error=str(error))  # noqa: TRY400
             self.metrics.bucket_syncs.labels(**labels, outcome="failed").inc()
             self.failed.add(str(key))
+            self.last_failure, self.last_failure_at = f"{key}: {error}", self.clock.time()
             await self._passed()
             return False
         self.metrics.bucket_syncs.labels(**labels, outcome="done").inc()
+        self.last_pass = self.clock.time()
+        self.metrics.bucket_last_success.labels(**labels).set(self.last_pass)
         self.failed.discard(str(key))
+        self.behind_since.pop(str(key), None)
         await self._passed()
         return True
 

@@ -31,7 +31,9 @@ COMMANDS = (
     "gc",
     "reload",
     "drain",
+    "purge",
 )
+MAX_PURGE_PATHS = 100
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,28 @@ class Request:
         if key not in self.args:
             raise ProtocolError("bad_request", f"{self.cmd}: missing argument {key!r}", self.id)
         return _arch(self.args[key], self.id)
+
+    def paths(self) -> tuple[str, ...]:
+        """``purge``'s paths: relative to the published tree, no ``..``, no control characters."""
+        values = self.args.get("paths")
+        if not isinstance(values, list) or not 0 < len(values) <= MAX_PURGE_PATHS:
+            raise ProtocolError(
+                "bad_request", f"purge: 'paths' must list 1 to {MAX_PURGE_PATHS} paths", self.id
+            )
+        for value in values:
+            if not _tree_path(value):
+                raise ProtocolError(
+                    "bad_request", f"purge: not a path in the published tree: {value!r}", self.id
+                )
+        return tuple(values)
+
+
+def _tree_path(value: object) -> bool:
+    if not isinstance(value, str) or not value or len(value) > 1024 or value.startswith("/"):
+        return False
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return False
+    return all(part not in (".", "..") for part in value.split("/"))
 
 
 def _arch(value: object, request_id: Any) -> ArchKey:
@@ -104,6 +128,8 @@ def _validate(request: Request) -> None:
         snapshot = args.get("snapshot")
         if isinstance(snapshot, bool) or not isinstance(snapshot, int):
             raise ProtocolError("bad_request", "rollback: 'snapshot' must be an id", request.id)
+    elif request.cmd == "purge":
+        request.paths()
     elif request.cmd == "rate" and args.get("value") is not None:
         value = args["value"]
         if value != "schedule":

@@ -38,6 +38,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
 _STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge", "trees", "background"}
+_STATUS_KEYS |= {"bucket"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -68,15 +69,7 @@ def status(result: Reply, now: float | None = None) -> str:
     background = result.get("background")
     if isinstance(background, Mapping):
         fields.append(("background", _background(background, now)))
-    push = result.get("push")
-    if isinstance(push, Mapping):
-        fields.append(("push", _push(push, now)))
-    announce = result.get("announce")
-    if isinstance(announce, Mapping):
-        fields.append(("announce", _announce(announce, now)))
-    purge = result.get("purge")
-    if isinstance(purge, Mapping):
-        fields.append(("cdn purge", _purge(purge, now)))
+    fields += downstream_lines(result, now)
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
@@ -140,6 +133,37 @@ def progress_line(p: Reply) -> str:
         text += f", ETA {duration(eta)}"
     if p.get("failed_files"):
         text += f", {_count(p['failed_files'])} failed"
+    return text
+
+
+def downstream_lines(result: Reply, now: float) -> list[tuple[str, str]]:
+    """(label, text) per downstream service configured: ``ctl status`` and the status page."""
+    lines: list[tuple[str, str]] = []
+    for key, label, line in (
+        ("push", "push", _push),
+        ("announce", "announce", _announce),
+        ("purge", "cdn purge", _purge),
+        ("bucket", "s3 bucket", _bucket),
+    ):
+        value = result.get(key)
+        if isinstance(value, Mapping):
+            lines.append((label, line(value, now)))
+    return lines
+
+
+def _bucket(bucket: Reply, now: float) -> str:
+    behind: Mapping[str, float] = bucket.get("behind") or {}
+    failed: Sequence[str] = bucket.get("failed") or ()
+    text = f"s3://{bucket.get('bucket') or '?'}/{bucket.get('prefix') or ''} at "
+    text += f"{bucket.get('endpoint') or '?'}: {_count(bucket.get('in_step'))} arches in step"
+    if behind:
+        text += f", {_count(len(behind))} behind (worst {duration(max(behind.values()))})"
+    if failed:
+        text += f", {_count(len(failed))} failing ({', '.join(failed)})"
+    text += f", last pass {_ago(bucket.get('last_pass'), now)}"
+    if bucket.get("last_failure"):
+        at = _ago(bucket.get("last_failure_at"), now)
+        text += f"; last failure {at}: {bucket['last_failure']}"
     return text
 
 
@@ -437,13 +461,26 @@ def _grace(result: Reply) -> str:
 def _reload(result: Reply) -> tuple[str, Iterable[str]]:
     applied = result.get("applied") or []
     restart = result.get("needs_restart") or []
-    if not applied and not restart:
+    restarted = result.get("restarted") or []
+    if not applied and not restart and not restarted:
         text = "reload: nothing changed"
     else:
         text = f"reload: applied {_names(applied)}" if applied else "reload: applied nothing"
+        if restarted:
+            text += f"; restarted services: {_names(restarted)}"
         if restart:
             text += f"; needs a restart to apply: {_names(restart)}"
-    return text, ("applied", "needs_restart")
+    return text, ("applied", "needs_restart", "restarted")
+
+
+def _purge_reply(result: Reply) -> tuple[str, Iterable[str]]:
+    results: Sequence[Reply] = result.get("results") or ()
+    failed = sum(1 for r in results if r.get("error"))
+    lines = [f"purge: {_count(len(results) - failed)} purged, {_count(failed)} failed"]
+    for r in results:
+        outcome = f"failed: {r['error']}" if r.get("error") else "purged"
+        lines.append(f"  {r.get('target', '?'):<6}  {r.get('where', '?')}: {outcome}")
+    return "\n".join(lines), ("paths", "results")
 
 
 def _drain(result: Reply) -> tuple[str, Iterable[str]]:
@@ -462,6 +499,7 @@ _RENDERERS: dict[str, Callable[[Reply], tuple[str, Iterable[str]]]] = {
     "gc": _gc,
     "reload": _reload,
     "drain": _drain,
+    "purge": _purge_reply,
 }
 
 
