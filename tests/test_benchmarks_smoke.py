@@ -30,6 +30,7 @@ SCENARIOS = (
     "serving",
     "releases-beside",
     "bucket",
+    "wan",
     "throughput",
 )
 FULL_SYNC = ("full-release", "full-small-heavy", "full-large")
@@ -68,6 +69,19 @@ def _first_table(section: str) -> tuple[list[str], dict[str, list[str]]]:
             break
         table[row[0]] = row[1:]
     return header[1:], table
+
+
+def _tables(section: str) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """Every table of a section: its header and its rows (by their first cell)."""
+    found: list[tuple[list[str], dict[str, list[str]]]] = []
+    block: list[str] = []
+    for line in [*section.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            found.append(_first_table("\n".join(block)))
+            block = []
+    return found
 
 
 def _numeric(cell: str) -> bool:
@@ -173,3 +187,24 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
         assert _numeric(rows[row][0]) and float(rows[row][0]) > 0
         rclone_cell = rows[row][1]
         assert _numeric(rclone_cell) if shutil.which("rclone") else rclone_cell == "not installed"
+
+    network, *links = _tables(sections["wan"])
+    assert len(links) == len(QUICK.wan_rtts_ms)
+    for rtt, (label, cells) in zip(QUICK.wan_rtts_ms, network[1].items(), strict=True):
+        set_rtt, round_trip, first, cap, download = (float(c) for c in cells)
+        assert set_rtt == rtt, label
+        # the proxy really delays: an exchange on an open connection is one round trip,
+        # the first on a new one two (the handshake)
+        assert rtt * 0.95 <= round_trip <= rtt * 1.5 + 20, (label, cells)
+        assert first >= 2 * rtt * 0.95, (label, cells)
+        # and really caps one connection
+        assert cap == QUICK.wan_rate_mbit
+        assert cap * 0.5 <= download <= cap * 1.05, (label, cells)
+    for header, rows in links:
+        assert header[0] == "mirrord"
+        assert rows["complete"][0] == "yes"
+        assert rows["HTTP requests"][0] == str(QUICK.wan_packages + 1)
+        assert rows["complete"][header.index("sequential Python")] == "yes"
+        for column, binary in (("wget2 -t16", "wget2"), ("rsync -a", "rsync")):
+            expected = "yes" if shutil.which(binary) else "not installed"
+            assert rows["complete"][header.index(column)] == expected, (column, rows)

@@ -16,6 +16,7 @@ from benchmarks.scenarios.ratelimit import rate_limit
 from benchmarks.scenarios.releases import releases_beside
 from benchmarks.scenarios.serving import serving
 from benchmarks.scenarios.unchanged import unchanged
+from benchmarks.scenarios.wan import wan
 
 Scenario = Callable[[Bench], ScenarioResult]
 
@@ -46,4 +47,5 @@ SCENARIOS: dict[str, Scenario] = {
     "serving": serving,
     "releases-beside": releases_beside,
     "bucket": bucket,
+    "wan": wan,
 }
