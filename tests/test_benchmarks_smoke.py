@@ -188,8 +188,9 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
         rclone_cell = rows[row][1]
         assert _numeric(rclone_cell) if shutil.which("rclone") else rclone_cell == "not installed"
 
-    network, *links = _tables(sections["wan"])
+    network, daemon, *links = _tables(sections["wan"])
     assert len(links) == len(QUICK.wan_rtts_ms)
+    assert all(_numeric(cells[1]) for cells in daemon[1].values()), daemon
     for rtt, (label, cells) in zip(QUICK.wan_rtts_ms, network[1].items(), strict=True):
         set_rtt, round_trip, first, cap, download = (float(c) for c in cells)
         assert set_rtt == rtt, label

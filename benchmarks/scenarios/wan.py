@@ -17,8 +17,9 @@ from pathlib import Path
 from benchmarks.context import Bench
 from benchmarks.data import DataSet
 from benchmarks.linkcheck import Observed, observe
+from benchmarks.mirrordrun import read_events
 from benchmarks.peers import HTTP_PEERS, SEQUENTIAL, Transfer, rsync
-from benchmarks.results import GoalCheck, ScenarioResult, Table, fmt
+from benchmarks.results import MISSING, GoalCheck, ScenarioResult, Table, fmt, median, ratio
 from benchmarks.scenarios.common import (
     MAIN,
     VERIFIES,
@@ -79,6 +80,7 @@ class LinkRun:
     link: Link
     observed: Observed
     comparison: Comparison
+    passes: tuple[float, ...]  # mirrord's own sync.arch.done seconds, each run
 
 
 def _links(bench: Bench) -> tuple[Link, ...]:
@@ -179,7 +181,13 @@ def _measure(bench: Bench, dataset: DataSet) -> list[LinkRun]:
                 (served.logs / tag / "mirrord-0.yaml").read_text(),
                 tuple(retries),
             )
-            done.append(LinkRun(link, observed, comparison))
+            passes = tuple(
+                float(event["seconds"])
+                for rep in range(bench.runs)
+                for event in read_events(served.logs / tag / f"mirrord-{rep}.out")
+                if event.get("event") == "sync.arch.done"
+            )
+            done.append(LinkRun(link, observed, comparison, passes))
     return done
 
 
@@ -209,6 +217,37 @@ def _network_table(runs: list[LinkRun]) -> Table:
     )
 
 
+def _daemon_table(runs: list[LinkRun]) -> Table:
+    """mirrord's pass alone (what a running daemon pays) against the sequential mirror."""
+    rows = []
+    for r in runs:
+        figures = figures_of(r.comparison)
+        mine, sequential = figures.get(MIRRORD), figures.get(SEQUENTIAL)
+        alone = median(r.passes)
+        rows.append(
+            (
+                r.link.label,
+                fmt(mine["wall"]) if mine else MISSING,
+                fmt(alone),
+                fmt(sequential["wall"]) if sequential else MISSING,
+                ratio(sequential["wall"], mine["wall"]) if sequential and mine else MISSING,
+                ratio(sequential["wall"], alone) if sequential else MISSING,
+            )
+        )
+    return Table(
+        (
+            "link",
+            "mirrord wall s",
+            "mirrord's pass alone, s (sync.arch.done)",
+            f"{SEQUENTIAL} wall s",
+            "ratio, wall",
+            "ratio, pass alone",
+        ),
+        tuple(rows),
+        caption="mirrord's one-shot process against its pass alone, as a running daemon pays it",
+    )
+
+
 def wan(bench: Bench) -> ScenarioResult:
     dataset = bench.sets.wan()
     largest = max(p.size for p in dataset.packages)
@@ -227,7 +266,7 @@ def wan(bench: Bench) -> ScenarioResult:
         "alternating run(s)."
     )
     runs = _measure(bench, dataset)
-    tables: list[Table] = [_network_table(runs)]
+    tables: list[Table] = [_network_table(runs), _daemon_table(runs)]
     goals: list[GoalCheck] = []
     figures: dict[str, dict[str, float]] = {}
     for r in runs:
