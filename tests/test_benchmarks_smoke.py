@@ -59,7 +59,12 @@ def _sections(report: str) -> dict[str, str]:
 
 def _first_table(section: str) -> tuple[list[str], dict[str, list[str]]]:
     """The header and the rows (by their first cell) of a section's first table."""
-    lines = [line for line in section.splitlines() if line.startswith("|")]
+    lines: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:  # the first table ends at its first line that is not a row
+            break
     assert len(lines) >= 3, f"no table in:\n{section[:500]}"
     cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
     header, rows = cells[0], cells[2:]
