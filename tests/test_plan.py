@@ -7,13 +7,7 @@ import pytest
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PublishedFile
-from mirrord.publish.plan import (
-    PENDING,
-    due_deletions,
-    largest_first,
-    plan_publish,
-    plan_rollback,
-)
+from mirrord.publish.plan import PENDING, due_deletions, plan_publish, plan_rollback
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 
@@ -42,17 +36,6 @@ def test_the_fetch_list_skips_stored_and_deduplicates_identities() -> None:
     plan.fill_one(identity(a), "sha-a")
     assert [f.sha256 for f in plan.files] == ["sha-a", "sha-b", "sha-a", PENDING]
     assert plan.missing() == [c.ref()]
-
-
-def test_the_largest_packages_are_fetched_first_index_order_among_equals() -> None:
-    small, big, medium, also_big = (
-        entry("small", size=10),
-        entry("big", size=5_000),
-        entry("medium", size=300),
-        entry("also-big", size=5_000),
-    )
-    refs = [e.ref() for e in (small, big, medium, also_big)]
-    assert largest_first(refs) == [big.ref(), also_big.ref(), medium.ref(), small.ref()]
 
 
 def test_first_publish_links_everything_and_waits_for_pending_digests() -> None:

@@ -15,17 +15,6 @@ from mirrord.core.model import ArchKey, PackageRef, PublishedFile
 PENDING = ""  # the digest of a file whose package is still being fetched
 
 
-def largest_first(refs: Iterable[PackageRef]) -> list[PackageRef]:
-    """The order to fetch in: largest first, index order among equals.
-
-    A connection's rate is bounded (by the origin or the round trip), so the
-    largest package alone can outlast all the others spread over the rest of
-    the connections; started last it stretches the pass by its whole transfer,
-    started first it overlaps them (longest-processing-time-first scheduling).
-    """
-    return sorted(refs, key=lambda ref: -ref.size)
-
-
 @dataclass
 class PublishPlan:
     """What publishing a new index takes, decided before its downloads finish.

@@ -39,7 +39,7 @@ from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.origin import IndexResult, OriginClient
 from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.fetch.seed import seed_from_tree
-from mirrord.publish.plan import PublishPlan, largest_first, plan_publish
+from mirrord.publish.plan import PublishPlan, plan_publish
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.committer import Committer
 from mirrord.storage.maintenance import GarbageReport, InUse, collect_garbage
@@ -352,7 +352,7 @@ class SyncEngine:
             log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
         async with self._store_gate:  # other arches may have stored some since we planned
             plan.fill(await self.db.call(self.db.lookup, list(plan.waiting)))
-        to_fetch = largest_first(plan.missing())
+        to_fetch = plan.missing()
         del missing, seeded
         await self._check_space(key, to_fetch)
         fetched = list(to_fetch)
@@ -378,7 +378,7 @@ class SyncEngine:
                 raise DownloadsFailedError(str(key), failures, len(fetched), first)
             # The origin's index came before its packages: ask again soon, keep serving
             # the previous snapshot meanwhile.
-            to_fetch = largest_first(plan.missing())
+            to_fetch = plan.missing()
             log.info(
                 "sync.arch.waiting_for_origin",
                 missing=len(to_fetch),
