@@ -1,15 +1,18 @@
-"""The origin servers: nginx (with an access log to count requests) and an rsync daemon."""
+"""The origin servers: nginx (with an access log to count requests), an rsync daemon,
+and the delay proxy that puts either of them at the far end of a slow link."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.nginx import CONFIG, Nginx
+from tests.nginx import CONFIG, LoopbackServer, Nginx, free_port, start_listening
 from tests.rsyncd import RsyncDaemon as BaseRsyncDaemon
 
+DELAY_PROXY = Path(__file__).with_name("delayproxy.py")
 LOG_FORMAT = 'log_format bench "$status $request_method $body_bytes_sent $request_uri";'
 
 
@@ -80,3 +83,22 @@ class RsyncDaemon(BaseRsyncDaemon):
         )
         super().__init__(config, directory, "origin")
         self.root = root
+
+
+class DelayProxy(LoopbackServer):
+    """benchmarks/delayproxy.py on 127.0.0.1:port, in front of 127.0.0.1:target."""
+
+    def __init__(self, target: int, rtt_ms: float, rate_mbit: float, log: Path) -> None:
+        super().__init__()
+        self.target = target
+        self.rtt_ms = rtt_ms
+        self.rate_mbit = rate_mbit
+        self.log = log
+
+    def __enter__(self) -> DelayProxy:
+        self.port = free_port()
+        argv = [sys.executable, str(DELAY_PROXY), str(self.port), str(self.target)]
+        argv += [f"{self.rtt_ms:g}", f"{self.rate_mbit:g}"]
+        with self.log.open("ab") as output:
+            self._process = start_listening(argv, self.port, "delay proxy", 10.0, self.log, output)
+        return self

@@ -23,7 +23,7 @@ from benchmarks.settings import Sizes
 from mirrord.demo.repogen import PackageSpec, SigningKey
 
 # one salt per set, so no two sets share package contents
-_RELEASE, _DELTA, _SMALL_HEAVY, _LARGE, _UNCHANGED, _TINY = 1, 2, 3, 4, 5, 6
+_RELEASE, _DELTA, _SMALL_HEAVY, _LARGE, _UNCHANGED, _TINY, _WAN = 1, 2, 3, 4, 5, 6, 7
 
 
 @dataclass
@@ -68,6 +68,13 @@ class DataSets:
         return self._build(
             "release",
             sampled_specs(self.real, s.release, max_size=s.release_max_size, salt=_RELEASE),
+        )
+
+    def wan(self) -> DataSet:
+        """Like the release set (the real size distribution), small enough for a slow link."""
+        s = self.sizes
+        return self._build(
+            "wan", sampled_specs(self.real, s.wan_packages, max_size=s.wan_max_size, salt=_WAN)
         )
 
     def delta(self) -> tuple[Delta, DataSet]:

@@ -43,6 +43,13 @@ class Sizes:
     freshness_generations: int = 50
     freshness_spacing: float = 1.5
     freshness_poll_interval: int = 5
+    # wan: full sync over a slow link, at each RTT. A set with the real tree's ratio of
+    # total bytes to largest file (about 26: 3.4 GB, largest 130 MB), which bounds what
+    # parallel connections can gain when each connection is capped
+    wan_packages: int = 600
+    wan_max_size: int | None = 4_000_000
+    wan_rtts_ms: tuple[int, ...] = (20, 80)
+    wan_rate_mbit: int = 50  # per connection
 
 
 FULL = Sizes(
@@ -100,4 +107,6 @@ QUICK = Sizes(
     freshness_generations=4,
     freshness_spacing=1.1,
     freshness_poll_interval=2,
+    wan_packages=20,
+    wan_max_size=8_000,
 )

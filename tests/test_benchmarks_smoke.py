@@ -31,6 +31,7 @@ SCENARIOS = (
     "serving-paced",
     "releases-beside",
     "bucket",
+    "wan",
     "throughput",
 )
 FULL_SYNC = ("full-release", "full-small-heavy", "full-large")
@@ -59,7 +60,12 @@ def _sections(report: str) -> dict[str, str]:
 
 def _first_table(section: str) -> tuple[list[str], dict[str, list[str]]]:
     """The header and the rows (by their first cell) of a section's first table."""
-    lines = [line for line in section.splitlines() if line.startswith("|")]
+    lines: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:  # the first table ends at its first line that is not a row
+            break
     assert len(lines) >= 3, f"no table in:\n{section[:500]}"
     cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
     header, rows = cells[0], cells[2:]
@@ -69,6 +75,19 @@ def _first_table(section: str) -> tuple[list[str], dict[str, list[str]]]:
             break
         table[row[0]] = row[1:]
     return header[1:], table
+
+
+def _tables(section: str) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """Every table of a section: its header and its rows (by their first cell)."""
+    found: list[tuple[list[str], dict[str, list[str]]]] = []
+    block: list[str] = []
+    for line in [*section.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            found.append(_first_table("\n".join(block)))
+            block = []
+    return found
 
 
 def _numeric(cell: str) -> bool:
@@ -175,3 +194,25 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
         assert _numeric(rows[row][0]) and float(rows[row][0]) > 0
         rclone_cell = rows[row][1]
         assert _numeric(rclone_cell) if shutil.which("rclone") else rclone_cell == "not installed"
+
+    network, daemon, *links = _tables(sections["wan"])
+    assert len(links) == len(QUICK.wan_rtts_ms)
+    assert all(_numeric(cells[1]) for cells in daemon[1].values()), daemon
+    for rtt, (label, cells) in zip(QUICK.wan_rtts_ms, network[1].items(), strict=True):
+        set_rtt, round_trip, first, cap, download = (float(c) for c in cells)
+        assert set_rtt == rtt, label
+        # the proxy really delays: an exchange on an open connection is one round trip,
+        # the first on a new one two (the handshake)
+        assert rtt * 0.95 <= round_trip <= rtt * 1.5 + 20, (label, cells)
+        assert first >= 2 * rtt * 0.95, (label, cells)
+        # and really caps one connection
+        assert cap == QUICK.wan_rate_mbit
+        assert cap * 0.5 <= download <= cap * 1.05, (label, cells)
+    for header, rows in links:
+        assert header[0] == "mirrord"
+        assert rows["complete"][0] == "yes"
+        assert rows["HTTP requests"][0] == str(QUICK.wan_packages + 1)
+        assert rows["complete"][header.index("sequential Python")] == "yes"
+        for column, binary in (("wget2 -t16", "wget2"), ("rsync -a", "rsync")):
+            expected = "yes" if shutil.which(binary) else "not installed"
+            assert rows["complete"][header.index(column)] == expected, (column, rows)

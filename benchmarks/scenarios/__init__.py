@@ -16,6 +16,7 @@ from benchmarks.scenarios.ratelimit import rate_limit
 from benchmarks.scenarios.releases import releases_beside
 from benchmarks.scenarios.serving import serving, serving_paced
 from benchmarks.scenarios.unchanged import unchanged
+from benchmarks.scenarios.wan import wan
 
 Scenario = Callable[[Bench], ScenarioResult]
 
@@ -47,4 +48,5 @@ SCENARIOS: dict[str, Scenario] = {
     "serving-paced": serving_paced,
     "releases-beside": releases_beside,
     "bucket": bucket,
+    "wan": wan,
 }

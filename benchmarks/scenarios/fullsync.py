@@ -44,7 +44,7 @@ class Comparison:
     retries: tuple[str, ...]  # mirrord's fetch.package.retry errors, every run
 
 
-def _mirrord_runner(bench: Bench, url: str, logs: Path, retries: list[str]) -> Runner:
+def mirrord_runner(bench: Bench, url: str, logs: Path, retries: list[str]) -> Runner:
     def run(out: Path, rep: int) -> tuple[measure.Usage, Path, str]:
         setup = mirrordrun.MirrordSetup(
             origin_url=url,
@@ -60,12 +60,21 @@ def _mirrord_runner(bench: Bench, url: str, logs: Path, retries: list[str]) -> R
     return run
 
 
-def _peer_argv(peer: Peer, transfer: Transfer) -> Callable[[Path, Path], list[str]]:
+def peer_argv(peer: Peer, transfer: Transfer) -> Callable[[Path, Path], list[str]]:
     return lambda out, inputs: peer.command(transfer, out, inputs)
 
 
-def compare(bench: Bench, name: str, dataset: DataSet, peers: Sequence[Peer]) -> Comparison:
-    """Serve ``dataset`` as one arch; run mirrord and each peer in turn, ``runs`` times."""
+@dataclass(frozen=True)
+class Served:
+    """A scenario's scratch directory with its logs, and ``dataset`` as one arch's origin."""
+
+    directory: Path
+    logs: Path
+    origin: LiveOrigin
+    expected: dict[str, int]  # relative path -> size of every file a complete mirror has
+
+
+def serve(bench: Bench, name: str, dataset: DataSet) -> Served:
     directory = bench.scenario_dir(name)
     logs = directory / "logs"
     logs.mkdir()
@@ -73,30 +82,38 @@ def compare(bench: Bench, name: str, dataset: DataSet, peers: Sequence[Peer]) ->
     origin.publish({MAIN: dataset.packages})
     expected = origin.expected()
     warm(origin.root)
+    return Served(directory, logs, origin, expected)
+
+
+def compare(bench: Bench, name: str, dataset: DataSet, peers: Sequence[Peer]) -> Comparison:
+    """Serve ``dataset`` as one arch; run mirrord and each peer in turn, ``runs`` times."""
+    served = serve(bench, name, dataset)
     installed = {MIRRORD: True, **{p.name: p.installed() for p in peers}}
     trials: dict[str, list[Trial]] = {tool: [] for tool in installed}
     commands: dict[str, str] = {}
     retries: list[str] = []
-    with LoggedNginx(origin.root, directory / "nginx", workers=2) as nginx:
-        transfer = Transfer(nginx.url, tuple(expected), ("/".join(MAIN.parts),))
-        runners: dict[str, Runner] = {MIRRORD: _mirrord_runner(bench, nginx.url, logs, retries)}
+    with LoggedNginx(served.origin.root, served.directory / "nginx", workers=2) as nginx:
+        transfer = Transfer(nginx.url, tuple(served.expected), ("/".join(MAIN.parts),))
+        runners: dict[str, Runner] = {
+            MIRRORD: mirrord_runner(bench, nginx.url, served.logs, retries)
+        }
         for peer in peers:
             if installed[peer.name]:
-                argv = _peer_argv(peer, transfer)
-                runners[peer.name] = peer_runner(argv, logs, slug(peer.name))
+                argv = peer_argv(peer, transfer)
+                runners[peer.name] = peer_runner(argv, served.logs, slug(peer.name))
         for rep in range(bench.runs):
             for tool, runner in runners.items():
-                done = trial(runner, directory / "out", rep, expected, nginx)
+                done = trial(runner, served.directory / "out", rep, served.expected, nginx)
                 trials[tool].append(done)
                 commands.setdefault(tool, done.command)
                 bench.progress(f"{name} {rep + 1}/{bench.runs} {tool}: {done.usage.wall:.2f} s")
     return Comparison(
         trials,
         installed,
-        len(expected),
-        sum(expected.values()),
+        len(served.expected),
+        sum(served.expected.values()),
         tuple(commands.values()),
-        (logs / "mirrord-0.yaml").read_text(),
+        (served.logs / "mirrord-0.yaml").read_text(),
         tuple(retries),
     )
 
@@ -153,9 +170,8 @@ def table_of(comparison: Comparison, figures: Mapping[str, Mapping[str, float]])
     return Table(("figure", *tools), tuple(rows))
 
 
-def full_sync(bench: Bench, name: str, label: str, dataset: DataSet) -> ScenarioResult:
-    comparison = compare(bench, name, dataset, HTTP_PEERS)
-    figures = figures_of(comparison)
+def speed_goals(figures: Mapping[str, Mapping[str, float]], label: str) -> tuple[GoalCheck, ...]:
+    """mirrord at least as fast as wget2, and at least 10x faster than a sequential mirror."""
     mine, theirs = figures.get(MIRRORD), figures.get(WGET2)
     goal = f"full sync ({label}) at least as fast as {WGET2}"
     if mine and theirs:
@@ -175,6 +191,12 @@ def full_sync(bench: Bench, name: str, label: str, dataset: DataSet) -> Scenario
         else "not measured",
         mine["wall"] * 10 <= sequential["wall"] if mine and sequential else None,
     )
+    return check, tenfold
+
+
+def full_sync(bench: Bench, name: str, label: str, dataset: DataSet) -> ScenarioResult:
+    comparison = compare(bench, name, dataset, HTTP_PEERS)
+    figures = figures_of(comparison)
     return ScenarioResult(
         name=name,
         title=f"Full sync, {label} set",
@@ -194,6 +216,6 @@ def full_sync(bench: Bench, name: str, label: str, dataset: DataSet) -> Scenario
             *retry_note(comparison.retries, bench.runs),
         ),
         commands=(*comparison.commands, f"mirrord config:\n{comparison.config}"),
-        goals=(check, tenfold),
+        goals=speed_goals(figures, label),
         figures=figures,
     )
