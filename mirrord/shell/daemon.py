@@ -40,6 +40,7 @@ from mirrord.shell.operations import DaemonControls, Operations, restore_rate_ov
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.shell.supervisor import Supervisor
 from mirrord.sync.bucketmirror import BucketMirror, open_bucket_mirror
+from mirrord.sync.fleet import FleetMember, open_fleet
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
@@ -127,6 +128,7 @@ class Daemon:
         self.purger: CdnPurger | None = None
         self.bucket_mirror: BucketMirror | None = None  # with s3 configured, once it is open
         self.bucket_opened = asyncio.Event()
+        self.fleet: FleetMember | None = None  # with fleet configured
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -172,101 +174,115 @@ class Daemon:
     async def run(self) -> None:
         if self._initial_config.s3 is not None:  # fail at start, not in the bucket's service
             load_credentials(self._initial_config.s3, self.environ)
-        async with open_runtime(
-            self._initial_config,
-            log=self.log,
-            clock=self.clock,
-            metrics=self.metrics,
-            crash=self.crash,
-        ) as runtime:
-            self.runtime = runtime
-            config = runtime.config
-            scheduler = self.scheduler = Scheduler(
-                runtime.engine, runtime.live, runtime.book, clock=self.clock, log=self.log
-            )
-            if config.push.mqtt is not None:
-                self.push = MqttPushListener(
-                    config.push.mqtt,
-                    scheduler,
+        async with contextlib.AsyncExitStack() as stack:
+            fleet_config = self._initial_config.fleet
+            if fleet_config is not None:
+                self.fleet = await stack.enter_async_context(
+                    open_fleet(fleet_config, clock=self.clock, log=self.log, metrics=self.metrics)
+                )
+            runtime = await stack.enter_async_context(
+                open_runtime(
+                    self._initial_config,
+                    log=self.log,
+                    clock=self.clock,
                     metrics=self.metrics,
-                    clock=self.clock,
-                    log=self.log,
-                    releases=runtime.releases if config.releases is not None else None,
-                )
-            if config.push.announce is not None:  # subscribed before the first publish
-                self.announcer = MqttAnnouncer(
-                    config.push.announce,
-                    runtime.feed.subscribe("announce"),
-                    metrics=self.metrics,
-                    clock=self.clock,
-                    log=self.log,
-                )
-            if config.purge.enabled:
-                self.purger = CdnPurger(
-                    config.purge,
-                    config.publish.path,
-                    runtime.feed.subscribe("purge"),
-                    metrics=self.metrics,
-                    clock=self.clock,
-                    log=self.log,
-                )
-            controls = DaemonControls(
-                started_at=self.started_at,
-                reload=self.reload,
-                drain=self.drain,
-                spawn=self._spawn,
-                draining=lambda: self.draining,
-                background=self.supervisor.summary,
-                push=lambda: self.push.status() if self.push is not None else None,
-                announce=lambda: self.announcer.status() if self.announcer is not None else None,
-                purge=lambda: self.purger.status() if self.purger is not None else None,
-            )
-            self.operations = Operations(runtime, scheduler, controls)
-            await runtime.engine.count_store(after_change=False)
-            await restore_rate_override(runtime)
-            self.metrics.registry.register(
-                DaemonCollector(
-                    runtime.book,
-                    scheduler,
-                    lambda: runtime.config.arch_keys(),
-                    runtime.traffic.meter.rate,
-                    self.clock,
-                    trees=lambda: list(runtime.releases.status.values()),
+                    crash=self.crash,
+                    barrier=self.fleet,
                 )
             )
-            control = (
-                ControlServer(
-                    config.control.socket,
-                    self.operations.handle,
-                    log=self.log,
-                    group=config.control.group,
-                    idle_timeout=config.control.idle_timeout,
-                )
-                if config.control.socket
-                else None
-            )
-            metrics = (
-                MetricsServer(
-                    config.metrics.listen,
-                    self.metrics.registry,
-                    self.log,
-                    report=self.operations.report,
-                    clock=self.clock,
-                )
-                if config.metrics.listen
-                else None
-            )
-            if metrics is not None:
-                await metrics.start()
-            if control is not None:
-                control.bind()
-            try:
-                await self._serve(runtime, scheduler, control)
-            finally:
-                if metrics is not None:
-                    await metrics.close()
+            await self._run_with(runtime)
         self.notifier.status("stopped")
         self.log.info("daemon.stopped", forced=self.forced_exit)
+
+    async def _run_with(self, runtime: Runtime) -> None:
+        """The services around an open runtime, until stopped."""
+        self.runtime = runtime
+        config = runtime.config
+        scheduler = self.scheduler = Scheduler(
+            runtime.engine, runtime.live, runtime.book, clock=self.clock, log=self.log
+        )
+        if config.push.mqtt is not None:
+            self.push = MqttPushListener(
+                config.push.mqtt,
+                scheduler,
+                metrics=self.metrics,
+                clock=self.clock,
+                log=self.log,
+                releases=runtime.releases if config.releases is not None else None,
+            )
+        if config.push.announce is not None:  # subscribed before the first publish
+            self.announcer = MqttAnnouncer(
+                config.push.announce,
+                runtime.feed.subscribe("announce"),
+                metrics=self.metrics,
+                clock=self.clock,
+                log=self.log,
+            )
+        if config.purge.enabled:
+            self.purger = CdnPurger(
+                config.purge,
+                config.publish.path,
+                runtime.feed.subscribe("purge"),
+                metrics=self.metrics,
+                clock=self.clock,
+                log=self.log,
+            )
+        controls = DaemonControls(
+            started_at=self.started_at,
+            reload=self.reload,
+            drain=self.drain,
+            spawn=self._spawn,
+            draining=lambda: self.draining,
+            background=self.supervisor.summary,
+            push=lambda: self.push.status() if self.push is not None else None,
+            announce=lambda: self.announcer.status() if self.announcer is not None else None,
+            purge=lambda: self.purger.status() if self.purger is not None else None,
+            fleet=lambda: self.fleet.status() if self.fleet is not None else None,
+        )
+        self.operations = Operations(runtime, scheduler, controls)
+        await runtime.engine.count_store(after_change=False)
+        await restore_rate_override(runtime)
+        self.metrics.registry.register(
+            DaemonCollector(
+                runtime.book,
+                scheduler,
+                lambda: runtime.config.arch_keys(),
+                runtime.traffic.meter.rate,
+                self.clock,
+                trees=lambda: list(runtime.releases.status.values()),
+            )
+        )
+        control = (
+            ControlServer(
+                config.control.socket,
+                self.operations.handle,
+                log=self.log,
+                group=config.control.group,
+                idle_timeout=config.control.idle_timeout,
+            )
+            if config.control.socket
+            else None
+        )
+        metrics = (
+            MetricsServer(
+                config.metrics.listen,
+                self.metrics.registry,
+                self.log,
+                report=self.operations.report,
+                clock=self.clock,
+            )
+            if config.metrics.listen
+            else None
+        )
+        if metrics is not None:
+            await metrics.start()
+        if control is not None:
+            control.bind()
+        try:
+            await self._serve(runtime, scheduler, control)
+        finally:
+            if metrics is not None:
+                await metrics.close()
 
     async def _serve(
         self, runtime: Runtime, scheduler: Scheduler, control: ControlServer | None
@@ -294,6 +310,8 @@ class Daemon:
                 services.append(group.create_task(announce, name="announce"))
             if self.purger is not None:
                 services.append(group.create_task(keep("purge", self.purger.run), name="purge"))
+            if self.fleet is not None:  # adding or removing the section needs a restart
+                services.append(group.create_task(keep("fleet", self.fleet.run), name="fleet"))
             if config.releases is not None:  # adding or removing the section needs a restart
                 trees = keep("releases", lambda: self._sync_releases_periodically(runtime))
                 services.append(group.create_task(trees, name="releases"))

@@ -53,6 +53,7 @@ class DaemonControls:
     push: Callable[[], dict[str, Any] | None] = lambda: None  # the push trigger's state
     announce: Callable[[], dict[str, Any] | None] = lambda: None  # downstream announcements
     purge: Callable[[], dict[str, Any] | None] = lambda: None  # the CDN purges' state
+    fleet: Callable[[], dict[str, Any] | None] = lambda: None  # fleet mode's state
     background: Callable[[], dict[str, object]] = dict  # failures of supervised background work
 
 
@@ -98,6 +99,7 @@ class Operations:
             push=self.daemon.push(),
             announce=self.daemon.announce(),
             purge=self.daemon.purge(),
+            fleet=self.daemon.fleet(),
             background=self.daemon.background(),
         )
 

@@ -111,6 +111,7 @@ class StatusReport(TypedDict):
     push: dict[str, Any] | None  # the MQTT push trigger's state, None when not configured
     announce: dict[str, Any] | None  # downstream announcements' state, None when not configured
     purge: dict[str, Any] | None  # the CDN purges' state, None when not configured
+    fleet: dict[str, Any] | None  # fleet mode's state (sync/fleet.py), None when not configured
     background: dict[str, object]  # failures of supervised background work (supervisor.py)
     tasks: int  # asyncio tasks alive in the daemon (flat over months, or something leaks)
     arches: list[ArchReport]
@@ -141,6 +142,7 @@ async def status_report(
     push: dict[str, Any] | None = None,
     announce: dict[str, Any] | None = None,
     purge: dict[str, Any] | None = None,
+    fleet: dict[str, Any] | None = None,
     background: dict[str, object] | None = None,
 ) -> StatusReport:
     """Everything an operator asks first; reads the database (on its thread)."""
@@ -209,6 +211,7 @@ async def status_report(
         "push": push,
         "announce": announce,
         "purge": purge,
+        "fleet": fleet,
         "background": background or {"failures": {}, "last_failure": None},
         "tasks": len(asyncio.all_tasks()),
         "arches": arches,
