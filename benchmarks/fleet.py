@@ -98,6 +98,7 @@ async def measure(work: Path, generations: int) -> dict[str, Any]:
                 _node(work / "lone", origin, keys, None)
             )
             fleet: list[tuple[Runtime, io.StringIO]] = []
+            members: list[FleetMember] = []
             for name in NODES:
                 client = await stack.enter_async_context(CountingEtcd.open([etcd.url]))
                 member = FleetMember(
@@ -108,12 +109,16 @@ async def measure(work: Path, generations: int) -> dict[str, Any]:
                     Metrics(),
                 )
                 await member.join()
+                members.append(member)
                 fleet.append(
                     await stack.enter_async_context(_node(work / name, origin, keys, member))
                 )
+            group = await stack.enter_async_context(asyncio.TaskGroup())
+            leases = [group.create_task(member.run()) for member in members]
             await lone.engine.run_pass()
             await asyncio.gather(*(runtime.engine.run_pass() for runtime, _ in fleet))
             counted = CountingEtcd.requests
+            started = asyncio.get_running_loop().time()
             for step in range(1, generations + 1):
                 specs = evolve(specs, step)
                 tree.put(KEY, specs)
@@ -121,6 +126,9 @@ async def measure(work: Path, generations: int) -> dict[str, Any]:
                 assert result.outcome == "published", result.error
                 results = await asyncio.gather(*(r.engine.run_pass() for r, _ in fleet))
                 assert all(r[0].outcome == "published" for r in results), results
+            seconds = asyncio.get_running_loop().time() - started
+            for lease in leases:
+                lease.cancel()
             requests = CountingEtcd.requests - counted
     finally:
         etcd.stop()
@@ -137,6 +145,8 @@ async def measure(work: Path, generations: int) -> dict[str, Any]:
         "fleet_p90_ms": _quantile(together, 0.9) * 1000,
         "ratio_median": statistics.median(together) / statistics.median(alone),
         "etcd_requests_per_node_publish": requests / (generations * len(NODES)),
+        "added_median_ms": (statistics.median(together) - statistics.median(alone)) * 1000,
+        "wall_seconds": seconds,
     }
 
 
