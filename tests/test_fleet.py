@@ -38,6 +38,7 @@ from mirrord.publish.fleetplan import Decision, StagedIndex, Verdict, decide
 from mirrord.shell.control.render import status as render_status
 from mirrord.sync.etcd import EtcdClient
 from mirrord.sync.fleet import FleetMember, open_fleet
+from mirrord.sync.runtime import open_runtime
 from tests.etcd import Etcd
 from tests.helpers import Mirror, check_published, config_dict, spawn_mirrord, write_yaml
 from tests.nginx import free_port
@@ -186,6 +187,17 @@ async def test_no_member_goes_live_before_every_member_staged(etcd: Etcd) -> Non
         assert await _staged(client, D2) == {"a"}
 
 
+async def test_a_lease_lost_while_cut_off_is_taken_again(etcd: Etcd) -> None:
+    async with _member(etcd.url, "a") as a, EtcdClient.open([etcd.url]) as client:
+        first = await a.join()
+        await client.revoke(first)  # what etcd does to a node cut off longer than lease_ttl
+        assert "/mirrord/nodes/a" not in await client.range_prefix("/mirrord/nodes/")
+        assert await a.wait_staged(KEY, D1, 100.0) == Decision(Verdict.GO)
+        assert await a.join() != first
+        assert "/mirrord/nodes/a" in await client.range_prefix("/mirrord/nodes/")
+        assert await _staged(client, D1) == {"a"}
+
+
 async def test_a_member_that_never_stages_is_left_out_after_the_timeout(etcd: Etcd) -> None:
     clock = FakeClock(autojump=True)  # the poll pauses pass at once; the timeout is 30 s of them
     async with _member(etcd.url, "a", clock=clock) as a, _member(etcd.url, "b") as b:
@@ -215,6 +227,43 @@ async def test_etcd_unreachable_goes_live_alone_after_the_timeout() -> None:
         status = a.status()
         assert status["connected"] is False
         assert "127.0.0.1" in status["last_error"]
+
+
+async def test_a_node_behind_the_fleet_polls_again_instead_of_going_live(
+    mirror: Mirror, etcd: Etcd
+) -> None:
+    """a stages generation 1 and waits for b; b sees generation 2 first and stages it:
+    a must not make 1 live (b never had its files), it polls again and meets b on 2."""
+    specs = simple_specs("pkg", 6, payload=1500)
+    first = hashlib.sha256(mirror.tree.put(KEY, specs)).hexdigest()
+    configs = {
+        name: parse_config(
+            config_dict(mirror.tmp / name, mirror.origin.url, mirror.keys, [_repo()])
+        )
+        for name in "ab"
+    }
+    async with (
+        _member(etcd.url, "a") as fleet_a,
+        _member(etcd.url, "b") as fleet_b,
+        open_runtime(configs["a"], log=mirror.logs.logger(), barrier=fleet_a) as a,
+        open_runtime(configs["b"], log=mirror.logs.logger(), barrier=fleet_b) as b,
+        EtcdClient.open([etcd.url]) as client,
+        asyncio.TaskGroup() as group,
+    ):
+        await fleet_a.join()
+        await fleet_b.join()
+        syncing = group.create_task(a.engine.sync_arch(KEY))
+        await _until(functools.partial(_has, client, first, "a"), 10, "a staged generation 1")
+        second = hashlib.sha256(mirror.tree.put(KEY, evolve(specs, 1))).hexdigest()
+        result_b = await b.engine.sync_arch(KEY)
+        result_a = await syncing
+    assert (result_a.outcome, result_b.outcome) == ("published", "published")
+    for name in "ab":
+        index = configs[name].publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+        assert hashlib.sha256(index.read_bytes()).hexdigest() == second
+    superseded = mirror.logs.events("fleet.stage.superseded")
+    assert [e["nodes"] for e in superseded] == [["b"]]
+    assert fleet_a.outcomes == {"superseded": 1, "all": 1}
 
 
 # --- three real daemons, one live origin, a reader that picks a node per file ----------

@@ -280,6 +280,10 @@ class EtcdError(MirrordError):
         super().__init__(f"etcd {url}: {reason}")
 
 
+class EtcdLeaseLostError(EtcdError):
+    """The lease a key was to hang on has expired (or was revoked): join again."""
+
+
 class ObjectStoreError(MirrordError):
     """The S3 bucket refused, failed or returned something else than was sent."""
 

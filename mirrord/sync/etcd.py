@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from mirrord.core.errors import EtcdError
+from mirrord.core.errors import EtcdError, EtcdLeaseLostError
 
 REQUEST_TIMEOUT = 5.0
 
@@ -66,7 +66,9 @@ class EtcdClient:
                 async with self._session.post(url, json=body) as response:
                     text = await response.text()
                     if response.status != 200:
-                        raise EtcdError(url, f"HTTP {response.status}: {text[:200]}")
+                        lost = "requested lease not found" in text
+                        error = EtcdLeaseLostError if lost else EtcdError
+                        raise error(url, f"HTTP {response.status}: {text[:200]}")
             except (aiohttp.ClientError, TimeoutError) as error:
                 last = EtcdError(url, str(error) or type(error).__name__)
                 self._current = (self._current + 1) % len(self.endpoints)

@@ -28,7 +28,7 @@ from structlog.typing import FilteringBoundLogger
 
 from mirrord.core.clock import Clock
 from mirrord.core.config import FleetConfig
-from mirrord.core.errors import EtcdError
+from mirrord.core.errors import EtcdError, EtcdLeaseLostError
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.publish.fleetplan import Decision, StagedIndex, Verdict, decide
@@ -84,15 +84,19 @@ class FleetMember:
             try:
                 lease = await self.join()
                 if await self.etcd.keepalive(lease) <= 0:
-                    self.log.warning("fleet.lease.expired", lease=lease)
-                    async with self._lease_lock:
-                        if self._lease == lease:
-                            self._lease = None
+                    await self._forget_lease(lease)
                     continue
                 self._note_reachable()
             except EtcdError as error:
                 self._note_unreachable(error)
             await self.clock.sleep(self.config.lease_ttl / 3)
+
+    async def _forget_lease(self, lease: int) -> None:
+        """It expired (we were cut off longer than its TTL): the next ``join`` takes a new one."""
+        self.log.warning("fleet.lease.expired", lease=lease)
+        async with self._lease_lock:
+            if self._lease == lease:
+                self._lease = None
 
     async def leave(self) -> None:
         """Revoke the lease: the others stop waiting for us at once, not after its TTL."""
@@ -138,7 +142,12 @@ class FleetMember:
         lease = await self.join()
         mine = self._key("staged", arch, digest, self.config.node)
         if mine not in self._mine.get(arch, set()):
-            await self.etcd.put(mine, json.dumps({"origin_mtime": origin_mtime}), lease)
+            try:
+                await self.etcd.put(mine, json.dumps({"origin_mtime": origin_mtime}), lease)
+            except EtcdLeaseLostError:
+                await self._forget_lease(lease)
+                lease = await self.join()
+                await self.etcd.put(mine, json.dumps({"origin_mtime": origin_mtime}), lease)
             self._mine.setdefault(arch, set()).add(mine)
         members, staged = await self._read(arch)
         self.members = tuple(sorted(members))
