@@ -26,10 +26,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from mirrord.core.clock import SystemClock
 from mirrord.core.config import FleetConfig, parse_config
 from mirrord.core.logs import make_logger
-from mirrord.core.metrics import Metrics
+from mirrord.core.metrics import FleetMetrics
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import OriginServer
 from mirrord.demo.repogen import OriginTree, SigningKey, simple_specs
@@ -106,7 +108,7 @@ async def measure(work: Path, generations: int) -> dict[str, Any]:
                     client,
                     SystemClock(),
                     make_logger("info", "json", io.StringIO()),
-                    Metrics(),
+                    FleetMetrics(CollectorRegistry()),
                 )
                 await member.join()
                 members.append(member)

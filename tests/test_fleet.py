@@ -213,7 +213,7 @@ async def test_a_member_that_never_stages_is_left_out_after_the_timeout(etcd: Et
         (line,) = [x for x in render_status({"fleet": status}).splitlines() if "fleet" in x]
         assert "2 members (a, b)" in line
         assert "last left out: b on v3.20/main/x86_64" in line
-        left_out = a.metrics.fleet_barriers.labels(**Metrics.labels(KEY), outcome="left_out")
+        left_out = a.metrics.barriers.labels(**Metrics.labels(KEY), outcome="left_out")
         assert left_out._value.get() == 1
 
 
@@ -223,7 +223,7 @@ async def test_etcd_unreachable_goes_live_alone_after_the_timeout() -> None:
     async with _member(nobody, "a", stage_timeout=5.0, clock=clock) as a:
         assert await a.wait_staged(KEY, D1, 100.0) == Decision(Verdict.ALONE)
         assert clock.monotonic() >= 5.0
-        assert a.metrics.fleet_etcd_up._value.get() == 0
+        assert a.metrics.etcd_up._value.get() == 0
         status = a.status()
         assert status["connected"] is False
         assert "127.0.0.1" in status["last_error"]
@@ -401,7 +401,7 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
                         await _until(live({"c"}, digest), 30, "c caught up")
                         with lock:
                             healthy.add("c")
-                    await asyncio.to_thread(stats.wait_for_round, digest, 30)
+                    assert await asyncio.to_thread(stats.wait_for_round, digest, 30)
             finally:
                 stop.set()
             await reader
@@ -419,13 +419,12 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
         assert node.digest() == hashlib.sha256(latest).hexdigest()
         report = check_published(load_config(node.config_path))
         assert report.ok, report.problems
-    # The fast nodes waited for the slow one at least once; c joined twice.
+    # The fast nodes waited for the slow one; c joined again after its restart; etcd
+    # was always there.
     waited = [e for n in "ac" for e in nodes[n].events("fleet.stage.waiting")]
     assert any("b" in e["missing"] for e in waited)
-    assert len(nodes["c"].events("fleet.joined")) == 2
-    assert all(
-        e["outcome"] != "alone" for n in nodes.values() for e in n.events("fleet.stage.done")
-    )
+    assert len(nodes["c"].events("fleet.joined")) >= 2
+    assert [e for n in nodes.values() for e in n.events("fleet.stage.alone")] == []
 
 
 async def _has(client: EtcdClient, digest: str, node: str) -> bool:

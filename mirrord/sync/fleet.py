@@ -29,7 +29,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.core.clock import Clock
 from mirrord.core.config import FleetConfig
 from mirrord.core.errors import EtcdError, EtcdLeaseLostError
-from mirrord.core.metrics import Metrics
+from mirrord.core.metrics import FleetMetrics, Metrics
 from mirrord.core.model import ArchKey
 from mirrord.publish.fleetplan import Decision, StagedIndex, Verdict, decide
 from mirrord.sync.etcd import EtcdClient
@@ -51,7 +51,7 @@ class FleetMember:
     etcd: EtcdClient
     clock: Clock
     log: FilteringBoundLogger
-    metrics: Metrics
+    metrics: FleetMetrics
     connected: bool = False
     last_error: str | None = None
     members: tuple[str, ...] = ()  # as last read
@@ -109,14 +109,14 @@ class FleetMember:
         if not self.connected:
             self.log.info("fleet.etcd.connected", endpoint=self.etcd.endpoint)
         self.connected = True
-        self.metrics.fleet_etcd_up.set(1)
+        self.metrics.etcd_up.set(1)
 
     def _note_unreachable(self, error: EtcdError) -> None:
         if self.connected or self.last_error != str(error):
             self.log.warning("fleet.etcd.unreachable", error=str(error))
         self.connected = False
         self.last_error = str(error)
-        self.metrics.fleet_etcd_up.set(0)
+        self.metrics.etcd_up.set(0)
 
     # --- the barrier -----------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class FleetMember:
             self._mine.setdefault(arch, set()).add(mine)
         members, staged = await self._read(arch)
         self.members = tuple(sorted(members))
-        self.metrics.fleet_members.set(len(members))
+        self.metrics.members.set(len(members))
         if not any(s.node == self.config.node and s.digest == digest for s in staged):
             self._mine[arch].discard(mine)  # our lease expired meanwhile: put it again
         return decide(
@@ -198,8 +198,8 @@ class FleetMember:
     ) -> None:
         verdict = decision.verdict
         self.outcomes[verdict.value] = self.outcomes.get(verdict.value, 0) + 1
-        self.metrics.fleet_barriers.labels(**Metrics.labels(key), outcome=verdict.value).inc()
-        self.metrics.fleet_wait.observe(waited)
+        self.metrics.barriers.labels(**Metrics.labels(key), outcome=verdict.value).inc()
+        self.metrics.wait.observe(waited)
         if verdict is Verdict.GO_WITHOUT:
             self.last_left_out = LeftOut(str(key), decision.missing, self.clock.time())
             log.warning(
@@ -244,7 +244,9 @@ async def open_fleet(
 ) -> AsyncIterator[FleetMember]:
     """The etcd client and this node's membership; leaving revokes the lease."""
     async with EtcdClient.open(config.etcd) as etcd:
-        member = FleetMember(config, etcd, clock, log.bind(node=config.node), metrics)
+        member = FleetMember(
+            config, etcd, clock, log.bind(node=config.node), FleetMetrics(metrics.registry)
+        )
         try:
             yield member
         finally:
