@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import threading
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from mirrord.sync.runtime import open_runtime
 from tests.etcd import Etcd
 from tests.helpers import Mirror, check_published, config_dict, spawn_mirrord, write_yaml
 from tests.nginx import free_port
+from tests.prom import samples, scrape, value
 from tests.reader import ReaderStats, evolve, read_until
 
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -349,8 +351,12 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
     first = hashlib.sha256(mirror.tree.put(KEY, specs)).hexdigest()
     # b downloads slowly, so a and c really stage first and wait for it.
     slow = {"fetch": {"rate_limit": "20KB/s", "burst": "4KB"}}
+    watched = {  # what an operator of a looks at: its metrics and `mirrord ctl status`
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "control": {"socket": str(mirror.tmp / "a.sock")},
+    }
     nodes = {
-        "a": _node(mirror, etcd, "a"),
+        "a": _node(mirror, etcd, "a", **watched),
         "b": _node(mirror, etcd, "b", **slow),
         "c": _node(mirror, etcd, "c"),
     }
@@ -405,6 +411,11 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
             finally:
                 stop.set()
             await reader
+            found = samples(await scrape(f"http://{watched['metrics']['listen']}"))
+            status = await spawn_mirrord(
+                "ctl", "--socket", watched["control"]["socket"], "status", stdout=PIPE
+            )
+            status_text = (await status.communicate())[0].decode()
     finally:
         stop.set()
         for node in nodes.values():
@@ -425,6 +436,12 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
     assert any("b" in e["missing"] for e in waited)
     assert len(nodes["c"].events("fleet.joined")) >= 2
     assert [e for n in nodes.values() for e in n.events("fleet.stage.alone")] == []
+    labels = {"branch": KEY.branch, "repo": KEY.repo, "arch": KEY.arch}
+    assert value(found, "mirrord_fleet_barriers_total", **labels, outcome="all") >= GENERATIONS - 5
+    assert value(found, "mirrord_fleet_etcd_up") == 1
+    assert value(found, "mirrord_fleet_members") == 3
+    (line,) = [x for x in status_text.splitlines() if x.lstrip().startswith("fleet")]
+    assert "node a" in line and "3 members (a, b, c)" in line, line
 
 
 async def _has(client: EtcdClient, digest: str, node: str) -> bool:
