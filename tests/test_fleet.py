@@ -41,7 +41,14 @@ from mirrord.sync.etcd import EtcdClient
 from mirrord.sync.fleet import FleetMember, open_fleet
 from mirrord.sync.runtime import open_runtime
 from tests.etcd import Etcd
-from tests.helpers import Mirror, check_published, config_dict, spawn_mirrord, write_yaml
+from tests.helpers import (
+    Mirror,
+    check_published,
+    config_dict,
+    run_mirrord,
+    spawn_mirrord,
+    write_yaml,
+)
 from tests.nginx import free_port
 from tests.prom import samples, scrape, value
 from tests.reader import ReaderStats, evolve, read_until
@@ -113,6 +120,17 @@ def test_fleet_config_defaults_and_refusals(mirror: Mirror) -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(_config(mirror, bad))
         assert caught.value.key_path == where
+
+
+def test_check_config_names_the_fleet(mirror: Mirror) -> None:
+    fleet = {"etcd": ["http://e1:2379", "http://e2:2379"], "node": "t1-a", "stage_timeout": "2m"}
+    path = write_yaml(mirror.tmp / "fleet.yaml", _config(mirror, fleet))
+    checked = run_mirrord("check-config", "--config", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        "fleet       node t1-a under /mirrord in etcd http://e1:2379, http://e2:2379, "
+        "stage_timeout 120 s" in checked.stdout
+    )
 
 
 # --- the barrier against a real etcd ------------------------------------------------------

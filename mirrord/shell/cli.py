@@ -82,6 +82,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         source = config.s3.credentials_file or "the environment"
         print(f"  bucket      {config.s3.bucket}/{config.s3.prefix} at {config.s3.endpoint}")
         print(f"  credentials key {credentials.access_key} from {source} (not checked online)")
+    if config.fleet is not None:
+        fleet = config.fleet
+        print(
+            f"  fleet       node {fleet.node} under {fleet.prefix} in etcd "
+            f"{', '.join(fleet.etcd)}, stage_timeout {fleet.stage_timeout:g} s "
+            "(not checked online)"
+        )
     return EXIT_OK
 
 
