@@ -286,6 +286,21 @@ async def test_a_node_behind_the_fleet_polls_again_instead_of_going_live(
     assert fleet_a.outcomes == {"superseded": 1, "all": 1}
 
 
+async def test_a_one_shot_sync_takes_part_and_leaves(mirror: Mirror, etcd: Etcd) -> None:
+    index = mirror.tree.put(KEY, simple_specs("pkg", 4, payload=1000))
+    data = _config(mirror, {"etcd": [etcd.url], "node": "once", "stage_timeout": 30})
+    path = write_yaml(mirror.tmp / "once.yaml", data)
+    process = await spawn_mirrord("sync", "--config", str(path), stdout=PIPE, stderr=PIPE)
+    out, err = await process.communicate()
+    assert process.returncode == 0, (out + err).decode()
+    events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    assert [e["outcome"] for e in events if e["event"] == "fleet.stage.done"] == ["all"]
+    published = parse_config(data).publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+    assert published.read_bytes() == index
+    async with EtcdClient.open([etcd.url]) as client:
+        assert await client.range_prefix("/mirrord/nodes/") == {}  # its lease revoked at exit
+
+
 # --- three real daemons, one live origin, a reader that picks a node per file ----------
 
 
