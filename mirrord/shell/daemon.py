@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -174,13 +174,107 @@ class Daemon:
     async def run(self) -> None:
         if self._initial_config.s3 is not None:  # fail at start, not in the bucket's service
             load_credentials(self._initial_config.s3, self.environ)
-        async with contextlib.AsyncExitStack() as stack:
-            fleet_config = self._initial_config.fleet
-            if fleet_config is not None:
-                self.fleet = await stack.enter_async_context(
-                    open_fleet(fleet_config, clock=self.clock, log=self.log, metrics=self.metrics)
+        async with self._open_runtime() as runtime:
+            self.runtime = runtime
+            config = runtime.config
+            scheduler = self.scheduler = Scheduler(
+                runtime.engine, runtime.live, runtime.book, clock=self.clock, log=self.log
+            )
+            if config.push.mqtt is not None:
+                self.push = MqttPushListener(
+                    config.push.mqtt,
+                    scheduler,
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    log=self.log,
+                    releases=runtime.releases if config.releases is not None else None,
                 )
-            runtime = await stack.enter_async_context(
+            if config.push.announce is not None:  # subscribed before the first publish
+                self.announcer = MqttAnnouncer(
+                    config.push.announce,
+                    runtime.feed.subscribe("announce"),
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    log=self.log,
+                )
+            if config.purge.enabled:
+                self.purger = CdnPurger(
+                    config.purge,
+                    config.publish.path,
+                    runtime.feed.subscribe("purge"),
+                    metrics=self.metrics,
+                    clock=self.clock,
+                    log=self.log,
+                )
+            controls = DaemonControls(
+                started_at=self.started_at,
+                reload=self.reload,
+                drain=self.drain,
+                spawn=self._spawn,
+                draining=lambda: self.draining,
+                background=self.supervisor.summary,
+                push=lambda: self.push.status() if self.push is not None else None,
+                announce=lambda: self.announcer.status() if self.announcer is not None else None,
+                purge=lambda: self.purger.status() if self.purger is not None else None,
+                fleet=lambda: self.fleet.status() if self.fleet is not None else None,
+            )
+            self.operations = Operations(runtime, scheduler, controls)
+            await runtime.engine.count_store(after_change=False)
+            await restore_rate_override(runtime)
+            self.metrics.registry.register(
+                DaemonCollector(
+                    runtime.book,
+                    scheduler,
+                    lambda: runtime.config.arch_keys(),
+                    runtime.traffic.meter.rate,
+                    self.clock,
+                    trees=lambda: list(runtime.releases.status.values()),
+                )
+            )
+            control = (
+                ControlServer(
+                    config.control.socket,
+                    self.operations.handle,
+                    log=self.log,
+                    group=config.control.group,
+                    idle_timeout=config.control.idle_timeout,
+                )
+                if config.control.socket
+                else None
+            )
+            metrics = (
+                MetricsServer(
+                    config.metrics.listen,
+                    self.metrics.registry,
+                    self.log,
+                    report=self.operations.report,
+                    clock=self.clock,
+                )
+                if config.metrics.listen
+                else None
+            )
+            if metrics is not None:
+                await metrics.start()
+            if control is not None:
+                control.bind()
+            try:
+                await self._serve(runtime, scheduler, control)
+            finally:
+                if metrics is not None:
+                    await metrics.close()
+        self.notifier.status("stopped")
+        self.log.info("daemon.stopped", forced=self.forced_exit)
+
+    @contextlib.asynccontextmanager
+    async def _open_runtime(self) -> AsyncIterator[Runtime]:
+        """The runtime, and with ``fleet`` configured this node's membership around it."""
+        async with contextlib.AsyncExitStack() as stack:
+            fleet = self._initial_config.fleet
+            if fleet is not None:
+                self.fleet = await stack.enter_async_context(
+                    open_fleet(fleet, clock=self.clock, log=self.log, metrics=self.metrics)
+                )
+            yield await stack.enter_async_context(
                 open_runtime(
                     self._initial_config,
                     log=self.log,
@@ -190,99 +284,6 @@ class Daemon:
                     barrier=self.fleet,
                 )
             )
-            await self._run_with(runtime)
-        self.notifier.status("stopped")
-        self.log.info("daemon.stopped", forced=self.forced_exit)
-
-    async def _run_with(self, runtime: Runtime) -> None:
-        """The services around an open runtime, until stopped."""
-        self.runtime = runtime
-        config = runtime.config
-        scheduler = self.scheduler = Scheduler(
-            runtime.engine, runtime.live, runtime.book, clock=self.clock, log=self.log
-        )
-        if config.push.mqtt is not None:
-            self.push = MqttPushListener(
-                config.push.mqtt,
-                scheduler,
-                metrics=self.metrics,
-                clock=self.clock,
-                log=self.log,
-                releases=runtime.releases if config.releases is not None else None,
-            )
-        if config.push.announce is not None:  # subscribed before the first publish
-            self.announcer = MqttAnnouncer(
-                config.push.announce,
-                runtime.feed.subscribe("announce"),
-                metrics=self.metrics,
-                clock=self.clock,
-                log=self.log,
-            )
-        if config.purge.enabled:
-            self.purger = CdnPurger(
-                config.purge,
-                config.publish.path,
-                runtime.feed.subscribe("purge"),
-                metrics=self.metrics,
-                clock=self.clock,
-                log=self.log,
-            )
-        controls = DaemonControls(
-            started_at=self.started_at,
-            reload=self.reload,
-            drain=self.drain,
-            spawn=self._spawn,
-            draining=lambda: self.draining,
-            background=self.supervisor.summary,
-            push=lambda: self.push.status() if self.push is not None else None,
-            announce=lambda: self.announcer.status() if self.announcer is not None else None,
-            purge=lambda: self.purger.status() if self.purger is not None else None,
-            fleet=lambda: self.fleet.status() if self.fleet is not None else None,
-        )
-        self.operations = Operations(runtime, scheduler, controls)
-        await runtime.engine.count_store(after_change=False)
-        await restore_rate_override(runtime)
-        self.metrics.registry.register(
-            DaemonCollector(
-                runtime.book,
-                scheduler,
-                lambda: runtime.config.arch_keys(),
-                runtime.traffic.meter.rate,
-                self.clock,
-                trees=lambda: list(runtime.releases.status.values()),
-            )
-        )
-        control = (
-            ControlServer(
-                config.control.socket,
-                self.operations.handle,
-                log=self.log,
-                group=config.control.group,
-                idle_timeout=config.control.idle_timeout,
-            )
-            if config.control.socket
-            else None
-        )
-        metrics = (
-            MetricsServer(
-                config.metrics.listen,
-                self.metrics.registry,
-                self.log,
-                report=self.operations.report,
-                clock=self.clock,
-            )
-            if config.metrics.listen
-            else None
-        )
-        if metrics is not None:
-            await metrics.start()
-        if control is not None:
-            control.bind()
-        try:
-            await self._serve(runtime, scheduler, control)
-        finally:
-            if metrics is not None:
-                await metrics.close()
 
     async def _serve(
         self, runtime: Runtime, scheduler: Scheduler, control: ControlServer | None
