@@ -15,6 +15,7 @@ from mirrord.core.config import (
     Config,
     ControlConfig,
     FetchConfig,
+    FleetConfig,
     LimitsConfig,
     LogConfig,
     MetricsConfig,
@@ -54,10 +55,11 @@ def test_example_config_loads_and_documents_every_key() -> None:
         if section.name in ("repositories", "interval", "shutdown_grace"):
             assert section.name in raw
             continue
-        if section.name == "s3":  # off by default: documented commented out
-            s3_text = EXAMPLE.read_text().split("\n# s3:\n")[1].split("\n\n")[0]
-            for name in (f.name for f in dataclasses.fields(S3Config)):
-                assert re.search(rf"^#   {name}:", s3_text, re.MULTILINE), f"s3.{name}"
+        off_by_default = {"s3": S3Config, "fleet": FleetConfig}  # documented commented out
+        if section.name in off_by_default:
+            text = EXAMPLE.read_text().split(f"\n# {section.name}:\n")[1].split("\n\n")[0]
+            for name in (f.name for f in dataclasses.fields(off_by_default[section.name])):
+                assert re.search(rf"^#   {name}:", text, re.MULTILINE), f"{section.name}.{name}"
             continue
         documented = set(raw[section.name])
         section_type = type(getattr(config, section.name))

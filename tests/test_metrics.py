@@ -51,6 +51,8 @@ async def test_a_running_daemon_exposes_valid_and_truthful_metrics(mirror: Mirro
         assert value(found, "mirrord_sync_duration_seconds_count") == 1
         assert value(found, "mirrord_downloads_in_flight") == 0
         assert value(found, "mirrord_build_info", version="0.1.0") == 1
+        # No fleet configured: no fleet metrics (an "etcd up" of 0 would page someone).
+        assert [name for name, _ in found if name.startswith("mirrord_fleet")] == []
         origin_index = mirror.tree.arch_dir(KEY) / "APKINDEX.tar.gz"
         assert value(found, "mirrord_published_index_last_modified_seconds", **LABELS) == int(
             origin_index.stat().st_mtime

@@ -11,6 +11,7 @@ import difflib
 import itertools
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -214,6 +215,17 @@ class S3Config:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """Fleet mode: no node makes an index live before every live node has staged it."""
+
+    etcd: tuple[str, ...]  # endpoints of the etcd cluster's JSON gateway (http://host:2379)
+    node: str  # this node's name in the fleet (default: the host name)
+    prefix: str = "/mirrord"
+    stage_timeout: float = 120.0  # then go live, leaving out the nodes that have not staged
+    lease_ttl: int = 10  # seconds a dead node stays a member
+
+
+@dataclass(frozen=True)
 class Config:
     origin: OriginConfig
     repositories: tuple[RepositorySet, ...]
@@ -228,6 +240,7 @@ class Config:
     purge: PurgeConfig = field(default_factory=PurgeConfig)
     releases: ReleasesConfig | None = None  # None: package repositories only
     s3: S3Config | None = None  # None: the directory tree alone
+    fleet: FleetConfig | None = None  # None: this node publishes alone
     interval: float = 60.0
     shutdown_grace: float = 30.0
 
@@ -552,6 +565,32 @@ def _s3(top: _Section) -> S3Config | None:
     return s3
 
 
+def _etcd_prefix(value: object, where: str) -> str:
+    text = "/" + _string(value, where).strip("/")
+    if "\0" in text or ".." in text.split("/"):
+        raise ConfigError(where, f"expected a key prefix such as /mirrord, got {value!r}")
+    return text
+
+
+def _fleet(top: _Section) -> FleetConfig | None:
+    raw = top.data.get("fleet")
+    if raw is None or raw is False:
+        return None
+    section = top.section("fleet", FleetConfig)
+    etcd = section.get("etcd", _urls)
+    if not etcd:
+        raise ConfigError(section.where("etcd"), "needs at least one endpoint")
+    fleet = FleetConfig(
+        etcd=etcd,
+        node=section.get("node", _segment, socket.gethostname()),
+        prefix=section.get("prefix", _etcd_prefix, FleetConfig.prefix),
+        stage_timeout=section.get("stage_timeout", _duration(0.1), FleetConfig.stage_timeout),
+        lease_ttl=section.get("lease_ttl", _int_range(2, 3600), FleetConfig.lease_ttl),
+    )
+    section.finish()
+    return fleet
+
+
 def _push(top: _Section) -> PushConfig:
     push_section = top.section("push", PushConfig, required=False)
     push_section.finish()
@@ -793,6 +832,7 @@ def parse_config(data: object) -> Config:
     purge = _purge(top)
     releases = _releases(top)
     s3 = _s3(top)
+    fleet = _fleet(top)
 
     interval = top.get("interval", _duration(1), Config.interval)
     shutdown_grace = top.get("shutdown_grace", _duration(0), Config.shutdown_grace)
@@ -812,6 +852,7 @@ def parse_config(data: object) -> Config:
         purge=purge,
         releases=releases,
         s3=s3,
+        fleet=fleet,
         interval=interval,
         shutdown_grace=shutdown_grace,
     )

@@ -260,6 +260,30 @@ class TreeDeletionError(PublishError):
         )
 
 
+class FleetSupersededError(PublishError):
+    """Fleet mode: another node staged a newer index of this arch; ours must not go live."""
+
+    def __init__(self, arch_key: str, nodes: tuple[str, ...]) -> None:
+        self.nodes = nodes
+        super().__init__(
+            arch_key,
+            f"not made live: {', '.join(nodes)} staged a newer index (the origin moved on)",
+        )
+
+
+class EtcdError(MirrordError):
+    """Fleet mode: the etcd cluster did not answer, or answered something unusable."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"etcd {url}: {reason}")
+
+
+class EtcdLeaseLostError(EtcdError):
+    """The lease a key was to hang on has expired (or was revoked): join again."""
+
+
 class ObjectStoreError(MirrordError):
     """The S3 bucket refused, failed or returned something else than was sent."""
 

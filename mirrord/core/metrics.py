@@ -211,3 +211,33 @@ class Metrics:
     @staticmethod
     def labels(key: ArchKey) -> dict[str, str]:
         return {"branch": key.branch, "repo": key.repo, "arch": key.arch}
+
+
+class FleetMetrics:
+    """Fleet mode's metrics, on the daemon's registry only when ``fleet:`` is configured
+    (an unlabelled gauge would otherwise read 0 on every node: "etcd down")."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.etcd_up = Gauge(
+            "mirrord_fleet_etcd_up",
+            "Fleet mode: 1 while the etcd cluster answers, 0 when it does not.",
+            registry=r,
+        )
+        self.members = Gauge(
+            "mirrord_fleet_members", "Fleet mode: live members as last read from etcd.", registry=r
+        )
+        self.barriers = Counter(
+            "mirrord_fleet_barriers",
+            "Fleet mode: staged indexes, by how the wait ended (all: every member staged it; "
+            "left_out: stage_timeout passed; alone: etcd unreachable; superseded: a member "
+            "staged a newer one).",
+            [*ARCH_LABELS, "outcome"],
+            registry=r,
+        )
+        self.wait = Histogram(
+            "mirrord_fleet_wait_seconds",
+            "Fleet mode: time from staged to allowed live (waiting for the other nodes).",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )

@@ -56,14 +56,22 @@ class Publisher:
         self, key: ArchKey, link: Sequence[PublishedFile], index: bytes, mtime: float | None
     ) -> None:
         """Make the ``link`` files visible, then atomically replace the index."""
+        self.stage(key, link)
+        self.go_live(key, index, mtime)
+
+    def stage(self, key: ArchKey, link: Sequence[PublishedFile]) -> None:
+        """Link the files in, durably; nothing any index lists changes (fleet mode waits here)."""
         directory = self.arch_dir(key)
         self.ensure_dir(directory)
         for published in link:
             self.link(self.store.object_path(published.sha256), directory / published.filename)
         self._crash.reach("publish.after_links")
         fsync_dir(directory)  # the links are durable before the index that lists them
+
+    def go_live(self, key: ArchKey, index: bytes, mtime: float | None) -> None:
+        """Replace the index by rename: the staged files become listed."""
         write_atomic(
-            directory / INDEX_NAME,
+            self.arch_dir(key) / INDEX_NAME,
             index,
             mtime=mtime,
             before_rename=lambda: self._crash.reach("publish.before_index_rename"),

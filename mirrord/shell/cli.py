@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -81,6 +82,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         source = config.s3.credentials_file or "the environment"
         print(f"  bucket      {config.s3.bucket}/{config.s3.prefix} at {config.s3.endpoint}")
         print(f"  credentials key {credentials.access_key} from {source} (not checked online)")
+    if config.fleet is not None:
+        fleet = config.fleet
+        print(
+            f"  fleet       node {fleet.node} under {fleet.prefix} in etcd "
+            f"{', '.join(fleet.etcd)}, stage_timeout {fleet.stage_timeout:g} s "
+            "(not checked online)"
+        )
     return EXIT_OK
 
 
@@ -91,6 +99,9 @@ def _root(root: Root) -> str:
 
 
 def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from mirrord.core.clock import SystemClock
+    from mirrord.core.metrics import Metrics
+    from mirrord.sync.fleet import open_fleet
     from mirrord.sync.runtime import open_runtime
 
     config = _load(args.config)
@@ -116,9 +127,17 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     every = args.progress if args.progress is not None else default_every
 
     async def main() -> int:
-        async with open_runtime(
-            config, log=log, crash=CrashPoints.from_environ(os.environ)
-        ) as runtime:
+        async with contextlib.AsyncExitStack() as stack:
+            fleet = None
+            if config.fleet is not None:
+                fleet = await stack.enter_async_context(
+                    open_fleet(config.fleet, clock=SystemClock(), log=log, metrics=Metrics())
+                )
+            runtime = await stack.enter_async_context(
+                open_runtime(
+                    config, log=log, crash=CrashPoints.from_environ(os.environ), barrier=fleet
+                )
+            )
             reporter = ProgressReporter(
                 runtime.book,
                 only or config.arch_keys(),
@@ -131,6 +150,7 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             started = runtime.clock.monotonic()
             async with asyncio.TaskGroup() as group:
                 progress = group.create_task(reporter.run(), name="progress")
+                lease = group.create_task(fleet.run() if fleet else _no_fleet(), name="fleet")
                 # The releases trees beside the packages: an ISO never delays a package publish.
                 trees = group.create_task(
                     runtime.releases.run_pass(trees_forced) if not only else _no_trees(),
@@ -140,6 +160,7 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     results = await runtime.engine.run_pass(only or None, force)
                 finally:
                     progress.cancel()
+                    lease.cancel()
             tree_pass = trees.result()
             reporter.finish()
             bucket_failed = await _sync_bucket(runtime, config, only or config.arch_keys(), log)
@@ -163,6 +184,10 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_FAILED if failed or not tree_pass.ok or bucket_failed else EXIT_OK
 
     return run_async(main())
+
+
+async def _no_fleet() -> None:
+    return None
 
 
 async def _no_trees() -> TreePass:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from mirrord.shell.operations import DaemonControls, Operations, restore_rate_ov
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.shell.supervisor import Supervisor
 from mirrord.sync.bucketmirror import BucketMirror
+from mirrord.sync.fleet import FleetMember, open_fleet
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
@@ -124,6 +125,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.operations: Operations | None = None
         self.downstream: Downstream | None = None  # push, announce, purge, bucket
+        self.fleet: FleetMember | None = None  # with fleet configured
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -191,13 +193,7 @@ class Daemon:
     async def run(self) -> None:
         if self._initial_config.s3 is not None:  # fail at start, not in the bucket's service
             load_credentials(self._initial_config.s3, self.environ)
-        async with open_runtime(
-            self._initial_config,
-            log=self.log,
-            clock=self.clock,
-            metrics=self.metrics,
-            crash=self.crash,
-        ) as runtime:
+        async with self._open_runtime() as runtime:
             self.runtime = runtime
             config = runtime.config
             scheduler = self.scheduler = Scheduler(
@@ -221,6 +217,7 @@ class Daemon:
                     downstream.bucket_mirror.status() if downstream.bucket_mirror else None
                 ),
                 purger=lambda: downstream.purger,
+                fleet=lambda: self.fleet.status() if self.fleet is not None else None,
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)
@@ -270,6 +267,26 @@ class Daemon:
         self.notifier.status("stopped")
         self.log.info("daemon.stopped", forced=self.forced_exit)
 
+    @contextlib.asynccontextmanager
+    async def _open_runtime(self) -> AsyncIterator[Runtime]:
+        """The runtime, and with ``fleet`` configured this node's membership around it."""
+        async with contextlib.AsyncExitStack() as stack:
+            fleet = self._initial_config.fleet
+            if fleet is not None:
+                self.fleet = await stack.enter_async_context(
+                    open_fleet(fleet, clock=self.clock, log=self.log, metrics=self.metrics)
+                )
+            yield await stack.enter_async_context(
+                open_runtime(
+                    self._initial_config,
+                    log=self.log,
+                    clock=self.clock,
+                    metrics=self.metrics,
+                    crash=self.crash,
+                    barrier=self.fleet,
+                )
+            )
+
     async def _serve(
         self, runtime: Runtime, scheduler: Scheduler, control: ControlServer | None
     ) -> None:
@@ -289,6 +306,8 @@ class Daemon:
             ]
             if control is not None:
                 services.append(group.create_task(keep("control", control.serve), name="control"))
+            if self.fleet is not None:  # adding or removing the section needs a restart
+                services.append(group.create_task(keep("fleet", self.fleet.run), name="fleet"))
             if config.releases is not None:  # adding or removing the section needs a restart
                 trees = keep("releases", lambda: self._sync_releases_periodically(runtime))
                 services.append(group.create_task(trees, name="releases"))

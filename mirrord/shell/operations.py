@@ -56,6 +56,7 @@ class DaemonControls:
     purge: Callable[[], dict[str, Any] | None] = lambda: None  # the CDN purges' state
     bucket: Callable[[], dict[str, Any] | None] = lambda: None  # the S3 bucket's state
     purger: Callable[[], CdnPurger | None] = lambda: None  # the purge service in force
+    fleet: Callable[[], dict[str, Any] | None] = lambda: None  # fleet mode's state
     background: Callable[[], dict[str, object]] = dict  # failures of supervised background work
 
 
@@ -102,6 +103,7 @@ class Operations:
             announce=self.daemon.announce(),
             purge=self.daemon.purge(),
             bucket=self.daemon.bucket(),
+            fleet=self.daemon.fleet(),
             background=self.daemon.background(),
         )
 

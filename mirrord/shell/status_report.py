@@ -112,6 +112,7 @@ class StatusReport(TypedDict):
     announce: dict[str, Any] | None  # downstream announcements' state, None when not configured
     purge: dict[str, Any] | None  # the CDN purges' state, None when not configured
     bucket: dict[str, Any] | None  # the S3 bucket's state, None when not configured (or not open)
+    fleet: dict[str, Any] | None  # fleet mode's state (sync/fleet.py), None when not configured
     background: dict[str, object]  # failures of supervised background work (supervisor.py)
     tasks: int  # asyncio tasks alive in the daemon (flat over months, or something leaks)
     arches: list[ArchReport]
@@ -143,6 +144,7 @@ async def status_report(
     announce: dict[str, Any] | None = None,
     purge: dict[str, Any] | None = None,
     bucket: dict[str, Any] | None = None,
+    fleet: dict[str, Any] | None = None,
     background: dict[str, object] | None = None,
 ) -> StatusReport:
     """Everything an operator asks first; reads the database (on its thread)."""
@@ -212,6 +214,7 @@ async def status_report(
         "announce": announce,
         "purge": purge,
         "bucket": bucket,
+        "fleet": fleet,
         "background": background or {"failures": {}, "last_failure": None},
         "tasks": len(asyncio.all_tasks()),
         "arches": arches,

@@ -24,6 +24,7 @@ from mirrord.core.clock import Clock
 from mirrord.core.errors import (
     DiskSpaceError,
     DownloadsFailedError,
+    FleetSupersededError,
     IndexRejectedError,
     MassDeletionError,
     MirrordError,
@@ -52,6 +53,7 @@ from mirrord.sync.status import ArchResult, OriginSeen, Outcome, StatusBook
 FETCH_WINDOW = 4096
 MISSING_FIRST_WAIT = 5.0  # seconds before asking again for packages the origin lacks
 MISSING_MAX_WAIT = 60.0
+SUPERSEDED_ATTEMPTS = 3  # fleet mode: polls in a row when another node staged a newer index
 
 
 @dataclass
@@ -107,7 +109,7 @@ class SyncEngine:
             log = self.log.bind(arch=str(key))
             self.book[key].retries = 0
             try:
-                result = await self._sync(key, force, log)
+                result = await self._sync_newest(key, force, log)
             except (MassDeletionError, DiskSpaceError) as error:
                 result = ArchResult(key, Outcome.REFUSED, error=str(error))
             except ShuttingDownError as error:
@@ -134,6 +136,19 @@ class SyncEngine:
             return result
 
     # --- one arch: poll -> plan -> acquire -> publish -------------------------------
+
+    async def _sync_newest(
+        self, key: ArchKey, force: bool, log: FilteringBoundLogger
+    ) -> ArchResult:
+        """``_sync``, polled again when the fleet has moved on to a newer index (fleet mode)."""
+        for attempt in range(1, SUPERSEDED_ATTEMPTS + 1):
+            try:
+                return await self._sync(key, force, log)
+            except FleetSupersededError as error:
+                if attempt == SUPERSEDED_ATTEMPTS:
+                    raise
+                log.info("fleet.stage.superseded", nodes=list(error.nodes), attempt=attempt)
+        raise AssertionError("unreachable")
 
     async def _sync(self, key: ArchKey, force: bool, log: FilteringBoundLogger) -> ArchResult:
         snapshot = await self._current_snapshot(key)

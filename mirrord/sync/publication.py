@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.core.clock import Clock
 from mirrord.core.crashpoints import CrashPoints
-from mirrord.core.errors import ControlError, PublishError
+from mirrord.core.errors import ControlError, FleetSupersededError, PublishError
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.fetch.origin import IndexResult
+from mirrord.publish.fleetplan import Decision, Verdict
 from mirrord.publish.plan import PublishPlan, due_deletions, plan_rollback
 from mirrord.publish.publisher import INDEX_NAME, Publisher
 from mirrord.storage.statedb import Snapshot, StateDB
@@ -42,6 +44,16 @@ class NewIndex:
     index_sha256: str  # the index object's digest (stored once planned)
 
 
+class StageBarrier(Protocol):
+    """Fleet mode (``mirrord.sync.fleet``): between staging an index and making it live."""
+
+    async def wait_staged(
+        self, key: ArchKey, digest: str, origin_mtime: float | None
+    ) -> Decision: ...
+
+    async def went_live(self, key: ArchKey, digest: str) -> None: ...
+
+
 @dataclass
 class Publication:
     live: LiveConfig
@@ -53,6 +65,7 @@ class Publication:
     book: StatusBook
     crash: CrashPoints
     feed: PublishFeed = field(default_factory=PublishFeed)
+    barrier: StageBarrier | None = None  # fleet mode: no index live before the fleet staged it
     _store_counted: float = float("-inf")
 
     async def publish(self, key: ArchKey, new: NewIndex, log: FilteringBoundLogger) -> int:
@@ -64,7 +77,7 @@ class Publication:
         """
         plan = new.plan
         last_modified = new.response.last_modified_ts
-        await self._write_tree(key, plan, new.body, last_modified, log)
+        await self._write_tree(key, plan, new.body, last_modified, log, fleet=new.index_sha256)
         known = await self.db.call(self.db.find_snapshot_by_index, str(key), new.index_sha256)
         if known is not None and known.status in ("published", "superseded"):
             # The same index again (a release after a rollback, a repair): the same
@@ -134,11 +147,27 @@ class Publication:
         index: bytes,
         last_modified: float | None,
         log: FilteringBoundLogger,
+        *,
+        fleet: str | None = None,
     ) -> None:
+        """Files, then index. ``fleet``: the index's digest, for the fleet's barrier between.
+
+        A rollback passes none: an operator's act on one node, not a generation.
+        """
         labels = Metrics.labels(key)
         started = self.clock.monotonic()
         try:
-            await asyncio.to_thread(self.publisher.publish, key, plan.to_link, index, last_modified)
+            if self.barrier is None or fleet is None:
+                await asyncio.to_thread(
+                    self.publisher.publish, key, plan.to_link, index, last_modified
+                )
+            else:
+                await asyncio.to_thread(self.publisher.stage, key, plan.to_link)
+                decision = await self.barrier.wait_staged(key, fleet, last_modified)
+                if decision.verdict is Verdict.SUPERSEDED:
+                    raise FleetSupersededError(str(key), decision.missing)
+                await asyncio.to_thread(self.publisher.go_live, key, index, last_modified)
+                await self.barrier.went_live(key, fleet)
         except OSError as error:
             self.metrics.publishes.labels(**labels, outcome="failed").inc()
             raise PublishError(

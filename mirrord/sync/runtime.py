@@ -45,7 +45,7 @@ from mirrord.sync.engine import SyncEngine
 from mirrord.sync.feed import PublishFeed
 from mirrord.sync.live import LiveConfig
 from mirrord.sync.preflight import check_roots, create_roots
-from mirrord.sync.publication import Publication
+from mirrord.sync.publication import Publication, StageBarrier
 from mirrord.sync.releases import ReleaseMirror
 from mirrord.sync.status import StatusBook
 
@@ -130,10 +130,12 @@ async def open_runtime(
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     crash: CrashPoints | None = None,
+    barrier: StageBarrier | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open everything, run the long-lived tasks, and close it all in reverse order.
 
-    Leaving stops taking new downloads and lets in-flight ones finish.
+    Leaving stops taking new downloads and lets in-flight ones finish. ``barrier``:
+    fleet mode's wait between staging an index and making it live.
     """
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
@@ -205,6 +207,7 @@ async def open_runtime(
                 book=book,
                 crash=crash,
                 feed=feed,
+                barrier=barrier,
             ),
         )
         runtime = Runtime(

@@ -38,7 +38,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
 _STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge", "trees", "background"}
-_STATUS_KEYS |= {"bucket"}
+_STATUS_KEYS |= {"bucket", "fleet"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -70,6 +70,9 @@ def status(result: Reply, now: float | None = None) -> str:
     if isinstance(background, Mapping):
         fields.append(("background", _background(background, now)))
     fields += downstream_lines(result, now)
+    fleet = result.get("fleet")
+    if isinstance(fleet, Mapping):
+        fields.append(("fleet", _fleet(fleet, now)))
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
@@ -204,6 +207,21 @@ def _purge(purge: Reply, now: float) -> str:
         text += f", {_count(purge['dropped'])} dropped (backlog full)"
     if purge.get("last_failure"):
         text += f"; last failure {_ago(purge.get('last_failure_at'), now)}: {purge['last_failure']}"
+    return text
+
+
+def _fleet(fleet: Reply, now: float) -> str:
+    members = fleet.get("members") or []
+    text = f"node {fleet.get('node')}, etcd {fleet.get('etcd')} "
+    text += "connected" if fleet.get("connected") else f"UNREACHABLE ({fleet.get('last_error')})"
+    text += f", {_count(len(members))} members ({', '.join(str(m) for m in members)})"
+    barriers: Mapping[str, object] = fleet.get("barriers") or {}
+    if barriers:
+        text += ", staged: " + ", ".join(f"{k} {_count(n)}" for k, n in barriers.items())
+    left = fleet.get("last_left_out")
+    if isinstance(left, Mapping):
+        nodes = ", ".join(str(n) for n in left.get("nodes") or [])
+        text += f"; last left out: {nodes} on {left.get('arch')} {_ago(left.get('at'), now)}"
     return text
 
 
