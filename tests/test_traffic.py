@@ -34,13 +34,29 @@ async def test_unlimited_bucket_never_sleeps() -> None:
     assert clock.slept == []
 
 
-async def test_bucket_allows_the_burst_then_the_rate() -> None:
+async def test_bucket_starts_empty_and_holds_half_the_burst() -> None:
     clock = FakeClock(autojump=True)
     bucket = TokenBucket(1000.0, 500, clock)
-    await bucket.consume(500)  # the full bucket: no wait
-    assert clock.monotonic() == 0
-    await bucket.consume(2000)  # four more bursts' worth, at 1000 B/s
-    assert clock.monotonic() == pytest.approx(2.0, abs=1e-6)
+    await bucket.consume(250)  # a limit begins empty: the receive buffers fill first
+    assert clock.monotonic() == pytest.approx(0.25, abs=1e-6)
+    clock.advance(10.0)  # idle: the bucket fills to half the burst, no more
+    await bucket.consume(250)
+    assert clock.monotonic() == pytest.approx(10.25, abs=1e-6)
+    await bucket.consume(2000)  # then the rate, 1000 B/s
+    assert clock.monotonic() == pytest.approx(12.25, abs=1e-6)
+
+
+async def test_a_limit_that_begins_starts_with_an_empty_bucket() -> None:
+    clock = FakeClock(autojump=True)
+    bucket = TokenBucket(None, 1000, clock)
+    await bucket.consume(10_000)
+    bucket.set_rate(1000.0)
+    await bucket.consume(500)
+    assert clock.monotonic() == pytest.approx(0.5, abs=1e-6)
+    bucket.set_rate(2000.0)  # a change of rate keeps what the bucket holds
+    clock.advance(1.0)
+    await bucket.consume(500)
+    assert clock.monotonic() == pytest.approx(1.5, abs=1e-6)
 
 
 async def test_bytes_in_any_window_stay_under_burst_plus_rate() -> None:
@@ -53,16 +69,15 @@ async def test_bytes_in_any_window_stay_under_burst_plus_rate() -> None:
         stamps.append((clock.monotonic(), 262_144))
     total_time = stamps[-1][0]
     total = sum(n for _, n in stamps)
-    assert (total - burst) / total_time == pytest.approx(rate, rel=0.01)
+    assert total / total_time == pytest.approx(rate, rel=0.01)
     for start, _ in stamps[::50]:
         in_window = sum(n for t, n in stamps if start <= t < start + 1.0)
-        assert in_window <= rate + burst
+        assert in_window <= rate + burst // 2  # the other half is the receive buffers'
 
 
 async def test_a_rate_change_reaches_a_waiting_download_within_a_second() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(10.0, 10, clock)
-    await bucket.consume(10)
+    bucket = TokenBucket(10.0, 10, clock)  # starts empty
     async with asyncio.TaskGroup() as group:
         waiting = group.create_task(bucket.consume(10_000))  # 1000 s at 10 B/s
         await settle(lambda: clock.sleepers == 1)
@@ -147,13 +162,14 @@ async def test_the_rate_limit_shapes_a_real_sync(mirror: Mirror) -> None:
     (result,) = await mirror.sync(config, clock=clock)
 
     assert result.outcome == "published"
-    expected = (total - 64 * 1024) / 100_000
+    expected = total / 100_000  # the bucket starts empty
     assert clock.monotonic() == pytest.approx(expected, rel=0.02)
     assert max(clock.slept) <= 0.25
 
 
 def test_receive_buffers_under_a_limit_fit_in_half_the_burst() -> None:
     assert limited_receive_buffer(None, 4 << 20, 16) is None  # unlimited: kernel autotuning
-    assert limited_receive_buffer(20e6, 4 << 20, 16) == (4 << 20) // 32
+    # the kernel doubles SO_RCVBUF: 16 connections x 2 x 64 KiB = 2 MiB, half the burst
+    assert limited_receive_buffer(20e6, 4 << 20, 16) == (4 << 20) // 64
     assert limited_receive_buffer(20e6, 64 << 10, 64) == 16 * 1024  # never absurdly small
     assert limited_receive_buffer(20e9, 1 << 30, 1) == 4 * 1024 * 1024  # nor huge

@@ -63,6 +63,8 @@ MESSAGES: list[Message] = [
     Received(1_000_000),
     Done(7, StoredObject(SHA, REF.size), EVENTS),
     Done(8, StoredObject(SHA, 0), JobEvents()),
+    Done(10, StoredObject(SHA, REF.size), EVENTS, received=REF.size),
+    Fail(11, error_to_wire(StoreError("/srv", "gone")), JobEvents(), received=1),
     Fail(9, error_to_wire(StoreError("/srv/mirrord/objects", "disk full")), EVENTS),
 ]
 

@@ -83,10 +83,14 @@ class GrantedThrottle:
             return None
         return limited_receive_buffer(self._limit.rate, self._limit.burst, connections)
 
+    def take_received(self) -> int:
+        """The bytes received and not yet reported; the caller reports them."""
+        received, self._received = self._received, 0
+        return received
+
     def flush_received(self) -> None:
         if self._received:
-            self._send(Received(self._received))
-            self._received = 0
+            self._send(Received(self.take_received()))
 
     async def report_received(self) -> None:
         while True:

@@ -35,9 +35,15 @@ MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> int | None:
+    """SO_RCVBUF per connection so that all of them buffer at most half the burst.
+
+    The kernel doubles what SO_RCVBUF asks for (its bookkeeping), and a
+    rate-limited reader keeps its buffer full, so each connection may hold
+    twice its share ahead of the token bucket.
+    """
     if rate is None:
         return None
-    share = burst // (2 * max(1, connections))
+    share = burst // (4 * max(1, connections))
     return max(MIN_RECEIVE_BUFFER, min(MAX_RECEIVE_BUFFER, share))
 
 

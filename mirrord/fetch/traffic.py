@@ -1,8 +1,11 @@
 """Bandwidth shaping: a global token bucket, a time-of-day schedule, a rate meter.
 
-Every downloaded chunk passes through ``TrafficControl.consume``. The bucket
-holds at most ``burst`` bytes, so over any interval of T seconds the
-downloads take at most ``burst + rate * T`` bytes. The rate in force is the
+Every downloaded chunk passes through ``TrafficControl.consume``. Over any
+interval of T seconds the downloads take at most ``burst + rate * T`` bytes:
+half the burst is the kernel's (each connection's receive buffer fills ahead
+of the bucket, see ``limited_receive_buffer``), half the bucket's. The bucket
+starts empty whenever a limit begins, because the receive buffers of the
+connections that open then fill at once. The rate in force is the
 operator's override if set, else the schedule window covering the local time,
 else ``fetch.rate_limit``; it changes without touching running downloads.
 """
@@ -27,11 +30,13 @@ MAX_SLEEP = 0.25  # a rate change reaches waiting downloads within this long
 
 
 class TokenBucket:
+    """Holds half of ``burst``: the other half is the connections' receive buffers."""
+
     def __init__(self, rate: float | None, burst: int, clock: Clock) -> None:
         self._clock = clock
         self._rate = rate
         self._burst = max(1, burst)
-        self._tokens = float(self._burst)
+        self._tokens = 0.0 if rate is not None else float(self._capacity)
         self._stamp = clock.monotonic()
         self._lock = asyncio.Lock()
         self.passed = 0  # bytes let through while limited
@@ -44,21 +49,28 @@ class TokenBucket:
     def burst(self) -> int:
         return self._burst
 
+    @property
+    def _capacity(self) -> int:
+        return max(1, self._burst // 2)
+
     def set_rate(self, rate: float | None) -> None:
         self._refill()
+        if self._rate is None and rate is not None:
+            self._tokens = 0.0  # a limit begins: the receive buffers are its burst
         self._rate = rate
 
     def set_burst(self, burst: int) -> None:
         self._refill()
         self._burst = max(1, burst)
-        self._tokens = min(self._tokens, float(self._burst))
+        self._tokens = min(self._tokens, float(self._capacity))
 
     def _refill(self) -> None:
         now = self._clock.monotonic()
         if self._rate is None:
-            self._tokens = float(self._burst)
+            self._tokens = float(self._capacity)
         else:
-            self._tokens = min(float(self._burst), self._tokens + (now - self._stamp) * self._rate)
+            refilled = self._tokens + (now - self._stamp) * self._rate
+            self._tokens = min(float(self._capacity), refilled)
         self._stamp = now
 
     async def consume(self, nbytes: int) -> None:
@@ -71,7 +83,7 @@ class TokenBucket:
                 self._refill()
                 if self._rate is None:
                     return
-                take = min(remaining, self._burst)
+                take = min(remaining, self._capacity)
                 if self._tokens >= take - 1e-3:  # float dust must not cause endless tiny sleeps
                     self._tokens -= take
                     remaining -= take
@@ -202,7 +214,7 @@ class TrafficControl:
 
     def receive_buffer(self, connections: int) -> int | None:
         """SO_RCVBUF for a new connection: while limited, kernel buffering across all
-        connections stays within half the burst (the kernel's own overhead doubles it)."""
+        connections stays within half the burst."""
         return limited_receive_buffer(self.bucket.rate, self.bucket.burst, connections)
 
     def reconfigure(self, config: FetchConfig) -> None:

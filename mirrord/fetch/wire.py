@@ -119,6 +119,7 @@ class Done:
     job_id: int
     stored: StoredObject
     events: JobEvents
+    received: int = 0  # the worker's bytes not yet reported (a Received folded in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class Fail:
     job_id: int
     error: ErrorData
     events: JobEvents
+    received: int = 0
 
 
 Message = Hello | Limit | Job | Grant | Want | Received | Done | Fail
@@ -134,8 +136,17 @@ _BY_TAG: dict[str, type[Message]] = {kind.TAG: kind for kind in typing.get_args(
 
 
 def encode(message: Message) -> bytes:
-    line = {"t": message.TAG, **dataclasses.asdict(message)}
+    line = {"t": message.TAG, **_plain(message)}
     return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` without its deep copies: messages hold only immutable values."""
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if dataclasses.is_dataclass(value):
+        return {name: _plain(getattr(value, name)) for name, _, _ in _fields(type(value))}
+    return value
 
 
 def decode(line: bytes) -> Message:

@@ -100,11 +100,13 @@ class Worker:
         try:
             with crash_boundary(job.ref, self._log):
                 stored = await downloader.download(job.key, job.ref)
+        # The reply carries the bytes not yet reported: the daemon's rate meter is
+        # current when the job ends, without one more message per job.
         except MirrordError as error:
-            reply = Fail(job.job_id, error_to_wire(error), events.recorded())
+            error_data = error_to_wire(error)
+            reply = Fail(job.job_id, error_data, events.recorded(), self._throttle.take_received())
         else:
-            reply = Done(job.job_id, stored, events.recorded())
-        self._throttle.flush_received()  # the daemon's rate meter is current when the job ends
+            reply = Done(job.job_id, stored, events.recorded(), self._throttle.take_received())
         self._send(reply)
 
 

@@ -262,6 +262,8 @@ class ProcessDownloader:
     def _handle(self, worker: _Process, message: Message) -> None:
         match message:
             case Done() | Fail():
+                if message.received:
+                    self._traffic.meter.add(message.received)
                 future = worker.pending.pop(message.job_id, None)
                 if future is not None and not future.done():
                     future.set_result(message)

@@ -200,10 +200,10 @@ async def _sync_bucket(
     runtime: Runtime, config: Config, keys: list[ArchKey], log: FilteringBoundLogger
 ) -> list[ArchKey]:
     """With ``s3`` configured: bring the bucket to each arch's published snapshot; the failed."""
-    from mirrord.sync.bucketmirror import open_bucket_mirror
-
     if config.s3 is None:
         return []
+    from mirrord.sync.bucketmirror import open_bucket_mirror  # botocore: only when configured
+
     crash = CrashPoints.from_environ(os.environ)
     failed: list[ArchKey] = []
     async with open_bucket_mirror(runtime, config.s3, os.environ, crash) as mirror:

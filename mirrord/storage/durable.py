@@ -7,7 +7,6 @@ All blocking; callers on the event loop run them through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 from collections.abc import Callable
@@ -19,9 +18,10 @@ READ_BLOCK = 1 << 20
 
 
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
+    # The symbols already loaded into the process (libc among them): no
+    # find_library, which runs ldconfig in a subprocess in every fetch worker.
     try:
-        return ctypes.CDLL(name, use_errno=True) if name else None
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
