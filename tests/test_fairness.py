@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mirrord.core.model import ArchKey
+from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from tests.helpers import Mirror
 
@@ -13,7 +14,13 @@ SMALL = [ArchKey("edge", "main", arch) for arch in ("aarch64", "armv7", "riscv64
 
 
 async def test_small_arches_publish_long_before_a_huge_one_finishes(mirror: Mirror) -> None:
-    mirror.tree.put(HUGE, simple_specs("big", 240, payload=20_000))
+    huge = simple_specs("big", 240, payload=20_000)
+    mirror.tree.put(HUGE, huge)
+    # A slow origin for the huge arch (10 ms a file, 1.2 s in all at concurrency 2): the
+    # small arches' index fetch and planning must not race a flood of instant downloads
+    # on a loaded machine, so the order below shows turns, not scheduling luck.
+    for spec in huge:
+        mirror.origin.add_fault(f"{HUGE}/{spec.filename}", Fault.delay(0.01))
     for key in SMALL:
         mirror.tree.put(key, simple_specs(f"small-{key.arch}", 4, arch=key.arch, payload=20_000))
     config = mirror.config(HUGE, *SMALL, fetch={"concurrency": 2})
