@@ -179,19 +179,22 @@ def measure_size(total: int, work: Path, signing: SigningKey, keys: Path) -> Siz
     return result
 
 
+def shape(ratio: float, scale: float) -> str:
+    if ratio < 1.5:
+        return "flat"
+    return "linear" if ratio <= scale * 1.3 else "superlinear"
+
+
 def growth(small: SizeResult, large: SizeResult, pick: str) -> str:
-    """Flat, linear or superlinear, from per-object cost at the two ends."""
+    """Flat, linear or superlinear in CPU (wall on a shared machine is noise) and in RSS."""
     scale = large.objects / small.objects
     a, b = small.figures[pick], large.figures[pick]
-    wall_ratio = b.wall / max(a.wall, 1e-6)
-    rss_ratio = b.peak_rss / max(a.peak_rss, 1)
-    if wall_ratio < 1.5:
-        shape = "flat"
-    elif wall_ratio <= scale * 1.3:
-        shape = "linear"
-    else:
-        shape = "superlinear"
-    return f"{shape} (wall x{wall_ratio:.1f}, RSS x{rss_ratio:.2f} for x{scale:.1f} objects)"
+    cpu = b.cpu / max(a.cpu, 0.01)
+    rss = b.peak_rss / max(a.peak_rss, 1)
+    return (
+        f"CPU {shape(cpu, scale)} (x{cpu:.1f}), RSS {shape(rss, scale)} (x{rss:.2f}), "
+        f"wall x{b.wall / max(a.wall, 0.01):.1f}, for x{scale:.1f} objects"
+    )
 
 
 def report(results: list[SizeResult], command: str, load: str) -> str:
