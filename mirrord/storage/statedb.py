@@ -115,6 +115,12 @@ def decode_files(blob: bytes) -> list[PublishedFile]:
     return files
 
 
+def decode_digests(blob: bytes) -> list[str]:
+    """Only the digests of a file list (those known: a pending file has none)."""
+    text = zlib.decompress(blob).decode()
+    return [sha for line in text.split("\n") if line and (sha := line.split("\t", 2)[1])]
+
+
 _SNAPSHOT_COLUMNS = (
     "id, arch, created_at, index_sha256, index_size, last_modified, etag, "
     "last_modified_header, description, packages, bytes, status, forced"
@@ -249,7 +255,7 @@ class StateDB:
                     index_sha256, blob = self._db.execute(
                         "SELECT index_sha256, files FROM snapshots WHERE id = ?", (snapshot_id,)
                     ).fetchone()
-                    digests = [index_sha256, *(f.sha256 for f in decode_files(blob) if f.sha256)]
+                    digests = [index_sha256, *decode_digests(blob)]
                     self._db.execute(
                         "INSERT OR IGNORE INTO temp.referenced SELECT value FROM json_each(?)",
                         (json.dumps(digests),),
@@ -262,14 +268,12 @@ class StateDB:
                         (moment,),
                     )
                 ]
-                old, listed = self._db.execute(
-                    "SELECT COUNT(*), COUNT(r.sha256) FROM objects o "
-                    "LEFT JOIN temp.referenced r ON r.sha256 = o.sha256 WHERE o.stored_at < ?",
-                    (moment,),
+                (old,) = self._db.execute(
+                    "SELECT COUNT(*) FROM objects WHERE stored_at < ?", (moment,)
                 ).fetchone()
         finally:
             self._db.execute("DROP TABLE IF EXISTS temp.referenced")
-        return GarbageCandidates(unlisted, int(old), int(listed))
+        return GarbageCandidates(unlisted, int(old), int(old) - len(unlisted))
 
     def object_digests(self, prefix: str) -> set[str]:
         """The recorded digests of one fan-out directory (``prefix``, two hex digits)."""
