@@ -40,7 +40,7 @@ from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
 
-if TYPE_CHECKING:  # S3 and MQTT are imported only when configured: ~14 MiB of RSS otherwise
+if TYPE_CHECKING:  # S3 and MQTT are imported only when configured: ~11 MiB of RSS otherwise
     from mirrord.shell.mqtt_announce import MqttAnnouncer
     from mirrord.shell.mqtt_push import MqttPushListener
     from mirrord.sync.bucketmirror import BucketMirror
