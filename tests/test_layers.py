@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import mirrord
@@ -61,3 +63,15 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     bad.write_text("from mirrord.shell.daemon import Daemon\n")
     assert _imports(bad) == [(1, "mirrord.shell.daemon"), (1, "mirrord.shell.daemon.Daemon")]
     assert _layer("mirrord.shell.daemon") == LAYERS.index("shell")
+
+
+def test_the_daemon_imports_s3_and_mqtt_clients_only_when_configured() -> None:
+    """aiobotocore and aiomqtt cost ~11 MiB of RSS; a daemon without s3/push must not load them."""
+    probe = (
+        "import sys, mirrord.shell.cli, mirrord.shell.daemon\n"
+        "print(sorted(m for m in ('aiobotocore', 'botocore', 'aiomqtt') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -48,3 +48,55 @@ def test_a_snapshot_file_list_round_trips(tmp_path: Path, count: int) -> None:
         assert (snapshot.packages, snapshot.bytes) == (count, sum(f.size for f in listed))
     finally:
         db.close()
+
+
+def _snapshot(db: StateDB, listed: list[PublishedFile], index_sha256: str) -> int:
+    return db.add_snapshot(
+        "v3.20/main/x86_64",
+        created_at=1.0,
+        index_sha256=index_sha256,
+        index_size=10,
+        last_modified=None,
+        etag=None,
+        last_modified_header=None,
+        description="test",
+        files=listed,
+        status="published",
+    )
+
+
+def test_garbage_candidates_are_the_old_objects_no_snapshot_lists(tmp_path: Path) -> None:
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        stored = files(40)
+        index = hashlib.sha256(b"index").hexdigest()
+        db.record_objects([(f.sha256, f.size, f"Q1{f.package}") for f in stored[:30]], now=100.0)
+        db.record_objects([(index, 10, None)], now=100.0)
+        db.record_objects([(f.sha256, f.size, None) for f in stored[30:]], now=300.0)  # recent
+        pending = PublishedFile("waiting-1.0-r0.apk", "", 5, "waiting")  # still being fetched
+        _snapshot(db, [*stored[:10], pending], index)
+        _snapshot(db, stored[5:20], index)  # listed twice: counted once
+
+        found = db.garbage_candidates(200.0)
+
+        assert (found.old, found.listed) == (31, 21)  # 30 packages + the index; 20 + the index
+        assert sorted(found.unlisted) == sorted(
+            (f.sha256, f.size, f"Q1{f.package}") for f in stored[20:30]
+        )
+        again = db.garbage_candidates(200.0)  # the temporary table leaves nothing behind
+        assert again == found
+    finally:
+        db.close()
+
+
+def test_object_digests_by_fan_out_directory(tmp_path: Path) -> None:
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        stored = files(300)
+        db.record_objects([(f.sha256, f.size, None) for f in stored], now=1.0)
+        by_prefix = {prefix: db.object_digests(prefix) for prefix in {f.sha256[:2] for f in stored}}
+        assert set().union(*by_prefix.values()) == {f.sha256 for f in stored}
+        assert all(all(s.startswith(p) for s in found) for p, found in by_prefix.items())
+        assert db.object_digests("zz") == set()
+    finally:
+        db.close()

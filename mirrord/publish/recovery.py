@@ -25,7 +25,7 @@ from mirrord.core.errors import IndexRejectedError
 from mirrord.core.model import ArchKey, PublishedFile
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.statedb import StateDB
-from mirrord.storage.store import ContentStore
+from mirrord.storage.store import FAN_OUT, ContentStore
 
 
 @dataclass
@@ -71,20 +71,22 @@ async def recover_store(
     fetches them again instead of publishing a link to nothing.
     """
     report.store_temps = await asyncio.to_thread(store.prepare)
-    on_disk = await asyncio.to_thread(store.object_names)
-    known = await db.call(db.object_digests)
     rows: list[tuple[str, int, str | None]] = []
-    for sha256 in sorted(on_disk - known):
-        described = await asyncio.to_thread(store.describe_object, sha256)
-        if described is not None and described[0] == sha256:
-            rows.append((sha256, described[1], described[2]))
-        else:
-            await asyncio.to_thread(store.remove, sha256)
-            report.objects_dropped += 1
+    missing: list[str] = []
+    for prefix in FAN_OUT:  # one directory at a time: never a set of every digest
+        on_disk = await asyncio.to_thread(store.object_names, prefix)
+        known = await db.call(db.object_digests, prefix)
+        for sha256 in sorted(on_disk - known):
+            described = await asyncio.to_thread(store.describe_object, sha256)
+            if described is not None and described[0] == sha256:
+                rows.append((sha256, described[1], described[2]))
+            else:
+                await asyncio.to_thread(store.remove, sha256)
+                report.objects_dropped += 1
+        missing.extend(sorted(known - on_disk))
     if rows:
         await asyncio.to_thread(store.sync)
         await db.call(db.record_objects, rows, clock.time())
-    missing = sorted(known - on_disk)
     if missing:
         await db.call(db.forget_objects, missing)
     report.objects_kept, report.objects_missing = len(rows), len(missing)

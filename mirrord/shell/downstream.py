@@ -17,18 +17,20 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mirrord.core.config import BrokerConfig, Config, PurgeConfig, S3Config
 from mirrord.core.crashpoints import CrashPoints
-from mirrord.publish.bucket import load_credentials
 from mirrord.shell.cdn_purge import CdnPurger
-from mirrord.shell.mqtt_announce import MqttAnnouncer
-from mirrord.shell.mqtt_push import MqttPushListener
 from mirrord.shell.supervisor import Supervisor
-from mirrord.sync.bucketmirror import BucketMirror, open_bucket_mirror
 from mirrord.sync.feed import Subscription
 from mirrord.sync.runtime import Runtime
 from mirrord.sync.scheduler import Scheduler
+
+if TYPE_CHECKING:  # S3 and MQTT are imported only when configured: ~11 MiB of RSS otherwise
+    from mirrord.shell.mqtt_announce import MqttAnnouncer
+    from mirrord.shell.mqtt_push import MqttPushListener
+    from mirrord.sync.bucketmirror import BucketMirror
 
 SERVICES = ("push", "announce", "purge", "bucket")  # also their supervisor task names
 SECTION_KEYS = ("push.", "purge.", "s3")  # the settings a reload applies by a restart
@@ -121,6 +123,8 @@ class Downstream:
     async def check(self, config: Config) -> None:
         """Refuse (ConfigError) what would fail when its service starts: S3 credentials."""
         if config.s3 is not None:
+            from mirrord.publish.bucket import load_credentials
+
             await asyncio.to_thread(load_credentials, config.s3, self._environ)
 
     async def prepare(self, config: Config) -> None:
@@ -165,6 +169,8 @@ class Downstream:
         metrics, clock, log = runtime.metrics, runtime.clock, runtime.log
         if name == "push":
             assert config.push.mqtt is not None
+            from mirrord.shell.mqtt_push import MqttPushListener
+
             self.push = MqttPushListener(
                 config.push.mqtt,
                 self._scheduler,
@@ -176,6 +182,8 @@ class Downstream:
             self._services[name] = self.push.run
         elif name == "announce":
             assert config.push.announce is not None
+            from mirrord.shell.mqtt_announce import MqttAnnouncer
+
             self.announcer = MqttAnnouncer(
                 config.push.announce,
                 self._subscription(name),
@@ -230,6 +238,8 @@ class Downstream:
             self.bucket_opened.clear()
 
     async def _mirror_to_bucket(self, s3: S3Config) -> None:
+        from mirrord.sync.bucketmirror import open_bucket_mirror
+
         runtime = self._runtime
         async with open_bucket_mirror(runtime, s3, self._environ, self._crash) as mirror:
             self.bucket_mirror = mirror

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,10 +26,12 @@ from mirrord.core.metrics import ARCH_LABELS
 from mirrord.core.model import ArchKey
 from mirrord.shell.status_page import render_status_page
 from mirrord.shell.status_report import StatusReport
-from mirrord.sync.bucketmirror import BucketMirror
 from mirrord.sync.releases import TreeStatus
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import StatusBook
+
+if TYPE_CHECKING:  # aiobotocore only when s3 is configured
+    from mirrord.sync.bucketmirror import BucketMirror
 
 # The classic text format, which every Prometheus server understands (names are plain ASCII).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

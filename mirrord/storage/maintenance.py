@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.core.clock import Clock
 from mirrord.storage.durable import hash_file
 from mirrord.storage.statedb import StateDB
-from mirrord.storage.store import ContentStore
+from mirrord.storage.store import FAN_OUT, ContentStore
 
 
 @dataclass
@@ -63,6 +63,13 @@ def rehash(store: ContentStore, sha256: str) -> str | None:
     return digest.hexdigest()
 
 
+async def _recorded_digests(db: StateDB) -> AsyncIterator[str]:
+    """Every recorded digest in order, one fan-out directory's share at a time."""
+    for prefix in FAN_OUT:
+        for sha256 in sorted(await db.call(db.object_digests, prefix)):
+            yield sha256
+
+
 async def scrub(
     store: ContentStore,
     db: StateDB,
@@ -77,11 +84,10 @@ async def scrub(
     ``on_bad(kind)`` hears of each one as it is found ("damaged" or "missing").
     At the end, one log line per bad object names the published files it is.
     """
-    digests = sorted(await db.call(db.object_digests))
-    progress.total = len(digests)
+    progress.total, _ = await db.call(db.object_stats)
     progress.started_at = clock.time()
-    log.info("maintenance.scrub.started", objects=len(digests), repair=progress.repair)
-    for sha256 in digests:
+    log.info("maintenance.scrub.started", objects=progress.total, repair=progress.repair)
+    async for sha256 in _recorded_digests(db):
         actual = await asyncio.to_thread(rehash, store, sha256)
         progress.checked += 1
         if actual == sha256:
@@ -127,15 +133,13 @@ class InUse:
 
 
 def collectable(
-    stored: Iterable[tuple[str, int, str | None]], referenced: AbstractSet[str], in_use: InUse
+    unlisted: Iterable[tuple[str, int, str | None]], in_use: InUse
 ) -> list[tuple[str, int]]:
-    """Objects (old enough to be considered) that nothing remembered or planned needs."""
+    """Of the old objects no snapshot lists, those no sync in progress needs either."""
     return [
         (sha, size)
-        for sha, size, checksum in stored
-        if sha not in referenced
-        and sha not in in_use.digests
-        and (checksum, size) not in in_use.identities
+        for sha, size, checksum in unlisted
+        if sha not in in_use.digests and (checksum, size) not in in_use.identities
     ]
 
 
@@ -162,20 +166,18 @@ async def collect_garbage(
     ``in_use`` is asked after the database has been read: an object stored
     meanwhile is either still awaited by its identity or already in a plan.
     """
-    old_enough = await db.call(db.objects_stored_before, clock.time() - grace)
-    referenced = await db.call(db.referenced_digests)
-    doomed = collectable(old_enough, referenced, in_use())
+    candidates = await db.call(db.garbage_candidates, clock.time() - grace)
+    doomed = collectable(candidates.unlisted, in_use())
     for sha256, _size in doomed:
         await asyncio.to_thread(store.remove, sha256)
     await db.call(db.forget_objects, [sha for sha, _ in doomed])
     total, _ = await db.call(db.object_stats)
-    listed = sum(1 for sha, _, _ in old_enough if sha in referenced)
     report = GarbageReport(
         deleted=len(doomed),
         freed=sum(size for _, size in doomed),
-        listed=listed,
-        recent=total - (len(old_enough) - len(doomed)),
-        in_use=len(old_enough) - len(doomed) - listed,
+        listed=candidates.listed,
+        recent=total - (candidates.old - len(doomed)),
+        in_use=candidates.old - len(doomed) - candidates.listed,
     )
     log.info(
         "maintenance.gc.done",

@@ -115,6 +115,12 @@ def decode_files(blob: bytes) -> list[PublishedFile]:
     return files
 
 
+def decode_digests(blob: bytes) -> list[str]:
+    """Only the digests of a file list (those known: a pending file has none)."""
+    text = zlib.decompress(blob).decode()
+    return [sha for line in text.split("\n") if line and (sha := line.split("\t", 2)[1])]
+
+
 _SNAPSHOT_COLUMNS = (
     "id, arch, created_at, index_sha256, index_size, last_modified, etag, "
     "last_modified_header, description, packages, bytes, status, forced"
@@ -138,6 +144,13 @@ def _snapshot(row: Sequence[object]) -> Snapshot:
         status=str(row[11]),
         forced=bool(row[12]),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GarbageCandidates:
+    unlisted: list[tuple[str, int, str | None]]  # old enough, listed by no snapshot
+    old: int  # objects stored before the moment
+    listed: int  # of those, listed by a remembered snapshot
 
 
 def sidecars(path: Path) -> list[Path]:
@@ -223,23 +236,51 @@ class StateDB:
                 (now, payload),
             )
 
-    def objects_stored_before(self, moment: float) -> list[tuple[str, int, str | None]]:
-        """(sha256, size, C: checksum or None) of the objects stored before ``moment``."""
-        rows = self._db.execute(
-            "SELECT sha256, size, checksum FROM objects WHERE stored_at < ?", (moment,)
+    def garbage_candidates(self, moment: float) -> GarbageCandidates:
+        """Objects stored before ``moment`` that no remembered snapshot needs (its files and its
+        index), with how many old objects there are and how many of them are listed.
+
+        The listed digests go into a temporary table one snapshot at a time and
+        the comparison is one query: at two million objects, a Python set of
+        every digest and a list of every old object took over a gigabyte.
+        """
+        self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS referenced (sha256 TEXT PRIMARY KEY) WITHOUT ROWID"
         )
-        return [(str(sha), int(size), checksum) for sha, size, checksum in rows]
+        try:
+            with self._db:  # one transaction: the temporary rows are never journalled one by one
+                self._db.execute("BEGIN")
+                ids = [int(row[0]) for row in self._db.execute("SELECT id FROM snapshots")]
+                for snapshot_id in ids:
+                    index_sha256, blob = self._db.execute(
+                        "SELECT index_sha256, files FROM snapshots WHERE id = ?", (snapshot_id,)
+                    ).fetchone()
+                    digests = [index_sha256, *decode_digests(blob)]
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO temp.referenced SELECT value FROM json_each(?)",
+                        (json.dumps(digests),),
+                    )
+                unlisted = [
+                    (str(sha), int(size), checksum)
+                    for sha, size, checksum in self._db.execute(
+                        "SELECT sha256, size, checksum FROM objects WHERE stored_at < ? "
+                        "AND sha256 NOT IN (SELECT sha256 FROM temp.referenced)",
+                        (moment,),
+                    )
+                ]
+                (old,) = self._db.execute(
+                    "SELECT COUNT(*) FROM objects WHERE stored_at < ?", (moment,)
+                ).fetchone()
+        finally:
+            self._db.execute("DROP TABLE IF EXISTS temp.referenced")
+        return GarbageCandidates(unlisted, int(old), int(old) - len(unlisted))
 
-    def referenced_digests(self) -> set[str]:
-        """Every object a remembered snapshot needs: its files and its index."""
-        referenced: set[str] = set()
-        for index_sha256, blob in self._db.execute("SELECT index_sha256, files FROM snapshots"):
-            referenced.add(index_sha256)
-            referenced.update(f.sha256 for f in decode_files(blob) if f.sha256)
-        return referenced
-
-    def object_digests(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT sha256 FROM objects")}
+    def object_digests(self, prefix: str) -> set[str]:
+        """The recorded digests of one fan-out directory (``prefix``, two hex digits)."""
+        rows = self._db.execute(  # hex digits sort below "g": the range is the prefix
+            "SELECT sha256 FROM objects WHERE sha256 >= ? AND sha256 < ?", (prefix, prefix + "g")
+        )
+        return {row[0] for row in rows}
 
     def forget_objects(self, shas: Sequence[str]) -> None:
         with self._db:

@@ -23,6 +23,7 @@ from mirrord.core.errors import PackageFormatError, StoreError
 from mirrord.storage.durable import Syncer, hash_file, unlink_if_exists
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+FAN_OUT = tuple(f"{first:02x}" for first in range(256))  # objects/sha256/<first two hex digits>/
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,8 @@ class ContentStore:
             self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(str(self.root), f"cannot create the store: {error.strerror}") from None
-        for first in range(256):  # all fan-out directories up front, off the hot path
-            (self.objects / f"{first:02x}").mkdir(exist_ok=True)
+        for prefix in FAN_OUT:  # all fan-out directories up front, off the hot path
+            (self.objects / prefix).mkdir(exist_ok=True)
         swept = 0
         for entry in os.scandir(self.tmp):
             if entry.is_file(follow_symlinks=False):
@@ -169,16 +170,13 @@ class ContentStore:
         """Make every placed object durable (one syncfs for the whole batch)."""
         self._syncer.sync_filesystem(self.root)
 
-    def object_names(self) -> set[str]:
-        """Every object file on disk, by digest (a directory listing, no reads)."""
-        names: set[str] = set()
-        for first in range(256):
-            try:
-                entries = os.listdir(self.objects / f"{first:02x}")
-            except FileNotFoundError:
-                continue
-            names.update(name for name in entries if _HEX64.match(name))
-        return names
+    def object_names(self, prefix: str) -> set[str]:
+        """The object files of one fan-out directory, by digest (a listing, no reads)."""
+        try:
+            entries = os.listdir(self.objects / prefix)
+        except FileNotFoundError:
+            return set()
+        return {name for name in entries if _HEX64.match(name)}
 
     def describe_object(self, sha256: str) -> tuple[str, int, str | None] | None:
         """Re-read an object: (actual sha256, size, its C: if it is a package).
