@@ -146,6 +146,7 @@ def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) ->
         (_broken(("fetch",), {"concurrency": 0}), "fetch.concurrency", "between 1"),
         (_broken(("fetch",), {"concurrency": "8"}), "fetch.concurrency", "whole number"),
         (_broken(("fetch",), {"rate_limit": "fast"}), "fetch.rate_limit", "rate"),
+        (_broken(("fetch",), {"worker_cpu": "low"}), "fetch.worker_cpu", "normal, idle"),
         (
             _broken(("fetch",), {"schedule": {"00:00-12:00": "1MB/s", "11:00-13:00": "2MB/s"}}),
             "fetch.schedule",

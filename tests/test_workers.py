@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 
+import pytest
+
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
@@ -115,3 +117,33 @@ async def test_worker_processes_start_only_for_a_big_backlog(mirror: Mirror) -> 
         assert big.outcome == "published" and adaptive.pool.ready
         assert len(adaptive.pool.worker_pids()) == 2
     assert check_published(config).files == 210
+
+
+@pytest.mark.parametrize(("worker_cpu", "policy"), [("idle", os.SCHED_IDLE), ("normal", 0)])
+async def test_worker_cpu_sets_the_scheduling_policy_of_every_worker_thread(
+    mirror: Mirror, worker_cpu: str, policy: int
+) -> None:
+    world(mirror)
+    mirror.origin.add_fault(PATH, Fault.stall(after=1000))
+    fetch = {"processes": 1, "processes_from": 0, "worker_cpu": worker_cpu}
+    config = mirror.config(KEY, fetch=fetch)
+    assert config.fetch.worker_cpu == worker_cpu
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        seen: dict[int, int] = {}
+
+        async def look_while_stalled() -> None:
+            await mirror.origin.stalled.wait()
+            (pid,) = adaptive.pool.worker_pids()
+            for task in os.listdir(f"/proc/{pid}/task"):
+                seen[int(task)] = os.sched_getscheduler(int(task))
+            mirror.origin.release_stalls.set()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(look_while_stalled())
+            (result,) = await runtime.engine.run_pass()
+        assert result.outcome == "published", result.error
+    assert seen and set(seen.values()) == {policy}, seen
+    assert os.sched_getscheduler(0) == 0  # the daemon itself keeps the normal policy
+    assert check_published(config).ok

@@ -79,6 +79,7 @@ class FetchConfig:
     schedule: tuple[ScheduleWindow, ...] = ()
     processes: int = 0
     processes_from: int = 128
+    worker_cpu: str = "normal"  # "idle": fetch workers under SCHED_IDLE, CPU nothing else wants
 
 
 @dataclass(frozen=True)
@@ -664,6 +665,7 @@ def _purge(top: _Section) -> PurgeConfig:
 
 
 _LEVELS = ("debug", "info", "warning", "error")
+WORKER_CPU = ("normal", "idle")
 _FORMATS = ("auto", "json", "console")
 
 
@@ -795,6 +797,7 @@ def parse_config(data: object) -> Config:
         processes_from=fetch_section.get(
             "processes_from", _int_range(0, 1_000_000), FetchConfig.processes_from
         ),
+        worker_cpu=fetch_section.get("worker_cpu", _choice(WORKER_CPU), FetchConfig.worker_cpu),
     )
     fetch_section.finish()
 

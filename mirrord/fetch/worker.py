@@ -110,12 +110,24 @@ class Worker:
         self._send(reply)
 
 
+def run_on_idle_cpu() -> None:
+    """SCHED_IDLE for this thread and every thread it starts from now on (before any).
+
+    Such a thread runs on CPU time no other task wants, and a waking nginx
+    worker preempts it at once: with ``nice`` alone, a fetch worker hashing a
+    package still delays the web server's wake-ups.
+    """
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 async def serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     hello = decode(await reader.readline())
     if not isinstance(hello, Hello):
         raise WorkerProtocolError(f"expected hello first, got {hello.TAG!r}")
     config = hello.fetch
+    if config.worker_cpu == "idle":
+        run_on_idle_cpu()
     log = make_logger(hello.log_level, hello.log_format).bind(worker=os.getpid())
 
     def send(message: Message) -> None:
