@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.nginx import free_port, start_listening, stop_process, system_binary
+from tests.nginx import LoopbackServer, free_port, start_listening, system_binary
 
 HEALTH_RETRY = 0.02
 
 
-class Etcd:
+class Etcd(LoopbackServer):
     """Started and stopped by the test; ``start`` again after ``stop`` keeps port and data."""
 
     def __init__(self, prefix: Path) -> None:
+        super().__init__()
         self.prefix = prefix
         self.port = free_port()
         self.peer_port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -61,8 +60,3 @@ class Etcd:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"etcd not healthy after {timeout} s: {self.log.read_text()}")
             time.sleep(HEALTH_RETRY)  # between health requests, not instead of one
-
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-            self._process = None

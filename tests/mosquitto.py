@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import aiomqtt
 
-from tests.nginx import free_port, start_listening, stop_process, system_binary
+from tests.nginx import LoopbackServer, free_port, start_listening, system_binary
 
 CONFIG = """\
 {user}
@@ -23,13 +22,13 @@ log_type information
 """
 
 
-class Mosquitto:
+class Mosquitto(LoopbackServer):
     """Started and stopped by the test; ``start`` again after ``stop`` reuses the port."""
 
     def __init__(self, prefix: Path) -> None:
+        super().__init__()
         self.prefix = prefix
         self.port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -48,11 +47,6 @@ class Mosquitto:
         argv = [system_binary("mosquitto"), "-c", str(conf)]
         with self.log.open("ab") as log:
             self._process = start_listening(argv, self.port, "mosquitto", timeout, self.log, log)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-            self._process = None
 
     async def publish(self, topic: str, payload: bytes | str) -> None:
         """Publish one message with a real client (QoS 1: the broker has it on return)."""

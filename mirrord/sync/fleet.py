@@ -142,12 +142,13 @@ class FleetMember:
         lease = await self.join()
         mine = self._key("staged", arch, digest, self.config.node)
         if mine not in self._mine.get(arch, set()):
+            value = json.dumps({"origin_mtime": origin_mtime})
             try:
-                await self.etcd.put(mine, json.dumps({"origin_mtime": origin_mtime}), lease)
+                await self.etcd.put(mine, value, lease)
             except EtcdLeaseLostError:
                 await self._forget_lease(lease)
                 lease = await self.join()
-                await self.etcd.put(mine, json.dumps({"origin_mtime": origin_mtime}), lease)
+                await self.etcd.put(mine, value, lease)
             self._mine.setdefault(arch, set()).add(mine)
         members, staged = await self._read(arch)
         self.members = tuple(sorted(members))
