@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from mirrord.alpine.signing import Keyring
@@ -40,6 +41,7 @@ from mirrord.shell.control.render import status as render_status
 from mirrord.sync.etcd import EtcdClient
 from mirrord.sync.fleet import FleetMember, open_fleet
 from mirrord.sync.runtime import open_runtime
+from tests.browser import table_rows
 from tests.etcd import Etcd
 from tests.helpers import (
     Mirror,
@@ -445,6 +447,7 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
                 stop.set()
             await reader
             found = samples(await scrape(f"http://{watched['metrics']['listen']}"))
+            page = await _fetch_page(f"http://{watched['metrics']['listen']}/")
             status = await spawn_mirrord(
                 "ctl", "--socket", watched["control"]["socket"], "status", stdout=PIPE
             )
@@ -475,6 +478,16 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
     assert value(found, "mirrord_fleet_members") == 3
     (line,) = [x for x in status_text.splitlines() if x.lstrip().startswith("fleet")]
     assert "node a" in line and "3 members (a, b, c)" in line, line
+    ((who, (tone, shown)),) = table_rows(page, "fleet")  # the status page, in the same words
+    assert who == ("service", "a")
+    assert tone == ("warning" if "last left out" in line else "ok"), (tone, line)
+    assert shown.split(", staged: ")[0] == line.split(": ", 1)[1].split(", staged: ")[0]
+
+
+async def _fetch_page(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 async def _has(client: EtcdClient, digest: str, node: str) -> bool:

@@ -15,7 +15,7 @@ from html import escape
 
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_bytes
-from mirrord.shell.control.render import downstream_lines, duration, shorten
+from mirrord.shell.control.render import downstream_lines, duration, fleet_line, shorten
 from mirrord.shell.status_report import ArchReport, ProgressReport, StatusReport, TreesReport
 
 REFRESH_SECONDS = 10
@@ -69,6 +69,7 @@ def render_status_page(report: StatusReport, now: float) -> str:
         *_arch_table(report["arches"], now),
         *_trees(report["trees"], now),
         *_downstream(report, now),
+        *_fleet(report, now),
         f"<footer>mirrord {_e(report['version'])}, pid {_e(report['pid'])}; "
         f"as of {_e(_utc(now))}, refreshed every {REFRESH_SECONDS} s; "
         'the same facts as JSON: <a href="status.json">status.json</a>, '
@@ -221,6 +222,21 @@ def _downstream(report: StatusReport, now: float) -> list[str]:
     }
     rows = [[(f"<b>{_e(label)}</b>", "service"), (_e(text), tones[label])] for label, text in lines]
     return ["<h2>Downstream</h2>", *_table("downstream", ["Service", "State"], rows, right=set())]
+
+
+def _fleet(report: StatusReport, now: float) -> list[str]:
+    """Fleet mode (when configured): one row, in ``ctl status``'s words."""
+    line = fleet_line(report, now)
+    fleet = report["fleet"]
+    if line is None or fleet is None:
+        return []
+    tone = "ok"
+    if not fleet.get("connected"):
+        tone = "error"
+    elif fleet.get("last_left_out"):
+        tone = "warning"
+    row = [(f"<b>{_e(fleet.get('node'))}</b>", "service"), (_e(line), tone)]
+    return ["<h2>Fleet</h2>", *_table("fleet", ["Node", "State"], [row], right=set())]
 
 
 def _link_tone(link: dict[str, object] | None) -> str:

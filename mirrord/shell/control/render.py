@@ -70,9 +70,9 @@ def status(result: Reply, now: float | None = None) -> str:
     if isinstance(background, Mapping):
         fields.append(("background", _background(background, now)))
     fields += downstream_lines(result, now)
-    fleet = result.get("fleet")
-    if isinstance(fleet, Mapping):
-        fields.append(("fleet", _fleet(fleet, now)))
+    fleet = fleet_line(result, now)
+    if fleet is not None:
+        fields.append(("fleet", fleet))
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
@@ -210,7 +210,11 @@ def _purge(purge: Reply, now: float) -> str:
     return text
 
 
-def _fleet(fleet: Reply, now: float) -> str:
+def fleet_line(result: Reply, now: float) -> str | None:
+    """Fleet mode's state in a line (``ctl status`` and the status page); None when off."""
+    fleet = result.get("fleet")
+    if not isinstance(fleet, Mapping):
+        return None
     members = fleet.get("members") or []
     text = f"node {fleet.get('node')}, etcd {fleet.get('etcd')} "
     text += "connected" if fleet.get("connected") else f"UNREACHABLE ({fleet.get('last_error')})"
