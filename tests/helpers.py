@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,18 @@ def stored_objects(storage: Path) -> dict[str, int]:
             if path.is_file():
                 found[prefix + path.name] = path.stat().st_size
     return found
+
+
+def raw_streams(blob: bytes) -> list[bytes]:
+    """An independent split of concatenated gzip members, for cross-checking."""
+    parts: list[bytes] = []
+    while blob:
+        inflater = zlib.decompressobj(31)
+        inflater.decompress(blob)
+        used = len(blob) - len(inflater.unused_data)
+        parts.append(blob[:used])
+        blob = blob[used:]
+    return parts
 
 
 def package_key_of(data: bytes) -> str:

@@ -19,19 +19,7 @@ from mirrord.demo.repogen import (
     data_stream,
     signature_stream,
 )
-from tests.helpers import FIXTURES
-
-
-def raw_streams(blob: bytes) -> list[bytes]:
-    """An independent split of concatenated gzip members, for cross-checking."""
-    parts: list[bytes] = []
-    while blob:
-        inflater = zlib.decompressobj(31)
-        inflater.decompress(blob)
-        used = len(blob) - len(inflater.unused_data)
-        parts.append(blob[:used])
-        blob = blob[used:]
-    return parts
+from tests.helpers import FIXTURES, raw_streams
 
 
 def test_real_alpine_package() -> None:

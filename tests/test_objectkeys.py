@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,21 @@ from mirrord.storage.maintenance import ScrubProgress, collect_garbage, scrub
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore
 from mirrord.sync.runtime import open_runtime
-from tests.helpers import LogCapture, Mirror, check_published, package_key_of, stored_objects
+from tests.helpers import (
+    LogCapture,
+    Mirror,
+    check_published,
+    package_key_of,
+    raw_streams,
+    stored_objects,
+)
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 
 
 def preimage_of(package: bytes) -> bytes:
     """The 112 bytes whose plain SHA-256 is the package key's hex."""
-    streams: list[bytes] = []
-    rest = package
-    while rest:
-        inflater = zlib.decompressobj(31)
-        inflater.decompress(rest)
-        used = len(rest) - len(inflater.unused_data)
-        streams.append(rest[:used])
-        rest = rest[used:]
+    streams = raw_streams(package)
     head, data = b"".join(streams[:-1]), streams[-1]
     sha = hashlib.sha256
     return package_key_preimage(len(package), sha(head).digest(), sha(data).digest())
