@@ -14,6 +14,7 @@ from mirrord.core.errors import StoreError
 from mirrord.core.model import ArchKey
 from mirrord.core.objectkey import SHARDS, package_key_preimage, split_key
 from mirrord.demo.repogen import simple_specs
+from mirrord.publish.etagcache import EtagCache
 from mirrord.storage.maintenance import ScrubProgress, collect_garbage, scrub
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore
@@ -172,3 +173,10 @@ async def test_recovery_keeps_a_package_key_object_the_database_missed(mirror: M
     (result,) = await mirror.sync(config, force=frozenset({KEY}))
     assert len(mirror.origin.package_requests()) == requests
     assert check_published(config).ok
+
+
+def test_the_bucket_etag_cache_remembers_both_kinds_of_key(tmp_path: Path) -> None:
+    plain, package = "ab" * 32, "apk:" + "cd" * 32
+    entries = {(plain, 10): "0" * 32, (package, 20): "1" * 32 + "-2"}
+    EtagCache(tmp_path / "etags", 8, 4).add(entries)
+    assert EtagCache(tmp_path / "etags", 8, 4).load() == entries

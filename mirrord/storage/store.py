@@ -86,8 +86,8 @@ class ContentStore:
         kind, name = split_key(key)
         return self.root / "objects" / kind / name[:2] / name
 
-    def has(self, sha256: str) -> bool:
-        return self.object_path(sha256).is_file()
+    def has(self, key: str) -> bool:
+        return self.object_path(key).is_file()
 
     def temp_path(self) -> Path:
         """A fresh name in ``tmp/``: unique within this process and across restarts."""
@@ -113,15 +113,15 @@ class ContentStore:
         path = self.temp_path()
         return TempObject(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), path)
 
-    def place_temp(self, temp: TempObject, sha256: str) -> None:
+    def place_temp(self, temp: TempObject, key: str) -> None:
         """Give a verified temp object its name under ``objects/``. Not yet durable.
 
         If the object exists already (same digest, same bytes), the existing
         inode stays: it may be hard-linked into the published tree.
         """
-        target = str(self.object_path(sha256))
+        target = str(self.object_path(key))
         if temp.path is not None:
-            self.place_file(temp.path, sha256)
+            self.place_file(temp.path, key)
             return
         with contextlib.suppress(FileExistsError):
             os.link(f"self/fd/{temp.fd}", target, src_dir_fd=self._proc_fd(), follow_symlinks=True)
@@ -135,12 +135,12 @@ class ContentStore:
             self._proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         return self._proc
 
-    def place_file(self, temp: Path, sha256: str) -> None:
+    def place_file(self, temp: Path, key: str) -> None:
         """Rename a verified named temp file into place under ``objects/``. Not yet durable.
 
         Temp files are created read-only (mode 0444), so this is a rename.
         """
-        target = str(self.object_path(sha256))
+        target = str(self.object_path(key))
         if os.path.exists(target):
             # Same digest, same bytes: keep the existing inode, which may be
             # hard-linked into the published tree already.
@@ -150,20 +150,20 @@ class ContentStore:
 
     def put_bytes(self, data: bytes) -> str:
         """Store small in-memory content (an index); returns its digest. Not yet durable."""
-        sha256 = hashlib.sha256(data).hexdigest()
-        if self.has(sha256):
-            return sha256
+        key = hashlib.sha256(data).hexdigest()
+        if self.has(key):
+            return key
         temp = self.temp_path()
         try:
             write_readonly(temp, data)
-            self.place_file(temp, sha256)
+            self.place_file(temp, key)
         except OSError as error:  # ENOSPC: no partial object stays behind
             unlink_if_exists(temp)
             raise StoreError(str(temp), f"cannot store: {error.strerror}") from None
-        return sha256
+        return key
 
-    def read_bytes(self, sha256: str) -> bytes:
-        path = self.object_path(sha256)
+    def read_bytes(self, key: str) -> bytes:
+        path = self.object_path(key)
         try:
             return path.read_bytes()
         except OSError as error:
@@ -228,9 +228,9 @@ class ContentStore:
             actual = "not a package"
         return actual, size, checksum
 
-    def remove(self, sha256: str) -> bool:
+    def remove(self, key: str) -> bool:
         """Delete an object (whatever is in its place, even a directory)."""
-        path = self.object_path(sha256)
+        path = self.object_path(key)
         try:
             return unlink_if_exists(path)
         except IsADirectoryError:
