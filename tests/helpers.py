@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 from structlog.typing import FilteringBoundLogger
 
+from mirrord.alpine.apkpackage import digest_bytes
 from mirrord.alpine.signing import Keyring
 from mirrord.core.clock import Clock
 from mirrord.core.config import Config, parse_config
@@ -191,5 +193,27 @@ def temp_leftovers(*roots: Path) -> list[str]:
 
 
 def stored_objects(storage: Path) -> dict[str, int]:
-    objects = storage / "objects" / "sha256"
-    return {p.name: p.stat().st_size for p in objects.glob("*/*") if p.is_file()}
+    """Every object in the store, by key, of both kinds: size."""
+    found: dict[str, int] = {}
+    for kind, prefix in (("sha256", ""), ("apk", "apk:")):
+        for path in (storage / "objects" / kind).glob("*/*"):
+            if path.is_file():
+                found[prefix + path.name] = path.stat().st_size
+    return found
+
+
+def raw_streams(blob: bytes) -> list[bytes]:
+    """An independent split of concatenated gzip members, for cross-checking."""
+    parts: list[bytes] = []
+    while blob:
+        inflater = zlib.decompressobj(31)
+        inflater.decompress(blob)
+        used = len(blob) - len(inflater.unused_data)
+        parts.append(blob[:used])
+        blob = blob[used:]
+    return parts
+
+
+def package_key_of(data: bytes) -> str:
+    """The store key of a package's bytes."""
+    return digest_bytes("package", data).key

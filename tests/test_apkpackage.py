@@ -10,6 +10,7 @@ from mirrord.alpine.apkpackage import PackageDigester, check_package, digest_byt
 from mirrord.alpine.tarlite import build_member
 from mirrord.core.errors import PackageFormatError, PackageVerifyError
 from mirrord.core.model import PackageRef
+from mirrord.core.objectkey import package_key
 from mirrord.demo.repogen import (
     PackageSpec,
     SigningKey,
@@ -18,19 +19,7 @@ from mirrord.demo.repogen import (
     data_stream,
     signature_stream,
 )
-from tests.helpers import FIXTURES
-
-
-def raw_streams(blob: bytes) -> list[bytes]:
-    """An independent split of concatenated gzip members, for cross-checking."""
-    parts: list[bytes] = []
-    while blob:
-        inflater = zlib.decompressobj(31)
-        inflater.decompress(blob)
-        used = len(blob) - len(inflater.unused_data)
-        parts.append(blob[:used])
-        blob = blob[used:]
-    return parts
+from tests.helpers import FIXTURES, raw_streams
 
 
 def test_real_alpine_package() -> None:
@@ -43,7 +32,9 @@ def test_real_alpine_package() -> None:
     assert digest.datahash_actual == digest.datahash_declared
     assert digest.signer == "alpine-devel@lists.alpinelinux.org-616ae350.rsa.pub"
     assert digest.pkgname == "alpine-baselayout" and digest.pkgver == "3.2.0-r23"
-    assert digest.sha256 == hashlib.sha256(blob).hexdigest() and digest.size == 11012
+    head = hashlib.sha256(signature + control).digest()
+    assert digest.key == package_key(11012, head, hashlib.sha256(data).digest())
+    assert digest.key.startswith("apk:") and digest.size == 11012
     assert len(signature) == 666
 
 

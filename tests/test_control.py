@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -26,7 +25,14 @@ from mirrord.demo.repogen import simple_specs
 from mirrord.shell.control.protocol import MAX_LINE, request_line
 from mirrord.storage.store import ContentStore
 from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
-from tests.helpers import REPO_ROOT, Mirror, check_published, spawn_mirrord, stored_objects
+from tests.helpers import (
+    REPO_ROOT,
+    Mirror,
+    check_published,
+    package_key_of,
+    spawn_mirrord,
+    stored_objects,
+)
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 OTHER = ArchKey("v3.20", "community", "x86_64")
@@ -373,7 +379,7 @@ async def test_verify_repair_replaces_a_damaged_object_everywhere(mirror: Mirror
         await synced(daemon, 1)
         store = ContentStore(daemon.config.storage.path)
         package = mirror.tree.built(specs[2]).data
-        victim = hashlib.sha256(package).hexdigest()  # a package, published as a hard link
+        victim = package_key_of(package)  # a package, published as a hard link
         path = store.object_path(victim)
         os.chmod(path, 0o644)
         with open(path, "r+b") as handle:  # bit rot, in the store and the published link

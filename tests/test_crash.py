@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from mirrord.demo.repogen import PackageSpec, simple_specs
 from tests.helpers import (
     Mirror,
     check_published,
+    package_key_of,
     spawn_mirrord,
     stored_objects,
     temp_leftovers,
@@ -113,9 +113,7 @@ def assert_consistent(config: Config) -> None:
 async def restart_and_check(mirror: Mirror, config: Config, config_path: Path) -> None:
     """Restart; nothing durable is downloaded again, and exactly what was not stored is."""
     names = {
-        hashlib.sha256(p.data).hexdigest(): p.spec.filename
-        for key in KEYS
-        for p in mirror.tree.packages(key)
+        package_key_of(p.data): p.spec.filename for key in KEYS for p in mirror.tree.packages(key)
     }
     on_disk = set(stored_objects(config.storage.path))
     durable = durable_objects(config.storage.path)

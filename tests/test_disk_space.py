@@ -22,8 +22,9 @@ from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.storage.space import shortfall
+from mirrord.storage.store import ContentStore
 from mirrord.sync.status import Outcome
-from tests.helpers import Mirror, check_published, stored_objects, temp_leftovers
+from tests.helpers import Mirror, check_published, package_key_of, stored_objects, temp_leftovers
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 SIZE = 8 << 20  # the filesystem: 8 MiB
@@ -62,7 +63,7 @@ def fill(fs: Path) -> Path:
 
 
 def digest(mirror: Mirror, spec: PackageSpec) -> str:
-    return hashlib.sha256(mirror.tree.built(spec).data).hexdigest()
+    return package_key_of(mirror.tree.built(spec).data)
 
 
 def test_shortfall_counts_the_reserve_and_syncs_in_progress() -> None:
@@ -120,10 +121,12 @@ async def test_enospc_mid_pass_damages_nothing_and_the_next_pass_fetches_only_wh
     assert result.error is not None and "No space left on device" in result.error
     # No partial object, no temp file, and the old snapshot still served whole.
     assert temp_leftovers(small_fs / "storage", small_fs / "published") == []
-    objects = small_fs / "storage" / "objects" / "sha256"
-    for sha256, _size in stored_objects(small_fs / "storage").items():
-        data = (objects / sha256[:2] / sha256).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == sha256
+    store = ContentStore(small_fs / "storage")
+    for key, _size in stored_objects(small_fs / "storage").items():
+        data = store.object_path(key).read_bytes()
+        assert (
+            package_key_of(data) if key.startswith("apk:") else hashlib.sha256(data).hexdigest()
+        ) == key
     assert index.read_bytes() == served
     assert check_published(config).ok
 

@@ -8,8 +8,6 @@ fails naming the package.
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from mirrord.core.clock import FakeClock
@@ -19,7 +17,7 @@ from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.sync.status import ArchResult
-from tests.helpers import Mirror, check_published, stored_objects
+from tests.helpers import Mirror, check_published, package_key_of, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 TARGET = PackageSpec("target", "2.0-r0", payload=200_000, seed=31337)
@@ -66,7 +64,7 @@ class Scenario:
 
     def assert_nothing_published(self) -> None:
         assert not self.config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz").exists()
-        good = hashlib.sha256(self.mirror.tree.built(TARGET).data).hexdigest()
+        good = package_key_of(self.mirror.tree.built(TARGET).data)
         assert all(
             sha == good or size != self.size
             for sha, size in stored_objects(self.config.storage.path).items()

@@ -23,8 +23,7 @@ from mirrord.demo.repogen import (
     signature_stream,
     simple_specs,
 )
-from tests.helpers import Mirror, check_published, stored_objects
-from tests.test_apkpackage import raw_streams
+from tests.helpers import Mirror, check_published, raw_streams, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 BASE = simple_specs("base", 20, payload=2000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import shutil
 
 from mirrord.core.clock import FakeClock
@@ -14,7 +13,7 @@ from mirrord.demo.repogen import simple_specs
 from mirrord.shell.supervisor import Supervisor
 from mirrord.storage.store import ContentStore
 from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon, synced
-from tests.helpers import LogCapture, Mirror, check_published, stored_objects
+from tests.helpers import LogCapture, Mirror, check_published, package_key_of, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 
@@ -25,7 +24,7 @@ async def test_an_unreadable_object_is_damage_for_verify_not_a_dead_daemon(mirro
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
         await synced(daemon, 1)
         store = ContentStore(daemon.config.storage.path)
-        victim = hashlib.sha256(mirror.tree.built(specs[1]).data).hexdigest()
+        victim = package_key_of(mirror.tree.built(specs[1]).data)
         path = store.object_path(victim)
         path.unlink()
         path.mkdir()  # reading it fails with EISDIR, as a dying disk fails with EIO
@@ -41,7 +40,7 @@ async def test_an_unreadable_object_is_damage_for_verify_not_a_dead_daemon(mirro
 
         await ctl(daemon, "verify", repair=True)  # the directory goes, the package comes again
         await synced(daemon, 2)
-        assert path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == victim
+        assert path.is_file() and package_key_of(path.read_bytes()) == victim
         assert check_published(daemon.config).ok
 
 
@@ -56,7 +55,7 @@ async def test_a_failed_collection_is_counted_and_shown_and_the_daemon_serves_on
     async with running_daemon(mirror, config) as daemon:
         await synced(daemon, 1)
         storage = daemon.config.storage.path
-        old = {hashlib.sha256(mirror.tree.built(s).data).hexdigest() for s in first}
+        old = {package_key_of(mirror.tree.built(s).data) for s in first}
         mirror.tree.put(KEY, [s.bumped() for s in first])
         await ctl(daemon, "sync")
         await synced(daemon, 2)

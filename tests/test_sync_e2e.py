@@ -12,7 +12,8 @@ import pytest
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import OriginTree, PackageSpec, simple_specs
 from mirrord.storage.statedb import StateDB
-from tests.helpers import Mirror, check_published, stored_objects, temp_leftovers
+from mirrord.storage.store import ContentStore
+from tests.helpers import Mirror, check_published, package_key_of, stored_objects, temp_leftovers
 
 BRANCHES = ("v3.19", "v3.20")
 ARCHES = ("x86_64", "aarch64")
@@ -60,23 +61,17 @@ async def test_two_branches_two_arches_end_to_end(mirror: Mirror, processes: int
             info = path.lstat()
             assert stat.S_ISREG(info.st_mode), "plain files, never symlinks"
             assert path.read_bytes() == package.data
-            stored = (
-                config.storage.path
-                / "objects/sha256"
-                / hashlib.sha256(package.data).hexdigest()[:2]
-            )
-            assert os.path.samefile(path, stored / hashlib.sha256(package.data).hexdigest())
+            stored = ContentStore(config.storage.path).object_path(package_key_of(package.data))
+            assert os.path.samefile(path, stored)
 
     # Every shared package: one request, one stored object, four published links.
     objects = stored_objects(config.storage.path)
     for spec in SHARED:
         data = mirror.tree.built(spec).data
-        assert hashlib.sha256(data).hexdigest() in objects
+        assert package_key_of(data) in objects
         requests = [r for r in mirror.origin.package_requests() if r.path.endswith(spec.filename)]
         assert len(requests) == 1
-    unique_packages = {
-        hashlib.sha256(p.data).hexdigest() for k in layout for p in mirror.tree.packages(k)
-    }
+    unique_packages = {package_key_of(p.data) for k in layout for p in mirror.tree.packages(k)}
     assert len(unique_packages) == 4 * 12 + 3
     assert len(objects) == len(unique_packages) + 4  # + the four indexes, kept for rollback
     assert len(mirror.origin.package_requests()) == len(unique_packages)

@@ -3,7 +3,9 @@
 An apk v2 file is gzip(signature tar) + gzip(control tar) + gzip(data tar);
 unsigned packages lack the first. While the bytes stream past, this computes:
 
-* the SHA-256 of the whole file (mirrord's storage key) and its size;
+* its size and mirrord's package key (``mirrord.core.objectkey``): from the
+  SHA-256 of the head (signature and control streams) and of the data stream,
+  so each byte is hashed with SHA-256 once;
 * the index's ``C:`` identity: ``Q1`` + base64(SHA-1 of the raw control
   stream), or of control + data for old packages without ``datahash``;
 * the SHA-256 of the raw data stream, to hold against ``.PKGINFO``'s
@@ -24,6 +26,7 @@ from mirrord.alpine.signames import parse_signature_name
 from mirrord.alpine.tarlite import TarFormatError, iter_members
 from mirrord.core.errors import PackageFormatError, PackageVerifyError
 from mirrord.core.model import PackageRef
+from mirrord.core.objectkey import package_key
 
 MAX_CONTROL_BYTES = 16 * 1024 * 1024
 
@@ -45,7 +48,7 @@ def parse_pkginfo(text: str) -> dict[str, list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class PackageDigest:
-    sha256: str
+    key: str  # the store key: apk:<hex>, never the whole file's SHA-256
     size: int
     checksum: str  # what the index's C: must say
     datahash_declared: str | None  # from .PKGINFO
@@ -61,7 +64,7 @@ class PackageDigester:
     def __init__(self, filename: str, max_control_bytes: int = MAX_CONTROL_BYTES) -> None:
         self.filename = filename
         self._max_control = max_control_bytes
-        self._file = hashlib.sha256()
+        self._head = hashlib.sha256()
         self.size = 0
         self._phase = "first"  # "first" (signature or control), "control", "data"
         self._inflater = zlib.decompressobj(31)
@@ -76,7 +79,6 @@ class PackageDigester:
         self._pkginfo: dict[str, list[str]] = {}
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        self._file.update(chunk)
         self.size += len(chunk)
         view = memoryview(chunk)
         while view.nbytes:
@@ -88,6 +90,7 @@ class PackageDigester:
                 return
             consumed, ended = self._inflate(view)
             self._stream_sha1.update(view[:consumed])
+            self._head.update(view[:consumed])
             view = view[consumed:]
             if ended:
                 self._end_stream()
@@ -146,7 +149,7 @@ class PackageDigester:
         checksum = q1(self._legacy.digest()) if self._legacy is not None else self._control_checksum
         assert checksum is not None
         return PackageDigest(
-            sha256=self._file.hexdigest(),
+            key=package_key(self.size, self._head.digest(), self._data.digest()),
             size=self.size,
             checksum=checksum,
             datahash_declared=self._datahash,

@@ -55,7 +55,7 @@ class PublishedFile:
     """One package file of a published snapshot."""
 
     filename: str
-    sha256: str
+    sha256: str  # its store key: "apk:<hex>" or a plain SHA-256 (mirrord.core.objectkey)
     size: int
     package: str  # the package name (P:), for the mass-deletion guard
 

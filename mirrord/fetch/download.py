@@ -229,8 +229,8 @@ class PackageDownloader:
             except BaseException:
                 await asyncio.to_thread(sink.discard)
                 raise
-            sink.place(digest.sha256)  # verified: it may have a name now (one syscall)
-            return StoredObject(digest.sha256, digest.size)
+            sink.place(digest.key)  # verified: it may have a name now (one syscall)
+            return StoredObject(digest.key, digest.size)
         raise AssertionError("unreachable")
 
     async def _transfer_with_retries(

@@ -84,7 +84,7 @@ class Fetcher:
         self._running.set()
 
     def fetch(self, key: ArchKey, ref: PackageRef) -> asyncio.Future[str]:
-        """A future for the stored object's SHA-256; one download per identity.
+        """A future for the stored object's key; one download per identity.
 
         An identity is either in flight here, recently finished (remembered for
         arches that planned before it was committed), or recorded in the state database.

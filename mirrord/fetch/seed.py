@@ -42,7 +42,7 @@ def _present(directory: Path, missing: Sequence[PackageRef]) -> list[PackageRef]
 
 
 def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
-    """Link ``source`` to ``temp`` if it is exactly what ``ref`` promises; its SHA-256."""
+    """Link ``source`` to ``temp`` if it is exactly what ``ref`` promises; its store key."""
     try:
         os.link(source, temp)
         os.chmod(temp, 0o444)  # an adopted tree may have writable files; objects are not
@@ -57,7 +57,7 @@ def _verified_link(source: Path, temp: Path, ref: PackageRef) -> str | None:
     except (OSError, MirrordError):
         temp.unlink(missing_ok=True)
         return None
-    return digest.sha256
+    return digest.key
 
 
 def _verify_and_place(
@@ -66,17 +66,17 @@ def _verify_and_place(
     placed: list[tuple[PackageRef, str]] = []
     for ref in candidates:
         temp = store.temp_path()
-        sha256 = _verified_link(directory / ref.filename, temp, ref)
-        if sha256 is not None:
-            store.place_file(temp, sha256)
-            placed.append((ref, sha256))
+        key = _verified_link(directory / ref.filename, temp, ref)
+        if key is not None:
+            store.place_file(temp, key)
+            placed.append((ref, key))
     return placed
 
 
 async def seed_from_tree(
     directory: Path, missing: Sequence[PackageRef], store: ContentStore, committer: Committer
 ) -> dict[tuple[str, int], str]:
-    """Identity -> SHA-256 of every missing package found intact in ``directory``."""
+    """Identity -> store key of every missing package found intact in ``directory``."""
     if not missing:
         return {}
     candidates = await asyncio.to_thread(_present, directory, missing)
@@ -85,7 +85,7 @@ async def seed_from_tree(
     placed = await asyncio.to_thread(_verify_and_place, directory, candidates, store)
     async with asyncio.TaskGroup() as group:
         commits = [
-            group.create_task(committer.commit(StoredObject(sha256, ref.size), ref.checksum))
-            for ref, sha256 in placed
+            group.create_task(committer.commit(StoredObject(key, ref.size), ref.checksum))
+            for ref, key in placed
         ]
     return {ref.identity: task.result() for (ref, _), task in zip(placed, commits, strict=True)}

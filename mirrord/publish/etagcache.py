@@ -1,10 +1,11 @@
 """The ETag a stored object has in the bucket, remembered across restarts.
 
-A stored object never changes (it is named by its SHA-256), so the ETag its
+A stored object never changes (its key, a plain or package key, names its
+bytes), so the ETag its
 bytes get in the bucket depends only on them and on how they are uploaded
 (``multipart_threshold``, ``part_size``). Remembering it saves reading every
 published file again at each start to compare with the bucket's listing.
-One line per object, appended: ``<sha256> <size> <threshold> <part_size> <etag>``.
+One line per object, appended: ``<key> <size> <threshold> <part_size> <etag>``.
 A line lost in a crash costs one hash; a torn line is skipped.
 """
 
@@ -14,9 +15,9 @@ import re
 from pathlib import Path
 
 FILE_NAME = "bucket-etags"
-_LINE = re.compile(r"^([0-9a-f]{64}) (\d+) (\d+) (\d+) ([0-9a-f]{32}(?:-\d+)?)$")
+_LINE = re.compile(r"^((?:apk:)?[0-9a-f]{64}) (\d+) (\d+) (\d+) ([0-9a-f]{32}(?:-\d+)?)$")
 
-Key = tuple[str, int]  # (sha256, size)
+Key = tuple[str, int]  # (object key, size)
 
 
 class EtagCache:

@@ -23,9 +23,10 @@ from mirrord.alpine.tarlite import TarFormatError, iter_members
 from mirrord.core.clock import Clock
 from mirrord.core.errors import IndexRejectedError
 from mirrord.core.model import ArchKey, PublishedFile
+from mirrord.core.objectkey import SHARDS
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.statedb import StateDB
-from mirrord.storage.store import FAN_OUT, ContentStore
+from mirrord.storage.store import ContentStore
 
 
 @dataclass
@@ -73,9 +74,9 @@ async def recover_store(
     report.store_temps = await asyncio.to_thread(store.prepare)
     rows: list[tuple[str, int, str | None]] = []
     missing: list[str] = []
-    for prefix in FAN_OUT:  # one directory at a time: never a set of every digest
-        on_disk = await asyncio.to_thread(store.object_names, prefix)
-        known = await db.call(db.object_digests, prefix)
+    for shard in SHARDS:  # one directory at a time: never a set of every key
+        on_disk = await asyncio.to_thread(store.object_names, shard)
+        known = await db.call(db.object_digests, shard)
         for sha256 in sorted(on_disk - known):
             described = await asyncio.to_thread(store.describe_object, sha256)
             if described is not None and described[0] == sha256:

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
+from mirrord.alpine.apkpackage import PackageDigester
 from mirrord.core.clock import Clock
+from mirrord.core.errors import PackageFormatError
+from mirrord.core.objectkey import SHARDS, is_package_key
 from mirrord.storage.durable import hash_file
 from mirrord.storage.statedb import StateDB
-from mirrord.storage.store import FAN_OUT, ContentStore
+from mirrord.storage.store import ContentStore
 
 
 @dataclass
@@ -50,22 +53,30 @@ class ScrubProgress:
         }
 
 
-def rehash(store: ContentStore, sha256: str) -> str | None:
-    """The object's actual digest; None when it is gone, ``unreadable: why`` when it cannot
-    be read (EIO, a directory in its place): damaged either way, never a crash."""
-    digest = hashlib.sha256()
+def rehash(store: ContentStore, key: str) -> str | None:
+    """The key of the object's actual bytes, computed as its kind is named; None when it is
+    gone, ``unreadable: why`` when it cannot be read (EIO, a directory in its place) or
+    parsed as the package its key says it is: damaged either way, never a crash."""
+    path = store.object_path(key)
     try:
-        hash_file(store.object_path(sha256), digest.update)
+        if is_package_key(key):
+            digester = PackageDigester(key)
+            hash_file(path, digester.feed)
+            return digester.finish().key
+        digest = hashlib.sha256()
+        hash_file(path, digest.update)
     except FileNotFoundError:
         return None
     except OSError as error:
         return f"unreadable: {error.strerror}"
+    except PackageFormatError as error:
+        return f"unreadable: {error}"
     return digest.hexdigest()
 
 
 async def _recorded_digests(db: StateDB) -> AsyncIterator[str]:
-    """Every recorded digest in order, one fan-out directory's share at a time."""
-    for prefix in FAN_OUT:
+    """Every recorded key in order, one fan-out directory's share at a time."""
+    for prefix in SHARDS:
         for sha256 in sorted(await db.call(db.object_digests, prefix)):
             yield sha256
 

@@ -276,7 +276,11 @@ class StateDB:
         return GarbageCandidates(unlisted, int(old), int(old) - len(unlisted))
 
     def object_digests(self, prefix: str) -> set[str]:
-        """The recorded digests of one fan-out directory (``prefix``, two hex digits)."""
+        """The recorded keys of one fan-out directory (``prefix``: "ab" or "apk:ab").
+
+        No plain key starts with "ap" + a non-hex letter, so the kinds' ranges
+        never overlap.
+        """
         rows = self._db.execute(  # hex digits sort below "g": the range is the prefix
             "SELECT sha256 FROM objects WHERE sha256 >= ? AND sha256 < ?", (prefix, prefix + "g")
         )

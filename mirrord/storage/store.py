@@ -1,4 +1,9 @@
-"""The content-addressed object store: ``objects/sha256/<ab>/<full hex>``.
+"""The content-addressed object store: ``objects/<kind>/<ab>/<hex>``.
+
+An object's key (``mirrord.core.objectkey``) names its kind and file: plain
+SHA-256 keys live in ``objects/sha256/``, package keys in ``objects/apk/``.
+Everything that re-reads an object to check it (recovery, scrub) recomputes
+the key of the object's own kind.
 
 Objects are written read-only as unnamed ``O_TMPFILE`` files in ``objects/``
 (or, where the kernel lacks it, named temp files in ``tmp/`` on the same
@@ -13,24 +18,21 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from mirrord.alpine.apkpackage import PackageDigester
 from mirrord.core.errors import PackageFormatError, StoreError
+from mirrord.core.objectkey import FAN_OUT, KIND_DIRECTORIES, is_key, is_package_key, split_key
 from mirrord.storage.durable import Syncer, hash_file, unlink_if_exists
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-FAN_OUT = tuple(f"{first:02x}" for first in range(256))  # objects/sha256/<first two hex digits>/
 
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     """An object named under ``objects/`` (durable once the committer says so)."""
 
-    sha256: str
+    sha256: str  # its key: a plain SHA-256 or a package key (mirrord.core.objectkey)
     size: int
 
 
@@ -54,7 +56,7 @@ class TempObject:
 class ContentStore:
     def __init__(self, root: Path, syncer: Syncer | None = None) -> None:
         self.root = root
-        self.objects = root / "objects" / "sha256"
+        self.objects = root / "objects" / "sha256"  # also where unnamed temp files are made
         self.tmp = root / "tmp"
         self._syncer = syncer or Syncer()
         self._temp_prefix = f"{os.getpid()}-{os.urandom(4).hex()}-"
@@ -69,8 +71,10 @@ class ContentStore:
             self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(str(self.root), f"cannot create the store: {error.strerror}") from None
-        for prefix in FAN_OUT:  # all fan-out directories up front, off the hot path
-            (self.objects / prefix).mkdir(exist_ok=True)
+        for kind in KIND_DIRECTORIES.values():  # every fan-out directory up front
+            (self.root / "objects" / kind).mkdir(exist_ok=True)
+            for prefix in FAN_OUT:
+                (self.root / "objects" / kind / prefix).mkdir(exist_ok=True)
         swept = 0
         for entry in os.scandir(self.tmp):
             if entry.is_file(follow_symlinks=False):
@@ -78,13 +82,12 @@ class ContentStore:
                 swept += 1
         return swept
 
-    def object_path(self, sha256: str) -> Path:
-        if not _HEX64.match(sha256):
-            raise StoreError(sha256, "not a SHA-256 hex digest")
-        return self.objects / sha256[:2] / sha256
+    def object_path(self, key: str) -> Path:
+        kind, name = split_key(key)
+        return self.root / "objects" / kind / name[:2] / name
 
-    def has(self, sha256: str) -> bool:
-        return self.object_path(sha256).is_file()
+    def has(self, key: str) -> bool:
+        return self.object_path(key).is_file()
 
     def temp_path(self) -> Path:
         """A fresh name in ``tmp/``: unique within this process and across restarts."""
@@ -110,15 +113,15 @@ class ContentStore:
         path = self.temp_path()
         return TempObject(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), path)
 
-    def place_temp(self, temp: TempObject, sha256: str) -> None:
+    def place_temp(self, temp: TempObject, key: str) -> None:
         """Give a verified temp object its name under ``objects/``. Not yet durable.
 
         If the object exists already (same digest, same bytes), the existing
         inode stays: it may be hard-linked into the published tree.
         """
-        target = f"{self.objects}/{sha256[:2]}/{sha256}"
+        target = str(self.object_path(key))
         if temp.path is not None:
-            self.place_file(temp.path, sha256)
+            self.place_file(temp.path, key)
             return
         with contextlib.suppress(FileExistsError):
             os.link(f"self/fd/{temp.fd}", target, src_dir_fd=self._proc_fd(), follow_symlinks=True)
@@ -132,12 +135,12 @@ class ContentStore:
             self._proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         return self._proc
 
-    def place_file(self, temp: Path, sha256: str) -> None:
+    def place_file(self, temp: Path, key: str) -> None:
         """Rename a verified named temp file into place under ``objects/``. Not yet durable.
 
         Temp files are created read-only (mode 0444), so this is a rename.
         """
-        target = f"{self.objects}/{sha256[:2]}/{sha256}"
+        target = str(self.object_path(key))
         if os.path.exists(target):
             # Same digest, same bytes: keep the existing inode, which may be
             # hard-linked into the published tree already.
@@ -147,20 +150,20 @@ class ContentStore:
 
     def put_bytes(self, data: bytes) -> str:
         """Store small in-memory content (an index); returns its digest. Not yet durable."""
-        sha256 = hashlib.sha256(data).hexdigest()
-        if self.has(sha256):
-            return sha256
+        key = hashlib.sha256(data).hexdigest()
+        if self.has(key):
+            return key
         temp = self.temp_path()
         try:
             write_readonly(temp, data)
-            self.place_file(temp, sha256)
+            self.place_file(temp, key)
         except OSError as error:  # ENOSPC: no partial object stays behind
             unlink_if_exists(temp)
             raise StoreError(str(temp), f"cannot store: {error.strerror}") from None
-        return sha256
+        return key
 
-    def read_bytes(self, sha256: str) -> bytes:
-        path = self.object_path(sha256)
+    def read_bytes(self, key: str) -> bytes:
+        path = self.object_path(key)
         try:
             return path.read_bytes()
         except OSError as error:
@@ -170,23 +173,31 @@ class ContentStore:
         """Make every placed object durable (one syncfs for the whole batch)."""
         self._syncer.sync_filesystem(self.root)
 
-    def object_names(self, prefix: str) -> set[str]:
-        """The object files of one fan-out directory, by digest (a listing, no reads)."""
+    def object_names(self, shard: str) -> set[str]:
+        """The objects of one fan-out directory (``shard``: "ab" or "apk:ab"), by key.
+
+        A listing, no reads.
+        """
+        kind_prefix, fan = shard[:-2], shard[-2:]
+        directory = self.root / "objects" / KIND_DIRECTORIES[kind_prefix] / fan
         try:
-            entries = os.listdir(self.objects / prefix)
+            entries = os.listdir(directory)
         except FileNotFoundError:
             return set()
-        return {name for name in entries if _HEX64.match(name)}
+        keys = {kind_prefix + name for name in entries}
+        return {key for key in keys if is_key(key) and key.startswith(shard)}
 
-    def describe_object(self, sha256: str) -> tuple[str, int, str | None] | None:
-        """Re-read an object: (actual sha256, size, its C: if it is a package).
+    def describe_object(self, key: str) -> tuple[str, int, str | None] | None:
+        """Re-read an object: (the key of its actual bytes, size, its C: if a package).
 
-        None when it is missing. Used by recovery for objects that reached
-        ``objects/`` but not the database.
+        The key is computed the way objects of ``key``'s kind are named. None
+        when it is missing or unreadable. Used by recovery for objects that
+        reached ``objects/`` but not the database, and by scrub.
         """
-        digester = PackageDigester(sha256)
+        digester = PackageDigester(key)
         plain = hashlib.sha256()
         is_package = True
+        package_kind = is_package_key(key)
 
         def feed_package(block: bytes) -> None:
             nonlocal is_package
@@ -196,21 +207,30 @@ class ContentStore:
                 except PackageFormatError:
                     is_package = False
 
+        # A package key needs no whole-file hash; a plain key needs no parse but
+        # recovery records a package's C: so lookups by identity find it.
+        feeds = (feed_package,) if package_kind else (plain.update, feed_package)
         try:
-            size = hash_file(self.object_path(sha256), plain.update, feed_package)
+            size = hash_file(self.object_path(key), *feeds)
         except OSError:  # gone, or unreadable (EIO, a directory in its place): not kept
             return None
         checksum: str | None = None
+        actual: str | None = None if package_kind else plain.hexdigest()
         if is_package:
             try:
-                checksum = digester.finish().checksum
+                digest = digester.finish()
             except PackageFormatError:
-                checksum = None
-        return plain.hexdigest(), size, checksum
+                pass
+            else:
+                checksum = digest.checksum
+                actual = digest.key if package_kind else actual
+        if actual is None:  # not a package where only packages may be
+            actual = "not a package"
+        return actual, size, checksum
 
-    def remove(self, sha256: str) -> bool:
+    def remove(self, key: str) -> bool:
         """Delete an object (whatever is in its place, even a directory)."""
-        path = self.object_path(sha256)
+        path = self.object_path(key)
         try:
             return unlink_if_exists(path)
         except IsADirectoryError:
