@@ -137,21 +137,22 @@ _BY_TAG: dict[str, type[Message]] = {kind.TAG: kind for kind in typing.get_args(
 
 
 def encode(message: Message) -> bytes:
-    line = {"t": message.TAG, **_as_dict(message)}
-    return json.dumps(line, separators=(",", ":"), default=_as_dict).encode() + b"\n"
+    return _ENCODER.encode({"t": message.TAG, **_as_dict(message)}).encode() + b"\n"
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
     """One level of a dataclass as a dict; json calls this again for nested ones."""
-    if not dataclasses.is_dataclass(value) or isinstance(value, type):
-        raise TypeError(f"{type(value).__name__} is not a wire value")
     names = _NAMES.get(type(value))
     if names is None:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            raise TypeError(f"{type(value).__name__} is not a wire value")
         names = _NAMES[type(value)] = tuple(field.name for field in dataclasses.fields(value))
     return {name: getattr(value, name) for name in names}
 
 
 _NAMES: dict[type, tuple[str, ...]] = {}
+# One encoder for every line (json.dumps with arguments builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_as_dict)
 
 
 def decode(line: bytes) -> Message:
