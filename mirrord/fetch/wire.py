@@ -345,6 +345,7 @@ class Outbox:
         self._lines.append(encode(message))
 
     def flush(self) -> None:
-        if self._lines:
-            lines, self._lines = self._lines, []
+        lines, self._lines = self._lines, []
+        # A closed stream (the peer died) drops them, as the peer would have.
+        if lines and not self._writer.is_closing():
             self._writer.write(b"".join(lines))
