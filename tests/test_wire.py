@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from mirrord.fetch.wire import (
     Job,
     Limit,
     Message,
+    Outbox,
     Received,
     Want,
     decode,
@@ -190,3 +193,22 @@ def test_malformed_lines_are_refused_with_the_reason(line: bytes, complaint: str
 def test_fields_with_defaults_may_be_left_out() -> None:
     line = _line(t="done", job_id=1, stored={"sha256": SHA, "size": 1}, events={})
     assert decode(line) == Done(1, StoredObject(SHA, 1), JobEvents())
+
+
+async def test_an_outbox_writes_the_messages_of_one_turn_together_and_in_order() -> None:
+    ours, theirs = socket.socketpair()
+    _, writer = await asyncio.open_connection(sock=ours)
+    peer_reader, peer_writer = await asyncio.open_connection(sock=theirs)
+    outbox = Outbox(writer)
+    sent: list[Message] = [Job(1, KEY, REF), Grant(3, 5), Job(2, KEY, REF)]
+    for message in sent:
+        outbox.send(message)
+    with pytest.raises(BlockingIOError):  # nothing written within the turn
+        theirs.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    expected = b"".join(map(encode, sent))
+    assert await peer_reader.readexactly(len(expected)) == expected
+    outbox.send(Received(7))
+    outbox.flush()  # before a close: nothing left behind
+    writer.close()
+    assert await peer_reader.read() == encode(Received(7))
+    peer_writer.close()

@@ -11,7 +11,7 @@ import email.utils
 import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -274,8 +274,7 @@ class OriginClient:
                     response.headers.get("Last-Modified"),
                 )
 
-    @asynccontextmanager
-    async def download(
+    def download(
         self,
         key: ArchKey,
         filename: str,
@@ -283,16 +282,14 @@ class OriginClient:
         offset: int = 0,
         if_range: str | None = None,
         now: float,
-    ) -> AsyncIterator[tuple[DownloadStart, aiohttp.StreamReader]]:
+    ) -> AbstractAsyncContextManager[tuple[DownloadStart, aiohttp.StreamReader]]:
         """Open a package body, resuming at ``offset`` when the origin allows it.
 
         The yielded DownloadStart says where the body really starts: 0 when
         the origin ignored the Range request (or the validator changed).
         """
-        async with self.open_body(
-            self.url(key, filename), offset=offset, if_range=if_range, now=now
-        ) as opened:
-            yield opened
+        # open_body's own context manager, not one more wrapped around it (one per file)
+        return self.open_body(self.url(key, filename), offset=offset, if_range=if_range, now=now)
 
     @asynccontextmanager
     async def open_body(

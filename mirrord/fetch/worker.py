@@ -46,8 +46,8 @@ from mirrord.fetch.wire import (
     Job,
     Limit,
     Message,
+    Outbox,
     decode,
-    encode,
     error_to_wire,
 )
 from mirrord.storage.store import ContentStore
@@ -133,9 +133,8 @@ async def serve(sock: socket.socket) -> None:
         except OSError as error:  # a sandbox that filters the call: downloads go on as they are
             log.warning("fetch.worker.idle_cpu_refused", error=error.strerror or str(error))
 
-    def send(message: Message) -> None:
-        writer.write(encode(message))
-
+    outbox = Outbox(writer)
+    send = outbox.send
     throttle = GrantedThrottle(send)
     store = ContentStore(Path(hello.storage))
     connections = config.concurrency
@@ -164,6 +163,7 @@ async def serve(sock: socket.socket) -> None:
             reporter.cancel()
             for task in jobs:
                 task.cancel()
+    outbox.flush()
     writer.close()
 
 

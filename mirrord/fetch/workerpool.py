@@ -38,10 +38,10 @@ from mirrord.fetch.wire import (
     Hello,
     Job,
     Message,
+    Outbox,
     Received,
     Want,
     decode,
-    encode,
     error_from_wire,
     error_to_wire,
 )
@@ -58,11 +58,16 @@ class _Process:
     process: asyncio.subprocess.Process
     writer: asyncio.StreamWriter
     reader: asyncio.StreamReader
+    outbox: Outbox
     pending: dict[int, asyncio.Future[Done | Fail]] = field(default_factory=dict)
     alive: bool = True
 
     def send(self, message: Message) -> None:
-        self.writer.write(encode(message))
+        self.outbox.send(message)
+
+    def close(self) -> None:
+        self.outbox.flush()
+        self.writer.close()
 
 
 class AdaptiveDownloader:
@@ -197,7 +202,7 @@ class ProcessDownloader:
         self._traffic.remove_listener(self._broadcast_limit)
         for worker in self._workers:
             if worker.alive:
-                worker.writer.close()
+                worker.close()
 
     async def _keep_running(self, index: int) -> None:
         while not self._stopping:
@@ -222,7 +227,7 @@ class ProcessDownloader:
         finally:
             child_end.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
-        worker = _Process(index, process, writer, reader)
+        worker = _Process(index, process, writer, reader, Outbox(writer))
         worker.send(self._hello)
         self._send_limit(worker)
         if len(self._workers) <= index:
@@ -244,7 +249,7 @@ class ProcessDownloader:
             worker.alive = False
             if not any(w.alive for w in self._workers):
                 self._live.clear()
-            worker.writer.close()
+            worker.close()
             with contextlib.suppress(ProcessLookupError):
                 if self._stopping is False:
                     worker.process.kill()

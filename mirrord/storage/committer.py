@@ -122,12 +122,15 @@ class Committer:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window
+        # The batch's arches, kept as it grows: checking every request each time the
+        # queue runs dry made a batch of thousands quadratic.
+        keys = {request.key for request in batch}
         while len(batch) < self._batch_max:
             if not self._queue.empty():
                 item = self._queue.get_nowait()
             else:
                 remaining = deadline - loop.time()
-                if remaining <= 0 or not self._more_coming(batch):
+                if remaining <= 0 or not self._more_coming(keys):
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
@@ -136,10 +139,11 @@ class Committer:
             if item is None:
                 return batch, True
             batch.append(item)
+            keys.add(item.key)
         return batch, False
 
-    def _more_coming(self, batch: list[_Request]) -> bool:
-        return all(r.key is not None and self._downloading(r.key) > 0 for r in batch)
+    def _more_coming(self, keys: set[ArchKey | None]) -> bool:
+        return all(key is not None and self._downloading(key) > 0 for key in keys)
 
     async def _commit_batch(self, batch: list[_Request]) -> None:
         try:
