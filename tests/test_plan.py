@@ -38,6 +38,17 @@ def test_the_fetch_list_skips_stored_and_deduplicates_identities() -> None:
     assert plan.missing() == [c.ref()]
 
 
+def test_a_waiting_identity_is_fetched_under_its_first_file_name() -> None:
+    a = entry("a")
+    twin = IndexEntry("a-doc", "1-r0", a.checksum, a.size)
+    plan = plan_publish(KEY, [twin, a], {}, None, max_delete_fraction=0.1, force=False)
+    assert list(plan.waiting) == [identity(a)]
+    assert plan.ref(identity(a)) == twin.ref()
+    plan.fill_one(identity(a), "sha-a")
+    with pytest.raises(KeyError):
+        plan.ref(identity(a))
+
+
 def test_first_publish_links_everything_and_waits_for_pending_digests() -> None:
     a, b = entry("a"), entry("b")
     plan = plan_publish(

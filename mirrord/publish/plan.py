@@ -34,11 +34,17 @@ class PublishPlan:
 
     def missing(self) -> list[PackageRef]:
         """What to fetch: one package per identity still waiting, in index order."""
-        refs: list[PackageRef] = []
-        for (checksum, size), positions in self.waiting.items():
-            first = positions[0] if isinstance(positions, list) else positions
-            refs.append(PackageRef(self.files[first].filename, checksum, size))
-        return refs
+        return [self.ref(identity) for identity in self.waiting]
+
+    def ref(self, identity: tuple[str, int]) -> PackageRef:
+        """The package to fetch for an identity still waiting (named by its first file).
+
+        Built when needed: a list of refs for a whole arch costs ~70 bytes a package
+        on top of what the plan holds, for as long as its downloads last.
+        """
+        positions = self.waiting[identity]
+        first = positions[0] if isinstance(positions, list) else positions
+        return PackageRef(self.files[first].filename, *identity)
 
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
         """A package has been stored: give its files their digest."""
