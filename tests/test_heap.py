@@ -8,20 +8,23 @@ from __future__ import annotations
 import subprocess
 import sys
 
-# Free one 8 MiB buffer (glibc then raises its mmap threshold to 8 MiB), fill
-# the heap with 2 MiB buffers, free all but the newest (it pins the heap top),
-# and print how many MiB stayed resident.
-PROGRAM = """
-import sys
-from mirrord.core.heap import pin_mmap_threshold
-if sys.argv[1] == "pinned":
-    assert pin_mmap_threshold()
+RSS_MIB = """
 def rss():
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) // 1024
     raise SystemExit("no VmRSS")
+"""
+
+# Free one 8 MiB buffer (glibc then raises its mmap threshold to 8 MiB), fill
+# the heap with 2 MiB buffers, free all but the newest (it pins the heap top),
+# and print how many MiB stayed resident.
+PROGRAM = RSS_MIB + """
+import sys
+from mirrord.core.heap import pin_mmap_threshold
+if sys.argv[1] == "pinned":
+    assert pin_mmap_threshold()
 bytearray(8 << 20)  # allocated, then freed at once
 before = rss()
 buffers = [bytearray(2 << 20) for _ in range(60)]
@@ -45,14 +48,8 @@ def test_big_freed_buffers_go_back_to_the_kernel() -> None:
 
 # Fill the heap with 64 KiB buffers (under the mmap threshold), free all but the
 # newest (it pins the heap top, so nothing goes back by itself), then trim.
-TRIM_PROGRAM = """
+TRIM_PROGRAM = RSS_MIB + """
 from mirrord.core.heap import cap_arenas, release_free_memory
-def rss():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) // 1024
-    raise SystemExit("no VmRSS")
 assert cap_arenas()
 buffers = [bytearray(64 << 10) for _ in range(1600)]
 last = buffers.pop()
