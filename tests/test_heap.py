@@ -20,7 +20,9 @@ def rss():
 # Free one 8 MiB buffer (glibc then raises its mmap threshold to 8 MiB), fill
 # the heap with 2 MiB buffers, free all but the newest (it pins the heap top),
 # and print how many MiB stayed resident.
-PROGRAM = RSS_MIB + """
+PROGRAM = (
+    RSS_MIB
+    + """
 import sys
 from mirrord.core.heap import pin_mmap_threshold
 if sys.argv[1] == "pinned":
@@ -32,6 +34,7 @@ last = buffers.pop()
 del buffers
 print(rss() - before)
 """
+)
 
 
 def resident_growth(mode: str) -> int:
@@ -48,7 +51,9 @@ def test_big_freed_buffers_go_back_to_the_kernel() -> None:
 
 # Fill the heap with 64 KiB buffers (under the mmap threshold), free all but the
 # newest (it pins the heap top, so nothing goes back by itself), then trim.
-TRIM_PROGRAM = RSS_MIB + """
+TRIM_PROGRAM = (
+    RSS_MIB
+    + """
 from mirrord.core.heap import cap_arenas, release_free_memory
 assert cap_arenas()
 buffers = [bytearray(64 << 10) for _ in range(1600)]
@@ -58,6 +63,7 @@ kept = rss()
 assert release_free_memory()
 print(kept - rss())
 """
+)
 
 
 def test_trimming_returns_freed_heap_pages_the_top_chunk_pins() -> None:
