@@ -5,6 +5,7 @@ No I/O here: callers pass in what they know and carry out what comes back.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +26,9 @@ class PublishPlan:
     """
 
     files: list[PublishedFile]  # the new snapshot, in index order
-    link: list[int]  # indexes into files: names that are new or change content
+    # indexes into files: names that are new or change content (4 bytes each, not an int
+    # object and a pointer: a fresh arch links every file)
+    link: array[int]
     replaced: tuple[str, ...]  # names whose published bytes change
     unlisted: tuple[str, ...]  # names the previous snapshot listed and this one does not
     dropped_packages: tuple[str, ...]  # package names that disappear entirely
@@ -121,7 +124,7 @@ def _plan(
     relink_all: bool,
 ) -> PublishPlan:
     before = {f.filename: f for f in previous or ()}
-    link: list[int] = []
+    link = array("I")
     replaced: list[str] = []
     for position, new in enumerate(files):
         old = before.get(new.filename)
