@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import mirrord
 
 LAYERS = ("core", "alpine", "storage", "fetch", "publish", "sync", "demo", "shell")
@@ -65,13 +67,38 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert _layer("mirrord.shell.daemon") == LAYERS.index("shell")
 
 
-def test_the_daemon_imports_s3_and_mqtt_clients_only_when_configured() -> None:
-    """aiobotocore and aiomqtt cost ~11 MiB of RSS; a daemon without s3/push must not load them."""
-    probe = (
-        "import sys, mirrord.shell.cli, mirrord.shell.daemon\n"
-        "print(sorted(m for m in ('aiobotocore', 'botocore', 'aiomqtt') if m in sys.modules))"
-    )
+def _loaded(modules: str, heavy: tuple[str, ...]) -> list[str]:
+    """Which of ``heavy`` a fresh interpreter has loaded after importing ``modules``."""
+    probe = f"import sys, {modules}\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
-    assert done.stdout.strip() == "[]"
+    return list(ast.literal_eval(done.stdout.strip()))
+
+
+# Each process imports what it uses: every interpreter's imports count in the
+# tree's RSS (issue 15). A fetch worker is ~38 MiB after its imports, 24 of them
+# aiohttp's client; cryptography alone adds 8 MiB, prometheus_client, yaml and
+# SQLite a few each. The one-shot ``sync`` serves no HTTP and speaks to no S3 or MQTT.
+SERVERS_AND_CLIENTS = ("aiohttp.web", "aiobotocore", "botocore", "aiomqtt")
+PROCESS_IMPORTS = {
+    "daemon": ("mirrord.shell.cli, mirrord.shell.daemon", ("aiobotocore", "botocore", "aiomqtt")),
+    "sync": (
+        "mirrord.shell.cli, mirrord.sync.runtime, mirrord.sync.fleet, mirrord.core.metrics",
+        SERVERS_AND_CLIENTS,
+    ),
+    "fetch worker": (
+        "mirrord.fetch.worker",
+        (*SERVERS_AND_CLIENTS, "cryptography", "prometheus_client", "yaml", "sqlite3"),
+    ),
+}
+
+
+@pytest.mark.parametrize("process", sorted(PROCESS_IMPORTS))
+def test_each_process_leaves_heavy_modules_it_does_not_use_unimported(process: str) -> None:
+    modules, heavy = PROCESS_IMPORTS[process]
+    assert _loaded(modules, heavy) == []
+
+
+def test_the_import_probe_sees_a_heavy_module() -> None:
+    assert _loaded("mirrord.alpine.signing", ("cryptography", "aiomqtt")) == ["cryptography"]

@@ -38,13 +38,24 @@ def test_the_fetch_list_skips_stored_and_deduplicates_identities() -> None:
     assert plan.missing() == [c.ref()]
 
 
+def test_a_waiting_identity_is_fetched_under_its_first_file_name() -> None:
+    a = entry("a")
+    twin = IndexEntry("a-doc", "1-r0", a.checksum, a.size)
+    plan = plan_publish(KEY, [twin, a], {}, None, max_delete_fraction=0.1, force=False)
+    assert list(plan.waiting) == [identity(a)]
+    assert plan.ref(identity(a)) == twin.ref()
+    plan.fill_one(identity(a), "sha-a")
+    with pytest.raises(KeyError):
+        plan.ref(identity(a))
+
+
 def test_first_publish_links_everything_and_waits_for_pending_digests() -> None:
     a, b = entry("a"), entry("b")
     plan = plan_publish(
         KEY, [a, b], {identity(a): "sha-a"}, None, max_delete_fraction=0.1, force=False
     )
     assert [f.sha256 for f in plan.files] == ["sha-a", PENDING]
-    assert plan.link == [0, 1] and plan.replaced == () and plan.unlisted == ()
+    assert list(plan.link) == [0, 1] and plan.replaced == () and plan.unlisted == ()
     plan.fill({identity(b): "sha-b"})
     assert [f.sha256 for f in plan.to_link] == ["sha-a", "sha-b"]
     assert plan.waiting == {}
@@ -94,12 +105,12 @@ def test_relink_all_and_adopted_files_link_again_without_counting_as_replaced() 
     plan = plan_publish(
         KEY, [a], {identity(a): "sha-a"}, adopted, max_delete_fraction=0.1, force=False
     )
-    assert plan.link == [0] and plan.replaced == ()
+    assert list(plan.link) == [0] and plan.replaced == ()
     current = [published(a, "sha-a")]
     unchanged = plan_publish(
         KEY, [a], {identity(a): "sha-a"}, current, max_delete_fraction=0.1, force=False
     )
-    assert unchanged.link == []
+    assert list(unchanged.link) == []
     repair = plan_publish(
         KEY,
         [a],
@@ -109,7 +120,7 @@ def test_relink_all_and_adopted_files_link_again_without_counting_as_replaced() 
         force=False,
         relink_all=True,
     )
-    assert repair.link == [0]
+    assert list(repair.link) == [0]
 
 
 def test_a_plan_is_complete_only_when_every_digest_is_in() -> None:

@@ -33,6 +33,7 @@ from mirrord.core.aio import run_async
 from mirrord.core.clock import SystemClock
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import MirrordError, WorkerProtocolError
+from mirrord.core.heap import cap_arenas
 from mirrord.core.logs import make_logger
 from mirrord.fetch.download import PackageDownloader, crash_boundary
 from mirrord.fetch.events import EventRecorder
@@ -170,6 +171,7 @@ async def serve(sock: socket.socket) -> None:
 def main(argv: list[str]) -> int:
     fd, parent = int(argv[1]), int(argv[2])
     die_with_parent(parent)
+    cap_arenas()  # its file threads (write, fsync) need no arena each
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     sock = socket.socket(fileno=fd)
     try:

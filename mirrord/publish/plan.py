@@ -5,6 +5,7 @@ No I/O here: callers pass in what they know and carry out what comes back.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +26,9 @@ class PublishPlan:
     """
 
     files: list[PublishedFile]  # the new snapshot, in index order
-    link: list[int]  # indexes into files: names that are new or change content
+    # indexes into files: names that are new or change content (4 bytes each, not an int
+    # object and a pointer: a fresh arch links every file)
+    link: array[int]
     replaced: tuple[str, ...]  # names whose published bytes change
     unlisted: tuple[str, ...]  # names the previous snapshot listed and this one does not
     dropped_packages: tuple[str, ...]  # package names that disappear entirely
@@ -34,11 +37,17 @@ class PublishPlan:
 
     def missing(self) -> list[PackageRef]:
         """What to fetch: one package per identity still waiting, in index order."""
-        refs: list[PackageRef] = []
-        for (checksum, size), positions in self.waiting.items():
-            first = positions[0] if isinstance(positions, list) else positions
-            refs.append(PackageRef(self.files[first].filename, checksum, size))
-        return refs
+        return [self.ref(identity) for identity in self.waiting]
+
+    def ref(self, identity: tuple[str, int]) -> PackageRef:
+        """The package to fetch for an identity still waiting (named by its first file).
+
+        Built when needed: a list of refs for a whole arch costs ~70 bytes a package
+        on top of what the plan holds, for as long as its downloads last.
+        """
+        positions = self.waiting[identity]
+        first = positions[0] if isinstance(positions, list) else positions
+        return PackageRef(self.files[first].filename, *identity)
 
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
         """A package has been stored: give its files their digest."""
@@ -115,7 +124,7 @@ def _plan(
     relink_all: bool,
 ) -> PublishPlan:
     before = {f.filename: f for f in previous or ()}
-    link: list[int] = []
+    link = array("I")
     replaced: list[str] = []
     for position, new in enumerate(files):
         old = before.get(new.filename)

@@ -21,10 +21,10 @@ from mirrord.core.aio import run_async
 from mirrord.core.config import Config, load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, LockHeldError, MirrordError
+from mirrord.core.heap import cap_arenas, pin_mmap_threshold
 from mirrord.core.logs import make_logger
 from mirrord.core.model import ArchKey
 from mirrord.shell import ctl
-from mirrord.shell.heap import pin_mmap_threshold
 from mirrord.shell.progress import ProgressReporter, summary
 from mirrord.shell.sdnotify import Notifier
 from mirrord.sync.preflight import Root, preflight
@@ -400,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("sync", "run", "demo"):
         pin_mmap_threshold()  # the process that parses indexes; fetch workers keep the default
+        cap_arenas()  # before the first thread
     try:
         if args.command == "sync":
             return cmd_sync(args, parser)

@@ -34,8 +34,9 @@ from mirrord.core.errors import (
     SignatureError,
     UnsafeIndexError,
 )
+from mirrord.core.heap import release_free_memory
 from mirrord.core.metrics import Metrics
-from mirrord.core.model import ArchKey, PackageRef
+from mirrord.core.model import ArchKey
 from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.origin import IndexResult, OriginClient
 from mirrord.fetch.retry import call_with_retries, retry_reason
@@ -50,7 +51,7 @@ from mirrord.sync.live import LiveConfig
 from mirrord.sync.publication import NewIndex, Publication
 from mirrord.sync.status import ArchResult, OriginSeen, Outcome, StatusBook
 
-FETCH_WINDOW = 4096
+FETCH_WINDOW = 4096  # downloads queued or awaiting their commit, over all arches
 MISSING_FIRST_WAIT = 5.0  # seconds before asking again for packages the origin lacks
 MISSING_MAX_WAIT = 60.0
 SUPERSEDED_ATTEMPTS = 3  # fleet mode: polls in a row when another node staged a newer index
@@ -75,6 +76,9 @@ class SyncEngine:
     # just found cannot be collected before the plan pins it.
     _store_gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     _syncing: dict[ArchKey, NewIndex] = field(default_factory=dict)  # planned, not recorded
+    # One window for every arch: each queued job holds a future and callbacks, and
+    # four arches with a window each held four times the jobs for no extra speed.
+    _fetch_slots: asyncio.Semaphore | None = None
     # Objects another publisher needs (the releases trees): never garbage.
     also_in_use: Callable[[], AbstractSet[str]] = frozenset
 
@@ -133,6 +137,8 @@ class SyncEngine:
             self.metrics.sync_duration.observe(seconds)
             self.book.note_result(result, self.clock.time())
             _log_result(log, result, self.book[key].retries, quiet_unchanged=quiet_unchanged)
+            if result.outcome is not Outcome.UNCHANGED:
+                release_free_memory()  # the arch's plan and index are garbage now
             return result
 
     # --- one arch: poll -> plan -> acquire -> publish -------------------------------
@@ -163,14 +169,14 @@ class SyncEngine:
             )
         new = await self._plan(key, response, body, snapshot, force=force, trusted=trusted, log=log)
         await self.committer.commit_bytes(body)
-        fetched = await self._acquire(key, new.plan, log)
+        fetched, fetched_bytes = await self._acquire(key, new.plan, log)
         snapshot_id = await self.publication.publish(key, new, log)
         return ArchResult(
             key,
             Outcome.PUBLISHED,
             packages=len(new.plan.files),
-            fetched=len(fetched),
-            fetched_bytes=sum(ref.size for ref in fetched),
+            fetched=fetched,
+            fetched_bytes=fetched_bytes,
             snapshot_id=snapshot_id,
         )
 
@@ -356,8 +362,8 @@ class SyncEngine:
 
     async def _acquire(
         self, key: ArchKey, plan: PublishPlan, log: FilteringBoundLogger
-    ) -> list[PackageRef]:
-        """Store every package the plan waits for; returns what was downloaded."""
+    ) -> tuple[int, int]:
+        """Store every package the plan waits for; returns how many were downloaded, and bytes."""
         missing = plan.missing()
         seeded = await seed_from_tree(
             self.publisher.arch_dir(key), missing, self.publisher.store, self.committer
@@ -367,10 +373,10 @@ class SyncEngine:
             log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
         async with self._store_gate:  # other arches may have stored some since we planned
             plan.fill(await self.db.call(self.db.lookup, list(plan.waiting)))
-        to_fetch = plan.missing()
+        to_fetch = list(plan.waiting)  # identities: the plan builds each ref when it is fetched
         del missing, seeded
-        await self._check_space(key, to_fetch)
-        fetched = list(to_fetch)
+        fetched, fetched_bytes = len(to_fetch), sum(size for _, size in to_fetch)
+        await self._check_space(key, fetched_bytes)
         grace = self.live.config.fetch.missing_grace
         deadline = self.clock.monotonic() + grace
         wait = min(MISSING_FIRST_WAIT, grace / 10)
@@ -386,30 +392,29 @@ class SyncEngine:
                     raise DownloadsFailedError(
                         str(key),
                         failures,
-                        len(fetched),
+                        fetched,
                         first,
                         note=f"still missing at the origin after fetch.missing_grace ({grace:g} s)",
                     )
-                raise DownloadsFailedError(str(key), failures, len(fetched), first)
+                raise DownloadsFailedError(str(key), failures, fetched, first)
             # The origin's index came before its packages: ask again soon, keep serving
             # the previous snapshot meanwhile.
-            to_fetch = plan.missing()
+            to_fetch = list(plan.waiting)
             log.info(
                 "sync.arch.waiting_for_origin",
                 missing=len(to_fetch),
-                first=to_fetch[0].filename if to_fetch else None,
+                first=plan.ref(to_fetch[0]).filename if to_fetch else None,
                 wait=round(min(wait, left), 3),
                 grace_left=round(left, 1),
             )
             await self.clock.sleep(min(wait, left))
             wait = min(wait * 2, MISSING_MAX_WAIT)
         assert plan.complete
-        return fetched
+        return fetched, fetched_bytes
 
-    async def _check_space(self, key: ArchKey, refs: Sequence[PackageRef]) -> None:
+    async def _check_space(self, key: ArchKey, needed: int) -> None:
         """Refuse, before a byte is fetched, a pass whose downloads cannot fit."""
         storage = self.live.config.storage
-        needed = sum(ref.size for ref in refs)
         # Inline: one statvfs is a metadata call, and a thread hop here would let a
         # big arch's downloads run ahead of a small arch that is about to start.
         free = free_bytes(storage.path)
@@ -420,23 +425,28 @@ class SyncEngine:
             raise DiskSpaceError(str(storage.path), needed, free, storage.min_free, others)
 
     async def _fetch_all(
-        self, key: ArchKey, refs: Sequence[PackageRef], plan: PublishPlan
+        self, key: ArchKey, identities: Sequence[tuple[str, int]], plan: PublishPlan
     ) -> tuple[int, BaseException | None, int]:
-        """Fetch ``refs`` through the shared pool, at most a window queued at a time.
+        """Fetch these identities through the shared pool, at most a window queued at a time.
 
         The window keeps memory flat for a 100,000-package arch (no future per
         package up front) while keeping enough queued for the round-robin
         between arches. Returns (failures, first failure, how many of the failures
         were "not found" at the origin); the plan fills in.
         """
-        slots = asyncio.Semaphore(max(FETCH_WINDOW, 4 * self.live.config.fetch.concurrency))
+        if self._fetch_slots is None:
+            window = max(FETCH_WINDOW, 4 * self.live.config.fetch.concurrency)
+            self._fetch_slots = asyncio.Semaphore(window)
+        slots = self._fetch_slots
         all_done = asyncio.Event()
         outstanding = 1  # 1 until every ref is submitted
         failures = 0
         not_found = 0
         first: BaseException | None = None
-        planned_bytes = sum(ref.size for ref in refs)  # progress, for the status page
-        self.book.note_downloads_planned(key, len(refs), planned_bytes, self.clock.monotonic())
+        planned_bytes = sum(size for _, size in identities)  # progress, for the status page
+        self.book.note_downloads_planned(
+            key, len(identities), planned_bytes, self.clock.monotonic()
+        )
 
         def settle() -> None:
             nonlocal outstanding
@@ -444,13 +454,13 @@ class SyncEngine:
             if outstanding == 0:
                 all_done.set()
 
-        def stored(ref: PackageRef, future: asyncio.Future[str]) -> None:
+        def stored(identity: tuple[str, int], future: asyncio.Future[str]) -> None:
             nonlocal failures, first, not_found
             slots.release()
             error = future.exception()
             if error is None:
-                plan.fill_one(ref.identity, future.result())
-                self.book.note_download_done(key, ref.size)
+                plan.fill_one(identity, future.result())
+                self.book.note_download_done(key, identity[1])
             else:
                 failures += 1
                 first = first or error
@@ -459,10 +469,11 @@ class SyncEngine:
                 self.book.note_download_failed(key)
             settle()
 
-        for ref in refs:
+        for identity in identities:
             await slots.acquire()
             outstanding += 1
-            self.fetcher.fetch(key, ref).add_done_callback(functools.partial(stored, ref))
+            done = self.fetcher.fetch(key, plan.ref(identity))
+            done.add_done_callback(functools.partial(stored, identity))
         settle()  # every ref submitted
         await all_done.wait()
         return failures, first, not_found
