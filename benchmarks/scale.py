@@ -11,6 +11,7 @@ indexes from nginx, and measures wall time, CPU and peak RSS of:
 - ``mirrord run``: start until ``daemon.ready`` (recovery: sweeps, the store
   against state.db, every arch's tree), then the daemon's own first pass;
 - ``mirrord ctl gc`` on that daemon (1 % of objects are garbage);
+- ``mirrord run`` again after that daemon's clean stop (SIGTERM), until ready;
 - ``mirrord verify-tree``: every published file read and checked.
 
 Each size's work directory is deleted before the next. Prints a Markdown
@@ -117,46 +118,69 @@ def one_shot(name: str, argv: list[str], logs: Path) -> Figure:
     return Figure(usage.wall, usage.cpu, usage.peak_root_rss)
 
 
-def daemon_figures(path: Path, work: Path, logs: Path, result: SizeResult) -> None:
-    arches = len(all_arches())
-    with (logs / "run.log").open("wb") as copy:
-        started = time.perf_counter()
-        process = subprocess.Popen(
+class Daemon:
+    """``mirrord run`` with its log read on a thread; ``ready_figure`` once it is ready."""
+
+    def __init__(self, path: Path, copy: IO[bytes]) -> None:
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
             [*MIRRORD, "run", "--config", str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        assert process.stdout is not None
-        reader = DaemonLog(process.stdout, copy)
-        reader.start()
+        assert self.process.stdout is not None
+        self.log = DaemonLog(self.process.stdout, copy)
+        self.log.start()
+
+    def ready_figure(self, logs: Path) -> Figure:
+        self.log.ready.wait()
+        if self.process.poll() is not None:
+            raise SystemExit(f"mirrord run exited {self.process.returncode}: see {logs}/run.log")
+        return Figure(
+            time.perf_counter() - self.started,
+            measure.tree_cpu_seconds(self.process.pid),
+            proc_kib(self.process.pid, "VmHWM:") * 1024,
+        )
+
+    def stop(self) -> None:
+        """SIGTERM: the clean stop."""
+        self.process.terminate()
+        self.process.wait(timeout=120)
+        self.log.join()
+
+
+def daemon_figures(path: Path, work: Path, logs: Path, result: SizeResult) -> None:
+    arches = len(all_arches())
+    with (logs / "run.log").open("wb") as copy:
+        daemon = Daemon(path, copy)
         try:
-            reader.ready.wait()
-            if process.poll() is not None:
-                raise SystemExit(f"mirrord run exited {process.returncode}: see {logs}/run.log")
+            ready = result.figures["run: start until ready"] = daemon.ready_figure(logs)
             ready_at = time.perf_counter()
-            ready_cpu = measure.tree_cpu_seconds(process.pid)
-            result.figures["run: start until ready"] = Figure(
-                ready_at - started, ready_cpu, proc_kib(process.pid, "VmHWM:") * 1024
-            )
-            reader.wait_arches(arches)
-            passed_cpu = measure.tree_cpu_seconds(process.pid)
+            daemon.log.wait_arches(arches)
+            pid = daemon.process.pid
+            passed_cpu = measure.tree_cpu_seconds(pid)
             result.figures["run: first pass, nothing changed"] = Figure(
                 time.perf_counter() - ready_at,
-                passed_cpu - ready_cpu,
-                proc_kib(process.pid, "VmHWM:") * 1024,
+                passed_cpu - ready.cpu,
+                proc_kib(pid, "VmHWM:") * 1024,
             )
             gc_started = time.perf_counter()
             answer = asyncio.run(call(work / "control.sock", "gc", {}, answer_within=3600))
             result.figures["ctl gc"] = Figure(
                 time.perf_counter() - gc_started,
-                measure.tree_cpu_seconds(process.pid) - passed_cpu,
-                proc_kib(process.pid, "VmHWM:") * 1024,
+                measure.tree_cpu_seconds(pid) - passed_cpu,
+                proc_kib(pid, "VmHWM:") * 1024,
             )
             result.notes.append(f"gc: {answer}")
         finally:
-            process.terminate()
-            process.wait(timeout=120)
-            reader.join()
+            daemon.stop()
+    with (logs / "restart.log").open("wb") as copy:
+        daemon = Daemon(path, copy)
+        try:
+            figure = daemon.ready_figure(logs)
+            result.figures["run: restart after a clean stop, until ready"] = figure
+        finally:
+            daemon.stop()
 
 
 def measure_size(total: int, work: Path, signing: SigningKey, keys: Path) -> SizeResult:
