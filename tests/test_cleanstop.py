@@ -36,6 +36,11 @@ def place_stray(config: Config) -> Path:
     return path
 
 
+def place_tree_stray(config: Config) -> None:
+    """A package file no index lists: the tree check schedules its deletion."""
+    config.publish.path.joinpath(*KEY.parts, "stray-1.0-r0.apk").write_bytes(b"stray")
+
+
 async def synced_mirror(mirror: Mirror) -> Config:
     mirror.tree.put(KEY, simple_specs("a", 6))
     config = mirror.config(KEY)
@@ -61,11 +66,13 @@ async def test_a_clean_stop_lets_the_next_start_skip_the_store_comparison(
     config = await synced_mirror(mirror)
     assert (config.storage.path / MARKER).exists()
     stray = place_stray(config)
+    place_tree_stray(config)
 
     assert [r.outcome for r in await mirror.sync(config)] == ["unchanged"]
 
     assert len(mirror.logs.events("recovery.store.skipped")) == 1
     assert stray.exists()  # objects/ was not listed
+    assert not mirror.logs.events("recovery.files.scheduled")  # nor the arch's tree
     assert (config.storage.path / MARKER).exists()  # this stop was clean too
 
 
@@ -80,12 +87,15 @@ async def test_after_kill_9_the_store_is_compared_again(mirror: Mirror) -> None:
     assert await process.wait() == -signal.SIGKILL
     assert not marker.exists()
     stray = place_stray(config)
+    place_tree_stray(config)
 
     await mirror.sync(config)
 
     assert mirror.logs.events("recovery.store.compare")
     assert not mirror.logs.events("recovery.store.skipped")
     assert not stray.exists()  # re-hashed and removed by the comparison
+    [scheduled] = mirror.logs.events("recovery.files.scheduled")
+    assert scheduled["files"] == 1
 
 
 async def test_the_daemon_leaves_the_marker_when_sigterm_stops_it_cleanly(
@@ -116,7 +126,7 @@ async def test_a_marker_that_does_not_match_this_store_is_not_trusted(
         other = tmp_path / "other-storage"
         (other / "objects").mkdir(parents=True)
         shutil.copy2(storage / "state.db", other / "state.db")
-        cleanstop.leave(other, other / "state.db", 0.0)
+        cleanstop.leave(other, other / "state.db", config.publish.path, [str(KEY)], 0.0)
         shutil.copy2(other / MARKER, storage / MARKER)
     stray = place_stray(config)
 
@@ -125,6 +135,21 @@ async def test_a_marker_that_does_not_match_this_store_is_not_trusted(
     [warning] = mirror.logs.events("recovery.marker.untrusted")
     assert "changed since the stop" in warning["problem"]
     assert not stray.exists()
+
+
+async def test_a_tree_moved_elsewhere_is_checked_though_the_store_is_not(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    config = await synced_mirror(mirror)
+    moved = mirror.config(KEY, publish={"path": str(tmp_path / "moved")})
+    shutil.copytree(config.publish.path, moved.publish.path, symlinks=True)
+    place_tree_stray(moved)
+
+    await mirror.sync(moved)
+
+    assert mirror.logs.events("recovery.store.skipped")
+    [scheduled] = mirror.logs.events("recovery.files.scheduled")
+    assert scheduled["files"] == 1
 
 
 def test_the_verdict_names_what_changed(tmp_path: Path) -> None:

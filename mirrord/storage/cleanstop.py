@@ -3,10 +3,12 @@
 Start-up recovery lists every fan-out directory of ``objects/`` against the
 recorded digests, because a crash can leave an object renamed but never
 recorded, or a record whose removal was cut short: at two million objects that
-listing is most of the start-up. A process that exits cleanly (every placed
+listing, and each arch's tree against its snapshot, are most of the start-up. A
+process that exits cleanly (every placed
 object recorded, no removal cut short: see ``Settlement``) writes
 ``<storage>/clean-stop`` durably after the database is closed, naming the
-state.db file it vouches for and the ``objects/`` directory it agrees with.
+state.db file it vouches for, the ``objects/`` directory it agrees with and the
+arches whose published trees it left consistent.
 The next start takes it away durably before any work, so a crash at any later
 instant leaves no marker, and trusts it only when both still are the same
 files (a database restored from a backup, or a marker copied in from another
@@ -20,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,12 @@ def verdict(recorded: object, actual: dict[str, Any]) -> str | None:
 class Taken:
     present: bool
     problem: str | None  # why a present marker is not trusted
+    arches: frozenset[str] = frozenset()  # whose published trees agreed with state.db
+    published: str | None = None  # the tree they are in
+
+    def consistent_arches(self, published: Path) -> frozenset[str]:
+        """The arches whose trees need no check at this start (none unless trusted)."""
+        return self.arches if self.trusted and self.published == str(published) else frozenset()
 
     @property
     def trusted(self) -> bool:
@@ -112,10 +120,30 @@ def take(storage: Path, database: Path) -> Taken:
         recorded = None
     path.unlink()
     fsync_dir(storage)
-    return Taken(present=True, problem=verdict(recorded, identity(storage, database)))
+    problem = verdict(recorded, identity(storage, database))
+    if problem is not None or not isinstance(recorded, dict):
+        return Taken(present=True, problem=problem)
+    arches, published = recorded.get("arches"), recorded.get("published")
+    return Taken(
+        present=True,
+        problem=None,
+        arches=frozenset(str(a) for a in arches) if isinstance(arches, list) else frozenset(),
+        published=published if isinstance(published, str) else None,
+    )
 
 
-def leave(storage: Path, database: Path, stopped_at: float) -> None:
-    """Write the marker durably; only after the database is closed (its file is final)."""
-    marker = {**identity(storage, database), "stopped_at": stopped_at, "pid": os.getpid()}
+def leave(
+    storage: Path, database: Path, published: Path, arches: Iterable[str], stopped_at: float
+) -> None:
+    """Write the marker durably; only after the database is closed (its file is final).
+
+    ``arches``: those whose trees under ``published`` agree with the database now.
+    """
+    marker = {
+        **identity(storage, database),
+        "published": str(published),
+        "arches": sorted(arches),
+        "stopped_at": stopped_at,
+        "pid": os.getpid(),
+    }
     write_atomic(storage / MARKER, json.dumps(marker).encode())

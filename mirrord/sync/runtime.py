@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -105,11 +106,13 @@ async def recover_all(
     log: FilteringBoundLogger,
     *,
     compare_store: bool = True,
+    consistent: AbstractSet[str] = frozenset(),
 ) -> RecoveryReport:
     """Make store, database and tree agree for every configured arch (see ``recovery``).
 
-    ``compare_store=False`` (after a clean stop): the store's temporary files are
-    swept but ``objects/`` is not listed against the database.
+    After a clean stop: ``compare_store=False`` sweeps the store's temporary
+    files but does not list ``objects/`` against the database, and the arches in
+    ``consistent`` (their trees were left agreeing with it) are not checked.
     """
     report = RecoveryReport()
     try:
@@ -118,6 +121,8 @@ async def recover_all(
         else:
             report.store_temps = await asyncio.to_thread(store.prepare)
         for key in config.arch_keys():
+            if str(key) in consistent:
+                continue
             await recover_arch(
                 key,
                 db=db,
@@ -164,13 +169,20 @@ async def open_runtime(
         marker = await asyncio.to_thread(cleanstop.take, config.storage.path, database)
         log_marker(log, marker)
         settlement = Settlement()
-        stack.push(leave_marker_if_clean(config, settlement, clock, log))
+        stack.push(leave_marker_if_clean(live, settlement, clock, log))
         store = ContentStore(config.storage.path)
         db = StateDB.open(database)
         stack.callback(db.close)
         publisher = Publisher(config.publish.path, store, crash)
         report = await recover_all(
-            config, store, db, publisher, clock, log, compare_store=not marker.trusted
+            config,
+            store,
+            db,
+            publisher,
+            clock,
+            log,
+            compare_store=not marker.trusted,
+            consistent=marker.consistent_arches(config.publish.path),
         )
         traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
         origin = await stack.enter_async_context(
@@ -284,7 +296,11 @@ async def open_runtime(
 
 def log_marker(log: FilteringBoundLogger, marker: cleanstop.Taken) -> None:
     if marker.trusted:
-        log.info("recovery.store.skipped", reason="clean stop: the store and state.db agree")
+        log.info(
+            "recovery.store.skipped",
+            reason="clean stop: the store, state.db and these arches' trees agree",
+            arches=len(marker.arches),
+        )
     elif marker.present:
         log.warning("recovery.marker.untrusted", problem=marker.problem, store="compared")
     else:
@@ -292,7 +308,7 @@ def log_marker(log: FilteringBoundLogger, marker: cleanstop.Taken) -> None:
 
 
 def leave_marker_if_clean(
-    config: Config, settlement: Settlement, clock: Clock, log: FilteringBoundLogger
+    live: LiveConfig, settlement: Settlement, clock: Clock, log: FilteringBoundLogger
 ) -> Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], bool]:
     """The exit callback that writes the clean-stop marker, once the database is closed."""
 
@@ -302,8 +318,16 @@ def leave_marker_if_clean(
         if kind is not None or settlement.broken is not None:
             log.info("daemon.stop.unclean", reason=settlement.broken or (kind and kind.__name__))
             return False
+        config = live.config  # after a reload, the arches it adopted too
+        arches = [str(key) for key in config.arch_keys()]
         try:
-            cleanstop.leave(config.storage.path, config.storage.path / "state.db", clock.time())
+            cleanstop.leave(
+                config.storage.path,
+                config.storage.path / "state.db",
+                config.publish.path,
+                arches,
+                clock.time(),
+            )
         except OSError as error:  # the next start compares everything: slower, not wrong
             log.warning("daemon.stop.marker_failed", error=error.strerror)
         return False
