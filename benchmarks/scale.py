@@ -43,6 +43,7 @@ from mirrord.demo.repogen import SigningKey
 from mirrord.shell.control.client import call
 
 MIRRORD = (sys.executable, "-m", "mirrord.shell.cli")
+RESTART = "run: restart after a clean stop, until ready"
 
 
 @dataclass(frozen=True)
@@ -178,12 +179,25 @@ def daemon_figures(path: Path, work: Path, logs: Path, result: SizeResult) -> No
         daemon = Daemon(path, copy)
         try:
             figure = daemon.ready_figure(logs)
-            result.figures["run: restart after a clean stop, until ready"] = figure
+            result.figures[RESTART] = figure
         finally:
             daemon.stop()
 
 
-def measure_size(total: int, work: Path, signing: SigningKey, keys: Path) -> SizeResult:
+def startup_figures(path: Path, logs: Path, result: SizeResult) -> None:
+    """Only the two starts: the first (full recovery), then one after a clean stop."""
+    for name, log in (("run: start until ready", "run"), (RESTART, "restart")):
+        with (logs / f"{log}.log").open("wb") as copy:
+            daemon = Daemon(path, copy)
+            try:
+                result.figures[name] = daemon.ready_figure(logs)
+            finally:
+                daemon.stop()
+
+
+def measure_size(
+    total: int, work: Path, signing: SigningKey, keys: Path, *, startup_only: bool = False
+) -> SizeResult:
     started = time.perf_counter()
     stored = generate(
         work / "storage", work / "published", work / "origin", signing, total, now=time.time()
@@ -194,6 +208,9 @@ def measure_size(total: int, work: Path, signing: SigningKey, keys: Path) -> Siz
     with LoggedNginx(work / "origin", work / "nginx") as nginx:
         path = work / "mirrord.yaml"
         path.write_text(yaml.safe_dump(config(work, nginx.url, keys)))
+        if startup_only:
+            startup_figures(path, logs, result)
+            return result
         sync = [*MIRRORD, "sync", "--config", str(path)]
         result.figures["sync: nothing changed, same index"] = one_shot("sync-1", sync, logs)
         result.figures["sync: nothing changed, 304"] = one_shot("sync-2", sync, logs)
@@ -250,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total", type=int, default=2_000_000, help="objects at 100 %%")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--startup-only",
+        action="store_true",
+        help="measure only start-up: the first start, then a restart after a clean stop",
+    )
     args = parser.parse_args(argv)
     command = "python -m benchmarks.scale " + " ".join(argv or sys.argv[1:])
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -262,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(directory) / f"size-{fraction}"
             work.mkdir()
             try:
-                results.append(measure_size(int(args.total * fraction), work, signing, keys))
+                size = int(args.total * fraction)
+                results.append(
+                    measure_size(size, work, signing, keys, startup_only=args.startup_only)
+                )
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             print(report(results[-1:], command.strip(), load), file=sys.stderr, flush=True)
