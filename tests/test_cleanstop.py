@@ -19,11 +19,12 @@ import pytest
 
 from mirrord.core.config import Config
 from mirrord.core.model import ArchKey
+from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from mirrord.storage import cleanstop
 from mirrord.storage.cleanstop import MARKER, Settlement
 from mirrord.storage.store import ContentStore
-from tests.daemon_harness import daemon_config
+from tests.daemon_harness import daemon_config, running_daemon
 from tests.helpers import Mirror, spawn_mirrord
 
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -187,3 +188,18 @@ async def test_work_cut_short_spoils_the_clean_stop() -> None:
     assert settlement.broken == "garbage collection stopped half-way"
     settlement.spoil("later reason")
     assert settlement.broken == "garbage collection stopped half-way"  # the first one stays
+
+
+async def test_a_stop_that_cancels_downloads_leaves_no_marker(mirror: Mirror) -> None:
+    specs = simple_specs("a", 4)
+    mirror.tree.put(KEY, specs)
+    mirror.origin.add_fault(f"v3.20/main/x86_64/{specs[-1].filename}", Fault.stall(after=100))
+    config_path = daemon_config(mirror, KEY, shutdown_grace=0.2)
+    async with running_daemon(mirror, config_path) as daemon:
+        await mirror.origin.stalled.wait()
+    mirror.origin.release_stalls.set()
+
+    assert mirror.logs.events("daemon.stop.grace_expired")
+    [unclean] = mirror.logs.events("daemon.stop.unclean")
+    assert unclean["reason"] == "downloads and syncs in flight cancelled"
+    assert not (daemon.config.storage.path / MARKER).exists()
