@@ -11,6 +11,7 @@ indexes from nginx, and measures wall time, CPU and peak RSS of:
 - ``mirrord run``: start until ``daemon.ready`` (recovery: sweeps, the store
   against state.db, every arch's tree), then the daemon's own first pass;
 - ``mirrord ctl gc`` on that daemon (1 % of objects are garbage);
+- ``mirrord run`` again after that daemon's clean stop (SIGTERM), until ready;
 - ``mirrord verify-tree``: every published file read and checked.
 
 Each size's work directory is deleted before the next. Prints a Markdown
@@ -42,6 +43,7 @@ from mirrord.demo.repogen import SigningKey
 from mirrord.shell.control.client import call
 
 MIRRORD = (sys.executable, "-m", "mirrord.shell.cli")
+RESTART = "run: restart after a clean stop, until ready"
 
 
 @dataclass(frozen=True)
@@ -117,49 +119,85 @@ def one_shot(name: str, argv: list[str], logs: Path) -> Figure:
     return Figure(usage.wall, usage.cpu, usage.peak_root_rss)
 
 
-def daemon_figures(path: Path, work: Path, logs: Path, result: SizeResult) -> None:
-    arches = len(all_arches())
-    with (logs / "run.log").open("wb") as copy:
-        started = time.perf_counter()
-        process = subprocess.Popen(
+class Daemon:
+    """``mirrord run`` with its log read on a thread; ``ready_figure`` once it is ready."""
+
+    def __init__(self, path: Path, copy: IO[bytes]) -> None:
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
             [*MIRRORD, "run", "--config", str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        assert process.stdout is not None
-        reader = DaemonLog(process.stdout, copy)
-        reader.start()
+        assert self.process.stdout is not None
+        self.log = DaemonLog(self.process.stdout, copy)
+        self.log.start()
+
+    def ready_figure(self, logs: Path) -> Figure:
+        self.log.ready.wait()
+        if self.process.poll() is not None:
+            raise SystemExit(f"mirrord run exited {self.process.returncode}: see {logs}/run.log")
+        return Figure(
+            time.perf_counter() - self.started,
+            measure.tree_cpu_seconds(self.process.pid),
+            proc_kib(self.process.pid, "VmHWM:") * 1024,
+        )
+
+    def stop(self) -> None:
+        """SIGTERM: the clean stop."""
+        self.process.terminate()
+        self.process.wait(timeout=120)
+        self.log.join()
+
+
+def daemon_figures(path: Path, work: Path, logs: Path, result: SizeResult) -> None:
+    arches = len(all_arches())
+    with (logs / "run.log").open("wb") as copy:
+        daemon = Daemon(path, copy)
         try:
-            reader.ready.wait()
-            if process.poll() is not None:
-                raise SystemExit(f"mirrord run exited {process.returncode}: see {logs}/run.log")
+            ready = result.figures["run: start until ready"] = daemon.ready_figure(logs)
             ready_at = time.perf_counter()
-            ready_cpu = measure.tree_cpu_seconds(process.pid)
-            result.figures["run: start until ready"] = Figure(
-                ready_at - started, ready_cpu, proc_kib(process.pid, "VmHWM:") * 1024
-            )
-            reader.wait_arches(arches)
-            passed_cpu = measure.tree_cpu_seconds(process.pid)
+            daemon.log.wait_arches(arches)
+            pid = daemon.process.pid
+            passed_cpu = measure.tree_cpu_seconds(pid)
             result.figures["run: first pass, nothing changed"] = Figure(
                 time.perf_counter() - ready_at,
-                passed_cpu - ready_cpu,
-                proc_kib(process.pid, "VmHWM:") * 1024,
+                passed_cpu - ready.cpu,
+                proc_kib(pid, "VmHWM:") * 1024,
             )
             gc_started = time.perf_counter()
             answer = asyncio.run(call(work / "control.sock", "gc", {}, answer_within=3600))
             result.figures["ctl gc"] = Figure(
                 time.perf_counter() - gc_started,
-                measure.tree_cpu_seconds(process.pid) - passed_cpu,
-                proc_kib(process.pid, "VmHWM:") * 1024,
+                measure.tree_cpu_seconds(pid) - passed_cpu,
+                proc_kib(pid, "VmHWM:") * 1024,
             )
             result.notes.append(f"gc: {answer}")
         finally:
-            process.terminate()
-            process.wait(timeout=120)
-            reader.join()
+            daemon.stop()
+    with (logs / "restart.log").open("wb") as copy:
+        daemon = Daemon(path, copy)
+        try:
+            figure = daemon.ready_figure(logs)
+            result.figures[RESTART] = figure
+        finally:
+            daemon.stop()
 
 
-def measure_size(total: int, work: Path, signing: SigningKey, keys: Path) -> SizeResult:
+def startup_figures(path: Path, logs: Path, result: SizeResult) -> None:
+    """Only the two starts: the first (full recovery), then one after a clean stop."""
+    for name, log in (("run: start until ready", "run"), (RESTART, "restart")):
+        with (logs / f"{log}.log").open("wb") as copy:
+            daemon = Daemon(path, copy)
+            try:
+                result.figures[name] = daemon.ready_figure(logs)
+            finally:
+                daemon.stop()
+
+
+def measure_size(
+    total: int, work: Path, signing: SigningKey, keys: Path, *, startup_only: bool = False
+) -> SizeResult:
     started = time.perf_counter()
     stored = generate(
         work / "storage", work / "published", work / "origin", signing, total, now=time.time()
@@ -170,6 +208,9 @@ def measure_size(total: int, work: Path, signing: SigningKey, keys: Path) -> Siz
     with LoggedNginx(work / "origin", work / "nginx") as nginx:
         path = work / "mirrord.yaml"
         path.write_text(yaml.safe_dump(config(work, nginx.url, keys)))
+        if startup_only:
+            startup_figures(path, logs, result)
+            return result
         sync = [*MIRRORD, "sync", "--config", str(path)]
         result.figures["sync: nothing changed, same index"] = one_shot("sync-1", sync, logs)
         result.figures["sync: nothing changed, 304"] = one_shot("sync-2", sync, logs)
@@ -226,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total", type=int, default=2_000_000, help="objects at 100 %%")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--startup-only",
+        action="store_true",
+        help="measure only start-up: the first start, then a restart after a clean stop",
+    )
     args = parser.parse_args(argv)
     command = "python -m benchmarks.scale " + " ".join(argv or sys.argv[1:])
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -238,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(directory) / f"size-{fraction}"
             work.mkdir()
             try:
-                results.append(measure_size(int(args.total * fraction), work, signing, keys))
+                size = int(args.total * fraction)
+                results.append(
+                    measure_size(size, work, signing, keys, startup_only=args.startup_only)
+                )
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             print(report(results[-1:], command.strip(), load), file=sys.stderr, flush=True)

@@ -371,6 +371,7 @@ class Daemon:
             self.log.warning("daemon.stop.grace_expired", grace=grace)
         syncs.cancel()
         runtime.fetcher.abort()
+        runtime.settlement.spoil("downloads and syncs in flight cancelled")
 
     def _healthy(self) -> bool:
         """False when a sync has made no progress (no download ended) for STALL_LIMIT."""

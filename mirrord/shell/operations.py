@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,15 +237,17 @@ class Operations:
 
     async def _run_scrub(self, progress: ScrubProgress) -> None:
         runtime = self.runtime
+        repairing = runtime.settlement.at_risk("verify --repair")  # removes, then forgets
         try:
-            bad = await scrub(
-                runtime.store,
-                runtime.db,
-                progress,
-                clock=runtime.clock,
-                log=runtime.log,
-                on_bad=lambda kind: runtime.metrics.damaged_objects.labels(kind=kind).inc(),
-            )
+            with repairing if progress.repair else nullcontext():
+                bad = await scrub(
+                    runtime.store,
+                    runtime.db,
+                    progress,
+                    clock=runtime.clock,
+                    log=runtime.log,
+                    on_bad=lambda kind: runtime.metrics.damaged_objects.labels(kind=kind).inc(),
+                )
         finally:
             progress.running = False
             progress.ended.set()

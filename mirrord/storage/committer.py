@@ -21,6 +21,7 @@ from mirrord.core.clock import Clock
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import MirrordError, ShuttingDownError, StoreError
 from mirrord.core.model import ArchKey
+from mirrord.storage.cleanstop import Settlement
 from mirrord.storage.statedb import StateDB
 from mirrord.storage.store import ContentStore, StoredObject
 
@@ -44,8 +45,10 @@ class Committer:
         max_pending: int = 4096,
         window: float = 1.0,
         batch_max: int = 5000,
+        settlement: Settlement | None = None,
     ) -> None:
         self._store = store
+        self.settlement = settlement or Settlement()
         self._db = db
         self._clock = clock
         self._log = log
@@ -66,8 +69,10 @@ class Committer:
         on downloads when the disk cannot keep up).
         """
         if self._closed:  # the committer has stopped: nothing would ever record it
+            self.settlement.spoil("an object placed after the committer stopped")
             raise ShuttingDownError()
-        await self._slots.acquire()
+        with self.settlement.at_risk("queueing a placed object"):
+            await self._slots.acquire()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda _: self._slots.release())
         self._queue.put_nowait(_Request(stored, checksum, done, key))
@@ -79,7 +84,8 @@ class Committer:
 
     async def commit_bytes(self, data: bytes) -> str:
         """Store in-memory content (an index); its digest once durable and recorded."""
-        sha256 = await asyncio.to_thread(self._store.put_bytes, data)
+        with self.settlement.at_risk("storing an index"):  # the thread may still place it
+            sha256 = await asyncio.to_thread(self._store.put_bytes, data)
         return await self.commit(StoredObject(sha256, len(data)), None)
 
     def wait_for_more_while(self, downloading: Callable[[ArchKey], int]) -> None:
@@ -110,6 +116,7 @@ class Committer:
         while not self._queue.empty():
             request = self._queue.get_nowait()
             if request is not None and not request.done.done():
+                self.settlement.spoil("placed objects left unrecorded")
                 request.done.set_exception(ShuttingDownError())
 
     async def _gather(self, batch: list[_Request]) -> tuple[list[_Request], bool]:
@@ -158,6 +165,7 @@ class Committer:
                 str(self._store.root), f"cannot commit objects: {reason or error}"
             )
             self._log.error("store.commit.failed", error=str(failure), objects=len(batch))
+            self.settlement.spoil("a group commit failed")
             for request in batch:
                 if not request.done.done():
                     request.done.set_exception(failure)

@@ -488,14 +488,15 @@ class SyncEngine:
     async def collect_garbage(self) -> GarbageReport:
         """Delete objects no snapshot and no arch being synced needs; (objects, bytes)."""
         async with self._store_gate:
-            result = await collect_garbage(
-                self.publisher.store,
-                self.db,
-                clock=self.clock,
-                grace=self.live.config.publish.grace,
-                log=self.log,
-                in_use=self._in_use,
-            )
+            with self.committer.settlement.at_risk("garbage collection"):
+                result = await collect_garbage(
+                    self.publisher.store,
+                    self.db,
+                    clock=self.clock,
+                    grace=self.live.config.publish.grace,
+                    log=self.log,
+                    in_use=self._in_use,
+                )
             self.fetcher.forget_recent()  # what it remembers as stored may be gone
         await self.count_store()
         return result

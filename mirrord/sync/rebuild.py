@@ -22,6 +22,7 @@ from mirrord.core.config import Config
 from mirrord.core.errors import StoreError
 from mirrord.publish.publisher import Publisher
 from mirrord.publish.recovery import RecoveryReport
+from mirrord.storage import cleanstop
 from mirrord.storage.lock import StorageLock
 from mirrord.storage.statedb import StateDB, sidecars
 from mirrord.storage.store import ContentStore
@@ -58,6 +59,7 @@ async def rebuild_state(config: Config, *, log: FilteringBoundLogger, clock: Clo
     lock = StorageLock.acquire(config.storage.path)  # the daemon must not be running
     try:
         path = config.storage.path / "state.db"
+        cleanstop.take(config.storage.path, path)  # it vouched for the database moved aside
         moved = move_aside(path, f"{int(clock.time())}")
         log.warning("recover.database.moved_aside", files=[str(p) for p in moved])
         db = StateDB.open(path)

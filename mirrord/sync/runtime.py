@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
 
 from structlog.typing import FilteringBoundLogger
 
@@ -35,6 +37,8 @@ from mirrord.fetch.workerpool import AdaptiveDownloader, ProcessDownloader, work
 from mirrord.publish.publisher import Publisher
 from mirrord.publish.recovery import RecoveryReport, recover_arch, recover_store
 from mirrord.publish.treepublisher import TreePublisher
+from mirrord.storage import cleanstop
+from mirrord.storage.cleanstop import Settlement
 from mirrord.storage.committer import Committer
 from mirrord.storage.lock import StorageLock
 from mirrord.storage.statedb import StateDB
@@ -68,6 +72,7 @@ class Runtime:
     traffic: TrafficControl
     feed: PublishFeed
     releases: ReleaseMirror
+    settlement: Settlement  # whether this exit may be a clean stop (see ``cleanstop``)
 
     @property
     def config(self) -> Config:
@@ -99,12 +104,25 @@ async def recover_all(
     publisher: Publisher,
     clock: Clock,
     log: FilteringBoundLogger,
+    *,
+    compare_store: bool = True,
+    consistent: AbstractSet[str] = frozenset(),
 ) -> RecoveryReport:
-    """Make store, database and tree agree for every configured arch (see ``recovery``)."""
+    """Make store, database and tree agree for every configured arch (see ``recovery``).
+
+    After a clean stop: ``compare_store=False`` sweeps the store's temporary
+    files but does not list ``objects/`` against the database, and the arches in
+    ``consistent`` (their trees were left agreeing with it) are not checked.
+    """
     report = RecoveryReport()
     try:
-        await recover_store(store, db, clock, log, report)
+        if compare_store:
+            await recover_store(store, db, clock, log, report)
+        else:
+            report.store_temps = await asyncio.to_thread(store.prepare)
         for key in config.arch_keys():
+            if str(key) in consistent:
+                continue
             await recover_arch(
                 key,
                 db=db,
@@ -147,11 +165,25 @@ async def open_runtime(
     async with contextlib.AsyncExitStack() as stack:
         lock = StorageLock.acquire(config.storage.path)
         stack.callback(lock.release)
+        database = config.storage.path / "state.db"
+        marker = await asyncio.to_thread(cleanstop.take, config.storage.path, database)
+        log_marker(log, marker)
+        settlement = Settlement()
+        stack.push(leave_marker_if_clean(live, settlement, clock, log))
         store = ContentStore(config.storage.path)
-        db = StateDB.open(config.storage.path / "state.db")
+        db = StateDB.open(database)
         stack.callback(db.close)
         publisher = Publisher(config.publish.path, store, crash)
-        report = await recover_all(config, store, db, publisher, clock, log)
+        report = await recover_all(
+            config,
+            store,
+            db,
+            publisher,
+            clock,
+            log,
+            compare_store=not marker.trusted,
+            consistent=marker.consistent_arches(config.publish.path),
+        )
         traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
         origin = await stack.enter_async_context(
             OriginClient.open(
@@ -160,7 +192,7 @@ async def open_runtime(
                 receive_buffer=lambda: traffic.receive_buffer(config.fetch.concurrency),
             )
         )
-        committer = Committer(store, db, clock, log, crash)
+        committer = Committer(store, db, clock, log, crash, settlement=settlement)
         book = StatusBook(metrics)
         feed = PublishFeed()
         events = MetricsEvents(metrics, on_retry=book.note_retry)
@@ -239,6 +271,7 @@ async def open_runtime(
                 log=log,
                 metrics=metrics,
             ),
+            settlement,
         )
         await runtime.releases.load()
         engine.also_in_use = runtime.releases.in_use
@@ -259,6 +292,47 @@ async def open_runtime(
                 shaper.cancel()
         if body_error is not None:
             raise body_error
+
+
+def log_marker(log: FilteringBoundLogger, marker: cleanstop.Taken) -> None:
+    if marker.trusted:
+        log.info(
+            "recovery.store.skipped",
+            reason="clean stop: the store, state.db and these arches' trees agree",
+            arches=len(marker.arches),
+        )
+    elif marker.present:
+        log.warning("recovery.marker.untrusted", problem=marker.problem, store="compared")
+    else:
+        log.info("recovery.store.compare", reason="no clean-stop marker (crash, kill, first start)")
+
+
+def leave_marker_if_clean(
+    live: LiveConfig, settlement: Settlement, clock: Clock, log: FilteringBoundLogger
+) -> Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], bool]:
+    """The exit callback that writes the clean-stop marker, once the database is closed."""
+
+    def leave(
+        kind: type[BaseException] | None, _error: BaseException | None, _tb: TracebackType | None
+    ) -> bool:
+        if kind is not None or settlement.broken is not None:
+            log.info("daemon.stop.unclean", reason=settlement.broken or (kind and kind.__name__))
+            return False
+        config = live.config  # after a reload, the arches it adopted too
+        arches = [str(key) for key in config.arch_keys()]
+        try:
+            cleanstop.leave(
+                config.storage.path,
+                config.storage.path / "state.db",
+                config.publish.path,
+                arches,
+                clock.time(),
+            )
+        except OSError as error:  # the next start compares everything: slower, not wrong
+            log.warning("daemon.stop.marker_failed", error=error.strerror)
+        return False
+
+    return leave
 
 
 async def _workers_then_close(
