@@ -10,6 +10,9 @@
   until it execs, so it reports the harness's size for small tools.)
 For a process that keeps running (the daemon), ``tree_cpu_seconds`` reads
 utime + stime (+ reaped children) from /proc/PID/stat, in clock ticks.
+``machine_busy_seconds`` is every CPU's non-idle time from /proc/stat: what a
+run costs the whole machine (the web server, the kernel's writeback threads),
+meaningful on an otherwise quiet machine only.
 """
 
 from __future__ import annotations
@@ -40,6 +43,15 @@ class Usage:
     @property
     def cpu(self) -> float:
         return self.user + self.system
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU seconds of all CPUs since boot (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as handle:
+        fields = handle.readline().split()
+    assert fields[0] == "cpu", fields
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICK
 
 
 def tree_pids(root: int) -> list[int]:

@@ -28,6 +28,7 @@ class Trial:
 
     usage: measure.Usage
     synced: float  # seconds an os.sync() took right after the tool exited
+    machine_cpu: float  # busy CPU seconds of the whole machine from start to flushed
     requests: Requests | None
     check: TreeCheck
     command: str
@@ -58,14 +59,16 @@ def trial(
     if prepare is not None:
         prepare(out, rep)
     mark = nginx.mark() if nginx else 0
+    busy = measure.machine_busy_seconds()
     usage, tree, command = runner(out, rep)
     started = time.perf_counter()
     os.sync()
     synced = time.perf_counter() - started
+    machine_cpu = measure.machine_busy_seconds() - busy
     check = check_tree(tree, expected, count_extra=count_extra)
     requests = nginx.requests_since(mark) if nginx else None
     remove(out)
-    return Trial(usage, synced, requests, check, command)
+    return Trial(usage, synced, machine_cpu, requests, check, command)
 
 
 def peer_runner(argv_for: Callable[[Path, Path], list[str]], logs: Path, name: str) -> Runner:
