@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,25 @@ async def test_a_reset_mid_body_is_resumed_inside_a_worker(mirror: Mirror) -> No
         "mirrord_fetch_retries_total", {"reason": "network"}
     )
     assert retries == 1  # the worker's events reach the daemon's metrics
+    assert check_published(config).ok
+
+
+async def test_workers_run_the_daemons_code_not_a_mirrord_in_the_working_directory(
+    mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "another-checkout"
+    decoy = elsewhere / "mirrord" / "fetch"
+    decoy.mkdir(parents=True)
+    for package in (decoy.parent, decoy):
+        (package / "__init__.py").write_text("")
+    ran = tmp_path / "the decoy ran"
+    (decoy / "worker.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    monkeypatch.chdir(elsewhere)
+    world(mirror)
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 0})
+    (result,) = await mirror.sync(config)
+    assert result.outcome == "published", result.error
+    assert not ran.exists()
     assert check_published(config).ok
 
 

@@ -15,11 +15,13 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
+import mirrord
 from mirrord.core.config import Config
 from mirrord.core.errors import (
     InternalError,
@@ -97,6 +99,18 @@ class AdaptiveDownloader:
         if self._backlog() >= self._threshold:
             self.pool.start()
         return await self.local.download(key, ref)
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The daemon's environment, with its own code first on the worker's import path.
+
+    A worker must run the code of the daemon that starts it: ``python -m``
+    would otherwise import a ``mirrord`` package from the working directory
+    first (another checkout, another version, or worse).
+    """
+    code = str(Path(mirrord.__file__).resolve().parent.parent)
+    path = environ.get("PYTHONPATH")
+    return {**environ, "PYTHONPATH": code if not path else f"{code}{os.pathsep}{path}"}
 
 
 def worker_hello(config: Config) -> Hello:
@@ -217,12 +231,14 @@ class ProcessDownloader:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # not the working directory's modules: see worker_environment
                 "-m",
                 "mirrord.fetch.worker",
                 str(child_end.fileno()),
                 str(os.getpid()),
                 pass_fds=(child_end.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
+                env=worker_environment(os.environ),
             )
         finally:
             child_end.close()
