@@ -56,12 +56,8 @@ def mirror(
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A private mosquitto on 127.0.0.1 (the test may stop and start it again)."""
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
-    try:
+    with Mosquitto(tmp_path / "mosquitto") as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -114,16 +114,23 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 class LoopbackServer:
-    """A server process listening on 127.0.0.1:port, stopped on leaving the ``with``."""
+    """A server process on 127.0.0.1:port (subclasses write ``start``), a ``with`` block long."""
 
     def __init__(self) -> None:
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
+    def start(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
     def stop(self) -> None:
         if self._process is not None:
             stop_process(self._process)
             self._process = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(
         self,
@@ -135,7 +142,7 @@ class LoopbackServer:
 
 
 class WebServer(LoopbackServer):
-    """An HTTP server of ``root`` on 127.0.0.1 run from ``prefix``; subclasses write ``start``."""
+    """An HTTP server of ``root`` on 127.0.0.1 run from ``prefix``."""
 
     def __init__(self, root: Path, prefix: Path) -> None:
         super().__init__()
@@ -145,13 +152,6 @@ class WebServer(LoopbackServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
 
 class Nginx(WebServer):

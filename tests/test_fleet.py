@@ -140,12 +140,8 @@ def test_check_config_names_the_fleet(mirror: Mirror) -> None:
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[Etcd]:
-    server = Etcd(tmp_path / "etcd")
-    server.start()
-    try:
+    with Etcd(tmp_path / "etcd") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _fleet(etcd_url: str, node: str, timeout: float = 30.0) -> FleetConfig:

@@ -30,18 +30,7 @@ def test_a_snapshot_file_list_round_trips(tmp_path: Path, count: int) -> None:
     db = StateDB.open(tmp_path / "state.db")
     try:
         listed = files(count)
-        snapshot_id = db.add_snapshot(
-            "v3.20/main/x86_64",
-            created_at=1.0,
-            index_sha256="0" * 64,
-            index_size=10,
-            last_modified=None,
-            etag=None,
-            last_modified_header=None,
-            description="test",
-            files=listed,
-            status="published",
-        )
+        snapshot_id = _snapshot(db, listed, "0" * 64)
         assert db.snapshot_files(snapshot_id) == listed
         snapshot = db.snapshot(snapshot_id)
         assert snapshot is not None
