@@ -1,7 +1,8 @@
 """Like for like: ``mirrord sync`` of one data set from several source trees, in turn.
 
 ``python -m benchmarks.abprobe release /tmp/ab/base /tmp/ab/head [--runs 3]``:
-each tree is a ``git archive`` of a commit, run through ``PYTHONPATH`` (the
+each tree is a ``git archive`` of a commit (``TREE@N`` runs it with
+``fetch.processes: N`` instead of ``auto``), run through ``PYTHONPATH`` (the
 console script and its fetch workers both import from it), one full sync of
 the set into empty storage per tree per round, against the same nginx, in a
 private network namespace. Prints each run and the medians of wall, CPU (the
@@ -12,8 +13,10 @@ Alternating rounds spread slow phases of the machine over every tree alike.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import measure, mirrordrun
@@ -27,10 +30,25 @@ from benchmarks.trees import LiveOrigin, fresh, warm
 SETS = ("release", "small_heavy", "large")
 
 
+@dataclass(frozen=True)
+class Variant:
+    tree: Path
+    processes: int | str
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        tree, _, processes = spec.partition("@")
+        return cls(Path(tree), int(processes) if processes else "auto")
+
+    @property
+    def name(self) -> str:
+        return self.tree.name if self.processes == "auto" else f"{self.tree.name}@{self.processes}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("set", choices=SETS)
-    parser.add_argument("trees", nargs="+", type=Path, help="source trees to alternate")
+    parser.add_argument("trees", nargs="+", help="source trees (TREE or TREE@PROCESSES)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/abprobe"))
     args = parser.parse_args()
@@ -47,36 +65,41 @@ def main() -> None:
     # Trees from before c307816 start their workers with ``python -m``, which imports
     # from the working directory first: work where there is no mirrord/ package.
     os.chdir(directory)
-    runs: dict[Path, list[measure.Usage]] = {tree: [] for tree in args.trees}
+    variants = [Variant.parse(spec) for spec in args.trees]
+    runs: dict[Variant, list[measure.Usage]] = {variant: [] for variant in variants}
     with LoggedNginx(origin.root, directory / "nginx", workers=2) as nginx:
 
-        def sync(out: Path, rep: int) -> tuple[measure.Usage, Path, str]:
+        def sync(out: Path, rep: int, processes: int | str) -> tuple[measure.Usage, Path, str]:
             setup = mirrordrun.MirrordSetup(
                 origin_url=nginx.url,
                 keys=sets.public_keys(),
                 arches=(MAIN,),
                 directory=out,
-                fetch=mirrordrun.default_fetch(32),
+                fetch=mirrordrun.default_fetch(32) | {"processes": processes},
             )
             done = mirrordrun.sync(setup, logs, f"mirrord-{rep}")
             return done.usage, setup.published, done.command
 
         for round_ in range(args.runs):
-            for number, tree in enumerate(args.trees):
-                os.environ["PYTHONPATH"] = str(tree.resolve())
+            for number, variant in enumerate(variants):
+                os.environ["PYTHONPATH"] = str(variant.tree.resolve())
                 done = trial(
-                    sync, directory / "out", round_ * len(args.trees) + number, expected, nginx
+                    functools.partial(sync, processes=variant.processes),
+                    directory / "out",
+                    round_ * len(variants) + number,
+                    expected,
+                    nginx,
                 )
-                runs[tree].append(done.usage)
+                runs[variant].append(done.usage)
                 print(
-                    f"{tree.name:12} round {round_}: wall {done.usage.wall:.2f} s, "
+                    f"{variant.name:12} round {round_}: wall {done.usage.wall:.2f} s, "
                     f"CPU {done.usage.cpu:.2f} s (user {done.usage.user:.2f}, "
                     f"system {done.usage.system:.2f}), complete {done.check.complete}",
                     flush=True,
                 )
-    for tree, usages in runs.items():
+    for variant, usages in runs.items():
         print(
-            f"median {tree.name:12} wall {statistics.median(u.wall for u in usages):.2f} s, "
+            f"median {variant.name:12} wall {statistics.median(u.wall for u in usages):.2f} s, "
             f"CPU {statistics.median(u.cpu for u in usages):.2f} s, "
             f"user {statistics.median(u.user for u in usages):.2f}, "
             f"system {statistics.median(u.system for u in usages):.2f}"
