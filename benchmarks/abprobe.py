@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shlex
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,12 @@ def main() -> None:
     parser.add_argument("set", choices=SETS)
     parser.add_argument("trees", nargs="+", help="source trees (TREE or TREE@PROCESSES)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--wrap",
+        default="",
+        help="a command that runs each sync, {run} replaced by the run's tag "
+        "(e.g. 'py-spy record -f raw --subprocesses -o /tmp/{run}.txt --')",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/abprobe"))
     args = parser.parse_args()
     enter_private_loopback()
@@ -77,7 +84,9 @@ def main() -> None:
                 directory=out,
                 fetch=mirrordrun.default_fetch(32) | {"processes": processes},
             )
-            done = mirrordrun.sync(setup, logs, f"mirrord-{rep}")
+            tag = f"mirrord-{rep}"
+            prefix = shlex.split(args.wrap.replace("{run}", tag))
+            done = mirrordrun.sync(setup, logs, tag, prefix=prefix)
             return done.usage, setup.published, done.command
 
         for round_ in range(args.runs):
