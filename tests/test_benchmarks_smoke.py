@@ -148,6 +148,11 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
                 assert rows["complete"][header.index(column)] == "yes", (name, column)
             else:
                 assert cell == "not installed", (name, column, cell)
+        # the verifying floor exits 0 only when every file's SHA-256 matched the manifest
+        floor = header.index("wget2 -t16 + SHA-256 + syncfs")
+        if shutil.which("wget2"):
+            assert rows["complete"][floor] == "yes", (name, rows["complete"])
+            assert rows["verifies / durable at exit"][floor] == "SHA-256 / yes"
 
     header, rows = _first_table(sections["incremental"])
     assert header[:2] == ["mirrord", "rsync -a --delete"]
