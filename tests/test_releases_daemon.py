@@ -67,6 +67,44 @@ async def test_daemon_publishes_releases_beside_packages_and_reports_them(mirror
     )
 
 
+async def test_a_reload_adds_and_removes_the_releases_section_without_a_restart(
+    mirror: Mirror,
+) -> None:
+    root = mirror.tree.root
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    write_release(root, "v3.20", "x86_64", "3.20.3")
+    write_top(root, "v3.20")
+    with Lighttpd(root, mirror.tmp / "web") as web:
+        metrics = {"listen": "127.0.0.1:0"}
+        config = daemon_config(mirror, KEY, origin={"url": web.url}, metrics=metrics)
+        async with running_daemon(mirror, config) as daemon:
+            assert daemon.runtime is not None
+            await synced(daemon, 1)
+            assert not (daemon.config.publish.path / X86).exists()
+            releases = {"branches": ["v3.20"], "arches": ["x86_64"], "interval": 3600}
+            daemon_config(mirror, KEY, origin={"url": web.url}, metrics=metrics, releases=releases)
+            added = await ctl(daemon, "reload")
+            async with asyncio.timeout(60):  # no pass at all would hang here
+                await daemon.runtime.releases.wait_for_passes(1)
+            assert tree_digests(daemon.config.publish.path / X86) == tree_digests(root / X86)
+            daemon_config(mirror, KEY, origin={"url": web.url}, metrics=metrics)
+            removed = await ctl(daemon, "reload")
+            status = await human_ctl(daemon, "status")
+            # a second reload: the idle releases service must still be there to wake
+            daemon_config(mirror, KEY, origin={"url": web.url}, metrics=metrics, releases=releases)
+            await ctl(daemon, "reload")
+            async with asyncio.timeout(60):
+                await daemon.runtime.releases.wait_for_passes(2)
+            failures = daemon.supervisor.summary()["failures"]
+    assert added["applied"] == ["releases"] and added["needs_restart"] == []
+    assert removed["applied"] == ["releases"] and removed["needs_restart"] == []
+    assert "releases trees" not in status
+    # Removing the section stops the passes; what was published stays served.
+    assert tree_digests(daemon.config.publish.path / X86) == tree_digests(root / X86)
+    assert failures == {}
+    assert mirror.logs.events("daemon.task.restarting") == []
+
+
 def _daemon_config(mirror: Mirror, url: str) -> Path:
     releases = {"branches": ["v3.20"], "arches": ["x86_64"], "interval": 3600}
     return daemon_config(mirror, KEY, origin={"url": url}, releases=releases)

@@ -69,7 +69,8 @@ LIVE_KEYS = frozenset(
         "limits.max_index_bytes",
         "limits.max_package_bytes",
         "storage.gc_interval",
-        # read at each releases pass (the interval after the current wait)
+        # read at each releases pass; adding or removing the section wakes the passes
+        "releases",
         "releases.branches",
         "releases.arches",
         "releases.files",
@@ -129,6 +130,7 @@ class Daemon:
         self.fleet: FleetMember | None = None  # with fleet configured
         self.ready = asyncio.Event()
         self.reload_requested = asyncio.Event()
+        self.releases_reconfigured = asyncio.Event()
         self.stopping = asyncio.Event()
         self.draining = False
         self.forced_exit = False  # a second stop signal cut the grace period short
@@ -311,9 +313,9 @@ class Daemon:
                 services.append(group.create_task(keep("control", control.serve), name="control"))
             if self.fleet is not None:  # adding or removing the section needs a restart
                 services.append(group.create_task(keep("fleet", self.fleet.run), name="fleet"))
-            if config.releases is not None:  # adding or removing the section needs a restart
-                trees = keep("releases", lambda: self._sync_releases_periodically(runtime))
-                services.append(group.create_task(trees, name="releases"))
+            # Always running, idle while there is no releases section: a reload may add one.
+            trees = keep("releases", lambda: self._sync_releases_periodically(runtime))
+            services.append(group.create_task(trees, name="releases"))
             downstream = self.downstream
             assert downstream is not None
             downstream.start(group)
@@ -404,7 +406,12 @@ class Daemon:
     async def _sync_releases_periodically(self, runtime: Runtime) -> None:
         """The releases trees, beside the package syncs: their downloads never gate a publish."""
         mirror = runtime.releases
-        while (releases := runtime.config.releases) is not None and not self.stopping.is_set():
+        while not self.stopping.is_set():
+            self.releases_reconfigured.clear()
+            releases = runtime.config.releases
+            if releases is None:  # not mirrored (now): the published trees stay as they are
+                await self.releases_reconfigured.wait()
+                continue
             result = await mirror.run_pass(mirror.take_asked())
             self.log.info(
                 "releases.pass.done",
@@ -412,8 +419,13 @@ class Daemon:
                 failed=sum(1 for o in result.outcomes if not o.ok),
                 latest_stable=result.latest_stable,
             )
-            # The next pass after the interval, or at once when an operator asks (ctl sync).
-            await first_completed(self.clock.sleep(releases.interval), mirror.asked())
+            # The next pass after the interval, at once when an operator asks (ctl sync),
+            # or when a reload adds or removes the section.
+            await first_completed(
+                self.clock.sleep(releases.interval),
+                mirror.asked(),
+                self.releases_reconfigured.wait(),
+            )
 
     async def _report_periodically(self, runtime: Runtime, scheduler: Scheduler) -> None:
         """STATUS= for systemd, the store's size, and a summary line for people.
@@ -507,6 +519,8 @@ class Daemon:
         runtime.live.replace(new, keyring)
         runtime.traffic.reconfigure(new.fetch)
         self.scheduler.reconfigure()
+        if (old.releases is None) != (new.releases is None):
+            self.releases_reconfigured.set()
         restarted: list[str] = []
         if self.downstream is not None and self._group is not None:
             restarted = await self.downstream.reload(old, new, self._group)
