@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from mirrord.core.aio import run_async
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PermanentOriginError, TransientOriginError
 from mirrord.fetch.bodies import DownloadClient, DownloadStart
@@ -227,3 +228,11 @@ async def test_the_pool_holds_at_most_its_limit_of_connections() -> None:
         results = await asyncio.gather(*(fetch(client, "blob") for _ in range(6)))
     assert all(data == BLOB for _, data in results)
     assert len(set(peers)) <= FETCH.concurrency
+
+
+def test_bodies_on_uvloop_the_loop_processes_run() -> None:
+    async def both() -> tuple[bytes, bytes]:
+        async with aiohttp_origin([]) as url, DownloadClient.open(url, FETCH) as client:
+            return (await fetch(client, "blob"))[1], (await fetch(client, "chunked"))[1]
+
+    assert run_async(both()) == (BLOB, BLOB)

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urljoin, urlsplit
 
 from mirrord.core.errors import OriginError, PermanentOriginError, TransientOriginError
@@ -104,8 +104,7 @@ class _Connection(asyncio.BufferedProtocol):
     # --- protocol callbacks --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self._buffer) - self._fill < MIN_READ:
