@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -236,3 +238,35 @@ def test_bodies_on_uvloop_the_loop_processes_run() -> None:
             return (await fetch(client, "blob"))[1], (await fetch(client, "chunked"))[1]
 
     assert run_async(both()) == (BLOB, BLOB)
+
+
+async def test_an_https_origin_is_verified_against_the_system_store(tmp_path: Path) -> None:
+    """A self-signed certificate: the handshake happens, and the client refuses it."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    openssl = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+    ]
+    subject = ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run([*openssl, *subject], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    async with DownloadClient.open(f"https://127.0.0.1:{port}", FETCH) as client:
+        with pytest.raises(TransientOriginError) as caught:
+            await fetch(client, "a")
+    server.close()
+    assert caught.value.reason == "TLS: CERTIFICATE_VERIFY_FAILED"
