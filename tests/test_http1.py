@@ -270,3 +270,19 @@ async def test_an_https_origin_is_verified_against_the_system_store(tmp_path: Pa
             await fetch(client, "a")
     server.close()
     assert caught.value.reason == "TLS: CERTIFICATE_VERIFY_FAILED"
+
+
+async def test_a_connection_the_server_will_close_is_not_kept() -> None:
+    connections = 0
+
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read()  # the server would take another request: the client must not ask
+
+    async with raw_origin(closing) as url, DownloadClient.open(url, FETCH) as client:
+        assert [(await fetch(client, p))[1] for p in "ab"] == [b"ok", b"ok"]
+    assert connections == 2

@@ -47,6 +47,12 @@ class Head:
     status: int
     reason: str
     headers: dict[str, str]  # lower-case names; repeated fields joined with ", "
+    http10: bool = False
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        return "keep-alive" in connection if self.http10 else "close" not in connection
 
 
 def parse_head(data: bytes) -> Head:
@@ -70,7 +76,7 @@ def parse_head(data: bytes) -> Head:
         if len(values) != 1 or not (only := values.pop()).isascii() or not only.isdigit():
             raise _Garbage(f"bad Content-Length {length!r}")
         headers["content-length"] = only
-    return Head(int(code), reason.decode("latin-1"), headers)
+    return Head(int(code), reason.decode("latin-1"), headers, version == b"HTTP/1.0")
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -186,7 +192,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._head = bytearray()
             return
         self.head = head
-        self.reusable = head.headers.get("connection", "").lower() != "close"
+        self.reusable = head.keep_alive
         coding = head.headers.get("transfer-encoding", "").lower()
         if head.status in (204, 304):
             self._mode = "done"
