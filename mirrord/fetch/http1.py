@@ -435,23 +435,25 @@ class ConnectionPool:
     async def get(self, url: str, headers: dict[str, str]) -> AsyncIterator[Response]:
         """GET ``url`` following redirects; the body is read inside the block."""
         for _ in range(MAX_REDIRECTS + 1):
-            connection = await self._request(url, headers)
+            key, target = _split(url)
+            connection = await self._request(url, key, target, headers)
             head = connection.head
             assert head is not None
             location = head.headers.get("location")
             if head.status in REDIRECTS and location:
-                self._release(url, connection)
+                self._release(key, connection)
                 url = urljoin(url, location)
                 continue
             try:
                 yield Response(url, head.status, head.reason, head.headers, Body(connection))
             finally:
-                self._release(url, connection)
+                self._release(key, connection)
             return
         raise TransientOriginError(url, f"more than {MAX_REDIRECTS} redirects")
 
-    async def _request(self, url: str, headers: dict[str, str]) -> _Connection:
-        key, target = _split(url)
+    async def _request(
+        self, url: str, key: _Key, target: str, headers: dict[str, str]
+    ) -> _Connection:
         request = self._request_bytes(key, target, headers)
         for fresh in (False, True):
             connection = await self._acquire(url, key, fresh)
@@ -575,8 +577,7 @@ class ConnectionPool:
             self._tls = ssl.create_default_context()
         return self._tls
 
-    def _release(self, url: str, connection: _Connection) -> None:
-        key, _ = _split(url)
+    def _release(self, key: _Key, connection: _Connection) -> None:
         if connection.reusable and connection.finished and not connection.closed:
             self._idle.setdefault(key, []).append(connection)
             self._wake_one()
