@@ -19,6 +19,7 @@ from mirrord.core.aio import run_async
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PermanentOriginError, TransientOriginError
 from mirrord.fetch.bodies import DownloadClient, DownloadStart
+from mirrord.fetch.http1 import READ_SIZE, buffer_unshared
 from tests.nginx import Nginx
 
 BLOB = os.urandom(700_000)  # several reads, so a body spans buffers
@@ -286,3 +287,14 @@ async def test_a_connection_the_server_will_close_is_not_kept() -> None:
     async with raw_origin(closing) as url, DownloadClient.open(url, FETCH) as client:
         assert [(await fetch(client, p))[1] for p in "ab"] == [b"ok", b"ok"]
     assert connections == 2
+
+
+def test_a_read_buffer_is_reused_only_once_no_chunk_of_it_is_alive() -> None:
+    buffer = bytearray(READ_SIZE)
+    view = memoryview(buffer)
+    chunk = view[10:20]
+    view.release()
+    assert not buffer_unshared(buffer)  # the chunk still points into it
+    del chunk
+    assert buffer_unshared(buffer) and len(buffer) == READ_SIZE
+    assert not buffer_unshared(bytearray(0))

@@ -79,6 +79,22 @@ def parse_head(data: bytes) -> Head:
     return Head(int(code), reason.decode("latin-1"), headers, version == b"HTTP/1.0")
 
 
+def buffer_unshared(buffer: bytearray) -> bool:
+    """Whether no memoryview of ``buffer`` is alive: then it can be read into again.
+
+    A bytearray refuses to resize while exported; appending one byte and taking it
+    back asks exactly that, without zeroing 256 KiB for a new buffer.
+    """
+    if len(buffer) != READ_SIZE:
+        return False
+    try:
+        buffer.append(0)
+    except BufferError:
+        return False
+    buffer.pop()
+    return True
+
+
 class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection: parses a response head, then decodes its body."""
 
@@ -114,8 +130,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self._buffer) - self._fill < MIN_READ:
-            # A new buffer: chunks still held by the consumer keep the old one alive.
-            self._buffer = bytearray(READ_SIZE)
+            self._view.release()
+            if not buffer_unshared(self._buffer):  # a chunk of it is still to be hashed or written
+                self._buffer = bytearray(READ_SIZE)
             self._view = memoryview(self._buffer)
             self._fill = 0
         return self._view[self._fill :]
