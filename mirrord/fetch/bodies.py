@@ -18,8 +18,9 @@ from urllib.parse import quote
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import TransientOriginError
 from mirrord.core.model import ArchKey
-from mirrord.fetch.http1 import Chunk, ConnectionPool, map_failure
+from mirrord.fetch.http1 import Chunk
 from mirrord.fetch.httpstatus import USER_AGENT, status_error
+from mirrord.fetch.pool import ConnectionPool, map_failure
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 

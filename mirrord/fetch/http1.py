@@ -1,26 +1,18 @@
-"""A small HTTP/1.1 client for streamed GET bodies: the package download path.
+"""One HTTP/1.1 connection of the download path: a response head, then its body.
 
 aiohttp's request path was ~14 % of a sync's samples and 14 MiB of every fetch
 worker; a download needs only a GET, a response head and a body. Bytes go
 from the socket straight into buffers we own (``asyncio.BufferedProtocol``)
-and reach the hashing and the file as memoryviews of them. Connections are
-kept alive in a pool bounded like aiohttp's (total and per host). Failures
-enter mirrord's error tree here.
+and reach the hashing and the file as memoryviews of them. The pool and the
+error mapping are ``mirrord.fetch.pool``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
-from urllib.parse import urljoin, urlsplit
-
-from mirrord.core.errors import OriginError, PermanentOriginError, TransientOriginError
+from typing import Literal, cast
 
 READ_SIZE = 256 * 1024  # one buffer the socket reads into, sliced among the chunks
 MIN_READ = 16 * 1024  # a buffer with less room left than this is replaced
@@ -28,17 +20,15 @@ PAUSE_ABOVE = 128 * 1024  # bytes received and not yet consumed: stop reading (a
 RESUME_BELOW = 64 * 1024
 MAX_HEAD = 64 * 1024
 MAX_LINE = 4096
-MAX_REDIRECTS = 10
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 Chunk = memoryview | bytes
 
 
-class _Stale(Exception):
+class StaleConnection(Exception):
     """A reused connection closed before a byte of the response: retry on a fresh one."""
 
 
-class _Garbage(Exception):
+class BadResponse(Exception):
     """What the server sent is not HTTP/1.1 we understand."""
 
 
@@ -61,12 +51,12 @@ def parse_head(data: bytes) -> Head:
     version, _, rest = lines[0].partition(b" ")
     code, _, reason = rest.partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise _Garbage(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+        raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or name != name.strip() or line[:1] in b" \t":
-            raise _Garbage(f"malformed header field: {line[:80]!r}")
+            raise BadResponse(f"malformed header field: {line[:80]!r}")
         key = name.decode("latin-1").lower()
         text = value.strip().decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
@@ -74,7 +64,7 @@ def parse_head(data: bytes) -> Head:
     if length is not None:
         values = {v.strip() for v in length.split(",")}
         if len(values) != 1 or not (only := values.pop()).isascii() or not only.isdigit():
-            raise _Garbage(f"bad Content-Length {length!r}")
+            raise BadResponse(f"bad Content-Length {length!r}")
         headers["content-length"] = only
     return Head(int(code), reason.decode("latin-1"), headers, version == b"HTTP/1.0")
 
@@ -95,7 +85,7 @@ def buffer_unshared(buffer: bytearray) -> bool:
     return True
 
 
-class _Connection(asyncio.BufferedProtocol):
+class Connection(asyncio.BufferedProtocol):
     """One keep-alive connection: parses a response head, then decodes its body."""
 
     def __init__(self, read_timeout: float) -> None:
@@ -155,7 +145,7 @@ class _Connection(asyncio.BufferedProtocol):
                     self._feed(bytes(self._buffer[end + 4 : stop]))
             else:
                 self._feed(self._view[start:stop])
-        except _Garbage as error:
+        except BadResponse as error:
             self._fail(error)
         self._wake()
 
@@ -181,7 +171,7 @@ class _Connection(asyncio.BufferedProtocol):
             end = self._head.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._head) > MAX_HEAD:
-                    raise _Garbage(f"no end of the response head within {MAX_HEAD} bytes")
+                    raise BadResponse(f"no end of the response head within {MAX_HEAD} bytes")
                 return
             head, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
             self._head = None
@@ -215,7 +205,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._mode = "done"
         elif coding:
             if coding.rsplit(",", 1)[-1].strip() != "chunked":
-                raise _Garbage(f"unsupported Transfer-Encoding {coding!r}")
+                raise BadResponse(f"unsupported Transfer-Encoding {coding!r}")
             self._mode, self._chunk_state = "chunked", "size"
         elif "content-length" in head.headers:
             self._remaining = int(head.headers["content-length"])
@@ -242,20 +232,20 @@ class _Connection(asyncio.BufferedProtocol):
             at += len(taken)
             if newline < 0:
                 if len(self._line) > MAX_LINE:
-                    raise _Garbage("chunk size line too long")
+                    raise BadResponse("chunk size line too long")
                 continue
             line = bytes(self._line).rstrip(b"\r\n")
             self._line.clear()
             if state == "data_end":
                 if line:
-                    raise _Garbage("chunk data longer than its size")
+                    raise BadResponse("chunk data longer than its size")
                 self._chunk_state = "size"
             elif state == "size":
                 size = line.split(b";", 1)[0].strip()
                 try:
                     self._remaining = int(size, 16)
                 except ValueError:
-                    raise _Garbage(f"bad chunk size {size[:40]!r}") from None
+                    raise BadResponse(f"bad chunk size {size[:40]!r}") from None
                 self._chunk_state = "data" if self._remaining else "trailer"
             elif not line:  # the blank line after the trailer fields
                 self._mode = "done"
@@ -277,11 +267,11 @@ class _Connection(asyncio.BufferedProtocol):
             pass
         elif self._head is not None:
             if not self.received_any and self.reused:
-                self._error = _Stale()
+                self._error = StaleConnection()
             elif not self.received_any:
                 self._error = ConnectionResetError("server disconnected before a response")
             else:
-                self._error = _Garbage("connection closed inside the response head")
+                self._error = BadResponse("connection closed inside the response head")
         elif self._mode == "eof":
             self._mode = "done"
         elif self._mode != "done":
@@ -378,7 +368,7 @@ class TransientBody(Exception):
 class Body:
     """A response body as the chunks the socket delivered: ``async for c in body.chunks()``."""
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
     def chunks(self) -> Body:
@@ -398,254 +388,3 @@ class Body:
             if chunk is None:
                 raise StopAsyncIteration
             return chunk
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    url: str  # after redirects
-    status: int
-    reason: str
-    headers: dict[str, str]
-    body: Body
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get("content-length")
-        return None if value is None else int(value)
-
-
-_Key = tuple[str, str, int]  # scheme, host, port
-
-
-class ConnectionPool:
-    """Keep-alive connections, at most ``limit`` in all and ``per_host`` to one host."""
-
-    def __init__(
-        self,
-        *,
-        limit: int,
-        per_host: int,
-        connect_timeout: float,
-        read_timeout: float,
-        user_agent: str,
-        receive_buffer: Callable[[], int | None] = lambda: None,
-    ) -> None:
-        self._limit = limit
-        self._per_host = per_host
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._user_agent = user_agent
-        self._receive_buffer = receive_buffer
-        self._idle: dict[_Key, list[_Connection]] = {}
-        self._open: dict[_Key, int] = {}  # per host: idle and busy
-        self._total = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._tls: ssl.SSLContext | None = None
-
-    def close(self) -> None:
-        for connections in self._idle.values():
-            for connection in connections:
-                connection.close()
-        self._idle.clear()
-
-    @asynccontextmanager
-    async def get(self, url: str, headers: dict[str, str]) -> AsyncIterator[Response]:
-        """GET ``url`` following redirects; the body is read inside the block."""
-        for _ in range(MAX_REDIRECTS + 1):
-            key, target = _split(url)
-            connection = await self._request(url, key, target, headers)
-            head = connection.head
-            assert head is not None
-            location = head.headers.get("location")
-            if head.status in REDIRECTS and location:
-                self._release(key, connection)
-                url = urljoin(url, location)
-                continue
-            try:
-                yield Response(url, head.status, head.reason, head.headers, Body(connection))
-            finally:
-                self._release(key, connection)
-            return
-        raise TransientOriginError(url, f"more than {MAX_REDIRECTS} redirects")
-
-    async def _request(
-        self, url: str, key: _Key, target: str, headers: dict[str, str]
-    ) -> _Connection:
-        request = self._request_bytes(key, target, headers)
-        for fresh in (False, True):
-            connection = await self._acquire(url, key, fresh)
-            try:
-                connection.send(request)
-                await connection.read_head()
-            except _Stale:
-                self._discard(key, connection)
-                continue
-            except BaseException:
-                self._discard(key, connection)
-                raise
-            return connection
-        raise TransientOriginError(url, "server disconnected")  # a fresh one closed at once
-
-    def _request_bytes(self, key: _Key, target: str, headers: dict[str, str]) -> bytes:
-        scheme, host, port = key
-        default = 443 if scheme == "https" else 80
-        authority = host if port == default else f"{host}:{port}"
-        if ":" in host:
-            authority = f"[{host}]" if port == default else f"[{host}]:{port}"
-        lines = [
-            f"GET {target} HTTP/1.1",
-            f"Host: {authority}",
-            f"User-Agent: {self._user_agent}",
-            "Accept-Encoding: identity",
-            *(f"{name}: {value}" for name, value in headers.items()),
-            "",
-            "",
-        ]
-        return "\r\n".join(lines).encode("latin-1")
-
-    async def _acquire(self, url: str, key: _Key, fresh: bool) -> _Connection:
-        while True:
-            idle = self._idle.get(key)
-            while idle and not fresh:
-                connection = idle.pop()
-                if connection.closed or not connection.reusable:
-                    self._forget(key)
-                    continue
-                connection.reused = True
-                return connection
-            if self._total >= self._limit:
-                self._close_one_idle()
-            if self._total < self._limit and self._open.get(key, 0) < self._per_host:
-                self._open[key] = self._open.get(key, 0) + 1
-                self._total += 1
-                try:
-                    return await self._connect(url, key)
-                except BaseException:
-                    self._forget(key)
-                    raise
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # pass the turn on
-                raise
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-
-    def _close_one_idle(self) -> None:
-        for key, connections in self._idle.items():
-            if connections:
-                connections.pop(0).close()
-                self._forget(key)
-                return
-
-    async def _connect(self, url: str, key: _Key) -> _Connection:
-        scheme, host, port = key
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                sock = await self._connect_socket(infos)
-                tls = self._tls_context() if scheme == "https" else None
-                connection = _Connection(self._read_timeout)
-                await loop.create_connection(
-                    lambda: connection,
-                    sock=sock,
-                    ssl=tls,
-                    server_hostname=host if tls else None,
-                )
-        except TimeoutError:
-            raise TransientOriginError(
-                url, "timed out connecting (fetch.connect_timeout)"
-            ) from None
-        except ssl.SSLError as error:
-            raise TransientOriginError(url, f"TLS: {error.reason or error}") from None
-        except OSError as error:
-            raise TransientOriginError(url, f"cannot connect: {error.strerror or error}") from None
-        return connection
-
-    async def _connect_socket(self, infos: Sequence[tuple[Any, ...]]) -> socket.socket:
-        loop = asyncio.get_running_loop()
-        last: OSError = OSError("no address")
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                size = self._receive_buffer()
-                if size is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-                await loop.sock_connect(sock, address)
-            except OSError as error:
-                sock.close()
-                last = error
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        raise last
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:  # the system CA store, only once an https origin needs it
-            self._tls = ssl.create_default_context()
-        return self._tls
-
-    def _release(self, key: _Key, connection: _Connection) -> None:
-        if connection.reusable and connection.finished and not connection.closed:
-            self._idle.setdefault(key, []).append(connection)
-            self._wake_one()
-        else:
-            self._discard(key, connection)
-
-    def _discard(self, key: _Key, connection: _Connection) -> None:
-        connection.close()
-        self._forget(key)
-
-    def _forget(self, key: _Key) -> None:
-        self._open[key] -= 1
-        self._total -= 1
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-
-def _split(url: str) -> tuple[_Key, str]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PermanentOriginError(url, "invalid URL: not http(s)://host/...")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise PermanentOriginError(url, "invalid URL: bad port") from None
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    return (parts.scheme, parts.hostname, port), target
-
-
-def map_failure(url: str, error: BaseException) -> OriginError | None:
-    """The OriginError for what the client raised, None for what is not the network's."""
-    if isinstance(error, OriginError):
-        return error
-    if isinstance(error, TimeoutError):
-        return TransientOriginError(url, "timed out: no data within fetch.read_timeout")
-    if isinstance(error, TransientBody):
-        return TransientOriginError(url, str(error))
-    if isinstance(error, _Garbage):
-        return TransientOriginError(url, f"bad response: {error}")
-    if isinstance(error, ssl.SSLError):
-        return TransientOriginError(url, f"TLS: {error.reason or error}")
-    if isinstance(error, ConnectionError):
-        return TransientOriginError(url, "server disconnected")
-    if isinstance(error, OSError):
-        return TransientOriginError(url, f"network error: {error.strerror or error}")
-    return None
