@@ -22,7 +22,7 @@ from mirrord.alpine.signing import Keyring
 from mirrord.alpine.tarlite import END_OF_ARCHIVE, build_member
 from mirrord.core.errors import IndexRejectedError, ProtocolError, UnsafeIndexError
 from mirrord.demo.repogen import SigningKey, build_index, build_package, index_text, simple_specs
-from mirrord.fetch.origin import parse_retry_after
+from mirrord.fetch.httpstatus import parse_retry_after
 from mirrord.shell.control.protocol import COMMANDS, MAX_LINE, Request, parse_request
 
 FUZZ = settings(

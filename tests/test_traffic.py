@@ -14,7 +14,7 @@ from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.core.units import parse_rate
 from mirrord.demo.repogen import simple_specs
-from mirrord.fetch.origin import limited_receive_buffer
+from mirrord.fetch.httpstatus import limited_receive_buffer
 from mirrord.fetch.traffic import (
     RateMeter,
     TokenBucket,

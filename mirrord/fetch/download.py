@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-import aiohttp
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.alpine.apkpackage import PackageDigest, PackageDigester, check_package
@@ -34,8 +33,9 @@ from mirrord.core.errors import (
     TransientOriginError,
 )
 from mirrord.core.model import ArchKey, PackageRef
+from mirrord.fetch.bodies import BodyChunks, DownloadClient
 from mirrord.fetch.events import FetchEvents
-from mirrord.fetch.origin import OriginClient
+from mirrord.fetch.http1 import Chunk
 from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.storage.durable import start_writeback
 from mirrord.storage.store import ContentStore, StoredObject, TempObject
@@ -113,7 +113,7 @@ class StreamSink(Generic[D]):
         self.written = 0
         self._flushed = 0
 
-    def write(self, chunks: list[bytes]) -> None:
+    def write(self, chunks: list[Chunk]) -> None:
         """Hash and write the chunks as they came off the socket (no joining copies)."""
         fd = self._file().fd
         total = 0
@@ -131,7 +131,7 @@ class StreamSink(Generic[D]):
             start_writeback(fd, self._flushed, self.written - self._flushed)
             self._flushed = self.written
 
-    def complete(self, tail: list[bytes]) -> D:
+    def complete(self, tail: list[Chunk]) -> D:
         if tail:
             self.write(tail)
         self._file()
@@ -162,8 +162,8 @@ class PackageSink(StreamSink[PackageDigest]):
         super().__init__(store, filename, lambda: PackageDigester(filename))
 
 
-def _writev_all(fd: int, chunks: list[bytes]) -> None:
-    pending: list[bytes | memoryview] = list(chunks)
+def _writev_all(fd: int, chunks: list[Chunk]) -> None:
+    pending: list[Chunk] = list(chunks)
     while pending:
         written = os.writev(fd, pending[:IOV_MAX])
         while written and pending:
@@ -184,7 +184,7 @@ class _Received:
 class PackageDownloader:
     def __init__(
         self,
-        origin: OriginClient,
+        origin: DownloadClient,
         store: ContentStore,
         config: FetchConfig,
         *,
@@ -286,13 +286,13 @@ class PackageDownloader:
         return await asyncio.to_thread(sink.complete, tail)
 
     async def _stream_body(
-        self, ref: PackageRef, sink: PackageSink, body: aiohttp.StreamReader, counter: _Received
-    ) -> list[bytes]:
+        self, ref: PackageRef, sink: PackageSink, body: BodyChunks, counter: _Received
+    ) -> list[Chunk]:
         """Throttle, size-check and batch the body into the sink; returns the unwritten tail."""
-        chunks: list[bytes] = []
+        chunks: list[Chunk] = []
         buffered = 0
         try:
-            async for chunk, _ in body.iter_chunks():  # as received: no joining copies
+            async for chunk in body.chunks():  # as received: no joining copies
                 counter.bytes += len(chunk)
                 await self.throttle.consume(len(chunk))
                 chunks.append(chunk)

@@ -16,15 +16,15 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.alpine.sidecars import Expected, FileDigest, FileDigester, check_file
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import ChecksumMismatchError, TransientOriginError
+from mirrord.fetch.bodies import BodyChunks, DownloadClient
 from mirrord.fetch.download import FLUSH_AT, StreamSink, Throttle, Unthrottled
-from mirrord.fetch.origin import OriginClient
+from mirrord.fetch.http1 import Chunk
 from mirrord.fetch.retry import call_with_retries
 from mirrord.storage.store import ContentStore
 
@@ -39,7 +39,7 @@ class StoredFile:
 
 @dataclass
 class FileDownloader:
-    origin: OriginClient
+    origin: DownloadClient
     store: ContentStore
     config: FetchConfig
     clock: Clock
@@ -112,12 +112,12 @@ class FileDownloader:
             raise
 
     async def _stream(
-        self, relpath: str, sink: StreamSink[FileDigest], body: aiohttp.StreamReader, limit: int
+        self, relpath: str, sink: StreamSink[FileDigest], body: BodyChunks, limit: int
     ) -> None:
-        chunks: list[bytes] = []
+        chunks: list[Chunk] = []
         buffered = 0
         try:
-            async for chunk, _ in body.iter_chunks():
+            async for chunk in body.chunks():
                 await self._yield()
                 self.received += len(chunk)
                 await self.throttle.consume(len(chunk))

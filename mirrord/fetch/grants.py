@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from mirrord.fetch.origin import limited_receive_buffer
+from mirrord.fetch.httpstatus import limited_receive_buffer
 from mirrord.fetch.wire import Grant, Limit, Message, Received, Want
 
 if TYPE_CHECKING:  # worker processes import this module, and need no prometheus_client

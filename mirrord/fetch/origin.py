@@ -1,69 +1,28 @@
-"""HTTP(S) access to the origin: conditional index polls and streamed package bodies.
+"""HTTP(S) access to the origin: conditional index polls, listings, sidecars.
 
 One ``aiohttp.ClientSession`` per origin with explicit timeouts and
-connection limits. aiohttp's exceptions are mapped into mirrord's error tree
-here, where they enter: transient (retry) or permanent (fail the package).
+connection limits; package bodies go over ``mirrord.fetch.bodies``, opened
+beside it. aiohttp's exceptions are mapped into mirrord's error tree here,
+where they enter: transient (retry) or permanent (fail the package).
 """
 
 from __future__ import annotations
 
-import email.utils
-import re
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
-from aiohappyeyeballs import AddrInfoType
 from yarl import URL
 
-from mirrord import __version__
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import OriginError, PermanentOriginError, TransientOriginError
 from mirrord.core.model import ArchKey
+from mirrord.fetch.bodies import DownloadClient
+from mirrord.fetch.httpstatus import USER_AGENT, parse_http_date, status_error
 
-USER_AGENT = f"mirrord/{__version__}"
 INDEX_NAME = "APKINDEX.tar.gz"
-_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524}
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-MIN_RECEIVE_BUFFER = 16 * 1024
-MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
-
-
-def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> int | None:
-    """SO_RCVBUF per connection so that all of them buffer at most half the burst.
-
-    The kernel doubles what SO_RCVBUF asks for (its bookkeeping), and a
-    rate-limited reader keeps its buffer full, so each connection may hold
-    twice its share ahead of the token bucket.
-    """
-    if rate is None:
-        return None
-    share = burst // (4 * max(1, connections))
-    return max(MIN_RECEIVE_BUFFER, min(MAX_RECEIVE_BUFFER, share))
-
-
-def parse_http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not "²": float() refuses what isdigit allows
-        return float(value)
-    when = parse_http_date(value)
-    return None if when is None else max(0.0, when - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +35,6 @@ class IndexResult:
     @property
     def last_modified_ts(self) -> float | None:
         return parse_http_date(self.last_modified)
-
-
-@dataclass(frozen=True, slots=True)
-class DownloadStart:
-    url: str
-    offset: int  # where this body starts within the file (0 unless resumed)
-    length: int | None  # Content-Length of this body
-    etag: str | None
-    last_modified: str | None
-
-    @property
-    def validator(self) -> str | None:
-        """What If-Range may carry: a strong ETag, else Last-Modified."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
 
 
 @contextmanager
@@ -121,30 +64,16 @@ def map_errors(url: str) -> Iterator[None]:
         raise TransientOriginError(url, f"network error: {error.strerror or error}") from None
 
 
-def status_error(url: str, response: aiohttp.ClientResponse, now: float) -> OriginError:
-    status = response.status
-    reason = f"HTTP {status} {response.reason or ''}".strip()
-    if status in _TRANSIENT_STATUS or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-        return TransientOriginError(url, reason, status, retry_after)
-    return PermanentOriginError(url, reason, status)
-
-
 INDEX_CONNECTIONS = 4  # index polls have connections of their own, beside the downloads
 
 
 class OriginClient:
-    def __init__(
-        self,
-        base_url: str,
-        session: aiohttp.ClientSession,
-        index_session: aiohttp.ClientSession | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, downloads: DownloadClient):
         self.base = URL(base_url.rstrip("/"))
-        self._session = session
         # Polls never queue behind downloads for a connection: a huge arch's
         # slow downloads must not delay another arch's poll.
-        self._index_session = index_session or session
+        self._index_session = session
+        self.downloads = downloads
         self._prefixes: dict[ArchKey, str] = {}
 
     @classmethod
@@ -155,18 +84,7 @@ class OriginClient:
         fetch: FetchConfig,
         receive_buffer: Callable[[], int | None] = lambda: None,
     ) -> AsyncIterator[OriginClient]:
-        """``receive_buffer`` says, per new connection, an SO_RCVBUF to pin (None: the
-        kernel's autotuning). Under a rate limit a small one keeps the kernel from
-        buffering more than the token bucket allows ahead of the limit."""
-
-        def make_socket(addr_info: AddrInfoType) -> socket.socket:
-            family, kind, proto, _, _ = addr_info
-            sock = socket.socket(family=family, type=kind, proto=proto)
-            size = receive_buffer()
-            if size is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            return sock
-
+        """Polls on aiohttp; ``downloads`` as ``DownloadClient.open`` makes them."""
         # sock_connect, not connect: aiohttp's "connect" also counts the wait for a
         # free connection in the pool, which under load is queueing, not a failure.
         timeout = aiohttp.ClientTimeout(
@@ -175,27 +93,22 @@ class OriginClient:
             sock_connect=fetch.connect_timeout,
             sock_read=fetch.read_timeout,
         )
-
-        def session(limit: int, per_host: int) -> aiohttp.ClientSession:
-            connector = aiohttp.TCPConnector(
-                limit=limit,
-                limit_per_host=per_host,
-                ttl_dns_cache=300,
-                enable_cleanup_closed=True,
-                socket_factory=make_socket,
-            )
-            return aiohttp.ClientSession(
+        connector = aiohttp.TCPConnector(
+            limit=INDEX_CONNECTIONS,
+            limit_per_host=INDEX_CONNECTIONS,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+        )
+        async with (
+            aiohttp.ClientSession(
                 connector=connector,
                 timeout=timeout,
                 auto_decompress=False,
                 headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            )
-
-        async with (
-            session(fetch.concurrency, fetch.per_host) as downloads,
-            session(INDEX_CONNECTIONS, INDEX_CONNECTIONS) as indexes,
+            ) as indexes,
+            DownloadClient.open(base_url, fetch, receive_buffer) as downloads,
         ):
-            yield cls(base_url, downloads, indexes)
+            yield cls(base_url, indexes, downloads)
 
     def url(self, key: ArchKey, name: str) -> URL:
         # Branch, repo, arch and package names are validated to a URL-safe
@@ -252,7 +165,9 @@ class OriginClient:
                 if response.status == 304:
                     return IndexResult(str(url), None, etag, last_modified)
                 if response.status != 200:
-                    raise status_error(str(url), response, now)
+                    raise status_error(
+                        str(url), response.status, response.reason, response.headers, now
+                    )
                 if response.content_length is not None and response.content_length > max_bytes:
                     raise PermanentOriginError(
                         str(url),
@@ -273,54 +188,3 @@ class OriginClient:
                     response.headers.get("ETag"),
                     response.headers.get("Last-Modified"),
                 )
-
-    def download(
-        self,
-        key: ArchKey,
-        filename: str,
-        *,
-        offset: int = 0,
-        if_range: str | None = None,
-        now: float,
-    ) -> AbstractAsyncContextManager[tuple[DownloadStart, aiohttp.StreamReader]]:
-        """Open a package body, resuming at ``offset`` when the origin allows it.
-
-        The yielded DownloadStart says where the body really starts: 0 when
-        the origin ignored the Range request (or the validator changed).
-        """
-        # open_body's own context manager, not one more wrapped around it (one per file)
-        return self.open_body(self.url(key, filename), offset=offset, if_range=if_range, now=now)
-
-    @asynccontextmanager
-    async def open_body(
-        self, url: URL, *, offset: int = 0, if_range: str | None = None, now: float
-    ) -> AsyncIterator[tuple[DownloadStart, aiohttp.StreamReader]]:
-        """Open any body on the download connections (see ``download``)."""
-        headers: dict[str, str] = {}
-        if offset > 0 and if_range:
-            headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = if_range
-        with map_errors(str(url)):
-            async with self._session.get(url, headers=headers, allow_redirects=True) as response:
-                start = 0
-                if response.status == 206 and "Range" in headers:
-                    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-                    if not match or int(match.group(1)) != offset:
-                        raise TransientOriginError(
-                            str(url), f"bad Content-Range {response.headers.get('Content-Range')!r}"
-                        )
-                    start = offset
-                elif response.status == 416:
-                    raise TransientOriginError(
-                        str(url), "range not satisfiable; starting over", 416
-                    )
-                elif response.status != 200:
-                    raise status_error(str(url), response, now)
-                info = DownloadStart(
-                    str(url),
-                    start,
-                    response.content_length,
-                    response.headers.get("ETag"),
-                    response.headers.get("Last-Modified"),
-                )
-                yield info, response.content

@@ -24,7 +24,7 @@ from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig, ScheduleWindow
 from mirrord.core.metrics import Metrics
 from mirrord.core.units import format_rate
-from mirrord.fetch.origin import limited_receive_buffer
+from mirrord.fetch.httpstatus import limited_receive_buffer
 
 MAX_SLEEP = 0.25  # a rate change reaches waiting downloads within this long
 

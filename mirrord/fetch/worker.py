@@ -35,10 +35,10 @@ from mirrord.core.config import FetchConfig
 from mirrord.core.errors import MirrordError, WorkerProtocolError
 from mirrord.core.heap import cap_arenas
 from mirrord.core.logs import make_logger
+from mirrord.fetch.bodies import DownloadClient
 from mirrord.fetch.download import PackageDownloader, crash_boundary
 from mirrord.fetch.events import EventRecorder
 from mirrord.fetch.grants import GrantedThrottle
-from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.wire import (
     Done,
     Fail,
@@ -69,7 +69,7 @@ def die_with_parent(parent: int) -> None:
 class Worker:
     def __init__(
         self,
-        origin: OriginClient,
+        origin: DownloadClient,
         store: ContentStore,
         config: FetchConfig,
         send: Callable[[Message], None],
@@ -139,7 +139,7 @@ async def serve(sock: socket.socket) -> None:
     throttle = GrantedThrottle(send)
     store = ContentStore(Path(hello.storage))
     connections = config.concurrency
-    async with OriginClient.open(
+    async with DownloadClient.open(
         hello.origin,
         config,
         receive_buffer=lambda: throttle.receive_buffer(connections),

@@ -197,7 +197,13 @@ async def open_runtime(
         feed = PublishFeed()
         events = MetricsEvents(metrics, on_retry=book.note_retry)
         local = PackageDownloader(
-            origin, store, config.fetch, clock=clock, log=log, events=events, throttle=traffic
+            origin.downloads,
+            store,
+            config.fetch,
+            clock=clock,
+            log=log,
+            events=events,
+            throttle=traffic,
         )
         fetcher = Fetcher(
             local, committer, concurrency=config.fetch.concurrency, log=log, metrics=metrics
@@ -260,7 +266,13 @@ async def open_runtime(
                 config=lambda: live.config,
                 origin=origin,
                 downloader=FileDownloader(
-                    origin, store, config.fetch, clock, log, traffic, yield_to=fetcher.wait_idle
+                    origin.downloads,
+                    store,
+                    config.fetch,
+                    clock,
+                    log,
+                    traffic,
+                    yield_to=fetcher.wait_idle,
                 ),
                 committer=committer,
                 trees=TreePublisher(publisher, crash),

@@ -1,0 +1,390 @@
+"""One HTTP/1.1 connection of the download path: a response head, then its body.
+
+aiohttp's request path was ~14 % of a sync's samples and 14 MiB of every fetch
+worker; a download needs only a GET, a response head and a body. Bytes go
+from the socket straight into buffers we own (``asyncio.BufferedProtocol``)
+and reach the hashing and the file as memoryviews of them. The pool and the
+error mapping are ``mirrord.fetch.pool``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, cast
+
+READ_SIZE = 256 * 1024  # one buffer the socket reads into, sliced among the chunks
+MIN_READ = 16 * 1024  # a buffer with less room left than this is replaced
+PAUSE_ABOVE = 128 * 1024  # bytes received and not yet consumed: stop reading (as aiohttp)
+RESUME_BELOW = 64 * 1024
+MAX_HEAD = 64 * 1024
+MAX_LINE = 4096
+
+Chunk = memoryview | bytes
+
+
+class StaleConnection(Exception):
+    """A reused connection closed before a byte of the response: retry on a fresh one."""
+
+
+class BadResponse(Exception):
+    """What the server sent is not HTTP/1.1 we understand."""
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    status: int
+    reason: str
+    headers: dict[str, str]  # lower-case names; repeated fields joined with ", "
+    http10: bool = False
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        return "keep-alive" in connection if self.http10 else "close" not in connection
+
+
+def parse_head(data: bytes) -> Head:
+    """Status line and fields of a response head (without its blank line)."""
+    lines = data.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or line[:1] in b" \t":
+            raise BadResponse(f"malformed header field: {line[:80]!r}")
+        key = name.decode("latin-1").lower()
+        text = value.strip().decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    length = headers.get("content-length")
+    if length is not None:
+        values = {v.strip() for v in length.split(",")}
+        if len(values) != 1 or not (only := values.pop()).isascii() or not only.isdigit():
+            raise BadResponse(f"bad Content-Length {length!r}")
+        headers["content-length"] = only
+    return Head(int(code), reason.decode("latin-1"), headers, version == b"HTTP/1.0")
+
+
+def buffer_unshared(buffer: bytearray) -> bool:
+    """Whether no memoryview of ``buffer`` is alive: then it can be read into again.
+
+    A bytearray refuses to resize while exported; appending one byte and taking it
+    back asks exactly that, without zeroing 256 KiB for a new buffer.
+    """
+    if len(buffer) != READ_SIZE:
+        return False
+    try:
+        buffer.append(0)
+    except BufferError:
+        return False
+    buffer.pop()
+    return True
+
+
+class Connection(asyncio.BufferedProtocol):
+    """One keep-alive connection: parses a response head, then decodes its body."""
+
+    def __init__(self, read_timeout: float) -> None:
+        self._read_timeout = read_timeout
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self._buffer = bytearray(0)
+        self._view = memoryview(self._buffer)
+        self._fill = 0
+        self._head: bytearray | None = None  # collecting a head; None: in a body or idle
+        self.head: Head | None = None
+        self._mode: Literal["length", "chunked", "eof", "done"] = "done"
+        self._remaining = 0  # body bytes left (length) or in this chunk (chunked)
+        self._chunk_state = "size"  # size, data, data_end, trailer
+        self._line = bytearray()
+        self._chunks: deque[Chunk] = deque()
+        self._queued = 0
+        self._paused = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_data = 0.0
+        self.received_any = False
+        self.reusable = False
+
+    # --- protocol callbacks --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self._buffer) - self._fill < MIN_READ:
+            self._view.release()
+            if not buffer_unshared(self._buffer):  # a chunk of it is still to be hashed or written
+                self._buffer = bytearray(READ_SIZE)
+            self._view = memoryview(self._buffer)
+            self._fill = 0
+        return self._view[self._fill :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        start, stop = self._fill, self._fill + nbytes
+        self._fill = stop
+        self._last_data = self._loop.time()
+        self.received_any = True
+        try:
+            end = -1
+            if self._head is not None and not self._head:  # a head from its first byte
+                end = self._buffer.find(b"\r\n\r\n", start, stop)  # no copy to search
+            if end >= 0:
+                self._head = None
+                self._start_body(parse_head(bytes(self._buffer[start:end])))
+                if self._head is None:
+                    self._feed(self._view[end + 4 : stop])
+                elif end + 4 < stop:  # after an interim response
+                    self._feed(bytes(self._buffer[end + 4 : stop]))
+            else:
+                self._feed(self._view[start:stop])
+        except BadResponse as error:
+            self._fail(error)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._ended(exc)
+
+    def pause_writing(self) -> None:  # requests are a few hundred bytes
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # --- decoding --------------------------------------------------------------
+
+    def _feed(self, data: memoryview | bytes) -> None:
+        if self._head is not None:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._head) > MAX_HEAD:
+                    raise BadResponse(f"no end of the response head within {MAX_HEAD} bytes")
+                return
+            head, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
+            self._head = None
+            self._start_body(parse_head(head))
+            if rest:
+                self._feed(rest)
+            return
+        if self._mode == "length":
+            if len(data) > self._remaining:
+                self.reusable = False  # bytes beyond the body: nothing we asked for
+                data = data[: self._remaining]
+            self._push(data)
+            self._remaining -= len(data)
+            if self._remaining == 0:
+                self._mode = "done"
+        elif self._mode == "chunked":
+            self._feed_chunked(data)
+        elif self._mode == "eof":
+            self._push(data)
+        else:
+            self.reusable = False  # unasked-for bytes on an idle connection
+
+    def _start_body(self, head: Head) -> None:
+        if 100 <= head.status < 200:  # an interim response: the real one follows
+            self._head = bytearray()
+            return
+        self.head = head
+        self.reusable = head.keep_alive
+        coding = head.headers.get("transfer-encoding", "").lower()
+        if head.status in (204, 304):
+            self._mode = "done"
+        elif coding:
+            if coding.rsplit(",", 1)[-1].strip() != "chunked":
+                raise BadResponse(f"unsupported Transfer-Encoding {coding!r}")
+            self._mode, self._chunk_state = "chunked", "size"
+        elif "content-length" in head.headers:
+            self._remaining = int(head.headers["content-length"])
+            self._mode = "length" if self._remaining else "done"
+        else:
+            self._mode, self.reusable = "eof", False
+
+    def _feed_chunked(self, data: memoryview | bytes) -> None:
+        at, end = 0, len(data)
+        while at < end and self._mode == "chunked":
+            state = self._chunk_state
+            if state == "data":
+                take = min(self._remaining, end - at)
+                self._push(data[at : at + take])
+                at += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._chunk_state = "data_end"
+                continue
+            window = bytes(data[at : at + 64])  # chunk lines are short: copy only a little
+            newline = window.find(b"\n")
+            taken = window if newline < 0 else window[: newline + 1]
+            self._line += taken
+            at += len(taken)
+            if newline < 0:
+                if len(self._line) > MAX_LINE:
+                    raise BadResponse("chunk size line too long")
+                continue
+            line = bytes(self._line).rstrip(b"\r\n")
+            self._line.clear()
+            if state == "data_end":
+                if line:
+                    raise BadResponse("chunk data longer than its size")
+                self._chunk_state = "size"
+            elif state == "size":
+                size = line.split(b";", 1)[0].strip()
+                try:
+                    self._remaining = int(size, 16)
+                except ValueError:
+                    raise BadResponse(f"bad chunk size {size[:40]!r}") from None
+                self._chunk_state = "data" if self._remaining else "trailer"
+            elif not line:  # the blank line after the trailer fields
+                self._mode = "done"
+        if at < end:
+            self.reusable = False
+
+    def _push(self, data: memoryview | bytes) -> None:
+        if not data:
+            return
+        self._chunks.append(data)
+        self._queued += len(data)
+        if self._queued > PAUSE_ABOVE and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _ended(self, exc: Exception | None = None) -> None:
+        self.reusable = False
+        if self._error is not None:
+            pass
+        elif self._head is not None:
+            if not self.received_any and self.reused:
+                self._error = StaleConnection()
+            elif not self.received_any:
+                self._error = ConnectionResetError("server disconnected before a response")
+            else:
+                self._error = BadResponse("connection closed inside the response head")
+        elif self._mode == "eof":
+            self._mode = "done"
+        elif self._mode != "done":
+            what = f"{self._remaining} more bytes" if self._mode == "length" else "the last chunk"
+            self._error = TransientBody(f"body cut short: connection closed awaiting {what}")
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- the consumer's side -----------------------------------------------------
+
+    def send(self, request: bytes) -> None:
+        assert self.transport is not None
+        self._head = bytearray()
+        self.head = None
+        self.received_any = False
+        self._mode = "done"
+        self.transport.write(request)
+
+    async def wait(self) -> None:
+        """Until more arrives (or the end); TimeoutError after read_timeout of nothing."""
+        self._waiter = waiter = self._loop.create_future()
+        self._last_data = max(self._last_data, self._loop.time())
+        if self._timer is None:
+            self._timer = self._loop.call_at(
+                self._last_data + self._read_timeout, self._check_timeout
+            )
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        due = self._last_data + self._read_timeout
+        if self._loop.time() >= due:
+            self._fail(TimeoutError())
+            waiter.set_exception(TimeoutError())
+        else:  # data came meanwhile: one timer per wait, moved lazily, not per chunk
+            self._timer = self._loop.call_at(due, self._check_timeout)
+
+    async def read_head(self) -> Head:
+        while self.head is None:
+            if self._error is not None:
+                raise self._error
+            await self.wait()
+        return self.head
+
+    def next_chunk(self) -> Chunk | None:
+        """A chunk received, None at the end; raises what went wrong."""
+        if self._chunks:
+            chunk = self._chunks.popleft()
+            self._queued -= len(chunk)
+            if self._paused and self._queued < RESUME_BELOW and self.transport is not None:
+                self._paused = False
+                self.transport.resume_reading()
+            return chunk
+        if self._error is not None:
+            raise self._error
+        if self._mode == "done":
+            return None
+        raise BlockingIOError
+
+    @property
+    def finished(self) -> bool:
+        return self._mode == "done" and not self._chunks and self._error is None
+
+    def close(self) -> None:
+        self.reusable = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+            self.closed = True
+
+
+class TransientBody(Exception):
+    """The body ended before its length (mapped to TransientOriginError)."""
+
+
+class Body:
+    """A response body as the chunks the socket delivered: ``async for c in body.chunks()``."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def chunks(self) -> Body:
+        return self
+
+    def __aiter__(self) -> Body:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        connection = self._connection
+        while True:
+            try:
+                chunk = connection.next_chunk()
+            except BlockingIOError:
+                await connection.wait()
+                continue
+            if chunk is None:
+                raise StopAsyncIteration
+            return chunk

@@ -1,0 +1,63 @@
+"""What HTTP responses mean to mirrord: status mapping, dates, Retry-After, buffer sizes.
+
+Pure functions shared by both HTTP clients (aiohttp for polls and listings,
+``mirrord.fetch.http1`` for package bodies).
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping
+
+from mirrord import __version__
+from mirrord.core.errors import OriginError, PermanentOriginError, TransientOriginError
+
+USER_AGENT = f"mirrord/{__version__}"
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524}
+
+MIN_RECEIVE_BUFFER = 16 * 1024
+MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> int | None:
+    """SO_RCVBUF per connection so that all of them buffer at most half the burst.
+
+    The kernel doubles what SO_RCVBUF asks for (its bookkeeping), and a
+    rate-limited reader keeps its buffer full, so each connection may hold
+    twice its share ahead of the token bucket.
+    """
+    if rate is None:
+        return None
+    share = burst // (4 * max(1, connections))
+    return max(MIN_RECEIVE_BUFFER, min(MAX_RECEIVE_BUFFER, share))
+
+
+def parse_http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # not "²": float() refuses what isdigit allows
+        return float(value)
+    when = parse_http_date(value)
+    return None if when is None else max(0.0, when - now)
+
+
+def status_error(
+    url: str, status: int, reason: str | None, headers: Mapping[str, str], now: float
+) -> OriginError:
+    """The error for a status that is not what we asked for; ``headers`` as the client has them."""
+    text = f"HTTP {status} {reason or ''}".strip()
+    if status in _TRANSIENT_STATUS or status >= 500:
+        # lower case: http1's headers are, and aiohttp's match any case
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+        return TransientOriginError(url, text, status, retry_after)
+    return PermanentOriginError(url, text, status)

@@ -1,0 +1,275 @@
+"""Keep-alive connections for the download path, bounded like aiohttp's (total, per host).
+
+A GET follows redirects, retries once on a fresh connection when a pooled one
+turns out closed by the server, and failures enter mirrord's error tree here
+(``map_failure``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from mirrord.core.errors import OriginError, PermanentOriginError, TransientOriginError
+from mirrord.fetch.http1 import BadResponse, Body, Connection, StaleConnection, TransientBody
+
+MAX_REDIRECTS = 10
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    url: str  # after redirects
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: Body
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length")
+        return None if value is None else int(value)
+
+
+_Key = tuple[str, str, int]  # scheme, host, port
+
+
+class ConnectionPool:
+    """Keep-alive connections, at most ``limit`` in all and ``per_host`` to one host."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        per_host: int,
+        connect_timeout: float,
+        read_timeout: float,
+        user_agent: str,
+        receive_buffer: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self._limit = limit
+        self._per_host = per_host
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._user_agent = user_agent
+        self._receive_buffer = receive_buffer
+        self._idle: dict[_Key, list[Connection]] = {}
+        self._open: dict[_Key, int] = {}  # per host: idle and busy
+        self._total = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._tls: ssl.SSLContext | None = None
+
+    def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+
+    @asynccontextmanager
+    async def get(self, url: str, headers: dict[str, str]) -> AsyncIterator[Response]:
+        """GET ``url`` following redirects; the body is read inside the block."""
+        for _ in range(MAX_REDIRECTS + 1):
+            key, target = _split(url)
+            connection = await self._request(url, key, target, headers)
+            head = connection.head
+            assert head is not None
+            location = head.headers.get("location")
+            if head.status in REDIRECTS and location:
+                self._release(key, connection)
+                url = urljoin(url, location)
+                continue
+            try:
+                yield Response(url, head.status, head.reason, head.headers, Body(connection))
+            finally:
+                self._release(key, connection)
+            return
+        raise TransientOriginError(url, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _request(
+        self, url: str, key: _Key, target: str, headers: dict[str, str]
+    ) -> Connection:
+        request = self._request_bytes(key, target, headers)
+        for fresh in (False, True):
+            connection = await self._acquire(url, key, fresh)
+            try:
+                connection.send(request)
+                await connection.read_head()
+            except StaleConnection:
+                self._discard(key, connection)
+                continue
+            except BaseException:
+                self._discard(key, connection)
+                raise
+            return connection
+        raise TransientOriginError(url, "server disconnected")  # a fresh one closed at once
+
+    def _request_bytes(self, key: _Key, target: str, headers: dict[str, str]) -> bytes:
+        scheme, host, port = key
+        default = 443 if scheme == "https" else 80
+        authority = host if port == default else f"{host}:{port}"
+        if ":" in host:
+            authority = f"[{host}]" if port == default else f"[{host}]:{port}"
+        lines = [
+            f"GET {target} HTTP/1.1",
+            f"Host: {authority}",
+            f"User-Agent: {self._user_agent}",
+            "Accept-Encoding: identity",
+            *(f"{name}: {value}" for name, value in headers.items()),
+            "",
+            "",
+        ]
+        return "\r\n".join(lines).encode("latin-1")
+
+    async def _acquire(self, url: str, key: _Key, fresh: bool) -> Connection:
+        while True:
+            idle = self._idle.get(key)
+            while idle and not fresh:
+                connection = idle.pop()
+                if connection.closed or not connection.reusable:
+                    self._forget(key)
+                    continue
+                connection.reused = True
+                return connection
+            if self._total >= self._limit:
+                self._close_one_idle()
+            if self._total < self._limit and self._open.get(key, 0) < self._per_host:
+                self._open[key] = self._open.get(key, 0) + 1
+                self._total += 1
+                try:
+                    return await self._connect(url, key)
+                except BaseException:
+                    self._forget(key)
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # pass the turn on
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _close_one_idle(self) -> None:
+        for key, connections in self._idle.items():
+            if connections:
+                connections.pop(0).close()
+                self._forget(key)
+                return
+
+    async def _connect(self, url: str, key: _Key) -> Connection:
+        scheme, host, port = key
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                sock = await self._connect_socket(infos)
+                tls = self._tls_context() if scheme == "https" else None
+                connection = Connection(self._read_timeout)
+                await loop.create_connection(
+                    lambda: connection,
+                    sock=sock,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
+        except TimeoutError:
+            raise TransientOriginError(
+                url, "timed out connecting (fetch.connect_timeout)"
+            ) from None
+        except ssl.SSLError as error:
+            raise TransientOriginError(url, f"TLS: {error.reason or error}") from None
+        except OSError as error:
+            raise TransientOriginError(url, f"cannot connect: {error.strerror or error}") from None
+        return connection
+
+    async def _connect_socket(self, infos: Sequence[tuple[Any, ...]]) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        last: OSError = OSError("no address")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                size = self._receive_buffer()
+                if size is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+                await loop.sock_connect(sock, address)
+            except OSError as error:
+                sock.close()
+                last = error
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        raise last
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:  # the system CA store, only once an https origin needs it
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    def _release(self, key: _Key, connection: Connection) -> None:
+        if connection.reusable and connection.finished and not connection.closed:
+            self._idle.setdefault(key, []).append(connection)
+            self._wake_one()
+        else:
+            self._discard(key, connection)
+
+    def _discard(self, key: _Key, connection: Connection) -> None:
+        connection.close()
+        self._forget(key)
+
+    def _forget(self, key: _Key) -> None:
+        self._open[key] -= 1
+        self._total -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+def _split(url: str) -> tuple[_Key, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PermanentOriginError(url, "invalid URL: not http(s)://host/...")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise PermanentOriginError(url, "invalid URL: bad port") from None
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return (parts.scheme, parts.hostname, port), target
+
+
+def map_failure(url: str, error: BaseException) -> OriginError | None:
+    """The OriginError for what the client raised, None for what is not the network's."""
+    if isinstance(error, OriginError):
+        return error
+    if isinstance(error, TimeoutError):
+        return TransientOriginError(url, "timed out: no data within fetch.read_timeout")
+    if isinstance(error, TransientBody):
+        return TransientOriginError(url, str(error))
+    if isinstance(error, BadResponse):
+        return TransientOriginError(url, f"bad response: {error}")
+    if isinstance(error, ssl.SSLError):
+        return TransientOriginError(url, f"TLS: {error.reason or error}")
+    if isinstance(error, ConnectionError):
+        return TransientOriginError(url, "server disconnected")
+    if isinstance(error, OSError):
+        return TransientOriginError(url, f"network error: {error.strerror or error}")
+    return None

@@ -1,0 +1,300 @@
+"""The download path's HTTP/1.1 client against real servers: aiohttp, nginx, raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from mirrord.core.aio import run_async
+from mirrord.core.config import FetchConfig
+from mirrord.core.errors import PermanentOriginError, TransientOriginError
+from mirrord.fetch.bodies import DownloadClient, DownloadStart
+from mirrord.fetch.http1 import READ_SIZE, buffer_unshared
+from tests.nginx import Nginx
+
+BLOB = os.urandom(700_000)  # several reads, so a body spans buffers
+FETCH = FetchConfig(concurrency=2, per_host=2, connect_timeout=2.0, read_timeout=2.0)
+
+
+async def fetch(
+    client: DownloadClient, path: str, offset: int = 0, if_range: str | None = None
+) -> tuple[DownloadStart, bytes]:
+    async with client.open_body(
+        client.path_url(path), offset=offset, if_range=if_range, now=0.0
+    ) as (start, body):
+        received = bytearray()
+        async for chunk in body.chunks():
+            received += chunk
+        return start, bytes(received)
+
+
+@asynccontextmanager
+async def aiohttp_origin(peers: list[object]) -> AsyncIterator[str]:
+    """A real aiohttp server: /blob (Content-Length), /chunked, /moved -> /blob, /gone."""
+
+    async def blob(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(body=BLOB, headers={"ETag": '"v1"'})
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for at in range(0, len(BLOB), 100_003):
+            await response.write(BLOB[at : at + 100_003])
+        await response.write_eof()
+        return response
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/blob")
+
+    async def gone(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=503, headers={"Retry-After": "7"})
+
+    app = web.Application()
+    app.router.add_get("/blob", blob)
+    app.router.add_get("/chunked", chunked)
+    app.router.add_get("/moved", moved)
+    app.router.add_get("/gone", gone)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_origin(handler: Handler) -> AsyncIterator[str]:
+    """A socket server that answers with whatever bytes ``handler`` writes."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def test_bodies_by_length_chunked_and_redirect_over_kept_alive_connections() -> None:
+    peers: list[object] = []
+    async with aiohttp_origin(peers) as url, DownloadClient.open(url, FETCH) as client:
+        for _ in range(3):
+            start, data = await fetch(client, "blob")
+            assert hashlib.sha256(data).digest() == hashlib.sha256(BLOB).digest()
+            assert (start.offset, start.length, start.validator) == (0, len(BLOB), '"v1"')
+        assert len(set(peers)) == 1  # one connection, kept alive
+        start, data = await fetch(client, "chunked")
+        assert data == BLOB and start.length is None
+        start, data = await fetch(client, "moved")
+        assert data == BLOB
+
+
+async def test_a_status_maps_into_the_error_tree_with_retry_after() -> None:
+    async with aiohttp_origin([]) as url, DownloadClient.open(url, FETCH) as client:
+        with pytest.raises(TransientOriginError) as caught:
+            await fetch(client, "gone")
+        assert (caught.value.status, caught.value.retry_after) == (503, 7.0)
+        with pytest.raises(PermanentOriginError) as missing:
+            await fetch(client, "nothing-here")
+        assert missing.value.status == 404
+        assert str(missing.value) == f"{url}/nothing-here: HTTP 404 Not Found"
+
+
+async def test_a_resume_from_nginx_is_a_206_at_the_offset(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "blob").write_bytes(BLOB)
+    with Nginx(root, tmp_path / "nginx") as nginx:
+        async with DownloadClient.open(nginx.url, FETCH) as client:
+            whole, data = await fetch(client, "blob")
+            assert data == BLOB
+            start, rest = await fetch(client, "blob", 500_000, whole.validator)
+            assert (start.offset, start.length, rest) == (500_000, 200_000, BLOB[500_000:])
+            stale, again = await fetch(client, "blob", 500_000, '"not-it"')
+            assert (stale.offset, again) == (0, BLOB)  # If-Range failed: the whole body
+
+
+async def test_a_pooled_connection_the_server_closed_is_retried_on_a_fresh_one() -> None:
+    connections = 0
+
+    async def once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        await writer.drain()
+        await read_request(reader)  # keep-alive promised, but the next request ends it
+        writer.close()
+
+    async with raw_origin(once_then_close) as url, DownloadClient.open(url, FETCH) as client:
+        assert (await fetch(client, "a"))[1] == b"hello"
+        assert (await fetch(client, "b"))[1] == b"hello"
+    assert connections == 2
+
+
+async def test_a_body_cut_short_is_transient() -> None:
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        writer.close()
+
+    async with raw_origin(short) as url, DownloadClient.open(url, FETCH) as client:
+        with pytest.raises(TransientOriginError) as caught:
+            await fetch(client, "a")
+    assert caught.value.reason == "body cut short: connection closed awaiting 990 more bytes"
+
+
+async def test_a_chunked_body_cut_short_is_transient() -> None:
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with raw_origin(short) as url, DownloadClient.open(url, FETCH) as client:
+        with pytest.raises(TransientOriginError, match="awaiting the last chunk"):
+            await fetch(client, "a")
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "bad response: not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", "bad response: bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\n no colon\r\n\r\n", "bad response: malformed header field"),
+    ],
+)
+async def test_garbage_from_the_server_is_a_clear_transient_error(
+    answer: bytes, reason: str
+) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()  # until the client hangs up
+
+    async with raw_origin(garbage) as url, DownloadClient.open(url, FETCH) as client:
+        with pytest.raises(TransientOriginError) as caught:
+            await fetch(client, "a")
+    assert reason in caught.value.reason
+
+
+async def test_a_silent_server_is_a_read_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await writer.drain()
+        await reader.read()
+
+    fetch_config = replace(FETCH, read_timeout=0.3)
+    async with raw_origin(silent) as url, DownloadClient.open(url, fetch_config) as client:
+        with pytest.raises(TransientOriginError) as caught:
+            await fetch(client, "a")
+    assert caught.value.reason == "timed out: no data within fetch.read_timeout"
+
+
+async def test_a_refused_connection_is_transient() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    async with DownloadClient.open(f"http://127.0.0.1:{port}", FETCH) as client:
+        with pytest.raises(TransientOriginError, match="cannot connect"):
+            await fetch(client, "a")
+
+
+async def test_the_pool_holds_at_most_its_limit_of_connections() -> None:
+    peers: list[object] = []
+    async with aiohttp_origin(peers) as url, DownloadClient.open(url, FETCH) as client:
+        results = await asyncio.gather(*(fetch(client, "blob") for _ in range(6)))
+    assert all(data == BLOB for _, data in results)
+    assert len(set(peers)) <= FETCH.concurrency
+
+
+def test_bodies_on_uvloop_the_loop_processes_run() -> None:
+    async def both() -> tuple[bytes, bytes]:
+        async with aiohttp_origin([]) as url, DownloadClient.open(url, FETCH) as client:
+            return (await fetch(client, "blob"))[1], (await fetch(client, "chunked"))[1]
+
+    assert run_async(both()) == (BLOB, BLOB)
+
+
+async def test_an_https_origin_is_verified_against_the_system_store(tmp_path: Path) -> None:
+    """A self-signed certificate: the handshake happens, and the client refuses it."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    openssl = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+    ]
+    subject = ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run([*openssl, *subject], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    async with DownloadClient.open(f"https://127.0.0.1:{port}", FETCH) as client:
+        with pytest.raises(TransientOriginError) as caught:
+            await fetch(client, "a")
+    server.close()
+    assert caught.value.reason == "TLS: CERTIFICATE_VERIFY_FAILED"
+
+
+async def test_a_connection_the_server_will_close_is_not_kept() -> None:
+    connections = 0
+
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read()  # the server would take another request: the client must not ask
+
+    async with raw_origin(closing) as url, DownloadClient.open(url, FETCH) as client:
+        assert [(await fetch(client, p))[1] for p in "ab"] == [b"ok", b"ok"]
+    assert connections == 2
+
+
+def test_a_read_buffer_is_reused_only_once_no_chunk_of_it_is_alive() -> None:
+    buffer = bytearray(READ_SIZE)
+    view = memoryview(buffer)
+    chunk = view[10:20]
+    view.release()
+    assert not buffer_unshared(buffer)  # the chunk still points into it
+    del chunk
+    assert buffer_unshared(buffer) and len(buffer) == READ_SIZE
+    assert not buffer_unshared(bytearray(0))
