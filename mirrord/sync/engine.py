@@ -505,7 +505,7 @@ class SyncEngine:
         digests = {new.index_sha256 for new in self._syncing.values()} | set(self.also_in_use())
         identities: set[tuple[str, int]] = set()
         for new in self._syncing.values():
-            digests.update(f.sha256 for f in new.plan.files if f.sha256)
+            digests.update(new.plan.files.digests())
             identities.update(new.plan.waiting)
         return InUse(digests, identities)
 
