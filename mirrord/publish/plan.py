@@ -13,6 +13,7 @@ from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
 from mirrord.publish.filetable import FileTable
+from mirrord.publish.waiting import Waiting
 
 PENDING = ""  # the digest of a file whose package is still being fetched
 
@@ -34,7 +35,7 @@ class PublishPlan:
     unlisted: tuple[str, ...]  # names the previous snapshot listed and this one does not
     dropped_packages: tuple[str, ...]  # package names that disappear entirely
     # identity -> position of the file waiting for it (a list when several names share it)
-    waiting: dict[tuple[str, int], int | list[int]] = field(default_factory=dict)
+    waiting: Waiting = field(default_factory=Waiting)
 
     def missing(self) -> list[PackageRef]:
         """What to fetch: one package per identity still waiting, in index order."""
@@ -91,18 +92,12 @@ def plan_publish(
     behind our back: every file is linked again (a no-op for intact ones).
     """
     files = FileTable()
-    waiting: dict[tuple[str, int], int | list[int]] = {}
+    waiting = Waiting()
     for position, entry in enumerate(entries):
         identity = (entry.checksum, entry.size)
         sha256 = known.get(identity, PENDING)
         if sha256 == PENDING:
-            already = waiting.get(identity)
-            if already is None:
-                waiting[identity] = position
-            elif isinstance(already, list):
-                already.append(position)
-            else:
-                waiting[identity] = [already, position]
+            waiting.add(identity, position)
         files.append(entry.filename, sha256, entry.size, entry.name)
     plan = _plan(key, files, previous, max_delete_fraction, force, relink_all)
     plan.waiting = waiting
