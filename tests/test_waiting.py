@@ -24,4 +24,4 @@ def test_positions_accumulate_per_identity_in_first_added_order() -> None:
     assert waiting.bytes_waiting() == 41
     assert [unpack(p) for p in waiting.snapshot()] == list(waiting)
     assert waiting.pop(("Q1other", 20)) == 1
-    assert ("Q1other", 20) not in waiting and "Q1other" not in waiting and len(waiting) == 2
+    assert ("Q1other", 20) not in waiting and len(waiting) == 2
