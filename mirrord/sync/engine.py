@@ -170,6 +170,7 @@ class SyncEngine:
             )
         new = await self._plan(key, response, body, snapshot, force=force, trusted=trusted, log=log)
         await self.committer.commit_bytes(body)
+        del body, response  # stored now: the publish reads it back, not held through downloads
         fetched, fetched_bytes = await self._acquire(key, new.plan, log)
         snapshot_id = await self.publication.publish(key, new, log)
         return ArchResult(
@@ -328,7 +329,14 @@ class SyncEngine:
             )
             seen = self.book[key].origin_seen
             assert seen is not None  # the poll that brought ``body`` noted its digest
-            new = NewIndex(response, body, archive.description, plan, force, seen.sha256)
+            new = NewIndex(
+                replace(response, body=None),
+                len(body),
+                archive.description,
+                plan,
+                force,
+                seen.sha256,
+            )
             self._syncing[key] = new  # pinned: garbage collection keeps what it lists
         log.info(
             "sync.arch.planned",

@@ -36,8 +36,8 @@ STORE_COUNT_EVERY = 60.0  # seconds between counts of the store after publishes
 class NewIndex:
     """A verified index from the origin and the publish it asks for."""
 
-    response: IndexResult
-    body: bytes
+    response: IndexResult  # its validators; the body is in the store (``index_sha256``)
+    index_size: int
     description: str
     plan: PublishPlan
     force: bool
@@ -77,7 +77,9 @@ class Publication:
         """
         plan = new.plan
         last_modified = new.response.last_modified_ts
-        await self._write_tree(key, plan, new.body, last_modified, log, fleet=new.index_sha256)
+        index = await asyncio.to_thread(self.publisher.store.read_bytes, new.index_sha256)
+        await self._write_tree(key, plan, index, last_modified, log, fleet=new.index_sha256)
+        del index
         known = await self.db.call(self.db.find_snapshot_by_index, str(key), new.index_sha256)
         if known is not None and known.status in ("published", "superseded"):
             # The same index again (a release after a rollback, a repair): the same
@@ -92,7 +94,7 @@ class Publication:
             str(key),
             created_at=self.clock.time(),
             index_sha256=new.index_sha256,
-            index_size=len(new.body),
+            index_size=new.index_size,
             last_modified=last_modified,
             etag=new.response.etag,
             last_modified_header=new.response.last_modified,
