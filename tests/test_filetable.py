@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from array import array
 
 import pytest
 
 from mirrord.core.model import PublishedFile
 from mirrord.core.objectkey import package_key
-from mirrord.publish.filetable import FileTable
+from mirrord.publish.filetable import FileTable, Selection
 
 APK_KEY = package_key(1234, hashlib.sha256(b"head").digest(), hashlib.sha256(b"data").digest())
 PLAIN_KEY = hashlib.sha256(b"whole file").hexdigest()
@@ -41,3 +42,12 @@ def test_a_digest_can_be_set_and_set_again() -> None:
     table.set_digest(0, "")
     assert [f.sha256 for f in table] == ["", PLAIN_KEY, PLAIN_KEY, APK_KEY, APK_KEY]
     assert table[3].package == "other"
+
+
+def test_a_selection_reads_the_chosen_files_in_its_order() -> None:
+    table = FileTable(FILES)
+    chosen = Selection(table, array("I", [3, 0]))
+    assert len(chosen) == 2 and list(chosen) == [FILES[3], FILES[0]]
+    assert chosen[1] == FILES[0] and chosen[-1] == FILES[0] and chosen[:1] == [FILES[3]]
+    table.set_digest(0, "")
+    assert chosen[1].sha256 == ""

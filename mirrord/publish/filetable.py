@@ -122,3 +122,30 @@ class FileTable(Sequence[PublishedFile]):
 
     def __iter__(self) -> Iterator[PublishedFile]:
         return (self[i] for i in range(len(self)))
+
+
+class Selection(Sequence[PublishedFile]):
+    """Some files of a table, by position, each built when read (a publish links one at a time)."""
+
+    __slots__ = ("_positions", "_table")
+
+    def __init__(self, table: FileTable, positions: Sequence[int]) -> None:
+        self._table = table
+        self._positions = positions
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    @overload
+    def __getitem__(self, index: int) -> PublishedFile: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[PublishedFile]: ...
+
+    def __getitem__(self, index: int | slice) -> PublishedFile | list[PublishedFile]:
+        if isinstance(index, slice):
+            return [self._table[i] for i in self._positions[index]]
+        return self._table[self._positions[index]]
+
+    def __iter__(self) -> Iterator[PublishedFile]:
+        return (self._table[i] for i in self._positions)

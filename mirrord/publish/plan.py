@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
-from mirrord.publish.filetable import FileTable
+from mirrord.publish.filetable import FileTable, Selection
 from mirrord.publish.waiting import Waiting
 
 PENDING = ""  # the digest of a file whose package is still being fetched
@@ -67,8 +67,8 @@ class PublishPlan:
         return not self.waiting
 
     @property
-    def to_link(self) -> list[PublishedFile]:
-        return [self.files[i] for i in self.link]
+    def to_link(self) -> Selection:
+        return Selection(self.files, self.link)
 
     @property
     def bytes(self) -> int:

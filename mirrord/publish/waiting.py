@@ -63,6 +63,8 @@ class Waiting(MutableMapping[Identity, Positions]):
 
     def __delitem__(self, identity: Identity) -> None:
         del self._packed[pack(identity)]
+        if not self._packed:  # a dict keeps its table when emptied: 1.2 MiB at 25,000
+            self._packed = {}
 
     def __contains__(self, identity: object) -> bool:
         return isinstance(identity, tuple) and pack(identity) in self._packed
