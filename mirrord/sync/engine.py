@@ -373,10 +373,11 @@ class SyncEngine:
         self, key: ArchKey, plan: PublishPlan, log: FilteringBoundLogger
     ) -> tuple[int, int]:
         """Store every package the plan waits for; returns how many were downloaded, and bytes."""
-        missing = plan.missing()
-        seeded = await seed_from_tree(
-            self.publisher.arch_dir(key), missing, self.publisher.store, self.committer
-        )
+        tree = self.publisher.arch_dir(key)
+        # A ref per waiting package (~200 bytes each) only when there is a tree to seed
+        # from: a new arch's would be held while it waits its turn at the store gate.
+        missing = plan.missing() if tree.is_dir() else []
+        seeded = await seed_from_tree(tree, missing, self.publisher.store, self.committer)
         plan.fill(seeded)
         if seeded:
             log.info("sync.arch.seeded", packages=len(seeded), source="published tree")

@@ -1,6 +1,6 @@
 """The publish transaction of one arch, shared by a new publish and a rollback.
 
-Files first, index last (``Publisher.publish``, by rename), then the record:
+Files first, index last (``Publisher.stage``, then ``go_live`` by rename), then the record:
 the snapshot becomes current, files it no longer lists are scheduled for
 deletion after ``publish.grace``, and what is due is deleted. The status
 book learns what is served.
