@@ -20,6 +20,7 @@ FILES = [
     PublishedFile("busybox-1.36-r0.apk", "", 0, "busybox"),  # pending
     PublishedFile("odd-name.apk", "not-a-key", 7, "other"),  # name not a prefix, digest no key
     PublishedFile("empty-1-r0.apk", APK_KEY, 9, ""),
+    PublishedFile("café-1-r0.apk", PLAIN_KEY, 3, "café"),  # names are UTF-8
 ]
 
 
@@ -29,7 +30,7 @@ def test_records_read_back_as_written() -> None:
     assert list(table) == FILES
     assert table[-1] == FILES[-1] and table[1:3] == FILES[1:3]
     assert table.bytes == sum(f.size for f in FILES)
-    assert list(table.digests()) == [APK_KEY, PLAIN_KEY, "not-a-key", APK_KEY]
+    assert list(table.digests()) == [APK_KEY, PLAIN_KEY, "not-a-key", APK_KEY, PLAIN_KEY]
     with pytest.raises(IndexError):
         table[len(FILES)]
 
@@ -40,7 +41,8 @@ def test_a_digest_can_be_set_and_set_again() -> None:
     assert table[2] == PublishedFile("busybox-1.36-r0.apk", PLAIN_KEY, 0, "busybox")
     table.set_digest(3, APK_KEY)
     table.set_digest(0, "")
-    assert [f.sha256 for f in table] == ["", PLAIN_KEY, PLAIN_KEY, APK_KEY, APK_KEY]
+    assert [f.sha256 for f in table] == ["", PLAIN_KEY, PLAIN_KEY, APK_KEY, APK_KEY, PLAIN_KEY]
+    assert table[5].package == "café"
     assert table[3].package == "other"
 
 
