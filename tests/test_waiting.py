@@ -23,5 +23,9 @@ def test_positions_accumulate_per_identity_in_first_added_order() -> None:
     assert waiting[(CHECKSUM, 10)] == [0, 2] and waiting[("Q1other", 20)] == 1
     assert waiting.bytes_waiting() == 41
     assert [unpack(p) for p in waiting.snapshot()] == list(waiting)
-    assert waiting.pop(("Q1other", 20)) == 1
-    assert ("Q1other", 20) not in waiting and len(waiting) == 2
+    assert waiting.take(("Q1other", 20)) == 1 and waiting.pop((CHECKSUM, 11)) == 3
+    assert ("Q1other", 20) not in waiting and len(waiting) == 1
+    del waiting[(CHECKSUM, 10)]
+    assert not waiting and list(waiting) == []
+    waiting.add((CHECKSUM, 10), 4)
+    assert waiting[(CHECKSUM, 10)] == 4

@@ -86,11 +86,12 @@ class FileTable(Sequence[PublishedFile]):
     def size(self, position: int) -> int:
         return self._sizes[position]
 
-    def package(self, position: int) -> str:
+    def package(self, position: int, filename: str | None = None) -> str:
+        """The package name of a file (``filename``: its name, when the caller has it)."""
         length = self._package_lengths[position]
         if length == _NO_PREFIX:
             return self._odd[(position, "package")]
-        return self.filename(position)[:length]
+        return (filename or self.filename(position))[:length]
 
     def digests(self) -> Iterator[str]:
         """The digests known (pending files have none)."""
@@ -116,11 +117,9 @@ class FileTable(Sequence[PublishedFile]):
             position += len(self)
         if not 0 <= position < len(self):
             raise IndexError(position)
+        filename = self.filename(position)
         return PublishedFile(
-            self.filename(position),
-            self.digest(position),
-            self._sizes[position],
-            self.package(position),
+            filename, self.digest(position), self._sizes[position], self.package(position, filename)
         )
 
     def __iter__(self) -> Iterator[PublishedFile]:

@@ -53,7 +53,7 @@ class PublishPlan:
 
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
         """A package has been stored: give its files their digest."""
-        positions = self.waiting.pop(identity)
+        positions = self.waiting.take(identity)
         for position in positions if isinstance(positions, list) else (positions,):
             self.files.set_digest(position, sha256)
 
@@ -122,8 +122,13 @@ def _plan(
     before = {f.filename: f for f in previous or ()}
     link = array("I")
     replaced: list[str] = []
+    now_listed: set[str] = set()
+    now_packages: set[str] = set()
     for position in range(len(files)):
         filename = files.filename(position)
+        if before:  # a first publish compares nothing (and a fresh arch has 25,000 names)
+            now_listed.add(filename)
+            now_packages.add(files.package(position, filename))
         old = before.get(filename)
         if old is None or relink_all or not old.sha256:
             # New, or a tree to repair, or adopted without knowing its bytes.
@@ -132,10 +137,9 @@ def _plan(
             # Same name, other bytes (a pending package has bytes we do not store yet).
             link.append(position)
             replaced.append(filename)
-    now_listed = {files.filename(i) for i in range(len(files))}
     unlisted = tuple(name for name in before if name not in now_listed)
     previous_names = {f.package for f in previous or ()}
-    dropped = sorted(previous_names - {files.package(i) for i in range(len(files))})
+    dropped = sorted(previous_names - now_packages)
     if previous_names and not force and len(dropped) / len(previous_names) > max_delete_fraction:
         raise MassDeletionError(
             str(key), len(dropped), len(previous_names), max_delete_fraction, tuple(dropped[:5])
