@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
+from mirrord.publish.filetable import FileTable, Selection
+from mirrord.publish.waiting import Waiting
 
 PENDING = ""  # the digest of a file whose package is still being fetched
 
@@ -25,7 +27,7 @@ class PublishPlan:
     work left when the last download lands does not grow with the arch.
     """
 
-    files: list[PublishedFile]  # the new snapshot, in index order
+    files: FileTable  # the new snapshot, in index order
     # indexes into files: names that are new or change content (4 bytes each, not an int
     # object and a pointer: a fresh arch links every file)
     link: array[int]
@@ -33,7 +35,7 @@ class PublishPlan:
     unlisted: tuple[str, ...]  # names the previous snapshot listed and this one does not
     dropped_packages: tuple[str, ...]  # package names that disappear entirely
     # identity -> position of the file waiting for it (a list when several names share it)
-    waiting: dict[tuple[str, int], int | list[int]] = field(default_factory=dict)
+    waiting: Waiting = field(default_factory=Waiting)
 
     def missing(self) -> list[PackageRef]:
         """What to fetch: one package per identity still waiting, in index order."""
@@ -47,13 +49,13 @@ class PublishPlan:
         """
         positions = self.waiting[identity]
         first = positions[0] if isinstance(positions, list) else positions
-        return PackageRef(self.files[first].filename, *identity)
+        return PackageRef(self.files.filename(first), *identity)
 
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
         """A package has been stored: give its files their digest."""
-        positions = self.waiting.pop(identity)
+        positions = self.waiting.take(identity)
         for position in positions if isinstance(positions, list) else (positions,):
-            self.files[position] = replace(self.files[position], sha256=sha256)
+            self.files.set_digest(position, sha256)
 
     def fill(self, digests: Mapping[tuple[str, int], str]) -> None:
         for identity, sha256 in digests.items():
@@ -65,12 +67,12 @@ class PublishPlan:
         return not self.waiting
 
     @property
-    def to_link(self) -> list[PublishedFile]:
-        return [self.files[i] for i in self.link]
+    def to_link(self) -> Selection:
+        return Selection(self.files, self.link)
 
     @property
     def bytes(self) -> int:
-        return sum(f.size for f in self.files)
+        return self.files.bytes
 
 
 def plan_publish(
@@ -89,20 +91,14 @@ def plan_publish(
     is being fetched. ``relink_all`` is for a tree that may have been damaged
     behind our back: every file is linked again (a no-op for intact ones).
     """
-    files: list[PublishedFile] = []
-    waiting: dict[tuple[str, int], int | list[int]] = {}
+    files = FileTable()
+    waiting = Waiting()
     for position, entry in enumerate(entries):
         identity = (entry.checksum, entry.size)
         sha256 = known.get(identity, PENDING)
         if sha256 == PENDING:
-            already = waiting.get(identity)
-            if already is None:
-                waiting[identity] = position
-            elif isinstance(already, list):
-                already.append(position)
-            else:
-                waiting[identity] = [already, position]
-        files.append(PublishedFile(entry.filename, sha256, entry.size, entry.name))
+            waiting.add(identity, position)
+        files.append(entry.filename, sha256, entry.size, entry.name)
     plan = _plan(key, files, previous, max_delete_fraction, force, relink_all)
     plan.waiting = waiting
     return plan
@@ -112,12 +108,12 @@ def plan_rollback(
     key: ArchKey, files: Sequence[PublishedFile], previous: Sequence[PublishedFile] | None
 ) -> PublishPlan:
     """Plan publishing a remembered snapshot again (an operator's decision: no guard)."""
-    return _plan(key, list(files), previous, 1.0, True, False)
+    return _plan(key, FileTable(files), previous, 1.0, True, False)
 
 
 def _plan(
     key: ArchKey,
-    files: list[PublishedFile],
+    files: FileTable,
     previous: Sequence[PublishedFile] | None,
     max_delete_fraction: float,
     force: bool,
@@ -126,19 +122,24 @@ def _plan(
     before = {f.filename: f for f in previous or ()}
     link = array("I")
     replaced: list[str] = []
-    for position, new in enumerate(files):
-        old = before.get(new.filename)
+    now_listed: set[str] = set()
+    now_packages: set[str] = set()
+    for position in range(len(files)):
+        filename = files.filename(position)
+        if before:  # a first publish compares nothing (and a fresh arch has 25,000 names)
+            now_listed.add(filename)
+            now_packages.add(files.package(position, filename))
+        old = before.get(filename)
         if old is None or relink_all or not old.sha256:
             # New, or a tree to repair, or adopted without knowing its bytes.
             link.append(position)
-        elif new.sha256 == PENDING or old.sha256 != new.sha256:
+        elif (sha256 := files.digest(position)) == PENDING or old.sha256 != sha256:
             # Same name, other bytes (a pending package has bytes we do not store yet).
             link.append(position)
-            replaced.append(new.filename)
-    now_listed = {f.filename for f in files}
+            replaced.append(filename)
     unlisted = tuple(name for name in before if name not in now_listed)
     previous_names = {f.package for f in previous or ()}
-    dropped = sorted(previous_names - {f.package for f in files})
+    dropped = sorted(previous_names - now_packages)
     if previous_names and not force and len(dropped) / len(previous_names) > max_delete_fraction:
         raise MassDeletionError(
             str(key), len(dropped), len(previous_names), max_delete_fraction, tuple(dropped[:5])

@@ -52,13 +52,6 @@ class Publisher:
         os.link(source, temp)
         os.replace(temp, target)
 
-    def publish(
-        self, key: ArchKey, link: Sequence[PublishedFile], index: bytes, mtime: float | None
-    ) -> None:
-        """Make the ``link`` files visible, then atomically replace the index."""
-        self.stage(key, link)
-        self.go_live(key, index, mtime)
-
     def stage(self, key: ArchKey, link: Sequence[PublishedFile]) -> None:
         """Link the files in, durably; nothing any index lists changes (fleet mode waits here)."""
         directory = self.arch_dir(key)

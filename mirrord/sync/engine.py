@@ -43,6 +43,7 @@ from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.fetch.seed import seed_from_tree
 from mirrord.publish.plan import PublishPlan, plan_publish
 from mirrord.publish.publisher import Publisher
+from mirrord.publish.waiting import packed_size, unpack
 from mirrord.storage.committer import Committer
 from mirrord.storage.maintenance import GarbageReport, InUse, collect_garbage
 from mirrord.storage.space import free_bytes, shortfall
@@ -169,6 +170,7 @@ class SyncEngine:
             )
         new = await self._plan(key, response, body, snapshot, force=force, trusted=trusted, log=log)
         await self.committer.commit_bytes(body)
+        del body, response  # stored now: the publish reads it back, not held through downloads
         fetched, fetched_bytes = await self._acquire(key, new.plan, log)
         snapshot_id = await self.publication.publish(key, new, log)
         return ArchResult(
@@ -327,7 +329,14 @@ class SyncEngine:
             )
             seen = self.book[key].origin_seen
             assert seen is not None  # the poll that brought ``body`` noted its digest
-            new = NewIndex(response, body, archive.description, plan, force, seen.sha256)
+            new = NewIndex(
+                replace(response, body=None),
+                len(body),
+                archive.description,
+                plan,
+                force,
+                seen.sha256,
+            )
             self._syncing[key] = new  # pinned: garbage collection keeps what it lists
         log.info(
             "sync.arch.planned",
@@ -364,18 +373,20 @@ class SyncEngine:
         self, key: ArchKey, plan: PublishPlan, log: FilteringBoundLogger
     ) -> tuple[int, int]:
         """Store every package the plan waits for; returns how many were downloaded, and bytes."""
-        missing = plan.missing()
-        seeded = await seed_from_tree(
-            self.publisher.arch_dir(key), missing, self.publisher.store, self.committer
-        )
+        tree = self.publisher.arch_dir(key)
+        # A ref per waiting package (~200 bytes each) only when there is a tree to seed
+        # from: a new arch's would be held while it waits its turn at the store gate.
+        missing = plan.missing() if tree.is_dir() else []
+        seeded = await seed_from_tree(tree, missing, self.publisher.store, self.committer)
         plan.fill(seeded)
         if seeded:
             log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
         async with self._store_gate:  # other arches may have stored some since we planned
             plan.fill(await self.db.call(self.db.lookup, list(plan.waiting)))
-        to_fetch = list(plan.waiting)  # identities: the plan builds each ref when it is fetched
+        # Packed identities: the plan builds each ref when it is fetched.
+        to_fetch = plan.waiting.snapshot()
         del missing, seeded
-        fetched, fetched_bytes = len(to_fetch), sum(size for _, size in to_fetch)
+        fetched, fetched_bytes = len(to_fetch), plan.waiting.bytes_waiting()
         await self._check_space(key, fetched_bytes)
         grace = self.live.config.fetch.missing_grace
         deadline = self.clock.monotonic() + grace
@@ -399,11 +410,11 @@ class SyncEngine:
                 raise DownloadsFailedError(str(key), failures, fetched, first)
             # The origin's index came before its packages: ask again soon, keep serving
             # the previous snapshot meanwhile.
-            to_fetch = list(plan.waiting)
+            to_fetch = plan.waiting.snapshot()
             log.info(
                 "sync.arch.waiting_for_origin",
                 missing=len(to_fetch),
-                first=plan.ref(to_fetch[0]).filename if to_fetch else None,
+                first=plan.ref(unpack(to_fetch[0])).filename if to_fetch else None,
                 wait=round(min(wait, left), 3),
                 grace_left=round(left, 1),
             )
@@ -425,9 +436,9 @@ class SyncEngine:
             raise DiskSpaceError(str(storage.path), needed, free, storage.min_free, others)
 
     async def _fetch_all(
-        self, key: ArchKey, identities: Sequence[tuple[str, int]], plan: PublishPlan
+        self, key: ArchKey, identities: Sequence[bytes], plan: PublishPlan
     ) -> tuple[int, BaseException | None, int]:
-        """Fetch these identities through the shared pool, at most a window queued at a time.
+        """Fetch these packed identities through the shared pool, a window queued at a time.
 
         The window keeps memory flat for a 100,000-package arch (no future per
         package up front) while keeping enough queued for the round-robin
@@ -443,7 +454,7 @@ class SyncEngine:
         failures = 0
         not_found = 0
         first: BaseException | None = None
-        planned_bytes = sum(size for _, size in identities)  # progress, for the status page
+        planned_bytes = sum(map(packed_size, identities))  # progress, for the status page
         self.book.note_downloads_planned(
             key, len(identities), planned_bytes, self.clock.monotonic()
         )
@@ -469,7 +480,8 @@ class SyncEngine:
                 self.book.note_download_failed(key)
             settle()
 
-        for identity in identities:
+        for packed in identities:
+            identity = unpack(packed)
             await slots.acquire()
             outstanding += 1
             done = self.fetcher.fetch(key, plan.ref(identity))
@@ -505,7 +517,7 @@ class SyncEngine:
         digests = {new.index_sha256 for new in self._syncing.values()} | set(self.also_in_use())
         identities: set[tuple[str, int]] = set()
         for new in self._syncing.values():
-            digests.update(f.sha256 for f in new.plan.files if f.sha256)
+            digests.update(new.plan.files.digests())
             identities.update(new.plan.waiting)
         return InUse(digests, identities)
 

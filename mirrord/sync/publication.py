@@ -1,6 +1,6 @@
 """The publish transaction of one arch, shared by a new publish and a rollback.
 
-Files first, index last (``Publisher.publish``, by rename), then the record:
+Files first, index last (``Publisher.stage``, then ``go_live`` by rename), then the record:
 the snapshot becomes current, files it no longer lists are scheduled for
 deletion after ``publish.grace``, and what is due is deleted. The status
 book learns what is served.
@@ -36,8 +36,8 @@ STORE_COUNT_EVERY = 60.0  # seconds between counts of the store after publishes
 class NewIndex:
     """A verified index from the origin and the publish it asks for."""
 
-    response: IndexResult
-    body: bytes
+    response: IndexResult  # its validators; the body is in the store (``index_sha256``)
+    index_size: int
     description: str
     plan: PublishPlan
     force: bool
@@ -77,7 +77,7 @@ class Publication:
         """
         plan = new.plan
         last_modified = new.response.last_modified_ts
-        await self._write_tree(key, plan, new.body, last_modified, log, fleet=new.index_sha256)
+        await self._write_tree(key, plan, new.index_sha256, last_modified, log, fleet=True)
         known = await self.db.call(self.db.find_snapshot_by_index, str(key), new.index_sha256)
         if known is not None and known.status in ("published", "superseded"):
             # The same index again (a release after a rollback, a repair): the same
@@ -92,7 +92,7 @@ class Publication:
             str(key),
             created_at=self.clock.time(),
             index_sha256=new.index_sha256,
-            index_size=len(new.body),
+            index_size=new.index_size,
             last_modified=last_modified,
             etag=new.response.etag,
             last_modified_header=new.response.last_modified,
@@ -129,11 +129,12 @@ class Publication:
                 f"snapshot {snapshot_id} of {arch} is no longer complete in the store "
                 "(garbage-collected or adopted without its bytes)",
             )
-        index = await asyncio.to_thread(store.read_bytes, snapshot.index_sha256)
         current = await self.db.call(self.db.current, arch)
         previous = await self.db.call(self.db.snapshot_files, current[0].id) if current else None
         plan = plan_rollback(key, files, previous)
-        await self._write_tree(key, plan, index, snapshot.last_modified, self.log.bind(arch=arch))
+        await self._write_tree(
+            key, plan, snapshot.index_sha256, snapshot.last_modified, self.log.bind(arch=arch)
+        )
         await self._make_current(key, snapshot_id, plan)
         self.log.warning(
             "publish.rollback.done", arch=arch, snapshot=snapshot_id, packages=len(files)
@@ -144,30 +145,31 @@ class Publication:
         self,
         key: ArchKey,
         plan: PublishPlan,
-        index: bytes,
+        index_sha256: str,
         last_modified: float | None,
         log: FilteringBoundLogger,
         *,
-        fleet: str | None = None,
+        fleet: bool = False,
     ) -> None:
-        """Files, then index. ``fleet``: the index's digest, for the fleet's barrier between.
+        """Files, then the index, read back from the store only then (not held meanwhile).
 
-        A rollback passes none: an operator's act on one node, not a generation.
+        ``fleet``: pass the fleet's barrier between the two. A rollback does not:
+        an operator's act on one node, not a generation.
         """
         labels = Metrics.labels(key)
         started = self.clock.monotonic()
+        barrier = self.barrier if fleet else None
         try:
-            if self.barrier is None or fleet is None:
-                await asyncio.to_thread(
-                    self.publisher.publish, key, plan.to_link, index, last_modified
-                )
-            else:
-                await asyncio.to_thread(self.publisher.stage, key, plan.to_link)
-                decision = await self.barrier.wait_staged(key, fleet, last_modified)
+            await asyncio.to_thread(self.publisher.stage, key, plan.to_link)
+            if barrier is not None:
+                decision = await barrier.wait_staged(key, index_sha256, last_modified)
                 if decision.verdict is Verdict.SUPERSEDED:
                     raise FleetSupersededError(str(key), decision.missing)
-                await asyncio.to_thread(self.publisher.go_live, key, index, last_modified)
-                await self.barrier.went_live(key, fleet)
+            index = await asyncio.to_thread(self.publisher.store.read_bytes, index_sha256)
+            await asyncio.to_thread(self.publisher.go_live, key, index, last_modified)
+            del index
+            if barrier is not None:
+                await barrier.went_live(key, index_sha256)
         except OSError as error:
             self.metrics.publishes.labels(**labels, outcome="failed").inc()
             raise PublishError(

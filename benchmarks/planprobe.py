@@ -1,0 +1,89 @@
+"""Bytes a publish plan holds per package, and its CPU per arch (issue 15's main process).
+
+``python benchmarks/planprobe.py [packages]`` (default 25,000, one arch of the
+memory scenario): synthetic index entries planned into empty storage, then
+every package filled with a package key as its download lands. Prints the
+traced bytes per package while all wait and once all are filled (index entries
+gone, as in the engine), and CPU ms per arch for plan, ref + fill of each,
+the link list and the snapshot record's encoding (best of 5, process time).
+With ``PYTHONPATH`` at another checkout it measures that checkout's plan.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import sys
+import time
+import tracemalloc
+
+import mirrord
+from mirrord.alpine.apkindex import IndexEntry
+from mirrord.core.model import ArchKey
+from mirrord.publish.plan import plan_publish
+from mirrord.storage.statedb import encode_files
+
+KEY = ArchKey("edge", "main", "x86_64")
+
+
+def entries(count: int) -> list[IndexEntry]:
+    return [
+        IndexEntry(
+            f"package-name-{i}",
+            f"{i % 10}.{i % 31}.{i % 7}-r{i % 4}",
+            "Q1" + hashlib.sha1(str(i).encode()).digest().hex()[:28],
+            1000 + i * 37 % 900_000,
+        )
+        for i in range(count)
+    ]
+
+
+def package_key(i: int) -> str:
+    return "apk:" + hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def bytes_per_package(count: int) -> tuple[float, float]:
+    tracemalloc.start()
+    gc.collect()
+    start = tracemalloc.get_traced_memory()[0]
+    listed = entries(count)
+    plan = plan_publish(KEY, listed, {}, None, max_delete_fraction=0.1, force=False)
+    del listed
+    gc.collect()
+    waiting = tracemalloc.get_traced_memory()[0] - start
+    for i, identity in enumerate(list(plan.waiting)):
+        plan.fill_one(identity, package_key(i))
+    gc.collect()
+    filled = tracemalloc.get_traced_memory()[0] - start
+    tracemalloc.stop()
+    return waiting / count, filled / count
+
+
+def cpu_ms_per_arch(count: int, rounds: int = 5) -> float:
+    listed = entries(count)
+    keys = [package_key(i) for i in range(count)]
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        plan = plan_publish(KEY, listed, {}, None, max_delete_fraction=0.1, force=False)
+        for identity, key in zip(list(plan.waiting), keys, strict=True):
+            plan.ref(identity)
+            plan.fill_one(identity, key)
+        for _file in plan.to_link:
+            pass
+        encode_files(plan.files)
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 25_000
+    waiting, filled = bytes_per_package(count)
+    cpu = cpu_ms_per_arch(count)
+    print(f"mirrord from {mirrord.__file__}, {count:,} packages")
+    print(f"while all wait: {waiting:.0f} B/package; all filled: {filled:.0f} B/package")
+    print(f"CPU per arch (plan, ref + fill each, link list, encode): {cpu:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
