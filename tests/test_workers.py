@@ -124,12 +124,17 @@ async def test_a_killed_worker_fails_its_jobs_and_is_restarted(mirror: Mirror) -
 
 async def test_worker_processes_start_only_for_a_big_backlog(mirror: Mirror) -> None:
     few = simple_specs("few", 10)
+    mirror.tree.put(KEY, few[:5])
+    fetch = {"processes": 2, "processes_from": 50, "concurrency": 4}
+    assert [r.outcome for r in await mirror.sync(mirror.config(KEY, fetch={"processes": 0}))] == [
+        "published"
+    ]
     mirror.tree.put(KEY, few)
-    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50, "concurrency": 4})
+    config = mirror.config(KEY, fetch=fetch)
     async with open_runtime(config, log=mirror.logs.logger()) as runtime:
         adaptive = runtime.fetcher.downloader
         assert isinstance(adaptive, AdaptiveDownloader)
-        (small,) = await runtime.engine.run_pass()
+        (small,) = await runtime.engine.run_pass()  # an incremental pass: 5 packages
         assert small.outcome == "published" and not adaptive.pool.ready
         assert adaptive.pool.worker_pids() == []
         mirror.tree.put(KEY, [*few, *simple_specs("many", 200, payload=1000)])
@@ -137,6 +142,25 @@ async def test_worker_processes_start_only_for_a_big_backlog(mirror: Mirror) -> 
         assert big.outcome == "published"
         assert len(adaptive.pool.worker_pids()) == 2  # started; jobs go there once one is up
     assert check_published(config).files == 210
+
+
+async def test_a_first_sync_starts_the_workers_as_the_runtime_opens(mirror: Mirror) -> None:
+    """Nothing published yet: the whole index is the backlog, so the workers' imports
+    overlap the index's fetch and verification instead of following them."""
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50})
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        await adaptive.pool.wait_up()  # before any pass asked for a download
+        assert len(adaptive.pool.worker_pids()) == 2
+        (first,) = await runtime.engine.run_pass()
+        assert first.outcome == "published" and first.fetched == 3
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:  # published now
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        (again,) = await runtime.engine.run_pass()
+        assert again.outcome == "unchanged" and adaptive.pool.worker_pids() == []
 
 
 # Imported by every Python process started with this directory on PYTHONPATH, before

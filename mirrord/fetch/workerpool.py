@@ -103,6 +103,16 @@ class AdaptiveDownloader:
         return await self.local.download(key, ref)
 
 
+def start_at_once(threshold: int, first_syncs: int) -> bool:
+    """Start the workers as the runtime opens, not when the backlog reaches ``threshold``.
+
+    An arch never published here downloads its whole index, thousands of
+    packages for any Alpine arch: starting then lets the workers' imports run
+    while the daemon reads its state and fetches and verifies the index.
+    """
+    return threshold == 0 or first_syncs > 0
+
+
 def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The daemon's environment, with its own code first on the worker's import path.
 

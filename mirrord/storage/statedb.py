@@ -425,6 +425,11 @@ class StateDB:
             return None
         return _snapshot(row[:-1]), float(row[-1])
 
+    def unpublished(self, arches: Sequence[str]) -> int:
+        """How many of these arches have nothing published yet (a first sync ahead)."""
+        published = {str(row[0]) for row in self._db.execute("SELECT arch FROM current")}
+        return sum(arch not in published for arch in arches)
+
     def snapshot(self, snapshot_id: int) -> Snapshot | None:
         row = self._db.execute(
             f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots WHERE id = ?",  # noqa: S608
