@@ -8,6 +8,7 @@ the set into empty storage per tree per round, against the same nginx, in a
 private network namespace. Prints each run and the medians of wall, CPU (the
 process tree's user + system) and whether the published tree was complete.
 Alternating rounds spread slow phases of the machine over every tree alike.
+``--again`` measures a second sync after each full one instead (nothing changed).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def main() -> None:
         help="a command that runs each sync, {run} replaced by the run's tag "
         "(e.g. 'py-spy record -f raw --subprocesses -o /tmp/{run}.txt --')",
     )
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="measure a second sync right after each full one (nothing changed: start-up, "
+        "the index's 304 and the exit)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/abprobe"))
     args = parser.parse_args()
     enter_private_loopback()
@@ -87,6 +94,8 @@ def main() -> None:
             tag = f"mirrord-{rep}"
             prefix = shlex.split(args.wrap.replace("{run}", tag))
             done = mirrordrun.sync(setup, logs, tag, prefix=prefix)
+            if args.again:
+                done = mirrordrun.sync(setup, logs, f"{tag}-again", prefix=prefix)
             return done.usage, setup.published, done.command
 
         for round_ in range(args.runs):
