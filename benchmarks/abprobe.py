@@ -8,11 +8,14 @@ the set into empty storage per tree per round, against the same nginx, in a
 private network namespace. Prints each run and the medians of wall, CPU (the
 process tree's user + system) and whether the published tree was complete.
 Alternating rounds spread slow phases of the machine over every tree alike.
+``--again`` measures a second sync after each full one instead (nothing changed);
+``--rtt MS`` puts the wan scenario's delay proxy between mirrord and nginx.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shlex
@@ -23,12 +26,13 @@ from pathlib import Path
 from benchmarks import measure, mirrordrun
 from benchmarks.netns import enter_private_loopback
 from benchmarks.scenarios.common import MAIN, trial
-from benchmarks.servers import LoggedNginx
+from benchmarks.servers import DelayProxy, LoggedNginx
 from benchmarks.sets import DataSets
 from benchmarks.settings import FULL
 from benchmarks.trees import LiveOrigin, fresh, warm
 
-SETS = ("release", "small_heavy", "large")
+SETS = ("release", "small_heavy", "large", "wan")
+WAN_RATE_MBIT = 50  # per connection, as the wan scenario
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,19 @@ def main() -> None:
         help="a command that runs each sync, {run} replaced by the run's tag "
         "(e.g. 'py-spy record -f raw --subprocesses -o /tmp/{run}.txt --')",
     )
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="measure a second sync right after each full one (nothing changed: start-up, "
+        "the index's 304 and the exit)",
+    )
+    parser.add_argument(
+        "--rtt",
+        type=float,
+        default=0.0,
+        help=f"reach nginx through benchmarks/delayproxy.py with this round trip (ms) and "
+        f"{WAN_RATE_MBIT} Mbit/s per connection, as the wan scenario",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/abprobe"))
     args = parser.parse_args()
     enter_private_loopback()
@@ -74,11 +91,16 @@ def main() -> None:
     os.chdir(directory)
     variants = [Variant.parse(spec) for spec in args.trees]
     runs: dict[Variant, list[measure.Usage]] = {variant: [] for variant in variants}
-    with LoggedNginx(origin.root, directory / "nginx", workers=2) as nginx:
+    with contextlib.ExitStack() as servers:
+        nginx = servers.enter_context(LoggedNginx(origin.root, directory / "nginx", workers=2))
+        url = nginx.url
+        if args.rtt:
+            proxy = DelayProxy(nginx.port, args.rtt, WAN_RATE_MBIT, logs / "delayproxy.log")
+            url = f"http://127.0.0.1:{servers.enter_context(proxy).port}"
 
         def sync(out: Path, rep: int, processes: int | str) -> tuple[measure.Usage, Path, str]:
             setup = mirrordrun.MirrordSetup(
-                origin_url=nginx.url,
+                origin_url=url,
                 keys=sets.public_keys(),
                 arches=(MAIN,),
                 directory=out,
@@ -87,6 +109,8 @@ def main() -> None:
             tag = f"mirrord-{rep}"
             prefix = shlex.split(args.wrap.replace("{run}", tag))
             done = mirrordrun.sync(setup, logs, tag, prefix=prefix)
+            if args.again:
+                done = mirrordrun.sync(setup, logs, f"{tag}-again", prefix=prefix)
             return done.usage, setup.published, done.command
 
         for round_ in range(args.runs):

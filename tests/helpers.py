@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import zlib
@@ -200,6 +202,14 @@ def stored_objects(storage: Path) -> dict[str, int]:
             if path.is_file():
                 found[prefix + path.name] = path.stat().st_size
     return found
+
+
+def store_totals(state_db: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The store's kept (objects, bytes) from state.db, and the same counted over every row."""
+    with contextlib.closing(sqlite3.connect(state_db)) as db:
+        kept = db.execute("SELECT objects, bytes FROM store_totals WHERE id = 0").fetchone()
+        counted = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
+    return (int(kept[0]), int(kept[1])), (int(counted[0]), int(counted[1]))
 
 
 def raw_streams(blob: bytes) -> list[bytes]:

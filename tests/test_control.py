@@ -31,6 +31,7 @@ from tests.helpers import (
     check_published,
     package_key_of,
     spawn_mirrord,
+    store_totals,
     stored_objects,
 )
 
@@ -435,6 +436,8 @@ async def test_gc_deletes_what_no_remembered_snapshot_needs(mirror: Mirror) -> N
         assert again["deleted_objects"] == 0 and again["kept_listed"] == 6
         assert len(before - after) == 6 and len(after) == 6
         assert check_published(daemon.config).ok
+        kept, counted = store_totals(daemon.config.storage.path / "state.db")
+        assert kept == counted and kept[0] == 6  # GC's removals kept in the totals
 
 
 async def test_reload_applies_changes_and_refuses_a_broken_file(mirror: Mirror) -> None:

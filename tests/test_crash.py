@@ -32,6 +32,7 @@ from tests.helpers import (
     check_published,
     package_key_of,
     spawn_mirrord,
+    store_totals,
     stored_objects,
     temp_leftovers,
 )
@@ -108,6 +109,8 @@ def assert_consistent(config: Config) -> None:
     report = check_published(config)
     assert report.ok, report.problems
     assert report.arches == len(KEYS)
+    kept, counted = store_totals(config.storage.path / "state.db")
+    assert kept == counted, "the kept store totals drifted from the objects recorded"
 
 
 async def restart_and_check(mirror: Mirror, config: Config, config_path: Path) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from mirrord.core.model import PublishedFile
-from mirrord.storage.statedb import ENCODE_BATCH, StateDB
+from mirrord.storage.statedb import ENCODE_BATCH, SCHEMA_VERSION, StateDB
+from tests.helpers import store_totals
 
 
 def files(count: int) -> list[PublishedFile]:
@@ -89,3 +92,46 @@ def test_object_digests_by_fan_out_directory(tmp_path: Path) -> None:
         assert db.object_digests("zz") == set()
     finally:
         db.close()
+
+
+def test_the_kept_store_totals_follow_every_add_and_removal(tmp_path: Path) -> None:
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        stored = files(50)
+        assert db.object_stats() == (0, 0)
+        db.record_objects([(f.sha256, f.size, None) for f in stored[:30]], now=1.0)
+        db.record_objects([(f.sha256, f.size, None) for f in stored[20:]], now=2.0)  # 10 again
+        assert db.object_stats() == (50, sum(f.size for f in stored))
+        db.forget_objects([f.sha256 for f in stored[:15]] + ["not-stored"])  # what GC does
+        assert db.object_stats() == (35, sum(f.size for f in stored[15:]))
+    finally:
+        db.close()
+    kept, counted = store_totals(tmp_path / "state.db")
+    assert kept == counted == (35, sum(f.size for f in stored[15:]))
+
+
+def test_a_schema_1_database_gets_its_totals_counted_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    stored = files(20)
+    with contextlib.closing(sqlite3.connect(path)) as old:  # what schema 1 wrote
+        old.executescript(
+            "CREATE TABLE objects (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+            "checksum TEXT, stored_at REAL NOT NULL) WITHOUT ROWID; PRAGMA user_version=1;"
+        )
+        old.executemany(
+            "INSERT INTO objects VALUES (?, ?, NULL, 1.0)", [(f.sha256, f.size) for f in stored]
+        )
+        old.commit()
+    db = StateDB.open(path)
+    try:
+        assert db.object_stats() == (20, sum(f.size for f in stored))
+        db.forget_objects([stored[0].sha256])
+    finally:
+        db.close()
+    with contextlib.closing(sqlite3.connect(path)) as upgraded:
+        assert upgraded.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    reopened = StateDB.open(path)  # not counted again: the kept row is what it reads
+    try:
+        assert reopened.object_stats() == (19, sum(f.size for f in stored[1:]))
+    finally:
+        reopened.close()

@@ -32,6 +32,7 @@ from mirrord.fetch.wire import (
     Limit,
     Message,
     Outbox,
+    Ready,
     Received,
     Want,
     decode,
@@ -63,6 +64,7 @@ MESSAGES: list[Message] = [
     Job(7, KEY, REF),
     Grant(3, 262_144),
     Want(3, 262_144),
+    Ready(),
     Received(1_000_000),
     Done(7, StoredObject(SHA, REF.size), EVENTS),
     Done(8, StoredObject(SHA, 0), JobEvents()),
@@ -81,7 +83,17 @@ def test_every_message_survives_a_round_trip(message: Message) -> None:
 
 
 def test_every_message_kind_is_covered() -> None:
-    assert {type(m) for m in MESSAGES} == {Hello, Limit, Job, Grant, Want, Received, Done, Fail}
+    assert {type(m) for m in MESSAGES} == {
+        Hello,
+        Limit,
+        Job,
+        Grant,
+        Want,
+        Ready,
+        Received,
+        Done,
+        Fail,
+    }
 
 
 ERRORS: list[MirrordError] = [

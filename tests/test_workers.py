@@ -124,19 +124,75 @@ async def test_a_killed_worker_fails_its_jobs_and_is_restarted(mirror: Mirror) -
 
 async def test_worker_processes_start_only_for_a_big_backlog(mirror: Mirror) -> None:
     few = simple_specs("few", 10)
+    mirror.tree.put(KEY, few[:5])
+    fetch = {"processes": 2, "processes_from": 50, "concurrency": 4}
+    assert [r.outcome for r in await mirror.sync(mirror.config(KEY, fetch={"processes": 0}))] == [
+        "published"
+    ]
     mirror.tree.put(KEY, few)
-    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50, "concurrency": 4})
+    config = mirror.config(KEY, fetch=fetch)
     async with open_runtime(config, log=mirror.logs.logger()) as runtime:
         adaptive = runtime.fetcher.downloader
         assert isinstance(adaptive, AdaptiveDownloader)
-        (small,) = await runtime.engine.run_pass()
+        (small,) = await runtime.engine.run_pass()  # an incremental pass: 5 packages
         assert small.outcome == "published" and not adaptive.pool.ready
         assert adaptive.pool.worker_pids() == []
         mirror.tree.put(KEY, [*few, *simple_specs("many", 200, payload=1000)])
         (big,) = await runtime.engine.run_pass()
-        assert big.outcome == "published" and adaptive.pool.ready
-        assert len(adaptive.pool.worker_pids()) == 2
+        assert big.outcome == "published"
+        assert len(adaptive.pool.worker_pids()) == 2  # started; jobs go there once one is up
     assert check_published(config).files == 210
+
+
+async def test_a_first_sync_starts_the_workers_as_the_runtime_opens(mirror: Mirror) -> None:
+    """Nothing published yet: the whole index is the backlog, so the workers' imports
+    overlap the index's fetch and verification instead of following them."""
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50})
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        await adaptive.pool.wait_up()  # before any pass asked for a download
+        assert len(adaptive.pool.worker_pids()) == 2
+        (first,) = await runtime.engine.run_pass()
+        assert first.outcome == "published" and first.fetched == 3
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:  # published now
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        (again,) = await runtime.engine.run_pass()
+        assert again.outcome == "unchanged" and adaptive.pool.worker_pids() == []
+
+
+# Imported by every Python process started with this directory on PYTHONPATH, before
+# anything else: the fetch worker stops itself before its first import of mirrord.
+STOP_AT_START = "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n"
+
+
+async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready(
+    mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers spend a few hundred ms importing: until one is up, the daemon downloads."""
+    mirror.tree.put(KEY, simple_specs("a", 20, payload=2000))
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "sitecustomize.py").write_text(STOP_AT_START)
+    monkeypatch.setenv("PYTHONPATH", str(hold))
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 1, "concurrency": 4})
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        try:
+            async with asyncio.timeout(60):  # a job sent to a stopped worker never ends
+                (result,) = await runtime.engine.run_pass()  # the workers stay stopped
+            assert result.outcome == "published" and result.fetched == 20
+            pids = adaptive.pool.worker_pids()
+            assert len(pids) == 2 and not adaptive.pool.ready
+        finally:
+            for pid in adaptive.pool.worker_pids():
+                os.kill(pid, signal.SIGCONT)
+        await adaptive.pool.wait_up()
+        assert adaptive.pool.ready
+    assert check_published(config).files == 20
 
 
 @pytest.mark.parametrize(("worker_cpu", "policy"), [("idle", os.SCHED_IDLE), ("normal", 0)])

@@ -107,6 +107,13 @@ class Want:
 
 
 @dataclass(frozen=True, slots=True)
+class Ready:
+    """The worker has imported its code and opened its origin client: jobs start at once."""
+
+    TAG: ClassVar[str] = "ready"
+
+
+@dataclass(frozen=True, slots=True)
 class Received:
     """Bytes received since the last report, for the daemon's rate meter."""
 
@@ -132,7 +139,7 @@ class Fail:
     received: int = 0
 
 
-Message = Hello | Limit | Job | Grant | Want | Received | Done | Fail
+Message = Hello | Limit | Job | Grant | Want | Ready | Received | Done | Fail
 _BY_TAG: dict[str, type[Message]] = {kind.TAG: kind for kind in typing.get_args(Message)}
 
 

@@ -48,6 +48,7 @@ from mirrord.fetch.wire import (
     Limit,
     Message,
     Outbox,
+    Ready,
     decode,
     error_to_wire,
 )
@@ -145,6 +146,7 @@ async def serve(sock: socket.socket) -> None:
         receive_buffer=lambda: throttle.receive_buffer(connections),
     ) as origin:
         worker = Worker(origin, store, config, send, throttle, log)
+        send(Ready())  # the daemon routes jobs here only from now on
         async with asyncio.TaskGroup() as group:
             reporter = group.create_task(throttle.report_received())
             jobs: set[asyncio.Task[None]] = set()

@@ -41,6 +41,7 @@ from mirrord.fetch.wire import (
     Job,
     Message,
     Outbox,
+    Ready,
     Received,
     Want,
     decode,
@@ -63,6 +64,7 @@ class _Process:
     outbox: Outbox
     pending: dict[int, asyncio.Future[Done | Fail]] = field(default_factory=dict)
     alive: bool = True
+    up: bool = False  # it said Ready: imported, its origin client open
 
     def send(self, message: Message) -> None:
         self.outbox.send(message)
@@ -99,6 +101,16 @@ class AdaptiveDownloader:
         if self._backlog() >= self._threshold:
             self.pool.start()
         return await self.local.download(key, ref)
+
+
+def start_at_once(threshold: int, first_syncs: int) -> bool:
+    """Start the workers as the runtime opens, not when the backlog reaches ``threshold``.
+
+    An arch never published here downloads its whole index, thousands of
+    packages for any Alpine arch: starting then lets the workers' imports run
+    while the daemon reads its state and fetches and verifies the index.
+    """
+    return threshold == 0 or first_syncs > 0
 
 
 def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -155,25 +167,31 @@ class ProcessDownloader:
 
     @property
     def ready(self) -> bool:
-        """Workers are up and taking jobs."""
-        return self._ready.is_set() and not self._stopping
+        """A worker is up and taking jobs (until then, a few hundred ms of its imports,
+        the adaptive downloader keeps the jobs on the daemon's own loop)."""
+        return self._live.is_set() and not self._stopping
 
     def start(self) -> None:
         """Start the worker processes (``run`` waits for this; idempotent)."""
         self._wanted.set()
+
+    async def wait_up(self) -> None:
+        """Until a worker has said Ready (or the pool is stopping)."""
+        await self._live.wait()
 
     # --- Downloader ---------------------------------------------------------------
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
         self.start()
         await self._ready.wait()
-        live = [w for w in self._workers if w.alive]
+        live = [w for w in self._workers if w.alive and w.up]
         if not live and not self._stopping:
-            # Every worker died (a restart is on its way): wait for one, not forever.
+            # None is up yet, or every worker died (a restart is on its way): wait for
+            # one, not forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(LIVE_WAIT):
                     await self._live.wait()
-            live = [w for w in self._workers if w.alive]
+            live = [w for w in self._workers if w.alive and w.up]
         if not live:
             raise (
                 ShuttingDownError()
@@ -212,6 +230,7 @@ class ProcessDownloader:
         """Stop: close every socket; the workers exit and their loops end."""
         self._stopping = True
         self._ready.set()
+        self._live.set()  # a job waiting for a worker to come up stops waiting
         self._wanted.set()
         self._traffic.remove_listener(self._broadcast_limit)
         for worker in self._workers:
@@ -252,7 +271,6 @@ class ProcessDownloader:
             self._workers[index] = worker
         if len(self._workers) == self._count:
             self._ready.set()
-        self._live.set()
         return worker
 
     async def _serve(self, worker: _Process) -> None:
@@ -263,7 +281,7 @@ class ProcessDownloader:
             self._log.error("fetch.worker.protocol", index=worker.index, error=str(error))
         finally:
             worker.alive = False
-            if not any(w.alive for w in self._workers):
+            if not any(w.alive and w.up for w in self._workers):
                 self._live.clear()
             worker.close()
             with contextlib.suppress(ProcessLookupError):
@@ -282,6 +300,9 @@ class ProcessDownloader:
 
     def _handle(self, worker: _Process, message: Message) -> None:
         match message:
+            case Ready():
+                worker.up = True
+                self._live.set()
             case Done() | Fail():
                 if message.received:
                     self._traffic.meter.add(message.received)

@@ -100,8 +100,6 @@ def _root(root: Root) -> str:
 
 def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mirrord.core.clock import SystemClock
-    from mirrord.core.metrics import Metrics
-    from mirrord.sync.fleet import open_fleet
     from mirrord.sync.runtime import open_runtime
 
     config = _load(args.config)
@@ -130,6 +128,9 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         async with contextlib.AsyncExitStack() as stack:
             fleet = None
             if config.fleet is not None:
+                from mirrord.core.metrics import Metrics
+                from mirrord.sync.fleet import open_fleet  # etcd: only when configured
+
                 fleet = await stack.enter_async_context(
                     open_fleet(config.fleet, clock=SystemClock(), log=log, metrics=Metrics())
                 )

@@ -23,7 +23,7 @@ from mirrord.core.model import PublishedFile
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the store's totals kept in store_totals
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -65,6 +65,28 @@ CREATE TABLE IF NOT EXISTS pending_deletions (
     since REAL NOT NULL,
     PRIMARY KEY (arch, filename)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    objects INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS store_totals_added AFTER INSERT ON objects BEGIN
+    UPDATE store_totals SET objects = objects + 1, bytes = bytes + NEW.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS store_totals_removed AFTER DELETE ON objects BEGIN
+    UPDATE store_totals SET objects = objects - 1, bytes = bytes - OLD.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS store_totals_resized AFTER UPDATE OF size ON objects BEGIN
+    UPDATE store_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
+END;
+"""
+
+# Counted once, when a database without kept totals is opened (a new one, or schema 1);
+# from then on the triggers keep them in the transaction that adds or removes an object,
+# so a start reads one row instead of counting millions.
+_COUNT_TOTALS = """
+INSERT OR REPLACE INTO store_totals (id, objects, bytes)
+    SELECT 0, COUNT(*), COALESCE(SUM(size), 0) FROM objects;
 """
 
 
@@ -192,8 +214,11 @@ class StateDB:
                     f"state database schema {version} is newer than this mirrord "
                     f"({SCHEMA_VERSION})",
                 )
-            connection.executescript(_SCHEMA)
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                connection.executescript(
+                    f"BEGIN IMMEDIATE; {_SCHEMA} {_COUNT_TOTALS} "
+                    f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                )
             problems = [str(row[0]) for row in connection.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise StateDamagedError(str(path), "; ".join(problems[:3]))
@@ -311,7 +336,8 @@ class StateDB:
         return found
 
     def object_stats(self) -> tuple[int, int]:
-        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
+        """How many objects the store records, and their bytes (kept: one row, not a count)."""
+        row = self._db.execute("SELECT objects, bytes FROM store_totals WHERE id = 0").fetchone()
         return int(row[0]), int(row[1])
 
     # --- operator settings that outlive a restart (e.g. a rate override) --------
@@ -398,6 +424,11 @@ class StateDB:
         if row is None:
             return None
         return _snapshot(row[:-1]), float(row[-1])
+
+    def unpublished(self, arches: Sequence[str]) -> int:
+        """How many of these arches have nothing published yet (a first sync ahead)."""
+        published = {str(row[0]) for row in self._db.execute("SELECT arch FROM current")}
+        return sum(arch not in published for arch in arches)
 
     def snapshot(self, snapshot_id: int) -> Snapshot | None:
         row = self._db.execute(

@@ -33,7 +33,12 @@ from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.filedownload import FileDownloader
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.traffic import TrafficControl
-from mirrord.fetch.workerpool import AdaptiveDownloader, ProcessDownloader, worker_hello
+from mirrord.fetch.workerpool import (
+    AdaptiveDownloader,
+    ProcessDownloader,
+    start_at_once,
+    worker_hello,
+)
 from mirrord.publish.publisher import Publisher
 from mirrord.publish.recovery import RecoveryReport, recover_arch, recover_store
 from mirrord.publish.treepublisher import TreePublisher
@@ -223,6 +228,9 @@ async def open_runtime(
                 backlog=lambda: fetcher.queued + fetcher.in_flight,
                 threshold=config.fetch.processes_from,
             )
+            first_syncs = await db.call(db.unpublished, [str(k) for k in config.arch_keys()])
+            if start_at_once(config.fetch.processes_from, first_syncs):
+                pool.start()
         committer.wait_for_more_while(fetcher.downloading)
         engine = SyncEngine(
             live=live,
