@@ -392,7 +392,8 @@ class SyncEngine:
         if seeded:
             log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
         async with self._store_gate:  # other arches may have stored some since we planned
-            plan.fill(await self.db.call(self.db.lookup, list(plan.waiting)))
+            for batch in plan.waiting.batches(LOOKUP_BATCH):
+                plan.fill(await self.db.call(self.db.lookup, batch))
         # Packed identities: the plan builds each ref when it is fetched.
         to_fetch = plan.waiting.snapshot()
         del missing, seeded
