@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrord.alpine.apkindex import read_index_archive, split_gzip_streams
+from mirrord.alpine.apkindex import open_index_archive, read_index_archive, split_gzip_streams
 from mirrord.alpine.signing import Keyring
 from mirrord.alpine.tarlite import build_member, iter_members
 from mirrord.core.errors import IndexFormatError, SignatureError, UnsafeIndexError
@@ -212,6 +212,25 @@ def test_hostile_entries_are_refused_with_the_field(
         read(blob, Keyring.load(_keys(tmp_path, signing_key)))
     assert caught.value.field == field
     assert reason in str(caught.value)
+
+
+def test_entries_are_read_one_at_a_time_and_each_is_checked_as_it_comes(
+    tmp_path: Path, signing_key: SigningKey
+) -> None:
+    text = f"C:{GOOD_C}\nP:dup\nV:1-r0\nS:10\n\nC:{GOOD_C}\nP:dup\nV:1-r0\nS:10\n\n"
+    index = open_index_archive(
+        _index_with_text(signing_key, text),
+        Keyring.load(_keys(tmp_path, signing_key)),
+        allow_untrusted=False,
+        max_index_bytes=LIMIT,
+        max_package_bytes=PKG_LIMIT,
+    )
+    assert index.signer == signing_key.name
+    entries = index.entries()
+    first = next(entries)
+    assert (first.filename, first.checksum, first.size) == ("dup-1-r0.apk", GOOD_C, 10)
+    with pytest.raises(UnsafeIndexError, match=r"dup-1-r0\.apk is listed twice"):
+        next(entries)
 
 
 @pytest.mark.parametrize(

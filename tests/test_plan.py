@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PublishedFile
-from mirrord.publish.plan import PENDING, due_deletions, plan_publish, plan_rollback
+from mirrord.publish.plan import (
+    PENDING,
+    due_deletions,
+    list_files,
+    plan_listing,
+    plan_publish,
+    plan_rollback,
+)
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 
@@ -36,6 +45,25 @@ def test_the_fetch_list_skips_stored_and_deduplicates_identities() -> None:
     plan.fill_one(identity(a), "sha-a")
     assert [f.sha256 for f in plan.files] == ["sha-a", "sha-b", "sha-a", PENDING]
     assert plan.missing() == [c.ref()]
+
+
+def test_a_listing_packs_entries_as_they_come_and_the_plan_fills_what_is_stored() -> None:
+    a, b = entry("a"), entry("b")
+    twin = IndexEntry("a-doc", "1-r0", a.checksum, a.size)
+
+    def one_at_a_time() -> Iterator[IndexEntry]:
+        yield a
+        yield b
+        yield twin
+
+    listing = list_files(one_at_a_time())
+    assert list(listing.files) == [published(e, PENDING) for e in (a, b, twin)]
+    assert dict(listing.waiting) == {identity(a): [0, 2], identity(b): 1}
+    listing.fill({identity(a): "sha-a"})
+    plan = plan_listing(KEY, listing, None, max_delete_fraction=0.1, force=False)
+    assert [f.sha256 for f in plan.files] == ["sha-a", PENDING, "sha-a"]
+    assert plan.missing() == [b.ref()]
+    assert list(plan.link) == [0, 1, 2]
 
 
 def test_a_waiting_identity_is_fetched_under_its_first_file_name() -> None:

@@ -10,6 +10,7 @@ import binascii
 import re
 import sys
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mirrord.alpine.signing import Keyring, SignatureMember, parse_signature_name
@@ -82,6 +83,22 @@ class IndexArchive:
     signer: str | None  # trusted key name, or None for an accepted unsigned index
     description: str
     entries: tuple[IndexEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedIndex:
+    """An index whose signature and layout are checked; its entries are read on demand."""
+
+    signer: str | None  # trusted key name, or None for an accepted unsigned index
+    description: str
+    text: bytearray  # the inflated index stream; the APKINDEX member is text[start:end]
+    start: int
+    end: int
+    max_package_bytes: int
+
+    def entries(self) -> Iterator[IndexEntry]:
+        """Each entry in index order; raises as soon as one is unsafe (see ``iter_entries``)."""
+        return iter_entries(self.text, self.max_package_bytes, self.start, self.end)
 
 
 def _check_path_text(field: str, value: str, package: str | None) -> None:
@@ -159,16 +176,17 @@ def _decoded(fields: dict[int, bytes], line_number: int) -> dict[str, str]:
         ) from None
 
 
-def parse_entries(
+def iter_entries(
     data: bytes | bytearray, max_package_bytes: int, start: int = 0, end: int | None = None
-) -> tuple[IndexEntry, ...]:
-    """Parse the APKINDEX text in ``data[start:end]``; refuse duplicates and unsafe names.
+) -> Iterator[IndexEntry]:
+    """The entries of the APKINDEX text in ``data[start:end]``, one at a time, each checked.
 
+    Refuses duplicates and unsafe names as it goes: a caller that keeps only
+    what it needs of each entry never holds the whole index as objects.
     Line by line in place, decoding only the fields mirrord uses: an index of
     100,000 packages never exists as a copy, one big str or a list of lines.
     """
     stop = len(data) if end is None else end
-    entries: list[IndexEntry] = []
     seen: set[str] = set()
     fields: dict[int, bytes] = {}
     number = 0
@@ -189,19 +207,25 @@ def parse_entries(
                     )
                 fields[key] = bytes(data[pos + 2 : line_end])
         elif fields:
-            _add(entries, seen, _entry(_decoded(fields, number), number, max_package_bytes))
+            yield _unseen(seen, _entry(_decoded(fields, number), number, max_package_bytes))
             fields = {}
         pos = line_end + 1
     if fields:
-        _add(entries, seen, _entry(_decoded(fields, number), number, max_package_bytes))
-    return tuple(entries)
+        yield _unseen(seen, _entry(_decoded(fields, number), number, max_package_bytes))
 
 
-def _add(entries: list[IndexEntry], seen: set[str], entry: IndexEntry) -> None:
+def parse_entries(
+    data: bytes | bytearray, max_package_bytes: int, start: int = 0, end: int | None = None
+) -> tuple[IndexEntry, ...]:
+    """Every entry of the APKINDEX text in ``data[start:end]`` (see ``iter_entries``)."""
+    return tuple(iter_entries(data, max_package_bytes, start, end))
+
+
+def _unseen(seen: set[str], entry: IndexEntry) -> IndexEntry:
     if entry.filename in seen:
         raise UnsafeIndexError("P", entry.name, f"{entry.filename} is listed twice", entry.name)
     seen.add(entry.filename)
-    entries.append(entry)
+    return entry
 
 
 def _signatures(stream: RawStream) -> list[SignatureMember] | None:
@@ -233,6 +257,25 @@ def read_index_archive(
     max_package_bytes: int,
 ) -> IndexArchive:
     """Verify and parse an APKINDEX.tar.gz exactly as fetched from the origin."""
+    index = open_index_archive(
+        blob,
+        keyring,
+        allow_untrusted=allow_untrusted,
+        max_index_bytes=max_index_bytes,
+        max_package_bytes=max_package_bytes,
+    )
+    return IndexArchive(index.signer, index.description, tuple(index.entries()))
+
+
+def open_index_archive(
+    blob: bytes,
+    keyring: Keyring,
+    *,
+    allow_untrusted: bool,
+    max_index_bytes: int,
+    max_package_bytes: int,
+) -> VerifiedIndex:
+    """Verify an APKINDEX.tar.gz exactly as fetched; its entries are checked as they are read."""
     streams = split_gzip_streams(blob, max_index_bytes)
     if not streams:
         raise IndexFormatError("empty file")
@@ -269,5 +312,4 @@ def read_index_archive(
         raise IndexFormatError(f"index stream is not a tar: {error}") from None
     if span is None:
         raise IndexFormatError("no APKINDEX member in the index stream")
-    entries = parse_entries(content.data, max_package_bytes, *span)
-    return IndexArchive(signer, description, entries)
+    return VerifiedIndex(signer, description, content.data, *span, max_package_bytes)

@@ -53,14 +53,11 @@ class PublishPlan:
 
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
         """A package has been stored: give its files their digest."""
-        positions = self.waiting.take(identity)
-        for position in positions if isinstance(positions, list) else (positions,):
-            self.files.set_digest(position, sha256)
+        if not _fill(self.files, self.waiting, identity, sha256):
+            raise KeyError(identity)
 
     def fill(self, digests: Mapping[tuple[str, int], str]) -> None:
-        for identity, sha256 in digests.items():
-            if identity in self.waiting:
-                self.fill_one(identity, sha256)
+        Listing(self.files, self.waiting).fill(digests)
 
     @property
     def complete(self) -> bool:
@@ -75,9 +72,32 @@ class PublishPlan:
         return self.files.bytes
 
 
+@dataclass
+class Listing:
+    """What an index lists, packed as it is read: every file pending, every identity waiting."""
+
+    files: FileTable = field(default_factory=FileTable)
+    waiting: Waiting = field(default_factory=Waiting)
+
+    def fill(self, known: Mapping[tuple[str, int], str]) -> None:
+        """Give the files of stored identities their digests (they wait no more)."""
+        for identity, sha256 in known.items():
+            _fill(self.files, self.waiting, identity, sha256)
+
+
+def list_files(entries: Iterable[IndexEntry]) -> Listing:
+    """Pack entries one at a time: an arch's index never exists as 25,000 objects at once."""
+    listing = Listing()
+    files, waiting = listing.files, listing.waiting
+    for position, entry in enumerate(entries):
+        waiting.add((entry.checksum, entry.size), position)
+        files.append(entry.filename, PENDING, entry.size, entry.name)
+    return listing
+
+
 def plan_publish(
     key: ArchKey,
-    entries: Sequence[IndexEntry],
+    entries: Iterable[IndexEntry],
     known: Mapping[tuple[str, int], str],
     previous: Sequence[PublishedFile] | None,
     *,
@@ -85,22 +105,37 @@ def plan_publish(
     force: bool,
     relink_all: bool = False,
 ) -> PublishPlan:
-    """Plan publishing ``entries``; raise MassDeletionError when too many package names vanish.
+    """``plan_listing`` of these entries, ``known`` filled in."""
+    listing = list_files(entries)
+    listing.fill(known)
+    return plan_listing(
+        key,
+        listing,
+        previous,
+        max_delete_fraction=max_delete_fraction,
+        force=force,
+        relink_all=relink_all,
+    )
 
-    ``known`` maps index identities (C:, S:) to stored objects; any other entry
-    is being fetched. ``relink_all`` is for a tree that may have been damaged
+
+def plan_listing(
+    key: ArchKey,
+    listing: Listing,
+    previous: Sequence[PublishedFile] | None,
+    *,
+    max_delete_fraction: float,
+    force: bool,
+    relink_all: bool = False,
+) -> PublishPlan:
+    """Plan publishing a listing; raise MassDeletionError when too many package names vanish.
+
+    The listing's files still waiting are being fetched (``Listing.fill`` gave
+    the stored ones their digests). ``relink_all`` is for a tree that may have been damaged
     behind our back: every file is linked again (a no-op for intact ones).
+    The listing is the plan's from here on (its files get their digests).
     """
-    files = FileTable()
-    waiting = Waiting()
-    for position, entry in enumerate(entries):
-        identity = (entry.checksum, entry.size)
-        sha256 = known.get(identity, PENDING)
-        if sha256 == PENDING:
-            waiting.add(identity, position)
-        files.append(entry.filename, sha256, entry.size, entry.name)
-    plan = _plan(key, files, previous, max_delete_fraction, force, relink_all)
-    plan.waiting = waiting
+    plan = _plan(key, listing.files, previous, max_delete_fraction, force, relink_all)
+    plan.waiting = listing.waiting
     return plan
 
 
@@ -109,6 +144,16 @@ def plan_rollback(
 ) -> PublishPlan:
     """Plan publishing a remembered snapshot again (an operator's decision: no guard)."""
     return _plan(key, FileTable(files), previous, 1.0, True, False)
+
+
+def _fill(files: FileTable, waiting: Waiting, identity: tuple[str, int], sha256: str) -> bool:
+    """Give the files waiting for ``identity`` their digest; False when none waits for it."""
+    positions = waiting.take(identity)
+    if positions is None:
+        return False
+    for position in positions if isinstance(positions, list) else (positions,):
+        files.set_digest(position, sha256)
+    return True
 
 
 def _plan(

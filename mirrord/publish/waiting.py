@@ -52,6 +52,12 @@ class Waiting(MutableMapping[Identity, Positions]):
         """The identities waiting now, still packed (8 bytes a package for the list)."""
         return list(self._packed)
 
+    def batches(self, size: int) -> Iterator[list[Identity]]:
+        """The identities waiting now, ``size`` at a time (a store lookup's worth, not 25,000)."""
+        packed = self.snapshot()
+        for start in range(0, len(packed), size):
+            yield [unpack(one) for one in packed[start : start + size]]
+
     def bytes_waiting(self) -> int:
         return sum(packed_size(packed) for packed in self._packed)
 
@@ -61,15 +67,16 @@ class Waiting(MutableMapping[Identity, Positions]):
     def __setitem__(self, identity: Identity, positions: Positions) -> None:
         self._packed[pack(identity)] = positions
 
-    def take(self, identity: Identity) -> Positions:
-        """Remove an identity (KeyError if it is not waiting); the positions that waited."""
-        positions = self._packed.pop(pack(identity))
+    def take(self, identity: Identity) -> Positions | None:
+        """Remove an identity; the positions that waited for it (None if it was not waiting)."""
+        positions = self._packed.pop(pack(identity), None)
         if not self._packed:  # a dict keeps its table when emptied: 1.2 MiB at 25,000
             self._packed = {}
         return positions
 
     def __delitem__(self, identity: Identity) -> None:
-        self.take(identity)
+        if self.take(identity) is None:
+            raise KeyError(identity)
 
     def __contains__(self, identity: object) -> bool:
         return isinstance(identity, tuple) and pack(identity) in self._packed

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from structlog.typing import FilteringBoundLogger
 
-from mirrord.alpine.apkindex import IndexArchive, read_index_archive
+from mirrord.alpine.apkindex import open_index_archive
 from mirrord.core.clock import Clock
 from mirrord.core.errors import (
     DiskSpaceError,
@@ -41,7 +41,7 @@ from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.origin import IndexResult, OriginClient
 from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.fetch.seed import seed_from_tree
-from mirrord.publish.plan import PublishPlan, plan_publish
+from mirrord.publish.plan import Listing, PublishPlan, list_files, plan_listing
 from mirrord.publish.publisher import Publisher
 from mirrord.publish.waiting import packed_size, unpack
 from mirrord.storage.committer import Committer
@@ -52,6 +52,9 @@ from mirrord.sync.live import LiveConfig
 from mirrord.sync.publication import NewIndex, Publication
 from mirrord.sync.status import ArchResult, OriginSeen, Outcome, StatusBook
 
+# Identities per store lookup while planning: a lookup of a whole arch held 25,000
+# (C:, S:) tuples and, in a steady state, a found digest for each, all at once.
+LOOKUP_BATCH = 2000
 FETCH_WINDOW = 4096  # downloads queued or awaiting their commit, over all arches
 MISSING_FIRST_WAIT = 5.0  # seconds before asking again for packages the origin lacks
 MISSING_MAX_WAIT = 60.0
@@ -309,30 +312,32 @@ class SyncEngine:
 
         A mass deletion is refused here, and what is left to do after the
         downloads does not grow with the arch. One arch plans at a time (its
-        parsed entries are the memory peak); the entries, the previous file
-        list and the store lookup die with this frame, only the plan stays.
+        index is the memory peak); entries are packed into the plan's file
+        table as they are parsed, and the inflated text, the previous file
+        list and the store lookup die with this frame: only the plan stays.
         """
         config = self.live.config
         async with self._store_gate:
-            archive = await self._verify_index(body)
-            entries = archive.entries
-            known = await self.db.call(self.db.lookup, [(e.checksum, e.size) for e in entries])
+            signer, description, listing = await self._verify_index(body)
+            listed = len(listing.files)
+            for batch in listing.waiting.batches(LOOKUP_BATCH):
+                listing.fill(await self.db.call(self.db.lookup, batch))
             previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
-            plan = plan_publish(
+            plan = plan_listing(
                 key,
-                entries,
-                known,
+                listing,
                 previous,
                 max_delete_fraction=config.publish.max_delete_fraction,
                 force=force,
                 relink_all=not trusted,
             )
+            del listing, previous
             seen = self.book[key].origin_seen
             assert seen is not None  # the poll that brought ``body`` noted its digest
             new = NewIndex(
                 replace(response, body=None),
                 len(body),
-                archive.description,
+                description,
                 plan,
                 force,
                 seen.sha256,
@@ -340,24 +345,29 @@ class SyncEngine:
             self._syncing[key] = new  # pinned: garbage collection keeps what it lists
         log.info(
             "sync.arch.planned",
-            packages=len(entries),
-            stored=len(entries) - len(plan.waiting),
+            packages=listed,
+            stored=listed - len(plan.waiting),
             missing=len(plan.waiting),
-            signer=archive.signer,
+            signer=signer,
         )
         return new
 
-    async def _verify_index(self, body: bytes) -> IndexArchive:
+    async def _verify_index(self, body: bytes) -> tuple[str | None, str, Listing]:
+        """The index's signer, description and files; its entries never all exist at once."""
         config = self.live.config
-        try:
-            return await asyncio.to_thread(
-                read_index_archive,
+
+        def verify_and_list() -> tuple[str | None, str, Listing]:
+            index = open_index_archive(
                 body,
                 self.live.keyring,
                 allow_untrusted=config.origin.allow_untrusted,
                 max_index_bytes=config.limits.max_index_bytes,
                 max_package_bytes=config.limits.max_package_bytes,
             )
+            return index.signer, index.description, list_files(index.entries())
+
+        try:
+            return await asyncio.to_thread(verify_and_list)
         except IndexRejectedError as error:
             reason = (
                 "signature"
@@ -382,7 +392,8 @@ class SyncEngine:
         if seeded:
             log.info("sync.arch.seeded", packages=len(seeded), source="published tree")
         async with self._store_gate:  # other arches may have stored some since we planned
-            plan.fill(await self.db.call(self.db.lookup, list(plan.waiting)))
+            for batch in plan.waiting.batches(LOOKUP_BATCH):
+                plan.fill(await self.db.call(self.db.lookup, batch))
         # Packed identities: the plan builds each ref when it is fetched.
         to_fetch = plan.waiting.snapshot()
         del missing, seeded
