@@ -1,4 +1,4 @@
-"""The download path's HTTP/1.1 client against real servers: aiohttp, nginx, raw sockets."""
+"""The origin's HTTP/1.1 client against real servers: aiohttp, nginx, raw sockets."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PermanentOriginError, TransientOriginError
 from mirrord.fetch.bodies import DownloadClient, DownloadStart
 from mirrord.fetch.http1 import READ_SIZE, buffer_unshared
+from mirrord.fetch.origin import OriginClient
 from tests.nginx import Nginx
 
 BLOB = os.urandom(700_000)  # several reads, so a body spans buffers
@@ -298,3 +299,35 @@ def test_a_read_buffer_is_reused_only_once_no_chunk_of_it_is_alive() -> None:
     del chunk
     assert buffer_unshared(buffer) and len(buffer) == READ_SIZE
     assert not buffer_unshared(bytearray(0))
+
+
+async def test_polls_are_conditional_and_bounded_on_connections_of_their_own(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "blob").write_bytes(BLOB)
+    with Nginx(root, tmp_path / "nginx") as nginx:
+        async with OriginClient.open(nginx.url, FETCH) as origin:
+            url = origin.path_url("blob")
+            first = await origin.fetch_small(url, max_bytes=len(BLOB), now=0.0)
+            again = await origin.fetch_small(
+                url,
+                etag=first.etag,
+                last_modified=first.last_modified,
+                max_bytes=len(BLOB),
+                now=0.0,
+            )
+            with pytest.raises(PermanentOriginError, match="index is 700000 bytes, over the limit"):
+                await origin.fetch_small(url, max_bytes=len(BLOB) - 1, now=0.0, what="index")
+            missing = origin.path_url("missing")
+            with pytest.raises(PermanentOriginError, match="HTTP 404"):
+                await origin.fetch_small(missing, max_bytes=len(BLOB), now=0.0)
+    assert first.body == BLOB and first.etag and first.last_modified
+    assert (again.body, again.etag) == (None, first.etag)  # 304: not modified
+    async with aiohttp_origin([]) as base, OriginClient.open(base, FETCH) as origin:
+        # chunked: no Content-Length to refuse early, so the limit is counted as it comes
+        with pytest.raises(PermanentOriginError, match="body is over the limit 1000 bytes"):
+            await origin.fetch_small(origin.path_url("chunked"), max_bytes=1000, now=0.0)
+        moved = await origin.fetch_small(origin.path_url("moved"), max_bytes=len(BLOB), now=0.0)
+    assert moved.body == BLOB

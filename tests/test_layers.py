@@ -77,15 +77,16 @@ def _loaded(modules: str, heavy: tuple[str, ...]) -> list[str]:
 
 
 # Each process imports what it uses: every interpreter's imports count in the
-# tree's RSS (issue 15). A fetch worker downloads over ``mirrord.fetch.http1``:
-# aiohttp's client alone was 14 MiB of it; cryptography adds 8 MiB, prometheus_client,
-# yaml and SQLite a few each. The one-shot ``sync`` serves no HTTP and speaks to no S3 or MQTT.
+# tree's RSS (issue 15). The origin is reached over ``mirrord.fetch.http1``: aiohttp's
+# client alone was 14 MiB of a fetch worker (and ~0.1 s of every start, most of it its
+# CA store); cryptography adds 8 MiB, prometheus_client, yaml and SQLite a few each. The
+# one-shot ``sync`` (without fleet) serves no HTTP and speaks to no S3, MQTT or etcd.
 SERVERS_AND_CLIENTS = ("aiohttp.web", "aiobotocore", "botocore", "aiomqtt")
 PROCESS_IMPORTS = {
     "daemon": ("mirrord.shell.cli, mirrord.shell.daemon", ("aiobotocore", "botocore", "aiomqtt")),
     "sync": (
-        "mirrord.shell.cli, mirrord.sync.runtime, mirrord.sync.fleet, mirrord.core.metrics",
-        SERVERS_AND_CLIENTS,
+        "mirrord.shell.cli, mirrord.sync.runtime, mirrord.core.metrics",
+        (*SERVERS_AND_CLIENTS, "aiohttp", "yarl"),
     ),
     "fetch worker": (
         "mirrord.fetch.worker",

@@ -2,8 +2,8 @@
 
 The download path only: a GET with ``Range`` + ``If-Range`` when resuming,
 its status checked, its body streamed as the socket delivered it. Polls and
-listings stay on aiohttp (``mirrord.fetch.origin``); a fetch worker, which
-only downloads, never imports it.
+listings (``mirrord.fetch.origin``) use the same client on connections of their
+own.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""One HTTP/1.1 connection of the download path: a response head, then its body.
+"""One HTTP/1.1 connection to the origin: a response head, then its body.
 
 aiohttp's request path was ~14 % of a sync's samples and 14 MiB of every fetch
-worker; a download needs only a GET, a response head and a body. Bytes go
+worker (and ~0.1 s of every start, most of it loading the CA store at import);
+the origin needs only GETs, response heads and bodies. Bytes go
 from the socket straight into buffers we own (``asyncio.BufferedProtocol``)
 and reach the hashing and the file as memoryviews of them. The pool and the
 error mapping are ``mirrord.fetch.pool``'s.

@@ -1,7 +1,7 @@
 """What HTTP responses mean to mirrord: status mapping, dates, Retry-After, buffer sizes.
 
-Pure functions shared by both HTTP clients (aiohttp for polls and listings,
-``mirrord.fetch.http1`` for package bodies).
+Pure functions of the origin's HTTP client (``mirrord.fetch.http1``: polls,
+listings and package bodies).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def status_error(
     """The error for a status that is not what we asked for; ``headers`` as the client has them."""
     text = f"HTTP {status} {reason or ''}".strip()
     if status in _TRANSIENT_STATUS or status >= 500:
-        # lower case: http1's headers are, and aiohttp's match any case
+        # lower case, as http1 keeps header names
         retry_after = parse_retry_after(headers.get("retry-after"), now)
         return TransientOriginError(url, text, status, retry_after)
     return PermanentOriginError(url, text, status)

@@ -1,4 +1,4 @@
-"""Keep-alive connections for the download path, bounded like aiohttp's (total, per host).
+"""Keep-alive connections to the origin, bounded like aiohttp's (total, per host).
 
 A GET follows redirects, retries once on a fresh connection when a pooled one
 turns out closed by the server, and failures enter mirrord's error tree here
