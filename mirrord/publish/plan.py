@@ -13,7 +13,7 @@ from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
 from mirrord.publish.filetable import FileTable, Selection
-from mirrord.publish.waiting import Waiting
+from mirrord.publish.waiting import Waiting, each
 
 PENDING = ""  # the digest of a file whose package is still being fetched
 
@@ -47,8 +47,7 @@ class PublishPlan:
         Built when needed: a list of refs for a whole arch costs ~70 bytes a package
         on top of what the plan holds, for as long as its downloads last.
         """
-        positions = self.waiting[identity]
-        first = positions[0] if isinstance(positions, list) else positions
+        first = each(self.waiting[identity])[0]
         return PackageRef(self.files.filename(first), *identity)
 
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
@@ -57,7 +56,7 @@ class PublishPlan:
             raise KeyError(identity)
 
     def fill(self, digests: Mapping[tuple[str, int], str]) -> None:
-        Listing(self.files, self.waiting).fill(digests)
+        _fill_all(self.files, self.waiting, digests)
 
     @property
     def complete(self) -> bool:
@@ -81,8 +80,7 @@ class Listing:
 
     def fill(self, known: Mapping[tuple[str, int], str]) -> None:
         """Give the files of stored identities their digests (they wait no more)."""
-        for identity, sha256 in known.items():
-            _fill(self.files, self.waiting, identity, sha256)
+        _fill_all(self.files, self.waiting, known)
 
 
 def list_files(entries: Iterable[IndexEntry]) -> Listing:
@@ -151,9 +149,14 @@ def _fill(files: FileTable, waiting: Waiting, identity: tuple[str, int], sha256:
     positions = waiting.take(identity)
     if positions is None:
         return False
-    for position in positions if isinstance(positions, list) else (positions,):
+    for position in each(positions):
         files.set_digest(position, sha256)
     return True
+
+
+def _fill_all(files: FileTable, waiting: Waiting, known: Mapping[tuple[str, int], str]) -> None:
+    for identity, sha256 in known.items():
+        _fill(files, waiting, identity, sha256)
 
 
 def _plan(

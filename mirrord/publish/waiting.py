@@ -30,6 +30,11 @@ def unpack(packed: bytes) -> Identity:
     return packed[_SIZE:].decode(), packed_size(packed)
 
 
+def each(positions: Positions) -> list[int] | tuple[int]:
+    """The positions as a sequence, one or several (stored bare when there is one)."""
+    return positions if isinstance(positions, list) else (positions,)
+
+
 class Waiting(MutableMapping[Identity, Positions]):
     """identity -> positions of the files waiting for it, in the order first added."""
 
