@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -52,11 +53,40 @@ def nginx_binary() -> str:
     return system_binary("nginx")
 
 
+LOWEST_CHOSEN_PORT = 10000
+
+
+def ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port free on 127.0.0.1 now, from below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is an ephemeral one: between this probe and the
+    server's own bind, any outgoing connection of a parallel test may take it
+    as its local port (a SeaweedFS with ten ports lost one that way in CI, and
+    died after it had started listening). Below the range only another
+    chooser can collide, which needs the same random pick as well.
+    """
+    highest = ephemeral_ports_start() - 1
+    if highest - LOWEST_CHOSEN_PORT < 1000:  # an odd range: let the kernel choose
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            chosen: int = probe.getsockname()[1]
+            return chosen
+    chooser = random.SystemRandom()
+    while True:
+        port = chooser.randint(LOWEST_CHOSEN_PORT, highest)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 PORT_RETRY = 0.01

