@@ -6,6 +6,8 @@ Real ``mirrord sync`` and ``mirrord recover`` processes against a real origin.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -14,10 +16,12 @@ import pytest
 
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
+from tests.daemon_harness import ctl, daemon_config, human_ctl, running_daemon
 from tests.helpers import Mirror, check_published, spawn_mirrord, stored_objects
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 PAGE = 4096
+FREELIST_COUNT = 36  # offset in the database header
 
 
 async def mirrord(*args: str) -> tuple[int, str, str]:
@@ -92,3 +96,39 @@ async def test_a_lost_or_damaged_state_db_is_rebuilt_without_downloading(
     assert fetched == [f"/{KEY}/{simple_specs('b', 1)[0].filename}"]  # only the new package
     assert index.read_bytes() == (mirror.tree.arch_dir(KEY) / "APKINDEX.tar.gz").read_bytes()
     assert check_published(config).ok
+
+
+async def test_a_start_after_a_clean_stop_skips_the_state_check_and_verify_runs_it(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    config_path = daemon_config(mirror, KEY)
+    config = mirror.config(KEY)
+    assert (await mirrord("sync", "--config", str(config_path)))[0] == 0
+    db = config.storage.path / "state.db"
+    assert (config.storage.path / "clean-stop").exists()
+    stamp = db.stat()
+    with open(db, "r+b") as handle:  # the header's freelist count: only the check reads it
+        handle.seek(FREELIST_COUNT)
+        handle.write((3).to_bytes(4, "big"))
+    os.utime(db, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the file the stop vouched for
+
+    code, out, err = await mirrord("sync", "--config", str(config_path), "--log-format", "json")
+    assert code == 0, err
+    (skipped,) = [json.loads(x) for x in out.splitlines() if '"recovery.store.skipped"' in x]
+    assert skipped["state_check"].startswith("skipped")
+
+    async with running_daemon(mirror, config_path) as daemon:
+        assert daemon.operations is not None
+        await ctl(daemon, "verify")
+        await asyncio.wait_for(daemon.operations.scrub.ended.wait(), 60)
+        verify = (await ctl(daemon, "status"))["verify"]
+        assert "freelist" in verify["database"] and verify["damaged"] == 0
+        (told,) = mirror.logs.events("maintenance.scrub.database_damaged")
+        assert "freelist" in told["problems"][0]
+        human = await human_ctl(daemon, "status")
+        assert "state.db damaged (" in human and "run 'mirrord recover'" in human
+
+    (config.storage.path / "clean-stop").unlink()  # as after a crash: the check runs, refuses
+    code, _, err = await mirrord("sync", "--config", str(config_path))
+    assert code == 3 and "state database is damaged" in err and "freelist" in err

@@ -32,6 +32,7 @@ class ScrubProgress:
     repair: bool = False
     total: int = 0
     checked: int = 0
+    database: list[str] | None = None  # what PRAGMA quick_check found; None: not yet run
     damaged: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     repaired: int = 0
@@ -43,6 +44,7 @@ class ScrubProgress:
         return {
             "running": self.running,
             "repair": self.repair,
+            "database": None if self.database is None else "; ".join(self.database) or "ok",
             "total": self.total,
             "checked": self.checked,
             "damaged": len(self.damaged),
@@ -95,8 +97,15 @@ async def scrub(
     ``on_bad(kind)`` hears of each one as it is found ("damaged" or "missing").
     At the end, one log line per bad object names the published files it is.
     """
-    progress.total, _ = await db.call(db.object_stats)
     progress.started_at = clock.time()
+    progress.database = problems = await db.call(db.problems)
+    if problems:  # told, and the objects checked all the same: their files are what matters
+        log.error(
+            "maintenance.scrub.database_damaged",
+            problems=problems[:10],
+            fix="stop mirrord and run 'mirrord recover'",
+        )
+    progress.total, _ = await db.call(db.object_stats)
     log.info("maintenance.scrub.started", objects=progress.total, repair=progress.repair)
     async for sha256 in _recorded_digests(db):
         actual = await asyncio.to_thread(rehash, store, sha256)

@@ -176,7 +176,7 @@ async def open_runtime(
         settlement = Settlement()
         stack.push(leave_marker_if_clean(live, settlement, clock, log))
         store = ContentStore(config.storage.path)
-        db = StateDB.open(database)
+        db = StateDB.open(database, check=not marker.trusted)
         stack.callback(db.close)
         publisher = Publisher(config.publish.path, store, crash)
         report = await recover_all(
@@ -320,6 +320,7 @@ def log_marker(log: FilteringBoundLogger, marker: cleanstop.Taken) -> None:
             "recovery.store.skipped",
             reason="clean stop: the store, state.db and these arches' trees agree",
             arches=len(marker.arches),
+            state_check="skipped: state.db is the file the clean stop closed",
         )
     elif marker.present:
         log.warning("recovery.marker.untrusted", problem=marker.problem, store="compared")

@@ -260,6 +260,9 @@ def _verify(verify: Reply, now: float) -> str:
         text += f", {_count(verify['missing'])} missing"
     if verify.get("repaired"):
         text += f", {_count(verify['repaired'])} repaired"
+    database = verify.get("database")
+    if database not in (None, "ok"):
+        text += f"; state.db damaged ({database}): stop mirrord and run 'mirrord recover'"
     return text
 
 
