@@ -163,6 +163,26 @@ async def test_a_first_sync_starts_the_workers_as_the_runtime_opens(mirror: Mirr
         assert again.outcome == "unchanged" and adaptive.pool.worker_pids() == []
 
 
+async def test_only_the_arches_a_run_syncs_start_the_workers_at_once(mirror: Mirror) -> None:
+    """``sync --only`` of a published arch: another arch never published stays out of it."""
+    fresh = ArchKey("v3.20", "community", "x86_64")
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    mirror.tree.put(fresh, simple_specs("b", 3))
+    fetch = {"processes": 2, "processes_from": 50}
+    assert [r.outcome for r in await mirror.sync(mirror.config(KEY, fetch=fetch))] == ["published"]
+    config = mirror.config(KEY, fresh, fetch=fetch)
+    async with open_runtime(config, log=mirror.logs.logger(), targets=[KEY]) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        (again,) = await runtime.engine.run_pass([KEY])
+        assert again.outcome == "unchanged" and adaptive.pool.worker_pids() == []
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:  # every arch
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        await adaptive.pool.wait_up()
+        assert len(adaptive.pool.worker_pids()) == 2
+
+
 # Imported by every Python process started with this directory on PYTHONPATH, before
 # anything else: the fetch worker stops itself before its first import of mirrord.
 STOP_AT_START = "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n"

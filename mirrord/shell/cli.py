@@ -136,7 +136,11 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 )
             runtime = await stack.enter_async_context(
                 open_runtime(
-                    config, log=log, crash=CrashPoints.from_environ(os.environ), barrier=fleet
+                    config,
+                    log=log,
+                    crash=CrashPoints.from_environ(os.environ),
+                    barrier=fleet,
+                    targets=only or None,
                 )
             )
             reporter = ProgressReporter(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -154,11 +154,14 @@ async def open_runtime(
     metrics: Metrics | None = None,
     crash: CrashPoints | None = None,
     barrier: StageBarrier | None = None,
+    targets: Collection[ArchKey] | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open everything, run the long-lived tasks, and close it all in reverse order.
 
     Leaving stops taking new downloads and lets in-flight ones finish. ``barrier``:
-    fleet mode's wait between staging an index and making it live.
+    fleet mode's wait between staging an index and making it live. ``targets``:
+    the arches this run syncs, when not every configured one (``sync --only``):
+    only a first sync among them starts the fetch workers as the runtime opens.
     """
     clock = clock or SystemClock()
     metrics = metrics or Metrics()
@@ -228,7 +231,8 @@ async def open_runtime(
                 backlog=lambda: fetcher.queued + fetcher.in_flight,
                 threshold=config.fetch.processes_from,
             )
-            first_syncs = await db.call(db.unpublished, [str(k) for k in config.arch_keys()])
+            syncing = config.arch_keys() if targets is None else targets
+            first_syncs = await db.call(db.unpublished, [str(k) for k in syncing])
             if start_at_once(config.fetch.processes_from, first_syncs):
                 pool.start()
         committer.wait_for_more_while(fetcher.downloading)
