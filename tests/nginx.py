@@ -185,9 +185,10 @@ class WebServer(LoopbackServer):
 
 
 class Nginx(WebServer):
-    def __init__(self, root: Path, prefix: Path, workers: int = 1) -> None:
+    def __init__(self, root: Path, prefix: Path, workers: int = 1, niceness: int = 0) -> None:
         super().__init__(root, prefix)
         self.workers = workers
+        self.niceness = niceness  # for the master and the workers it forks
 
     def config_template(self) -> str:
         """The nginx.conf, with {workers} {user} {prefix} {port} {root} to fill in."""
@@ -205,4 +206,6 @@ class Nginx(WebServer):
         )
         error_log = self.prefix / "error.log"
         argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix), "-e", str(error_log)]
+        if self.niceness:
+            argv = ["nice", "-n", str(self.niceness), *argv]  # nice execs: the pid is nginx's
         self._process = start_listening(argv, self.port, "nginx", timeout, error_log)

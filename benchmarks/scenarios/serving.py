@@ -167,13 +167,6 @@ def wrk_argv(url: str, script: Path, paths: Path, since: str, seconds: int, seed
     ]
 
 
-def renice_tree(pid: int, niceness: int) -> None:
-    """Set ``niceness`` on a process and its children (nginx's master and its workers)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for each in (pid, *map(int, children)):
-        os.setpriority(os.PRIO_PROCESS, each, niceness)
-
-
 def _sync_until(
     stop: threading.Event, setup: mirrordrun.MirrordSetup, logs: Path, prefix: Sequence[str]
 ) -> Syncs:
@@ -234,9 +227,11 @@ def _serving(bench: Bench, *, paced: bool) -> ScenarioResult:
     loads: dict[str, list[Load]] = {mode: [] for mode in MODES}
     syncs: dict[str, list[Syncs]] = {mode: [] for mode in MODES}
     fetch = mirrordrun.default_fetch(bench.sizes.fetch_concurrency)
-    with LoggedNginx(origin.root, directory / "origin-nginx", workers=1) as upstream:
-        # The origin is another machine on a real T1: its CPU must not count against serving.
-        renice_tree(int((upstream.prefix / "nginx.pid").read_text()), ORIGIN_NICE)
+    # The origin is another machine on a real T1: its CPU must not count against serving.
+    # Started nice (its workers inherit it): reading nginx.pid once the port listened raced
+    # nginx writing it (the smoke test once read an empty file).
+    origin_nginx = LoggedNginx(origin.root, directory / "origin-nginx", niceness=ORIGIN_NICE)
+    with origin_nginx as upstream:
         served = mirrordrun.MirrordSetup(
             upstream.url, bench.sets.public_keys(), (MAIN,), directory / "served", fetch
         )
