@@ -118,3 +118,16 @@ def test_a_large_random_set_matches_a_plain_dict() -> None:
         identity = waiting.identity(entry)
         assert waiting.take_entry(entry) == bare(expected.pop(identity))
     assert not expected and not waiting and list(waiting.snapshot()) == []
+
+
+def test_lookups_by_identity_work_again_after_the_slot_array_is_dropped() -> None:
+    waiting = Waiting()
+    for i in range(100):
+        waiting.add((q1(i), i), i)
+    waiting.drop_lookups()
+    assert waiting.take_entry(0) == 0 and waiting.identity(1) == (q1(1), 1)
+    assert (q1(0), 0) not in waiting and waiting[(q1(50), 50)] == 50
+    waiting.drop_lookups()
+    waiting.add((q1(7), 7), 100)  # a twin, found through the rebuilt slots
+    assert waiting.take((q1(7), 7)) == [7, 100] and len(waiting) == 98
+    assert list(waiting) == [(q1(i), i) for i in range(1, 100) if i != 7]

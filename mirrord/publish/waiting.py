@@ -74,7 +74,7 @@ class Waiting(Mapping[Identity, Positions]):
 
     _records: bytearray  # per entry: digest, then size (big-endian)
     _firsts: array[int]  # per entry: the position of its first file, or _GONE
-    _slots: array[int]  # entry numbers, by hash
+    _slots: array[int] | None  # entry numbers, by hash (None: dropped until a lookup)
     _used: int  # slots not _EMPTY (entries waiting or gone)
     _count: int  # entries waiting
     _odd: dict[int, str]  # entry -> a checksum that is not canonical
@@ -105,11 +105,12 @@ class Waiting(Mapping[Identity, Positions]):
         self._firsts.append(position)
         if odd is not None:
             self._odd[entry] = odd
-        if self._slots[slot] == _EMPTY:
+        slots = self._lookups()
+        if slots[slot] == _EMPTY:
             self._used += 1
-        self._slots[slot] = entry  # or over a gone entry's number
+        slots[slot] = entry  # or over a gone entry's number
         self._count += 1
-        if 2 * self._used > len(self._slots):
+        if 2 * self._used > len(slots):
             self._rehash()
 
     def take(self, identity: Identity) -> Positions | None:
@@ -189,11 +190,19 @@ class Waiting(Mapping[Identity, Positions]):
     def __len__(self) -> int:
         return self._count
 
+    def drop_lookups(self) -> None:
+        """Free the slot array (~10 bytes a package) until the next lookup by identity.
+
+        Downloads take their entries by number: from the first download to the
+        last, a fresh arch would keep it for nothing.
+        """
+        self._slots, self._used = None, 0
+
     # --- the slot array -------------------------------------------------------------
 
     def _find(self, record: bytes, odd: str | None) -> tuple[int, int]:
         """(the slot holding the identity or where it would go, its entry or -1)."""
-        slots, records, firsts = self._slots, self._records, self._firsts
+        slots, records, firsts = self._lookups(), self._records, self._firsts
         mask = len(slots) - 1
         slot = int.from_bytes(record[:8], "little") & mask  # _hash, inline: the hot path
         free = -1
@@ -206,6 +215,12 @@ class Waiting(Mapping[Identity, Positions]):
                 return slot, entry
             slot = (slot + 1) & mask
         return (slot if free < 0 else free), -1
+
+    def _lookups(self) -> array[int]:
+        if self._slots is None:
+            self._rehash()
+            assert self._slots is not None
+        return self._slots
 
     def _rehash(self) -> None:
         """At least twice the slots there are entries waiting, and none holding a gone one."""

@@ -395,6 +395,7 @@ class SyncEngine:
                 plan.fill(await self.db.call(self.db.lookup, batch))
         # Entry numbers (4 bytes each): the plan builds each ref when it is fetched.
         to_fetch = plan.waiting.snapshot()
+        plan.waiting.drop_lookups()  # downloads go by entry, not by identity
         del missing, seeded
         fetched, fetched_bytes = len(to_fetch), plan.waiting.bytes_waiting()
         await self._check_space(key, fetched_bytes)
