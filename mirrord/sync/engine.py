@@ -10,6 +10,7 @@ arches once, for the one-shot ``mirrord sync``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import random
@@ -490,11 +491,13 @@ class SyncEngine:
                 self.book.note_download_failed(key)
             settle()
 
+        # One context for every callback: a copy per download in flight costs ~100 bytes.
+        context = contextvars.copy_context()
         for entry in entries:
             await slots.acquire()
             outstanding += 1
             done = self.fetcher.fetch(key, plan.ref_entry(entry))
-            done.add_done_callback(functools.partial(stored, entry))
+            done.add_done_callback(functools.partial(stored, entry), context=context)
         settle()  # every ref submitted
         await all_done.wait()
         return failures, first, not_found
