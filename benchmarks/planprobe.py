@@ -15,11 +15,13 @@ With ``PYTHONPATH`` at another checkout it measures that checkout's plan.
 from __future__ import annotations
 
 import base64
+import functools
 import gc
 import hashlib
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable, Iterator
 
 import mirrord
 from mirrord.alpine import apkindex
@@ -38,15 +40,31 @@ def entries(count: int) -> list[IndexEntry]:
         IndexEntry(
             f"package-name-{i}",
             f"{i % 10}.{i % 31}.{i % 7}-r{i % 4}",
-            "Q1" + hashlib.sha1(str(i).encode()).digest().hex()[:28],
+            checksum(i),
             1000 + i * 37 % 900_000,
         )
         for i in range(count)
     ]
 
 
+def checksum(i: int) -> str:
+    """An Alpine C: field, "Q1" and the base64 of a SHA-1, as real indexes have."""
+    return "Q1" + base64.b64encode(hashlib.sha1(str(i).encode()).digest()).decode()
+
+
 def package_key(i: int) -> str:
     return "apk:" + hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def downloads(plan: PublishPlan) -> Iterator[tuple[Callable[[], object], Callable[[str], None]]]:
+    """(build the ref, fill the digest) of each waiting package, the way the engine does it."""
+    if hasattr(plan, "fill_entry"):  # by entry number (the waiting map in columns)
+        for entry in plan.waiting.snapshot():
+            ref = functools.partial(plan.ref_entry, entry)
+            yield ref, functools.partial(plan.fill_entry, entry)
+    else:  # by identity (main df8b711 and before)
+        for identity in list(plan.waiting):
+            yield functools.partial(plan.ref, identity), functools.partial(plan.fill_one, identity)
 
 
 def bytes_per_package(count: int) -> tuple[float, float]:
@@ -58,8 +76,8 @@ def bytes_per_package(count: int) -> tuple[float, float]:
     del listed
     gc.collect()
     waiting = tracemalloc.get_traced_memory()[0] - start
-    for i, identity in enumerate(list(plan.waiting)):
-        plan.fill_one(identity, package_key(i))
+    for i, (_ref, fill) in enumerate(downloads(plan)):
+        fill(package_key(i))
     gc.collect()
     filled = tracemalloc.get_traced_memory()[0] - start
     tracemalloc.stop()
@@ -73,9 +91,9 @@ def cpu_ms_per_arch(count: int, rounds: int = 5) -> float:
     for _ in range(rounds):
         started = time.process_time()
         plan = plan_publish(KEY, listed, {}, None, max_delete_fraction=0.1, force=False)
-        for identity, key in zip(list(plan.waiting), keys, strict=True):
-            plan.ref(identity)
-            plan.fill_one(identity, key)
+        for (ref, fill), key in zip(downloads(plan), keys, strict=True):
+            ref()
+            fill(key)
         for _file in plan.to_link:
             pass
         encode_files(plan.files)
@@ -86,8 +104,7 @@ def cpu_ms_per_arch(count: int, rounds: int = 5) -> float:
 def index_text(count: int) -> bytearray:
     lines = []
     for i, e in enumerate(entries(count)):
-        checksum = "Q1" + base64.b64encode(hashlib.sha1(str(i).encode()).digest()).decode()
-        lines.append(f"C:{checksum}\nP:{e.name}\nV:{e.version}\nA:x86_64\nS:{e.size}\n")
+        lines.append(f"C:{checksum(i)}\nP:{e.name}\nV:{e.version}\nA:x86_64\nS:{e.size}\n")
         lines.append("T:a package of the memory scenario\nU:https://example.org/\nL:MIT\n\n")
     return bytearray("".join(lines).encode())
 

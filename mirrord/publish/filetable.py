@@ -1,11 +1,12 @@
-"""A snapshot's file list held column by column: ~90 bytes a package instead of ~370.
+"""A snapshot's file list held column by column: ~80 bytes a package instead of ~370.
 
 A plan keeps its arch's file list from planning until the record is written,
 through every download: at 100,000 packages one ``PublishedFile`` per package
 (an object, its size as an int, its package name and its 68-character key as
 strings) was the main process's largest cost. Here a file is its name's UTF-8
 bytes in one buffer with its end in an ``array``, the length of its package
-name as a prefix of that name, its size and its key as 32 bytes plus a kind byte.
+name as a prefix of that name, its size in 4 bytes (larger ones aside) and its
+key as 32 bytes plus a kind byte.
 ``PublishedFile`` values are built when read, so callers see the same records.
 """
 
@@ -20,23 +21,34 @@ from mirrord.core.objectkey import PACKAGE_PREFIX, is_key
 
 _PENDING, _PLAIN, _PACKAGE, _OTHER = 0, 1, 2, 3  # kinds of digest
 _NO_PREFIX = 0xFFFF  # the package name is not a prefix of the file name: kept aside
+_BIG = 0xFFFFFFFF  # a size of 4 GiB or more: kept aside
 _DIGEST = 32
 
 
 class FileTable(Sequence[PublishedFile]):
     """An ordered, fixed-length list of published files whose digests can be set."""
 
-    __slots__ = ("_digests", "_kinds", "_name_ends", "_names", "_odd", "_package_lengths", "_sizes")
+    __slots__ = (
+        "_big",
+        "_digests",
+        "_kinds",
+        "_name_ends",
+        "_names",
+        "_odd",
+        "_package_lengths",
+        "_sizes",
+    )
 
     def __init__(self, files: Iterable[PublishedFile] = ()) -> None:
         self._names = bytearray()
-        self._name_ends = array("Q")
+        self._name_ends = array("I")  # an index's names are far from 4 GiB
         self._package_lengths = array("H")
-        self._sizes = array("Q")
+        self._sizes = array("I")
         self._kinds = array("B")
         self._digests = bytearray()
         # Rare values that do not fit the columns: (position, "package"|"digest") -> text.
         self._odd: dict[tuple[int, str], str] = {}
+        self._big: dict[int, int] = {}  # position -> a size of 4 GiB or more
         for file in files:
             self.append(file.filename, file.sha256, file.size, file.package)
 
@@ -49,7 +61,11 @@ class FileTable(Sequence[PublishedFile]):
         else:
             self._package_lengths.append(_NO_PREFIX)
             self._odd[(position, "package")] = package
-        self._sizes.append(size)
+        if size < _BIG:
+            self._sizes.append(size)
+        else:
+            self._sizes.append(_BIG)
+            self._big[position] = size
         self._kinds.append(_PENDING)
         self._digests.extend(bytes(_DIGEST))
         self.set_digest(position, sha256)
@@ -84,7 +100,8 @@ class FileTable(Sequence[PublishedFile]):
         return self._names[start : self._name_ends[position]].decode()
 
     def size(self, position: int) -> int:
-        return self._sizes[position]
+        size = self._sizes[position]
+        return size if size != _BIG else self._big[position]
 
     def package(self, position: int, filename: str | None = None) -> str:
         """The package name of a file (``filename``: its name, when the caller has it)."""
@@ -99,7 +116,7 @@ class FileTable(Sequence[PublishedFile]):
 
     @property
     def bytes(self) -> int:
-        return sum(self._sizes)
+        return sum(self._sizes) + sum(self._big.values()) - _BIG * len(self._big)
 
     def __len__(self) -> int:
         return len(self._name_ends)
@@ -119,7 +136,7 @@ class FileTable(Sequence[PublishedFile]):
             raise IndexError(position)
         filename = self.filename(position)
         return PublishedFile(
-            filename, self.digest(position), self._sizes[position], self.package(position, filename)
+            filename, self.digest(position), self.size(position), self.package(position, filename)
         )
 
     def __iter__(self) -> Iterator[PublishedFile]:

@@ -13,7 +13,7 @@ from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
 from mirrord.publish.filetable import FileTable, Selection
-from mirrord.publish.waiting import Waiting, each
+from mirrord.publish.waiting import Positions, Waiting, each
 
 PENDING = ""  # the digest of a file whose package is still being fetched
 
@@ -39,7 +39,7 @@ class PublishPlan:
 
     def missing(self) -> list[PackageRef]:
         """What to fetch: one package per identity still waiting, in index order."""
-        return [self.ref(identity) for identity in self.waiting]
+        return [self.ref_entry(entry) for entry in self.waiting.snapshot()]
 
     def ref(self, identity: tuple[str, int]) -> PackageRef:
         """The package to fetch for an identity still waiting (named by its first file).
@@ -50,10 +50,20 @@ class PublishPlan:
         first = each(self.waiting[identity])[0]
         return PackageRef(self.files.filename(first), *identity)
 
+    def ref_entry(self, entry: int) -> PackageRef:
+        """``ref`` of a waiting entry, by its number (``Waiting.snapshot``)."""
+        filename = self.files.filename(self.waiting.first(entry))
+        return PackageRef(filename, *self.waiting.identity(entry))
+
     def fill_one(self, identity: tuple[str, int], sha256: str) -> None:
         """A package has been stored: give its files their digest."""
-        if not _fill(self.files, self.waiting, identity, sha256):
+        if not _fill(self.files, self.waiting.take(identity), sha256):
             raise KeyError(identity)
+
+    def fill_entry(self, entry: int, sha256: str) -> None:
+        """``fill_one`` of a waiting entry, by its number."""
+        if not _fill(self.files, self.waiting.take_entry(entry), sha256):
+            raise KeyError(entry)
 
     def fill(self, digests: Mapping[tuple[str, int], str]) -> None:
         _fill_all(self.files, self.waiting, digests)
@@ -144,9 +154,8 @@ def plan_rollback(
     return _plan(key, FileTable(files), previous, 1.0, True, False)
 
 
-def _fill(files: FileTable, waiting: Waiting, identity: tuple[str, int], sha256: str) -> bool:
-    """Give the files waiting for ``identity`` their digest; False when none waits for it."""
-    positions = waiting.take(identity)
+def _fill(files: FileTable, positions: Positions | None, sha256: str) -> bool:
+    """Give the files that waited at ``positions`` their digest; False when none did."""
     if positions is None:
         return False
     for position in each(positions):
@@ -156,7 +165,7 @@ def _fill(files: FileTable, waiting: Waiting, identity: tuple[str, int], sha256:
 
 def _fill_all(files: FileTable, waiting: Waiting, known: Mapping[tuple[str, int], str]) -> None:
     for identity, sha256 in known.items():
-        _fill(files, waiting, identity, sha256)
+        _fill(files, waiting.take(identity), sha256)
 
 
 def _plan(

@@ -10,6 +10,7 @@ arches once, for the one-shot ``mirrord sync``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import random
@@ -43,7 +44,6 @@ from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.fetch.seed import seed_from_tree
 from mirrord.publish.plan import Listing, PublishPlan, list_files, plan_listing
 from mirrord.publish.publisher import Publisher
-from mirrord.publish.waiting import packed_size, unpack
 from mirrord.storage.committer import Committer
 from mirrord.storage.maintenance import GarbageReport, InUse, collect_garbage
 from mirrord.storage.space import free_bytes, shortfall
@@ -394,8 +394,9 @@ class SyncEngine:
         async with self._store_gate:  # other arches may have stored some since we planned
             for batch in plan.waiting.batches(LOOKUP_BATCH):
                 plan.fill(await self.db.call(self.db.lookup, batch))
-        # Packed identities: the plan builds each ref when it is fetched.
+        # Entry numbers (4 bytes each): the plan builds each ref when it is fetched.
         to_fetch = plan.waiting.snapshot()
+        plan.waiting.drop_lookups()  # downloads go by entry, not by identity
         del missing, seeded
         fetched, fetched_bytes = len(to_fetch), plan.waiting.bytes_waiting()
         await self._check_space(key, fetched_bytes)
@@ -425,7 +426,7 @@ class SyncEngine:
             log.info(
                 "sync.arch.waiting_for_origin",
                 missing=len(to_fetch),
-                first=plan.ref(unpack(to_fetch[0])).filename if to_fetch else None,
+                first=plan.ref_entry(to_fetch[0]).filename if to_fetch else None,
                 wait=round(min(wait, left), 3),
                 grace_left=round(left, 1),
             )
@@ -447,9 +448,9 @@ class SyncEngine:
             raise DiskSpaceError(str(storage.path), needed, free, storage.min_free, others)
 
     async def _fetch_all(
-        self, key: ArchKey, identities: Sequence[bytes], plan: PublishPlan
+        self, key: ArchKey, entries: Sequence[int], plan: PublishPlan
     ) -> tuple[int, BaseException | None, int]:
-        """Fetch these packed identities through the shared pool, a window queued at a time.
+        """Fetch these waiting entries (``Waiting.snapshot``), a window queued at a time.
 
         The window keeps memory flat for a 100,000-package arch (no future per
         package up front) while keeping enough queued for the round-robin
@@ -465,10 +466,8 @@ class SyncEngine:
         failures = 0
         not_found = 0
         first: BaseException | None = None
-        planned_bytes = sum(map(packed_size, identities))  # progress, for the status page
-        self.book.note_downloads_planned(
-            key, len(identities), planned_bytes, self.clock.monotonic()
-        )
+        planned_bytes = sum(map(plan.waiting.size, entries))  # progress, for the status page
+        self.book.note_downloads_planned(key, len(entries), planned_bytes, self.clock.monotonic())
 
         def settle() -> None:
             nonlocal outstanding
@@ -476,13 +475,14 @@ class SyncEngine:
             if outstanding == 0:
                 all_done.set()
 
-        def stored(identity: tuple[str, int], future: asyncio.Future[str]) -> None:
+        def stored(entry: int, future: asyncio.Future[str]) -> None:
             nonlocal failures, first, not_found
             slots.release()
             error = future.exception()
             if error is None:
-                plan.fill_one(identity, future.result())
-                self.book.note_download_done(key, identity[1])
+                size = plan.waiting.size(entry)  # read first: the last fill frees the columns
+                plan.fill_entry(entry, future.result())
+                self.book.note_download_done(key, size)
             else:
                 failures += 1
                 first = first or error
@@ -491,12 +491,13 @@ class SyncEngine:
                 self.book.note_download_failed(key)
             settle()
 
-        for packed in identities:
-            identity = unpack(packed)
+        # One context for every callback: a copy per download in flight costs ~100 bytes.
+        context = contextvars.copy_context()
+        for entry in entries:
             await slots.acquire()
             outstanding += 1
-            done = self.fetcher.fetch(key, plan.ref(identity))
-            done.add_done_callback(functools.partial(stored, identity))
+            done = self.fetcher.fetch(key, plan.ref_entry(entry))
+            done.add_done_callback(functools.partial(stored, entry), context=context)
         settle()  # every ref submitted
         await all_done.wait()
         return failures, first, not_found
