@@ -168,10 +168,11 @@ async def test_a_first_sync_starts_the_workers_as_the_runtime_opens(mirror: Mirr
 STOP_AT_START = "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n"
 
 
-async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready(
+async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready_then_its_connections_close(
     mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Workers spend a few hundred ms importing: until one is up, the daemon downloads."""
+    """Workers spend a few hundred ms importing: until one is up, the daemon downloads.
+    Then its own download connections (and their read buffers) would only sit idle."""
     mirror.tree.put(KEY, simple_specs("a", 20, payload=2000))
     hold = tmp_path / "hold"
     hold.mkdir()
@@ -187,12 +188,17 @@ async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready(
             assert result.outcome == "published" and result.fetched == 20
             pids = adaptive.pool.worker_pids()
             assert len(pids) == 2 and not adaptive.pool.ready
+            assert adaptive.local.idle_buffer_bytes() > 0  # keep-alive while it downloads
         finally:
             for pid in adaptive.pool.worker_pids():
                 os.kill(pid, signal.SIGCONT)
         await adaptive.pool.wait_up()
         assert adaptive.pool.ready
-    assert check_published(config).files == 20
+        mirror.tree.put(KEY, [*simple_specs("a", 20, payload=2000), *simple_specs("b", 10)])
+        (handed,) = await runtime.engine.run_pass()
+        assert handed.outcome == "published" and handed.fetched == 10
+        assert adaptive.local.idle_buffer_bytes() == 0
+    assert check_published(config).files == 30
 
 
 @pytest.mark.parametrize(("worker_cpu", "policy"), [("idle", os.SCHED_IDLE), ("normal", 0)])

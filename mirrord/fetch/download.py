@@ -203,6 +203,14 @@ class PackageDownloader:
         self.throttle: Throttle = throttle or Unthrottled()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
 
+    def keep_idle_connections(self, keep: bool) -> None:
+        """Off while other processes download: this one's idle connections close."""
+        self._origin.keep_idle_connections(keep)
+
+    def idle_buffer_bytes(self) -> int:
+        """Read buffers its idle connections hold."""
+        return self._origin.idle_buffer_bytes()
+
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
         """Store exactly what ``ref`` promises under its digest (not yet durable)."""
         for attempt in (1, 2):

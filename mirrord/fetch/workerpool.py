@@ -97,7 +97,11 @@ class AdaptiveDownloader:
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
         if self.pool.ready or self._threshold == 0:  # 0: always the workers
+            # The workers carry the downloads: this process's connections would sit
+            # idle, each holding its read buffer, through the rest of the sync.
+            self.local.keep_idle_connections(False)
             return await self.pool.download(key, ref)
+        self.local.keep_idle_connections(True)
         if self._backlog() >= self._threshold:
             self.pool.start()
         return await self.local.download(key, ref)
