@@ -82,8 +82,8 @@ def _loaded(modules: str, heavy: tuple[str, ...]) -> list[str]:
 # CA store); cryptography adds 8 MiB, prometheus_client, yaml and SQLite a few each. The
 # one-shot ``sync`` (without fleet) serves no HTTP and speaks to no S3, MQTT or etcd.
 # A fetch worker takes its settings as a FetchConfig, not from YAML (the parser and
-# its checks), retries in a plain loop (tenacity) and parses an HTTP date only from a
-# Retry-After (email): ~1 MiB of each worker.
+# its checks), retries in a plain loop (tenacity), parses an HTTP date only from a
+# Retry-After (email) and logs through the daemon (structlog): ~2.7 MiB of each worker.
 SERVERS_AND_CLIENTS = ("aiohttp.web", "aiobotocore", "botocore", "aiomqtt")
 PROCESS_IMPORTS = {
     "daemon": ("mirrord.shell.cli, mirrord.shell.daemon", ("aiobotocore", "botocore", "aiomqtt")),
@@ -104,6 +104,7 @@ PROCESS_IMPORTS = {
             "mirrord.core.config.parse",
             "tenacity",
             "email",
+            "structlog",
         ),
     ),
 }

@@ -72,6 +72,13 @@ async def test_worker_failures_come_back_as_the_same_errors(mirror: Mirror) -> N
     )
     assert len(mirror.origin.requests_for(PATH)) == 2
     assert not config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz").exists()
+    # Logged in the workers, written by the daemon's logger with the worker's pid.
+    logged = mirror.logs.events("fetch.package.verify_failed")
+    assert [(r["package"], r["attempt"], r["level"]) for r in logged] == [
+        (TARGET.filename, 1, "warning"),
+        (TARGET.filename, 2, "warning"),
+    ]
+    assert all(type(r["worker"]) is int and r["worker"] != os.getpid() for r in logged)
 
     mirror.origin.add_fault(PATH, Fault.http(404))
     (result,) = await mirror.sync(config)

@@ -20,8 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from structlog.typing import FilteringBoundLogger
-
 from mirrord.alpine.apkpackage import PackageDigest, PackageDigester, check_package
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig
@@ -32,6 +30,7 @@ from mirrord.core.errors import (
     StoreError,
     TransientOriginError,
 )
+from mirrord.core.eventlog import EventLog
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.bodies import BodyChunks, DownloadClient
 from mirrord.fetch.events import FetchEvents
@@ -56,7 +55,7 @@ class Unthrottled:
 
 
 @contextmanager
-def crash_boundary(ref: PackageRef, log: FilteringBoundLogger) -> Iterator[None]:
+def crash_boundary(ref: PackageRef, log: EventLog) -> Iterator[None]:
     """A bug while fetching ``ref`` costs this package (an InternalError), not the process."""
     try:
         yield
@@ -189,7 +188,7 @@ class PackageDownloader:
         config: FetchConfig,
         *,
         clock: Clock,
-        log: FilteringBoundLogger,
+        log: EventLog,
         events: FetchEvents,
         throttle: Throttle | None = None,
         rng: random.Random | None = None,

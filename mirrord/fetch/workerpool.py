@@ -39,6 +39,7 @@ from mirrord.fetch.wire import (
     Fail,
     Hello,
     Job,
+    Log,
     Message,
     Outbox,
     Ready,
@@ -137,7 +138,6 @@ def worker_hello(config: Config) -> Hello:
         origin=config.origin.url,
         storage=str(config.storage.path),
         log_level=config.log.level,
-        log_format=config.log.format,
         fetch=replace(
             fetch,
             concurrency=max(1, -(-fetch.concurrency // share)),
@@ -318,6 +318,16 @@ class ProcessDownloader:
             case Want() as want:
                 assert self._group is not None
                 self._group.create_task(self._grant(worker, want))
+            case Log(level=level, event=event, fields=fields):
+                write = {
+                    "debug": self._log.debug,
+                    "info": self._log.info,
+                    "warning": self._log.warning,
+                    "error": self._log.error,
+                }.get(level)
+                if write is None:
+                    raise WorkerProtocolError(f"no log level {level!r}")
+                write(event, **fields, worker=worker.process.pid)
             case other:
                 raise WorkerProtocolError(f"the daemon takes no {other.TAG!r} message")
 
