@@ -83,7 +83,8 @@ def _loaded(modules: str, heavy: tuple[str, ...]) -> list[str]:
 # one-shot ``sync`` (without fleet) serves no HTTP and speaks to no S3, MQTT or etcd.
 # A fetch worker takes its settings as a FetchConfig, not from YAML (the parser and
 # its checks), retries in a plain loop (tenacity), parses an HTTP date only from a
-# Retry-After (email) and logs through the daemon (structlog): ~2.7 MiB of each worker.
+# Retry-After (email), logs through the daemon (structlog) and needs shutil (bz2,
+# lzma) only to remove a directory: ~3 MiB of each worker.
 SERVERS_AND_CLIENTS = ("aiohttp.web", "aiobotocore", "botocore", "aiomqtt")
 PROCESS_IMPORTS = {
     "daemon": ("mirrord.shell.cli, mirrord.shell.daemon", ("aiobotocore", "botocore", "aiomqtt")),
@@ -105,6 +106,7 @@ PROCESS_IMPORTS = {
             "tenacity",
             "email",
             "structlog",
+            "shutil",
         ),
     ),
 }
