@@ -344,6 +344,7 @@ async def test_polls_are_conditional_and_bounded_on_connections_of_their_own(
         async with OriginClient.open(nginx.url, FETCH) as origin:
             url = origin.path_url("blob")
             first = await origin.fetch_small(url, max_bytes=len(BLOB), now=0.0)
+            assert origin.idle_buffer_bytes() == 0  # kept alive, without its 256 KiB buffer
             again = await origin.fetch_small(
                 url,
                 etag=first.etag,

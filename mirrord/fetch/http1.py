@@ -142,6 +142,14 @@ class Connection(asyncio.BufferedProtocol):
             self._mode == "length" and self._remaining > SMALL_READ
         )
 
+    def drop_large_buffer(self) -> None:
+        """Between responses: a buffer above SMALL_READ goes (one is made as the next needs)."""
+        if len(self._buffer) > SMALL_READ:
+            self._view.release()
+            self._buffer = bytearray(0)
+            self._view = memoryview(self._buffer)
+            self._fill = 0
+
     @property
     def buffer_size(self) -> int:
         """Bytes of the buffer the socket reads into now."""

@@ -53,7 +53,10 @@ class ConnectionPool:
         read_timeout: float,
         user_agent: str,
         receive_buffer: Callable[[], int | None] = lambda: None,
+        idle_buffers: bool = True,
     ) -> None:
+        """``idle_buffers`` False: a connection going idle drops a large read buffer, for
+        connections that carry a few big bodies a pass (indexes), not a stream of them."""
         self._limit = limit
         self._per_host = per_host
         self._connect_timeout = connect_timeout
@@ -66,6 +69,7 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._tls: ssl.SSLContext | None = None
         self._keep_idle = True
+        self._idle_buffers = idle_buffers
 
     def close(self) -> None:
         for connections in self._idle.values():
@@ -243,6 +247,8 @@ class ConnectionPool:
             and connection.finished
             and not connection.closed
         ):
+            if not self._idle_buffers:
+                connection.drop_large_buffer()
             self._idle.setdefault(key, []).append(connection)
             self._wake_one()
         else:
