@@ -17,8 +17,9 @@ from typing import Literal, cast
 
 READ_SIZE = 256 * 1024  # one buffer the socket reads into, sliced among the chunks
 # A connection reads into SMALL_READ until a body longer than that (or of unknown
-# length) comes: one that carries only small packages keeps 32 KiB, not 256 (issue 15:
-# 16 connections a process); 256 KiB reads keep large files cheap (64 KiB cost +11 % CPU).
+# length) comes, then into READ_SIZE: one that carries only small packages keeps 32 KiB,
+# not 256 (issue 15: 16 connections a process); 256 KiB reads keep large files cheap
+# (64 KiB cost +11 % CPU).
 SMALL_READ = 32 * 1024
 MIN_READ = 16 * 1024  # a buffer with less room left than this is replaced
 PAUSE_ABOVE = 128 * 1024  # bytes received and not yet consumed: stop reading (as aiohttp)
@@ -126,7 +127,10 @@ class Connection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self._buffer) - self._fill < MIN_READ:
             self._view.release()
-            size = READ_SIZE if self._large_body() else SMALL_READ
+            # Once large, a connection stays large: it replaces a buffer still shared
+            # by its chunks with one of the same size, as many times as bodies come.
+            large = len(self._buffer) == READ_SIZE or self._large_body()
+            size = READ_SIZE if large else SMALL_READ
             # not unshared: a chunk of it is still to be hashed or written
             if len(self._buffer) < size or not buffer_unshared(self._buffer):
                 self._buffer = bytearray(size)
