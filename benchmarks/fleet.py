@@ -29,7 +29,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from mirrord.core.clock import SystemClock
-from mirrord.core.config import FleetConfig, parse_config
+from mirrord.core.config import FleetConfig
+from mirrord.core.config.parse import parse_config
 from mirrord.core.logs import make_logger
 from mirrord.core.metrics import FleetMetrics
 from mirrord.core.model import ArchKey

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrord.core.clock import Clock
-from mirrord.core.config import load_config
+from mirrord.core.config.parse import load_config
 from mirrord.core.model import ArchKey
 from mirrord.shell.control.client import call
 from mirrord.shell.daemon import Daemon

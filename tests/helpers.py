@@ -22,7 +22,8 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.alpine.apkpackage import digest_bytes
 from mirrord.alpine.signing import Keyring
 from mirrord.core.clock import Clock
-from mirrord.core.config import Config, parse_config
+from mirrord.core.config import Config
+from mirrord.core.config.parse import parse_config
 from mirrord.core.logs import make_logger
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mirrord.core.config import Config, parse_config
+from mirrord.core.config import Config
+from mirrord.core.config.parse import parse_config
 from mirrord.sync.feed import Published
 from mirrord.sync.releases import TreePass
 from mirrord.sync.runtime import Runtime

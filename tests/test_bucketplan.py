@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mirrord.core.config import S3Config, load_config, parse_config
+from mirrord.core.config import S3Config
+from mirrord.core.config.parse import load_config, parse_config
 from mirrord.core.errors import ConfigError
 from mirrord.core.model import ArchKey
 from mirrord.publish.bucket import Credentials, expected_etag, load_credentials

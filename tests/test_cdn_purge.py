@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from mirrord.core.clock import FakeClock, SystemClock
-from mirrord.core.config import FastlyConfig, PurgeConfig, PurgeHookConfig, parse_config
+from mirrord.core.config import FastlyConfig, PurgeConfig, PurgeHookConfig
+from mirrord.core.config.parse import parse_config
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey

@@ -24,10 +24,9 @@ from mirrord.core.config import (
     PushConfig,
     S3Config,
     StorageConfig,
-    default_processes,
-    load_config,
-    parse_config,
 )
+from mirrord.core.config.parse import load_config, parse_config
+from mirrord.core.config.sections import default_processes
 from mirrord.core.errors import ConfigError
 from mirrord.core.model import ArchKey
 from tests.helpers import FIXTURES, REPO_ROOT, run_mirrord, write_yaml

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from mirrord.core.config import parse_config
+from mirrord.core.config.parse import parse_config
 from mirrord.core.errors import ControlError
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs

@@ -30,7 +30,8 @@ import pytest
 
 from mirrord.alpine.signing import Keyring
 from mirrord.core.clock import FakeClock, SystemClock
-from mirrord.core.config import FleetConfig, load_config, parse_config
+from mirrord.core.config import FleetConfig
+from mirrord.core.config.parse import load_config, parse_config
 from mirrord.core.errors import ConfigError
 from mirrord.core.logs import make_logger
 from mirrord.core.metrics import Metrics

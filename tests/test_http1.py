@@ -19,7 +19,7 @@ from mirrord.core.aio import run_async
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PermanentOriginError, TransientOriginError
 from mirrord.fetch.bodies import DownloadClient, DownloadStart
-from mirrord.fetch.http1 import READ_SIZE, buffer_unshared
+from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared
 from mirrord.fetch.origin import OriginClient
 from tests.nginx import Nginx
 
@@ -62,11 +62,16 @@ async def aiohttp_origin(peers: list[object]) -> AsyncIterator[str]:
     async def gone(request: web.Request) -> web.StreamResponse:
         return web.Response(status=503, headers={"Retry-After": "7"})
 
+    async def small(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(body=BLOB[:2000])
+
     app = web.Application()
     app.router.add_get("/blob", blob)
     app.router.add_get("/chunked", chunked)
     app.router.add_get("/moved", moved)
     app.router.add_get("/gone", gone)
+    app.router.add_get("/small", small)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -290,6 +295,34 @@ async def test_a_connection_the_server_will_close_is_not_kept() -> None:
     assert connections == 2
 
 
+async def test_small_bodies_are_read_into_small_buffers_large_ones_into_large() -> None:
+    peers: list[object] = []
+    async with aiohttp_origin(peers) as url, DownloadClient.open(url, FETCH) as client:
+        for _ in range(20):  # 40 KB through one connection: its small buffer is reused
+            assert (await fetch(client, "small"))[1] == BLOB[:2000]
+        assert client.idle_buffer_bytes() == SMALL_READ
+        assert (await fetch(client, "blob"))[1] == BLOB
+        assert (await fetch(client, "chunked"))[1] == BLOB
+        assert client.idle_buffer_bytes() == READ_SIZE
+        assert (await fetch(client, "small"))[1] == BLOB[:2000]
+    assert len(set(peers)) == 1
+
+
+async def test_without_keep_alive_idle_connections_close_and_each_closes_at_its_end() -> None:
+    peers: list[object] = []
+    async with aiohttp_origin(peers) as url, DownloadClient.open(url, FETCH) as client:
+        await asyncio.gather(fetch(client, "small"), fetch(client, "blob"))
+        assert client.idle_buffer_bytes() == SMALL_READ + READ_SIZE  # two kept alive
+        client.keep_idle_connections(False)
+        assert client.idle_buffer_bytes() == 0
+        assert (await fetch(client, "blob"))[1] == BLOB
+        assert client.idle_buffer_bytes() == 0
+        client.keep_idle_connections(True)
+        assert [(await fetch(client, "small"))[1] for _ in "ab"] == [BLOB[:2000]] * 2
+        assert client.idle_buffer_bytes() == SMALL_READ
+    assert len(set(peers)) == 4  # two, one after they closed, one kept alive for two requests
+
+
 def test_a_read_buffer_is_reused_only_once_no_chunk_of_it_is_alive() -> None:
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
@@ -311,6 +344,7 @@ async def test_polls_are_conditional_and_bounded_on_connections_of_their_own(
         async with OriginClient.open(nginx.url, FETCH) as origin:
             url = origin.path_url("blob")
             first = await origin.fetch_small(url, max_bytes=len(BLOB), now=0.0)
+            assert origin.idle_buffer_bytes() == 0  # kept alive, without its 256 KiB buffer
             again = await origin.fetch_small(
                 url,
                 etag=first.etag,

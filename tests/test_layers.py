@@ -81,6 +81,10 @@ def _loaded(modules: str, heavy: tuple[str, ...]) -> list[str]:
 # client alone was 14 MiB of a fetch worker (and ~0.1 s of every start, most of it its
 # CA store); cryptography adds 8 MiB, prometheus_client, yaml and SQLite a few each. The
 # one-shot ``sync`` (without fleet) serves no HTTP and speaks to no S3, MQTT or etcd.
+# A fetch worker takes its settings as a FetchConfig, not from YAML (the parser and
+# its checks), retries in a plain loop (tenacity), parses an HTTP date only from a
+# Retry-After (email), logs through the daemon (structlog) and needs shutil (bz2,
+# lzma) only to remove a directory: ~3 MiB of each worker.
 SERVERS_AND_CLIENTS = ("aiohttp.web", "aiobotocore", "botocore", "aiomqtt")
 PROCESS_IMPORTS = {
     "daemon": ("mirrord.shell.cli, mirrord.shell.daemon", ("aiobotocore", "botocore", "aiomqtt")),
@@ -98,6 +102,11 @@ PROCESS_IMPORTS = {
             "prometheus_client",
             "yaml",
             "sqlite3",
+            "mirrord.core.config.parse",
+            "tenacity",
+            "email",
+            "structlog",
+            "shutil",
         ),
     ),
 }

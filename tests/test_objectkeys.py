@@ -180,3 +180,13 @@ def test_the_bucket_etag_cache_remembers_both_kinds_of_key(tmp_path: Path) -> No
     entries = {(plain, 10): "0" * 32, (package, 20): "1" * 32 + "-2"}
     EtagCache(tmp_path / "etags", 8, 4).add(entries)
     assert EtagCache(tmp_path / "etags", 8, 4).load() == entries
+
+
+def test_removing_an_object_removes_a_directory_in_its_place(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    key = "ab" * 32
+    path = store.object_path(key)
+    (path / "deep").mkdir(parents=True)
+    (path / "deep" / "file").write_bytes(b"x")
+    assert store.remove(key) and not path.exists()
+    assert not store.remove(key)

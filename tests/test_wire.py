@@ -30,6 +30,7 @@ from mirrord.fetch.wire import (
     Hello,
     Job,
     Limit,
+    Log,
     Message,
     Outbox,
     Ready,
@@ -51,12 +52,11 @@ EVENTS = JobEvents(4096, ("network", "verification"), ("checksum",))
 SCHEDULE = (ScheduleWindow(0, 360, None), ScheduleWindow(360, 1440, 2.5e6))
 
 MESSAGES: list[Message] = [
-    Hello("https://origin.test/alpine", "/srv/mirrord", "info", "json", FetchConfig()),
+    Hello("https://origin.test/alpine", "/srv/mirrord", "info", FetchConfig()),
     Hello(
         "http://127.0.0.1:8080",
         "/tmp/store",
         "debug",
-        "console",
         FetchConfig(concurrency=3, rate_limit=1e6, burst=65536, schedule=SCHEDULE, processes=4),
     ),
     Limit(rate=None, burst=4 << 20, chunk=1 << 18),
@@ -71,6 +71,7 @@ MESSAGES: list[Message] = [
     Done(10, StoredObject(SHA, REF.size), EVENTS, received=REF.size),
     Fail(11, error_to_wire(StoreError("/srv", "gone")), JobEvents(), received=1),
     Fail(9, error_to_wire(StoreError("/srv/mirrord/objects", "disk full")), EVENTS),
+    Log("warning", "fetch.package.verify_failed", {"attempt": 1, "what": "size", "x": None}),
 ]
 
 
@@ -93,6 +94,7 @@ def test_every_message_kind_is_covered() -> None:
         Received,
         Done,
         Fail,
+        Log,
     }
 
 

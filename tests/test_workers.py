@@ -72,6 +72,13 @@ async def test_worker_failures_come_back_as_the_same_errors(mirror: Mirror) -> N
     )
     assert len(mirror.origin.requests_for(PATH)) == 2
     assert not config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz").exists()
+    # Logged in the workers, written by the daemon's logger with the worker's pid.
+    logged = mirror.logs.events("fetch.package.verify_failed")
+    assert [(r["package"], r["attempt"], r["level"]) for r in logged] == [
+        (TARGET.filename, 1, "warning"),
+        (TARGET.filename, 2, "warning"),
+    ]
+    assert all(type(r["worker"]) is int and r["worker"] != os.getpid() for r in logged)
 
     mirror.origin.add_fault(PATH, Fault.http(404))
     (result,) = await mirror.sync(config)
@@ -188,10 +195,11 @@ async def test_only_the_arches_a_run_syncs_start_the_workers_at_once(mirror: Mir
 STOP_AT_START = "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n"
 
 
-async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready(
+async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready_then_its_connections_close(
     mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Workers spend a few hundred ms importing: until one is up, the daemon downloads."""
+    """Workers spend a few hundred ms importing: until one is up, the daemon downloads.
+    Then its own download connections (and their read buffers) would only sit idle."""
     mirror.tree.put(KEY, simple_specs("a", 20, payload=2000))
     hold = tmp_path / "hold"
     hold.mkdir()
@@ -207,12 +215,17 @@ async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready(
             assert result.outcome == "published" and result.fetched == 20
             pids = adaptive.pool.worker_pids()
             assert len(pids) == 2 and not adaptive.pool.ready
+            assert adaptive.local.idle_buffer_bytes() > 0  # keep-alive while it downloads
         finally:
             for pid in adaptive.pool.worker_pids():
                 os.kill(pid, signal.SIGCONT)
         await adaptive.pool.wait_up()
         assert adaptive.pool.ready
-    assert check_published(config).files == 20
+        mirror.tree.put(KEY, [*simple_specs("a", 20, payload=2000), *simple_specs("b", 10)])
+        (handed,) = await runtime.engine.run_pass()
+        assert handed.outcome == "published" and handed.fetched == 10
+        assert adaptive.local.idle_buffer_bytes() == 0
+    assert check_published(config).files == 30
 
 
 @pytest.mark.parametrize(("worker_cpu", "policy"), [("idle", os.SCHED_IDLE), ("normal", 0)])

@@ -21,7 +21,8 @@ from typing import TextIO
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.alpine.signing import Keyring
-from mirrord.core.config import Config, parse_config
+from mirrord.core.config import Config
+from mirrord.core.config.parse import parse_config
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_bytes
 from mirrord.demo.origin import OriginServer

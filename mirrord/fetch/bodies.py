@@ -79,6 +79,13 @@ class DownloadClient:
         finally:
             pool.close()
 
+    def keep_idle_connections(self, keep: bool) -> None:
+        """Keep-alive on (the default) or off: see ``ConnectionPool.keep_idle``."""
+        self._pool.keep_idle(keep)
+
+    def idle_buffer_bytes(self) -> int:
+        return self._pool.idle_buffer_bytes()
+
     def url(self, key: ArchKey, name: str) -> str:
         # Branch, repo, arch and package names are validated to a URL-safe
         # alphabet (apart from '+', which quote() escapes).

@@ -20,8 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from structlog.typing import FilteringBoundLogger
-
 from mirrord.alpine.apkpackage import PackageDigest, PackageDigester, check_package
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig
@@ -32,6 +30,7 @@ from mirrord.core.errors import (
     StoreError,
     TransientOriginError,
 )
+from mirrord.core.eventlog import EventLog
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.bodies import BodyChunks, DownloadClient
 from mirrord.fetch.events import FetchEvents
@@ -56,7 +55,7 @@ class Unthrottled:
 
 
 @contextmanager
-def crash_boundary(ref: PackageRef, log: FilteringBoundLogger) -> Iterator[None]:
+def crash_boundary(ref: PackageRef, log: EventLog) -> Iterator[None]:
     """A bug while fetching ``ref`` costs this package (an InternalError), not the process."""
     try:
         yield
@@ -189,7 +188,7 @@ class PackageDownloader:
         config: FetchConfig,
         *,
         clock: Clock,
-        log: FilteringBoundLogger,
+        log: EventLog,
         events: FetchEvents,
         throttle: Throttle | None = None,
         rng: random.Random | None = None,
@@ -202,6 +201,14 @@ class PackageDownloader:
         self._events = events
         self.throttle: Throttle = throttle or Unthrottled()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def keep_idle_connections(self, keep: bool) -> None:
+        """Off while other processes download: this one's idle connections close."""
+        self._origin.keep_idle_connections(keep)
+
+    def idle_buffer_bytes(self) -> int:
+        """Read buffers its idle connections hold."""
+        return self._origin.idle_buffer_bytes()
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
         """Store exactly what ``ref`` promises under its digest (not yet durable)."""

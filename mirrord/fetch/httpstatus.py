@@ -6,7 +6,6 @@ listings and package bodies).
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Mapping
 
 from mirrord import __version__
@@ -35,6 +34,10 @@ def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> 
 def parse_http_date(value: str | None) -> float | None:
     if not value:
         return None
+    # Imported here: the email package is ~1 MiB of every fetch worker, which needs a
+    # date only from a Retry-After in one, rarely.
+    import email.utils
+
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -61,12 +61,17 @@ class OriginClient:
             connect_timeout=fetch.connect_timeout,
             read_timeout=fetch.read_timeout,
             user_agent=USER_AGENT,
+            idle_buffers=False,  # an index a pass: 256 KiB each would idle in between
         )
         try:
             async with DownloadClient.open(base_url, fetch, receive_buffer) as downloads:
                 yield cls(base_url, polls, downloads)
         finally:
             polls.close()
+
+    def idle_buffer_bytes(self) -> int:
+        """Read buffers the idle poll and download connections hold."""
+        return self._polls.idle_buffer_bytes() + self.downloads.idle_buffer_bytes()
 
     def url(self, key: ArchKey, name: str) -> str:
         return self.downloads.url(key, name)

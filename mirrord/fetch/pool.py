@@ -53,7 +53,10 @@ class ConnectionPool:
         read_timeout: float,
         user_agent: str,
         receive_buffer: Callable[[], int | None] = lambda: None,
+        idle_buffers: bool = True,
     ) -> None:
+        """``idle_buffers`` False: a connection going idle drops a large read buffer, for
+        connections that carry a few big bodies a pass (indexes), not a stream of them."""
         self._limit = limit
         self._per_host = per_host
         self._connect_timeout = connect_timeout
@@ -65,12 +68,31 @@ class ConnectionPool:
         self._total = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._tls: ssl.SSLContext | None = None
+        self._keep_idle = True
+        self._idle_buffers = idle_buffers
 
     def close(self) -> None:
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()
         self._idle.clear()
+
+    def keep_idle(self, keep: bool) -> None:
+        """Whether a finished connection waits for the next request (keep-alive).
+
+        Off, the idle connections close now and each one closes as its response
+        ends: a connection keeps a read buffer of up to 256 KiB while it waits.
+        """
+        self._keep_idle = keep
+        if not keep:
+            for key, connections in self._idle.items():
+                while connections:
+                    connections.pop().close()
+                    self._forget(key)
+
+    def idle_buffer_bytes(self) -> int:
+        """Bytes of read buffers the idle connections hold."""
+        return sum(c.buffer_size for connections in self._idle.values() for c in connections)
 
     @asynccontextmanager
     async def get(self, url: str, headers: dict[str, str]) -> AsyncIterator[Response]:
@@ -219,7 +241,14 @@ class ConnectionPool:
         return self._tls
 
     def _release(self, key: _Key, connection: Connection) -> None:
-        if connection.reusable and connection.finished and not connection.closed:
+        if (
+            self._keep_idle
+            and connection.reusable
+            and connection.finished
+            and not connection.closed
+        ):
+            if not self._idle_buffers:
+                connection.drop_large_buffer()
             self._idle.setdefault(key, []).append(connection)
             self._wake_one()
         else:

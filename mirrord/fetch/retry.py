@@ -1,10 +1,10 @@
-"""The retry policy for talking to the origin (tenacity, on the injectable clock).
+"""The retry policy for talking to the origin, on the injectable clock.
 
 Only TransientOriginError is retried: exponential backoff with jitter, or the
 origin's Retry-After when it sends one; at most ``fetch.attempts`` tries and
-``fetch.retry_max_time`` seconds in total. The first try runs without
-tenacity's machinery: almost every request succeeds at once, and at thousands
-of small packages a second that overhead shows.
+``fetch.retry_max_time`` seconds in total. A plain loop, not tenacity: it runs
+in every fetch worker, where tenacity's import was ~0.5 MiB (issue 15), and
+its machinery cost time at thousands of small packages a second.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig
@@ -25,10 +23,6 @@ T = TypeVar("T")
 
 class OnRetry(Protocol):
     def __call__(self, attempt: int, error: BaseException, wait: float) -> None: ...
-
-
-def is_transient(error: BaseException) -> bool:
-    return isinstance(error, TransientOriginError)
 
 
 def delay_before_retry(
@@ -55,43 +49,14 @@ async def call_with_retries(
     on_retry: OnRetry,
 ) -> T:
     started = clock.monotonic()
-
-    def out_of_budget(attempts_made: int) -> bool:
-        return (
-            attempts_made >= config.attempts or clock.monotonic() - started >= config.retry_max_time
-        )
-
-    try:
-        return await attempt()
-    except TransientOriginError as error:
-        if out_of_budget(1):
-            raise
-        wait = delay_before_retry(error, 1, rng, config.retry_max_time)
-        on_retry(1, error, wait)
-        await clock.sleep(wait)
-
-    def stop(state: RetryCallState) -> bool:
-        return out_of_budget(state.attempt_number + 1)
-
-    def wait_for(state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        return delay_before_retry(error, state.attempt_number + 1, rng, config.retry_max_time)
-
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        assert error is not None
-        on_retry(state.attempt_number + 1, error, state.upcoming_sleep)
-
-    async def again() -> T:  # tenacity needs a coroutine function, not a lambda
-        return await attempt()
-
-    policy = AsyncRetrying(
-        stop=stop,
-        wait=wait_for,
-        retry=retry_if_exception(is_transient),
-        sleep=clock.sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    result: T = await policy(again)
-    return result
+    made = 0
+    while True:
+        made += 1
+        try:
+            return await attempt()
+        except TransientOriginError as error:
+            if made >= config.attempts or clock.monotonic() - started >= config.retry_max_time:
+                raise
+            wait = delay_before_retry(error, made, rng, config.retry_max_time)
+            on_retry(made, error, wait)
+            await clock.sleep(wait)

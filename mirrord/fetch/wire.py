@@ -1,7 +1,7 @@
 """Messages between the daemon and its fetch worker processes: typed, one JSON line each.
 
     daemon -> worker   Hello (the first line), Limit, Job, Grant
-    worker -> daemon   Want, Received, Done or Fail (one per Job, with its events)
+    worker -> daemon   Want, Received, Done or Fail (one per Job, with its events), Log
 
 Every message is a frozen dataclass; its ``TAG`` goes on the wire as ``"t"``
 and its fields as the other keys. ``decode`` checks each field against its
@@ -68,7 +68,6 @@ class Hello:
     origin: str
     storage: str
     log_level: str
-    log_format: str
     fetch: FetchConfig  # with this worker's share of the connection limits
 
 
@@ -139,7 +138,17 @@ class Fail:
     received: int = 0
 
 
-Message = Hello | Limit | Job | Grant | Want | Ready | Received | Done | Fail
+@dataclass(frozen=True, slots=True)
+class Log:
+    """An event the worker logs: the daemon writes it, with ``worker=PID``, to its log."""
+
+    TAG: ClassVar[str] = "log"
+    level: str  # debug, info, warning or error
+    event: str
+    fields: dict[str, Any]  # JSON values
+
+
+Message = Hello | Limit | Job | Grant | Want | Ready | Received | Done | Fail | Log
 _BY_TAG: dict[str, type[Message]] = {kind.TAG: kind for kind in typing.get_args(Message)}
 
 
@@ -210,8 +219,10 @@ def _converter(hint: Any) -> _Convert:
 
 def _make_converter(hint: Any) -> _Convert:
     """The types that messages and FetchConfig use: dataclasses, tuple[X, ...], X | None,
-    float (an int is accepted), int, str and bool."""
+    float (an int is accepted), int, str, bool and dict[str, Any] (any JSON object)."""
     origin = typing.get_origin(hint)
+    if origin is dict:
+        return _json_object
     if origin is types.UnionType or origin is typing.Union:  # only ``X | None`` is used
         (inner,) = [arg for arg in typing.get_args(hint) if arg is not types.NoneType]
         convert_inner = _converter(inner)
@@ -225,6 +236,12 @@ def _make_converter(hint: Any) -> _Convert:
     if hint in (int, str, bool):
         return _exactly(hint)
     raise TypeError(f"no wire form for {hint!r}")
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if type(value) is dict:
+        return value
+    raise _Mismatch(f"expected an object, got {value!r}")
 
 
 def _float(value: Any) -> float:

@@ -11,8 +11,9 @@ a rate limit is in force it asks for tokens with Want (``mirrord.fetch.grants``)
 
 Like a download on the daemon's own loop, a worker names each verified
 package under ``objects/`` itself; making it durable and recording it (the
-group commit) stays with the daemon. The worker exits when the socket closes,
-and asks the kernel to kill it if the daemon dies first.
+group commit) stays with the daemon. It logs through the daemon too (``Log``
+messages): no logging library in each worker. The worker exits when the socket
+closes, and asks the kernel to kill it if the daemon dies first.
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ import random
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
-
-from structlog.typing import FilteringBoundLogger
+from typing import Any
 
 from mirrord.core.aio import run_async
 from mirrord.core.clock import SystemClock
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import MirrordError, WorkerProtocolError
+from mirrord.core.eventlog import EventLog
 from mirrord.core.heap import cap_arenas
-from mirrord.core.logs import make_logger
 from mirrord.fetch.bodies import DownloadClient
 from mirrord.fetch.download import PackageDownloader, crash_boundary
 from mirrord.fetch.events import EventRecorder
@@ -46,6 +47,7 @@ from mirrord.fetch.wire import (
     Hello,
     Job,
     Limit,
+    Log,
     Message,
     Outbox,
     Ready,
@@ -67,6 +69,35 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class WireLog:
+    """The worker's EventLog: each event at or above ``level`` goes to the daemon."""
+
+    def __init__(self, send: Callable[[Message], None], level: str) -> None:
+        self._send = send
+        self._lowest = LOG_LEVELS.index(level)
+
+    def _write(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if LOG_LEVELS.index(level) >= self._lowest:
+            plain = {k: v if _is_json_scalar(v) else str(v) for k, v in fields.items()}
+            self._send(Log(level, event, plain))
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._write("debug", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._write("warning", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._write("error", event, {**fields, "exception": traceback.format_exc()})
+
+
+def _is_json_scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
 class Worker:
     def __init__(
         self,
@@ -75,7 +106,7 @@ class Worker:
         config: FetchConfig,
         send: Callable[[Message], None],
         throttle: GrantedThrottle,
-        log: FilteringBoundLogger,
+        log: EventLog,
     ) -> None:
         self._origin = origin
         self._store = store
@@ -128,15 +159,15 @@ async def serve(sock: socket.socket) -> None:
     if not isinstance(hello, Hello):
         raise WorkerProtocolError(f"expected hello first, got {hello.TAG!r}")
     config = hello.fetch
-    log = make_logger(hello.log_level, hello.log_format).bind(worker=os.getpid())
+    outbox = Outbox(writer)
+    send = outbox.send
+    log = WireLog(send, hello.log_level)
     if config.worker_cpu == "idle":
         try:
             run_on_idle_cpu()
         except OSError as error:  # a sandbox that filters the call: downloads go on as they are
             log.warning("fetch.worker.idle_cpu_refused", error=error.strerror or str(error))
 
-    outbox = Outbox(writer)
-    send = outbox.send
     throttle = GrantedThrottle(send)
     store = ContentStore(Path(hello.storage))
     connections = config.concurrency

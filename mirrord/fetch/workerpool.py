@@ -39,6 +39,7 @@ from mirrord.fetch.wire import (
     Fail,
     Hello,
     Job,
+    Log,
     Message,
     Outbox,
     Ready,
@@ -97,7 +98,11 @@ class AdaptiveDownloader:
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
         if self.pool.ready or self._threshold == 0:  # 0: always the workers
+            # The workers carry the downloads: this process's connections would sit
+            # idle, each holding its read buffer, through the rest of the sync.
+            self.local.keep_idle_connections(False)
             return await self.pool.download(key, ref)
+        self.local.keep_idle_connections(True)
         if self._backlog() >= self._threshold:
             self.pool.start()
         return await self.local.download(key, ref)
@@ -133,7 +138,6 @@ def worker_hello(config: Config) -> Hello:
         origin=config.origin.url,
         storage=str(config.storage.path),
         log_level=config.log.level,
-        log_format=config.log.format,
         fetch=replace(
             fetch,
             concurrency=max(1, -(-fetch.concurrency // share)),
@@ -314,6 +318,16 @@ class ProcessDownloader:
             case Want() as want:
                 assert self._group is not None
                 self._group.create_task(self._grant(worker, want))
+            case Log(level=level, event=event, fields=fields):
+                write = {
+                    "debug": self._log.debug,
+                    "info": self._log.info,
+                    "warning": self._log.warning,
+                    "error": self._log.error,
+                }.get(level)
+                if write is None:
+                    raise WorkerProtocolError(f"no log level {level!r}")
+                write(event, **fields, worker=worker.process.pid)
             case other:
                 raise WorkerProtocolError(f"the daemon takes no {other.TAG!r} message")
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from mirrord import __version__
 from mirrord.alpine.signing import Keyring
 from mirrord.core.aio import run_async
-from mirrord.core.config import Config, load_config
+from mirrord.core.config import Config
+from mirrord.core.config.parse import load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, LockHeldError, MirrordError
 from mirrord.core.heap import cap_arenas, pin_mmap_threshold

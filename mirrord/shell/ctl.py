@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mirrord.core.aio import run_async
-from mirrord.core.config import DEFAULT_CONTROL_SOCKET, load_config
+from mirrord.core.config import DEFAULT_CONTROL_SOCKET
+from mirrord.core.config.parse import load_config
 from mirrord.core.errors import ControlError
 from mirrord.shell.control import render
 from mirrord.shell.control.client import DaemonUnreachable, call

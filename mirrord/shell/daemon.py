@@ -25,7 +25,8 @@ from structlog.typing import FilteringBoundLogger
 from mirrord.alpine.signing import Keyring
 from mirrord.core.aio import first_completed
 from mirrord.core.clock import Clock, SystemClock
-from mirrord.core.config import Config, load_config
+from mirrord.core.config import Config
+from mirrord.core.config.parse import load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
 from mirrord.core.metrics import Metrics

@@ -1,11 +1,13 @@
 """The YAML configuration: parsed into frozen dataclasses, refused with a key path.
 
-Loading is pure apart from reading the file; checks that need the filesystem
-(keys directory, same filesystem for storage and publish) live with the code
-that uses those paths.
+This package names the dataclasses; ``mirrord.core.config.parse`` loads them
+(``load_config``, ``parse_config``). Loading is pure apart from reading the
+file; checks that need the filesystem (keys directory, same filesystem for
+storage and publish) live with the code that uses those paths. A fetch worker
+imports the dataclasses only: the parser and its checks are ~1 MiB of every
+worker (issue 15).
 """
 
-from mirrord.core.config.parse import WORKER_CPU, load_config, parse_config
 from mirrord.core.config.schema import (
     ALPINE_PUSH_TOPICS,
     ANNOUNCE_PREFIX_ROOT,
@@ -33,14 +35,12 @@ from mirrord.core.config.schema import (
     ScheduleWindow,
     StorageConfig,
 )
-from mirrord.core.config.sections import default_processes
 
 __all__ = [
     "ALPINE_PUSH_TOPICS",
     "ANNOUNCE_PREFIX_ROOT",
     "DEFAULT_CONTROL_SOCKET",
     "FASTLY_API",
-    "WORKER_CPU",
     "AnnounceConfig",
     "BrokerConfig",
     "Config",
@@ -62,7 +62,4 @@ __all__ = [
     "S3Config",
     "ScheduleWindow",
     "StorageConfig",
-    "default_processes",
-    "load_config",
-    "parse_config",
 ]
