@@ -13,6 +13,7 @@ from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
+from mirrord.fetch import workerpool
 from mirrord.fetch.workerpool import AdaptiveDownloader
 from mirrord.sync.runtime import open_runtime
 from tests.helpers import Mirror, check_published
@@ -212,6 +213,7 @@ async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready_then_its_connec
         try:
             async with asyncio.timeout(60):  # a job sent to a stopped worker never ends
                 (result,) = await runtime.engine.run_pass()  # the workers stay stopped
+                await adaptive.pool.wait_started()  # the second may start after the pass
             assert result.outcome == "published" and result.fetched == 20
             pids = adaptive.pool.worker_pids()
             assert len(pids) == 2 and not adaptive.pool.ready
@@ -226,6 +228,31 @@ async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready_then_its_connec
         assert handed.outcome == "published" and handed.fetched == 10
         assert adaptive.local.idle_buffer_bytes() == 0
     assert check_published(config).files == 30
+
+
+async def test_a_worker_that_does_not_exit_is_killed_and_the_stop_goes_on(
+    mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wedged worker (here stopped before its first import) must not hang the daemon's stop."""
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "sitecustomize.py").write_text(STOP_AT_START)
+    monkeypatch.setenv("PYTHONPATH", str(hold))
+    monkeypatch.setattr(workerpool, "EXIT_WAIT", 0.2)
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 0})
+    async with asyncio.timeout(60):
+        async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+            adaptive = runtime.fetcher.downloader
+            assert isinstance(adaptive, AdaptiveDownloader)
+            await adaptive.pool.wait_started()
+            pids = adaptive.pool.worker_pids()
+            assert len(pids) == 2
+    for pid in pids:  # killed and reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    killed = mirror.logs.events("fetch.worker.killed")
+    assert sorted(event["index"] for event in killed) == [0, 1]
 
 
 @pytest.mark.parametrize(("worker_cpu", "policy"), [("idle", os.SCHED_IDLE), ("normal", 0)])

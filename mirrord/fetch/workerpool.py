@@ -54,6 +54,7 @@ from mirrord.storage.store import StoredObject
 RESTART_DELAY = 1.0
 POOL_THRESHOLD = 128  # queued downloads that make it worth starting the worker processes
 LIVE_WAIT = 30.0
+EXIT_WAIT = 10.0  # seconds a worker has to exit once its socket closed, before SIGKILL
 
 
 @dataclass
@@ -183,6 +184,10 @@ class ProcessDownloader:
         """Until a worker has said Ready (or the pool is stopping)."""
         await self._live.wait()
 
+    async def wait_started(self) -> None:
+        """Until every worker process has been started (Ready or not), or the pool stops."""
+        await self._ready.wait()
+
     # --- Downloader ---------------------------------------------------------------
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
@@ -277,6 +282,24 @@ class ProcessDownloader:
             self._ready.set()
         return worker
 
+    async def _reap(self, worker: _Process) -> None:
+        """Wait for the process to exit; kill one that does not (stopped, wedged): a stop
+        of the daemon must not hang on it."""
+        try:
+            async with asyncio.timeout(EXIT_WAIT):
+                await worker.process.wait()
+                return
+        except TimeoutError:
+            pass
+        self._log.warning(
+            "fetch.worker.killed",
+            index=worker.index,
+            reason=f"not exited {EXIT_WAIT:g} s after its socket closed",
+        )
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+        await worker.process.wait()
+
     async def _serve(self, worker: _Process) -> None:
         try:
             while line := await worker.reader.readline():
@@ -291,7 +314,7 @@ class ProcessDownloader:
             with contextlib.suppress(ProcessLookupError):
                 if self._stopping is False:
                     worker.process.kill()
-            await worker.process.wait()
+            await self._reap(worker)
             failure: MirrordError = (
                 ShuttingDownError()
                 if self._stopping
