@@ -350,7 +350,8 @@ class ProcessDownloader:
                 }.get(level)
                 if write is None:
                     raise WorkerProtocolError(f"no log level {level!r}")
-                write(event, **fields, worker=worker.process.pid)
+                fields.pop("event", None)  # a field by that name would clash with the event's
+                write(event, **{**fields, "worker": worker.process.pid})
             case other:
                 raise WorkerProtocolError(f"the daemon takes no {other.TAG!r} message")
 
