@@ -83,6 +83,8 @@ class ConnectionPool:
         Off, the idle connections close now and each one closes as its response
         ends: a connection keeps a read buffer of up to 256 KiB while it waits.
         """
+        if keep == self._keep_idle:  # asked on every download: a change is rare
+            return
         self._keep_idle = keep
         if not keep:
             for key, connections in self._idle.items():
