@@ -19,6 +19,7 @@ from benchmarks.report import Run, machine, render, source_state
 from benchmarks.results import ScenarioResult
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.scenarios.throughput import throughput
+from benchmarks.scratchdisk import scratch_disk
 from benchmarks.sets import DataSets
 from benchmarks.settings import FULL, QUICK
 
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="cached data sets and scratch space (default benchmarks/work/)",
     )
     parser.add_argument(
+        "--disk",
+        choices=("image", "work"),
+        default="image",
+        help="where data and runs live: 'image' (default) an ext4 image with a journal in "
+        "WORK, loop-mounted (falls back to WORK itself when that is not possible); "
+        "'work' the work directory's own filesystem",
+    )
+    parser.add_argument(
         "--output", type=Path, default=HERE / "RESULTS.md", help="the report to write"
     )
     parser.add_argument(
@@ -79,24 +88,11 @@ def compile_sources() -> None:
     compileall.compile_dir(HERE.parent / "mirrord", quiet=1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop)
-    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
-    if runs < 1:
-        build_parser().error("--runs must be at least 1")
-    network = "the machine's loopback (shared)"
-    if not args.shared_loopback:
-        refused = enter_private_loopback()
-        network = (
-            f"the machine's loopback (shared: no private namespace, {refused})"
-            if refused
-            else "a private network namespace: its own loopback, no other traffic"
-        )
-    _progress(f"network: {network}")
-    compile_sources()
+def _run_scenarios(
+    args: argparse.Namespace, command: str, runs: int, network: str, work: Path, disk: str
+) -> tuple[Run, list[ScenarioResult]]:
+    """Every scenario asked for, in order; a failing one is reported and the rest still run."""
     sizes = QUICK if args.quick else FULL
-    work = args.work.resolve()
     sets = DataSets(work / ("data-quick" if args.quick else "data"), sizes, _progress)
     bench = Bench(sets, sizes, runs, work, _progress)
     started = datetime.now(UTC)
@@ -116,19 +112,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(
         started=started,
         finished=datetime.now(UTC),
-        command=shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])]),
+        command=command,
         runs=runs,
         quick=args.quick,
         root=HERE.parent,
         network=network,
+        disk=disk,
         sources=tuple(sources),
     )
+    return run, ordered
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    if runs < 1:
+        build_parser().error("--runs must be at least 1")
+    network = "the machine's loopback (shared)"
+    if not args.shared_loopback:
+        refused = enter_private_loopback()
+        network = (
+            f"the machine's loopback (shared: no private namespace, {refused})"
+            if refused
+            else "a private network namespace: its own loopback, no other traffic"
+        )
+    _progress(f"network: {network}")
+    compile_sources()
+    with scratch_disk(args.work.resolve(), _progress, journaled=args.disk == "image") as disk:
+        _progress(f"disk: {disk.description}")
+        command = shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])])
+        run, results = _run_scenarios(args, command, runs, network, disk.path, disk.description)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     history_file = HERE / "HISTORY.md"
     history = history_file.read_text() if history_file.exists() else ""
-    args.output.write_text(render(ordered, run, machine(HERE.parent), history))
+    args.output.write_text(render(results, run, machine(HERE.parent), history))
     _progress(f"wrote {args.output}")
-    return 1 if any(r.error for r in results.values()) else 0
+    return 1 if any(r.error for r in results) else 0
 
 
 if __name__ == "__main__":

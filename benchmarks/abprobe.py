@@ -26,6 +26,7 @@ from pathlib import Path
 from benchmarks import measure, mirrordrun
 from benchmarks.netns import enter_private_loopback
 from benchmarks.scenarios.common import MAIN, trial
+from benchmarks.scratchdisk import scratch_disk
 from benchmarks.servers import DelayProxy, LoggedNginx
 from benchmarks.sets import DataSets
 from benchmarks.settings import FULL
@@ -75,11 +76,27 @@ def main() -> None:
         f"{WAN_RATE_MBIT} Mbit/s per connection, as the wan scenario",
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/abprobe"))
+    parser.add_argument(
+        "--disk",
+        choices=("image", "work"),
+        default="image",
+        help="as python -m benchmarks: a journaled ext4 image in WORK, or WORK itself",
+    )
     args = parser.parse_args()
     enter_private_loopback()
-    sets = DataSets(args.work / "data", FULL, lambda message: print(message, flush=True))
+    with scratch_disk(args.work.resolve(), _say, journaled=args.disk == "image") as disk:
+        _say(f"disk: {disk.description}")
+        probe(args, disk.path)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def probe(args: argparse.Namespace, work: Path) -> None:
+    sets = DataSets(work / "data", FULL, _say)
     dataset = getattr(sets, args.set)()
-    directory = fresh(args.work / "probe" / args.set)
+    directory = fresh(work / "probe" / args.set)
     logs = directory / "logs"
     logs.mkdir()
     origin = LiveOrigin(directory / "origin", sets.key)

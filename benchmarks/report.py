@@ -70,6 +70,7 @@ class Run:
     quick: bool
     root: Path
     network: str
+    disk: str  # where data and runs were written (benchmarks/scratchdisk.py)
     sources: tuple[str, ...]  # source_state() before the first scenario and after each one
 
 
@@ -121,7 +122,17 @@ def render(
         "",
         "## Machine",
         "",
-        *table(Table(("", ""), (*host, ("network", run.network), ("mirrord", run.sources[0])))),
+        *table(
+            Table(
+                ("", ""),
+                (
+                    *host,
+                    ("network", run.network),
+                    ("disk", run.disk),
+                    ("mirrord", run.sources[0]),
+                ),
+            )
+        ),
         "",
     ]
     if len(set(run.sources)) > 1:

@@ -122,6 +122,7 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     sections = _sections(report)
     machine = _first_table(sections["Machine"])[1]
     assert _numeric(machine["cores"][0])
+    assert "ext4 with a journal" in machine["disk"][0] or "no image" in machine["disk"][0]
     assert machine["Python"][0].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
 
     for name in SCENARIOS:
