@@ -42,7 +42,10 @@ from mirrord.storage.store import ContentStore, StoredObject, TempObject
 IOV_MAX = 1024
 WRITEBACK_EVERY = 8 << 20
 FLUSH_AT = 1 << 20  # hand bytes to the hashing/writing thread in batches this big
-INLINE_MAX = 128 << 10  # smaller packages are hashed and written on the event loop
+# A body that arrived whole, up to this size, is hashed and written on the event
+# loop: a thread would cost a hop and, while it hashes, a GIL hand-off with the
+# loop for every chunk (a fetch worker's pool threads made ~30 futex calls a file).
+INLINE_MAX = FLUSH_AT
 
 
 class Throttle(Protocol):
@@ -287,8 +290,6 @@ class PackageDownloader:
         finally:
             self._events.received(key, counter.bytes)
         if sink.written == 0 and sum(map(len, tail)) <= INLINE_MAX:
-            # Most packages are a few tens of KB: hashing and writing them here
-            # costs less than the hop to a worker thread and back.
             return sink.complete(tail)
         return await asyncio.to_thread(sink.complete, tail)
 
