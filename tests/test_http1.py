@@ -21,6 +21,8 @@ from mirrord.core.errors import PermanentOriginError, TransientOriginError
 from mirrord.fetch.bodies import DownloadClient, DownloadStart
 from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared
 from mirrord.fetch.origin import OriginClient
+from mirrord.fetch.pool import ConnectionPool
+from mirrord.fetch.pool import _split as pool_split
 from tests.nginx import Nginx
 
 BLOB = os.urandom(700_000)  # several reads, so a body spans buffers
@@ -365,3 +367,39 @@ async def test_polls_are_conditional_and_bounded_on_connections_of_their_own(
             await origin.fetch_small(origin.path_url("chunked"), max_bytes=1000, now=0.0)
         moved = await origin.fetch_small(origin.path_url("moved"), max_bytes=len(BLOB), now=0.0)
     assert moved.body == BLOB
+
+
+def test_a_remembered_origin_splits_every_url_as_a_full_parse_does() -> None:
+    pool = ConnectionPool(
+        limit=1, per_host=1, connect_timeout=1.0, read_timeout=1.0, user_agent="test"
+    )
+    urls = [
+        "http://127.0.0.1:8080/v3.20/main/x86_64/a-1.0-r0.apk",
+        "http://127.0.0.1:8080/v3.20/main/x86_64/b%2Bc-1.0-r0.apk",
+        "http://127.0.0.1:8080/x?q=1",
+        "http://127.0.0.1:8080/x?",
+        "http://127.0.0.1:8080/x#frag",
+        "http://127.0.0.1:8080/x\ty",
+        "http://127.0.0.1:8080/x ",
+        "http://127.0.0.1:8080/",
+        "http://127.0.0.1:8080",
+        "https://[::1]/a/b",
+        "https://[::1]:8443/a/b",
+        "http://EXAMPLE.org/a",
+        "http://example.org:80/a",
+        "http://example.org:99999/a",
+        "ftp://example.org/a",
+        "http:///a",
+    ]
+    for _round in range(2):  # the second round answers from the remembered origins
+        for url in urls:
+            try:
+                expected: object = pool_split(url)
+            except PermanentOriginError as error:
+                expected = str(error)
+            try:
+                actual: object = pool._split(url)
+            except PermanentOriginError as error:
+                actual = str(error)
+            assert actual == expected, url
+    assert "http://127.0.0.1:8080" in pool._keys

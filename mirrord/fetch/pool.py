@@ -8,6 +8,7 @@ turns out closed by the server, and failures enter mirrord's error tree here
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections import deque
@@ -21,6 +22,10 @@ from mirrord.core.errors import OriginError, PermanentOriginError, TransientOrig
 from mirrord.fetch.http1 import BadResponse, Body, Connection, StaleConnection, TransientBody
 
 MAX_REDIRECTS = 10
+MAX_ORIGIN_KEYS = 64  # origins (scheme://host:port) remembered parsed; redirects add some
+# What urlsplit would treat specially past the authority (a query, a fragment, the
+# characters it removes): such a URL is parsed in full every time.
+_NEEDS_PARSING = re.compile(r"[?#\t\r\n]")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -70,6 +75,7 @@ class ConnectionPool:
         self._tls: ssl.SSLContext | None = None
         self._keep_idle = True
         self._idle_buffers = idle_buffers
+        self._keys: dict[str, _Key] = {}  # "scheme://authority" -> its parsed _Key
 
     def close(self) -> None:
         for connections in self._idle.values():
@@ -100,7 +106,7 @@ class ConnectionPool:
     async def get(self, url: str, headers: dict[str, str]) -> AsyncIterator[Response]:
         """GET ``url`` following redirects; the body is read inside the block."""
         for _ in range(MAX_REDIRECTS + 1):
-            key, target = _split(url)
+            key, target = self._split(url)
             connection = await self._request(url, key, target, headers)
             head = connection.head
             assert head is not None
@@ -115,6 +121,18 @@ class ConnectionPool:
                 self._release(key, connection)
             return
         raise TransientOriginError(url, f"more than {MAX_REDIRECTS} redirects")
+
+    def _split(self, url: str) -> tuple[_Key, str]:
+        """``_split(url)``, without parsing again an origin already seen (once per download)."""
+        authority_end = url.find("/", url.find("://") + 3)
+        if authority_end > 0 and not _NEEDS_PARSING.search(url) and url[-1] > " ":
+            key = self._keys.get(url[:authority_end])
+            if key is not None:
+                return key, url[authority_end:]
+        key, target = _split(url)
+        if authority_end > 0 and len(self._keys) < MAX_ORIGIN_KEYS:
+            self._keys[url[:authority_end]] = key
+        return key, target
 
     async def _request(
         self, url: str, key: _Key, target: str, headers: dict[str, str]

@@ -40,13 +40,14 @@ class Publisher:
             path.mkdir(exist_ok=True)
             fsync_dir(path.parent)
 
-    def link(self, source: Path, target: Path) -> None:
+    def link(self, source: str | Path, target: str | Path) -> None:
         try:
             os.link(source, target)
             return
         except FileExistsError:
             if os.path.samefile(source, target):
                 return
+        target = Path(target)
         temp = target.with_name(f"{TEMP_MARK}{target.name}")
         unlink_if_exists(temp)
         os.link(source, temp)
@@ -56,8 +57,10 @@ class Publisher:
         """Link the files in, durably; nothing any index lists changes (fleet mode waits here)."""
         directory = self.arch_dir(key)
         self.ensure_dir(directory)
+        prefix = f"{directory}/"
+        object_file = self.store.object_file
         for published in link:
-            self.link(self.store.object_path(published.sha256), directory / published.filename)
+            self.link(object_file(published.sha256), prefix + published.filename)
         self._crash.reach("publish.after_links")
         fsync_dir(directory)  # the links are durable before the index that lists them
 

@@ -56,6 +56,7 @@ class ContentStore:
     def __init__(self, root: Path, syncer: Syncer | None = None) -> None:
         self.root = root
         self.objects = root / "objects" / "sha256"  # also where unnamed temp files are made
+        self._objects_root = str(root / "objects")
         self.tmp = root / "tmp"
         self._syncer = syncer or Syncer()
         self._temp_prefix = f"{os.getpid()}-{os.urandom(4).hex()}-"
@@ -84,6 +85,11 @@ class ContentStore:
     def object_path(self, key: str) -> Path:
         kind, name = split_key(key)
         return self.root / "objects" / kind / name[:2] / name
+
+    def object_file(self, key: str) -> str:
+        """``object_path`` as a string, built without pathlib's joins (once per file)."""
+        kind, name = split_key(key)
+        return f"{self._objects_root}/{kind}/{name[:2]}/{name}"
 
     def has(self, key: str) -> bool:
         return self.object_path(key).is_file()
@@ -118,7 +124,7 @@ class ContentStore:
         If the object exists already (same digest, same bytes), the existing
         inode stays: it may be hard-linked into the published tree.
         """
-        target = str(self.object_path(key))
+        target = self.object_file(key)
         if temp.path is not None:
             self.place_file(temp.path, key)
             return
@@ -139,7 +145,7 @@ class ContentStore:
 
         Temp files are created read-only (mode 0444), so this is a rename.
         """
-        target = str(self.object_path(key))
+        target = self.object_file(key)
         if os.path.exists(target):
             # Same digest, same bytes: keep the existing inode, which may be
             # hard-linked into the published tree already.
