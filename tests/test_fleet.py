@@ -201,7 +201,7 @@ async def test_no_member_goes_live_before_every_member_staged(etcd: Etcd) -> Non
         assert "/mirrord/nodes/b" not in await client.range_prefix("/mirrord/nodes/")
         assert await a.wait_staged(KEY, D2, 101.0) == Decision(Verdict.GO)
         # Live with D2, a forgets its key for D1 and keeps D2's (for whoever stages it late).
-        await a.went_live(KEY, D2)
+        await a.went_live(KEY, D2, 101.0)
         assert await _staged(client, D1) == set()
         assert await _staged(client, D2) == {"a"}
 
