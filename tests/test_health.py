@@ -165,9 +165,7 @@ async def test_health_before_the_first_publish_after_it_and_while_draining(
         status, body = await _get(f"{url}/health")
         assert status == 503
         assert body is not None
-        assert body["reasons"] == [
-            "draining: this node finishes the syncs in progress, then stops"
-        ]
+        assert body["reasons"] == ["draining: this node finishes the syncs in progress, then stops"]
         report = await ctl(daemon, "status")
         assert "health: UNHEALTHY (GET /health answers 503): draining" in render_status(report)
         mirror.origin.release_stalls.set()
