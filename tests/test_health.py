@@ -9,6 +9,7 @@ import json
 
 import aiohttp
 
+from mirrord.core.config.parse import load_config
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
@@ -17,6 +18,7 @@ from mirrord.sync.health import FleetView, LiveIndex, Served, assess
 from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.helpers import Mirror
 from tests.prom import samples, scrape, value
+from tests.serving import ShippedNginx
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 ARCH = str(KEY)
@@ -127,6 +129,14 @@ async def _get(url: str, method: str = "GET") -> tuple[int, dict[str, object] | 
         return response.status, json.loads(body) if body else None
 
 
+async def _get_raw(url: str) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response,
+    ):
+        return response.status, await response.read()
+
+
 async def test_health_before_the_first_publish_after_it_and_while_draining(
     mirror: Mirror,
 ) -> None:
@@ -170,3 +180,18 @@ async def test_health_before_the_first_publish_after_it_and_while_draining(
         assert "health: UNHEALTHY (GET /health answers 503): draining" in render_status(report)
         mirror.origin.release_stalls.set()
         await daemon.stopping.wait()
+
+
+async def test_the_shipped_nginx_config_answers_the_daemons_verdict(mirror: Mirror) -> None:
+    """A balancer probes nginx, the server that serves: it sees the daemon's answer, and
+    502 once the daemon is gone."""
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    config_path = daemon_config(mirror, KEY)
+    config = load_config(config_path)
+    prefix = mirror.tmp / "nginx"
+    with ShippedNginx(config.publish.path, prefix, health=config.metrics.listen) as nginx:
+        async with running_daemon(mirror, config_path) as daemon:
+            await synced(daemon, 1)
+            assert await _get(f"{nginx.url}/health") == (200, {"healthy": True, "fleet": "off"})
+        status, _ = await _get_raw(f"{nginx.url}/health")
+        assert status == 502
