@@ -258,6 +258,13 @@ async def test_etcd_unreachable_goes_live_alone_after_the_timeout() -> None:
         assert "127.0.0.1" in status["last_error"]
 
 
+async def test_the_fleet_view_for_health_is_none_when_etcd_is_unreachable() -> None:
+    """/health then leaves the fleet unjudged (healthy): every node would go 503 at once."""
+    nobody = f"http://127.0.0.1:{free_port()}"
+    async with _member(nobody, "a") as a, asyncio.timeout(5):
+        assert await a.view() is None
+
+
 async def test_a_node_behind_the_fleet_polls_again_instead_of_going_live(
     mirror: Mirror, etcd: Etcd
 ) -> None:
