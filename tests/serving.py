@@ -45,9 +45,16 @@ def replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def shipped_nginx_template() -> str:
-    """config/nginx-mirrord.conf inside a minimal nginx.conf, as a ``Nginx`` template."""
+SHIPPED_HEALTH = "http://127.0.0.1:9469/health"  # the daemon's metrics.listen by default
+
+
+def shipped_nginx_template(health: str | None = None) -> str:
+    """config/nginx-mirrord.conf inside a minimal nginx.conf, as a ``Nginx`` template.
+
+    ``health``: the daemon's metrics address (host:port) that ``/health`` goes to."""
     server = NGINX_SHIPPED.read_text().replace("{", "{{").replace("}", "}}")
+    if health is not None:
+        server = replace_once(server, SHIPPED_HEALTH, f"http://{health}/health")
     server = replace_once(server, "    listen 80;\n", "    listen 127.0.0.1:{port};\n")
     server = replace_once(server, "    listen [::]:80;\n", "")
     server = replace_once(server, f"root {SHIPPED_ROOT};", "root {root};")
@@ -57,10 +64,22 @@ def shipped_nginx_template() -> str:
 
 
 class ShippedNginx(Nginx):
-    """nginx running config/nginx-mirrord.conf over ``root``."""
+    """nginx running config/nginx-mirrord.conf over ``root`` (``/health`` to ``health``)."""
+
+    def __init__(
+        self,
+        root: Path,
+        prefix: Path,
+        workers: int = 1,
+        niceness: int = 0,
+        *,
+        health: str | None = None,
+    ) -> None:
+        super().__init__(root, prefix, workers, niceness)
+        self.health = health
 
     def config_template(self) -> str:
-        return shipped_nginx_template()
+        return shipped_nginx_template(self.health)
 
     def __enter__(self) -> ShippedNginx:
         self.start()

@@ -18,10 +18,11 @@ import os
 import random
 import signal
 import threading
+import time
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
 from mirrord.publish.fleetplan import Decision, StagedIndex, Verdict, decide
 from mirrord.shell.control.render import status as render_status
+from mirrord.shell.daemon import Daemon
 from mirrord.sync.etcd import EtcdClient
 from mirrord.sync.fleet import FleetMember, open_fleet
 from mirrord.sync.runtime import open_runtime
 from tests.browser import table_rows
+from tests.daemon_harness import ctl, daemon_config, running_daemon, synced
 from tests.etcd import Etcd
 from tests.helpers import (
     Mirror,
@@ -113,12 +116,19 @@ def test_fleet_config_defaults_and_refusals(mirror: Mirror) -> None:
     assert fleet.etcd == ("http://10.0.0.1:2379",)
     assert fleet.node == os.uname().nodename
     assert (fleet.prefix, fleet.stage_timeout, fleet.lease_ttl) == ("/mirrord", 120.0, 10)
+    assert (fleet.health_grace, fleet.behind_grace) == (None, 120.0)  # /health: stage_timeout
+    graced = {"etcd": ["http://e:2379"], "health_grace": "5m"}
+    assert parse_config(_config(mirror, graced)).fleet == replace(
+        fleet, etcd=("http://e:2379",), health_grace=300.0
+    )
     for bad, where in (
         ({"etcd": []}, "fleet.etcd"),
         ({"etcd": ["etcd:2379"]}, "fleet.etcd[0]"),
         ({"etcd": ["http://e:2379"], "node": "a/b"}, "fleet.node"),
         ({"etcd": ["http://e:2379"], "lease_ttl": 1}, "fleet.lease_ttl"),
         ({"etcd": ["http://e:2379"], "stage_timout": 5}, "fleet.stage_timout"),
+        ({"etcd": ["http://e:2379"], "health_grace": 0}, "fleet.health_grace"),
+        ({"etcd": ["http://e:2379"], "health_grace": "soon"}, "fleet.health_grace"),
     ):
         with pytest.raises(ConfigError) as caught:
             parse_config(_config(mirror, bad))
@@ -201,7 +211,7 @@ async def test_no_member_goes_live_before_every_member_staged(etcd: Etcd) -> Non
         assert "/mirrord/nodes/b" not in await client.range_prefix("/mirrord/nodes/")
         assert await a.wait_staged(KEY, D2, 101.0) == Decision(Verdict.GO)
         # Live with D2, a forgets its key for D1 and keeps D2's (for whoever stages it late).
-        await a.went_live(KEY, D2)
+        await a.went_live(KEY, D2, 101.0)
         assert await _staged(client, D1) == set()
         assert await _staged(client, D2) == {"a"}
 
@@ -246,6 +256,13 @@ async def test_etcd_unreachable_goes_live_alone_after_the_timeout() -> None:
         status = a.status()
         assert status["connected"] is False
         assert "127.0.0.1" in status["last_error"]
+
+
+async def test_the_fleet_view_for_health_is_none_when_etcd_is_unreachable() -> None:
+    """/health then leaves the fleet unjudged (healthy): every node would go 503 at once."""
+    nobody = f"http://127.0.0.1:{free_port()}"
+    async with _member(nobody, "a") as a, asyncio.timeout(5):
+        assert await a.view() is None
 
 
 async def test_a_node_behind_the_fleet_polls_again_instead_of_going_live(
@@ -489,3 +506,67 @@ async def _fetch_page(url: str) -> str:
 
 async def _has(client: EtcdClient, digest: str, node: str) -> bool:
     return node in await _staged(client, digest)
+
+
+# --- GET /health: a node the others went live without -----------------------------------
+
+
+async def _health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
+    url = f"http://{daemon.config.metrics.listen}/health"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_a_node_left_out_answers_503_until_it_catches_up(mirror: Mirror, etcd: Etcd) -> None:
+    """b's clock is fake (it polls only when asked); a goes live with generation 2 without b:
+    once a has served it longer than the grace, b's /health says so; a's stays 200."""
+    specs = simple_specs("pkg", 4, payload=1000)
+    mirror.tree.put(KEY, specs)
+
+    def config(name: str, stage_timeout: float) -> Path:
+        fleet = {"etcd": [etcd.url], "node": name, "stage_timeout": stage_timeout, "lease_ttl": 60}
+        return daemon_config(
+            mirror,
+            KEY,
+            storage={"path": str(mirror.tmp / name / "storage")},
+            # the next generation drops packages: not a mass deletion to refuse here
+            publish={"path": str(mirror.tmp / name / "published"), "max_delete_fraction": 1.0},
+            control={"socket": str(mirror.tmp / f"{name}.sock")},
+            fleet=fleet,
+        )
+
+    clock_b = FakeClock(start=time.time())  # b's grace is 30 s (its stage_timeout) of this clock
+    async with running_daemon(mirror, config("b", 30), clock=clock_b) as b:
+        await synced(b, 1)  # alone in the fleet: live at once
+        assert await _health(b) == (200, {"healthy": True, "fleet": "checked"})
+        async with running_daemon(mirror, config("a", 0.1)) as a:  # a real clock, a short wait
+            await synced(a, 1)  # b staged generation 1 too: all
+            mirror.tree.put(KEY, evolve(specs, 1))
+            await ctl(a, "sync")
+            await synced(a, 2)
+            assert a.fleet is not None and a.fleet.outcomes == {"all": 1, "left_out": 1}
+            async with EtcdClient.open([etcd.url]) as client:
+                live = await client.range_prefix(f"/mirrord/live/{KEY}/")
+            assert sorted(live) == [f"/mirrord/live/{KEY}/a", f"/mirrord/live/{KEY}/b"]
+            since = json.loads(live[f"/mirrord/live/{KEY}/a"])["since"]
+            assert await _health(a) == (200, {"healthy": True, "fleet": "checked"})
+
+            clock_b.advance(since + 30 - clock_b.time())  # exactly the grace: not yet
+            assert await _health(b) == (200, {"healthy": True, "fleet": "checked"})
+            clock_b.advance(1)
+            status, body = await _health(b)
+            assert status == 503, body
+            (reason,) = body["reasons"]
+            assert reason.startswith(f"{KEY} is behind the fleet: node b serves the index of ")
+            assert "node(s) a have served the newer one of " in reason
+            assert reason.endswith("(more than the 30 s grace)")
+            found = samples(await scrape(f"http://{b.config.metrics.listen}"))
+            assert value(found, "mirrord_healthy") == 0
+
+            await ctl(b, "sync")  # b catches up: a staged generation 2, so b goes live at once
+            await synced(b, 2)
+            assert await _health(b) == (200, {"healthy": True, "fleet": "checked"})
+            assert b.fleet is not None and b.fleet.outcomes == {"all": 2}

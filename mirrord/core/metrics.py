@@ -53,6 +53,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "mirrord_fetch_queue_depth", "Package downloads waiting for a worker.", registry=r
         )
+        self.healthy = Gauge(
+            "mirrord_healthy",
+            "1 while GET /health answers 200 (serving a complete, current tree), 0 for 503.",
+            registry=r,
+        )
         self.rate_limit = Gauge(
             "mirrord_rate_limit_bytes_per_second",
             "The download rate limit in force (+Inf when unlimited).",

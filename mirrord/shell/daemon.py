@@ -39,6 +39,7 @@ from mirrord.shell.operations import DaemonControls, Operations, restore_rate_ov
 from mirrord.shell.sdnotify import Notifier, watchdog, watchdog_interval
 from mirrord.shell.supervisor import Supervisor
 from mirrord.sync.fleet import FleetMember, open_fleet
+from mirrord.sync.health import Health, Served, assess
 from mirrord.sync.runtime import Runtime, open_runtime
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import Summary, summarize
@@ -169,6 +170,31 @@ class Daemon:
         """The configuration in force (the runtime owns it once running)."""
         return self.runtime.config if self.runtime is not None else self._initial_config
 
+    async def health(self) -> Health:
+        """``GET /health``: may a balancer send this node traffic? (``mirrord.sync.health``)
+
+        Sets the ``mirrord_healthy`` gauge. In fleet mode it reads the fleet from
+        etcd (cached for a second, at most a second's wait; unreadable: not judged).
+        """
+        book = self.runtime.book if self.runtime is not None else None
+        served = []
+        for key in self.config.arch_keys():
+            status = book.arches.get(key) if book is not None else None
+            digest = status.published_sha256 if status is not None else None
+            mtime = status.published_last_modified if status is not None else None
+            served.append(Served(str(key), digest, mtime))
+        view = await self.fleet.view() if self.fleet is not None else None
+        health = assess(
+            served,
+            now=self.clock.time(),
+            draining=self.draining,
+            stopping=self.stopping.is_set(),
+            fleet=view,
+            fleet_mode=self.fleet is not None,
+        )
+        self.metrics.healthy.set(1 if health.healthy else 0)
+        return health
+
     # --- signals -----------------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -224,6 +250,7 @@ class Daemon:
                 ),
                 purger=lambda: downstream.purger,
                 fleet=lambda: self.fleet.status() if self.fleet is not None else None,
+                health=self._health_body,
             )
             self.operations = Operations(runtime, scheduler, controls)
             await runtime.engine.count_store(after_change=False)
@@ -257,6 +284,7 @@ class Daemon:
                     self.log,
                     report=self.operations.report,
                     clock=self.clock,
+                    health=self.health,
                 )
                 if config.metrics.listen
                 else None
@@ -272,6 +300,9 @@ class Daemon:
                     await metrics.close()
         self.notifier.status("stopped")
         self.log.info("daemon.stopped", forced=self.forced_exit)
+
+    async def _health_body(self) -> dict[str, Any]:
+        return (await self.health()).body()
 
     @contextlib.asynccontextmanager
     async def _open_runtime(self) -> AsyncIterator[Runtime]:

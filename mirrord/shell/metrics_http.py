@@ -5,6 +5,8 @@ measured rate, store size) come from a custom collector that reads the
 status book and the scheduler; ``/metrics`` touches neither the disk nor the
 database. The status page (``/`` and ``/status``) and its JSON twin
 (``/status.json``) show the status report, as ``mirrord ctl status`` does.
+``/health`` (GET or HEAD) answers a load balancer: 200 while this node serves a
+complete, current tree, 503 with the reasons otherwise (``mirrord.sync.health``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mirrord.core.metrics import ARCH_LABELS
 from mirrord.core.model import ArchKey
 from mirrord.shell.status_page import render_status_page
 from mirrord.shell.status_report import StatusReport
+from mirrord.sync.health import Health
 from mirrord.sync.releases import TreeStatus
 from mirrord.sync.scheduler import Scheduler
 from mirrord.sync.status import StatusBook
@@ -150,8 +153,10 @@ class MetricsServer:
         *,
         report: Callable[[], Awaitable[StatusReport]],
         clock: Clock,
+        health: Callable[[], Awaitable[Health]] | None = None,
     ) -> None:
         self.listen = listen
+        self._health = health
         self._registry = registry
         self._log = log
         self._report = report
@@ -166,6 +171,7 @@ class MetricsServer:
         for path in ("/", "/status"):
             app.router.add_get(path, self._status_page)
         app.router.add_get("/status.json", self._status_json)
+        app.router.add_get("/health", self._health_check)  # and HEAD
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -183,7 +189,28 @@ class MetricsServer:
             await self._runner.cleanup()
             self._runner = None
 
+    async def _assess(self) -> Health | None:
+        """The daemon's verdict; a failure to judge is itself unhealthy, never a traceback."""
+        if self._health is None:
+            return None
+        try:
+            return await self._health()
+        except Exception as error:  # a bug: logged; the balancer sees 503, not a 500 page
+            self._log.exception("health.check.failed")
+            return Health(False, (f"the health check failed: {error!r}",), "unknown")
+
+    async def _health_check(self, _request: web.Request) -> web.Response:
+        health = await self._assess()
+        if health is None:
+            health = Health(True, (), "off")
+        return web.json_response(
+            health.body(),
+            status=200 if health.healthy else 503,
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def _metrics(self, _request: web.Request) -> web.Response:
+        await self._assess()  # mirrord_healthy as of this scrape
         return web.Response(body=render(self._registry), headers={"Content-Type": CONTENT_TYPE})
 
     async def _status_page(self, _request: web.Request) -> web.Response:

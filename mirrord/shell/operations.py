@@ -58,6 +58,7 @@ class DaemonControls:
     bucket: Callable[[], dict[str, Any] | None] = lambda: None  # the S3 bucket's state
     purger: Callable[[], CdnPurger | None] = lambda: None  # the purge service in force
     fleet: Callable[[], dict[str, Any] | None] = lambda: None  # fleet mode's state
+    health: Callable[[], Awaitable[dict[str, Any] | None]] | None = None  # GET /health's body
     background: Callable[[], dict[str, object]] = dict  # failures of supervised background work
 
 
@@ -105,6 +106,7 @@ class Operations:
             purge=self.daemon.purge(),
             bucket=self.daemon.bucket(),
             fleet=self.daemon.fleet(),
+            health=await self.daemon.health() if self.daemon.health is not None else None,
             background=self.daemon.background(),
         )
 

@@ -15,7 +15,13 @@ from html import escape
 
 from mirrord.core.model import ArchKey
 from mirrord.core.units import format_bytes
-from mirrord.shell.control.render import downstream_lines, duration, fleet_line, shorten
+from mirrord.shell.control.render import (
+    downstream_lines,
+    duration,
+    fleet_line,
+    health_line,
+    shorten,
+)
 from mirrord.shell.status_report import ArchReport, ProgressReport, StatusReport, TreesReport
 
 REFRESH_SECONDS = 10
@@ -70,6 +76,7 @@ def render_status_page(report: StatusReport, now: float) -> str:
         *_trees(report["trees"], now),
         *_downstream(report, now),
         *_fleet(report, now),
+        *_health(report),
         f"<footer>mirrord {_e(report['version'])}, pid {_e(report['pid'])}; "
         f"as of {_e(_utc(now))}, refreshed every {REFRESH_SECONDS} s; "
         'the same facts as JSON: <a href="status.json">status.json</a>, '
@@ -237,6 +244,17 @@ def _fleet(report: StatusReport, now: float) -> list[str]:
         tone = "warning"
     row = [(f"<b>{_e(fleet.get('node'))}</b>", "service"), (_e(line), tone)]
     return ["<h2>Fleet</h2>", *_table("fleet", ["Node", "State"], [row], right=set())]
+
+
+def _health(report: StatusReport) -> list[str]:
+    """What GET /health answers a load balancer, in ``ctl status``'s words."""
+    line = health_line(report)
+    health = report["health"]
+    if line is None or health is None:
+        return []
+    tone = "ok" if health.get("healthy") else "error"
+    row = [('<b><a href="health">/health</a></b>', "service"), (_e(line), tone)]
+    return ["<h2>Health</h2>", *_table("health", ["Endpoint", "Answer"], [row], right=set())]
 
 
 def _link_tone(link: dict[str, object] | None) -> str:

@@ -113,6 +113,7 @@ class StatusReport(TypedDict):
     purge: dict[str, Any] | None  # the CDN purges' state, None when not configured
     bucket: dict[str, Any] | None  # the S3 bucket's state, None when not configured (or not open)
     fleet: dict[str, Any] | None  # fleet mode's state (sync/fleet.py), None when not configured
+    health: dict[str, Any] | None  # what GET /health answers (sync/health.py)
     background: dict[str, object]  # failures of supervised background work (supervisor.py)
     tasks: int  # asyncio tasks alive in the daemon (flat over months, or something leaks)
     arches: list[ArchReport]
@@ -145,6 +146,7 @@ async def status_report(
     purge: dict[str, Any] | None = None,
     bucket: dict[str, Any] | None = None,
     fleet: dict[str, Any] | None = None,
+    health: dict[str, Any] | None = None,
     background: dict[str, object] | None = None,
 ) -> StatusReport:
     """Everything an operator asks first; reads the database (on its thread)."""
@@ -215,6 +217,7 @@ async def status_report(
         "purge": purge,
         "bucket": bucket,
         "fleet": fleet,
+        "health": health,
         "background": background or {"failures": {}, "last_failure": None},
         "tasks": len(asyncio.all_tasks()),
         "arches": arches,

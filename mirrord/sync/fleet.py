@@ -7,6 +7,11 @@ that dies drops out of the fleet after ``lease_ttl``:
 - ``<prefix>/staged/<branch>/<repo>/<arch>/<index sha256>/<node>``: this
   node has every file of that index linked and durable. The value holds the
   origin's Last-Modified of the index, which orders generations.
+- ``<prefix>/live/<branch>/<repo>/<arch>/<node>``: the index of that arch this node
+  serves, ``{"digest", "origin_mtime", "since"}``, put when it goes live (and put
+  again on a new lease). The others read it for ``GET /health``: a node that a
+  live member has been ahead of for longer than the grace was left out
+  (``mirrord.sync.health``).
 
 ``wait_staged`` puts our key, then reads the fleet until ``decide`` says go
 (polling with a doubling pause on the injectable clock). etcd unreachable:
@@ -33,9 +38,12 @@ from mirrord.core.metrics import FleetMetrics, Metrics
 from mirrord.core.model import ArchKey
 from mirrord.publish.fleetplan import Decision, StagedIndex, Verdict, decide
 from mirrord.sync.etcd import EtcdClient
+from mirrord.sync.health import FleetView, LiveIndex
 
 POLL_FIRST = 0.02  # seconds before the first look again; doubles up to POLL_MAX
 POLL_MAX = 0.5
+VIEW_FRESH = 1.0  # seconds ``view`` answers from its last read of the fleet
+VIEW_TIMEOUT = 1.0  # seconds ``view`` waits for etcd (a /health request waits on it)
 
 
 @dataclass
@@ -60,6 +68,9 @@ class FleetMember:
     _lease: int | None = None
     _lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _mine: dict[str, set[str]] = field(default_factory=dict)  # arch -> our staged keys
+    _live: dict[str, str] = field(default_factory=dict)  # arch -> our live key's value
+    _view: tuple[float, FleetView | None] | None = None  # (monotonic read at, what was read)
+    _view_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _key(self, *parts: str) -> str:
         return "/".join((self.config.prefix, *parts))
@@ -73,6 +84,8 @@ class FleetMember:
                 lease = await self.etcd.grant(self.config.lease_ttl)
                 since = json.dumps({"since": self.clock.time()})
                 await self.etcd.put(self._key("nodes", self.config.node), since, lease)
+                for arch, value in sorted(self._live.items()):  # what we serve, again
+                    await self.etcd.put(self._key("live", arch, self.config.node), value, lease)
                 self._lease = lease
                 self._mine.clear()  # keys on an expired lease are gone
                 self.log.info("fleet.joined", node=self.config.node, lease=lease)
@@ -211,9 +224,23 @@ class FleetMember:
         else:
             log.info("fleet.stage.done", outcome=verdict.value, waited=round(waited, 3))
 
-    async def went_live(self, key: ArchKey, digest: str) -> None:
-        """Our index of ``key`` is live: forget our keys for older indexes of it."""
+    async def went_live(self, key: ArchKey, digest: str, origin_mtime: float | None) -> None:
+        """Our index of ``key`` is live: say so (our live key), forget our older staged keys."""
         arch = str(key)
+        value = json.dumps(
+            {"digest": digest, "origin_mtime": origin_mtime, "since": self.clock.time()}
+        )
+        self._live[arch] = value  # a new lease takes it again (``join``)
+        try:
+            lease = await self.join()
+            try:
+                await self.etcd.put(self._key("live", arch, self.config.node), value, lease)
+            except EtcdLeaseLostError:
+                await self._forget_lease(lease)
+                return
+        except EtcdError as error:
+            self._note_unreachable(error)
+            return
         current = self._key("staged", arch, digest, self.config.node)
         for old in sorted(self._mine.get(arch, set()) - {current}):
             try:
@@ -222,6 +249,45 @@ class FleetMember:
                 self._note_unreachable(error)
                 return
             self._mine[arch].discard(old)
+
+    # --- what /health asks -------------------------------------------------------------
+
+    async def view(self) -> FleetView | None:
+        """Members and their live indexes; None when etcd does not answer within VIEW_TIMEOUT.
+
+        One read at a time, its answer kept VIEW_FRESH seconds: a balancer probing
+        every node often costs etcd one range per node per second at most.
+        """
+        async with self._view_lock:
+            now = self.clock.monotonic()
+            if self._view is not None and now - self._view[0] < VIEW_FRESH:
+                return self._view[1]
+            try:
+                async with asyncio.timeout(VIEW_TIMEOUT):
+                    view: FleetView | None = await self._read_view()
+            except (EtcdError, TimeoutError):
+                view = None
+            self._view = (self.clock.monotonic(), view)
+            return view
+
+    async def _read_view(self) -> FleetView:
+        nodes_prefix = self._key("nodes", "")
+        members = frozenset(
+            k[len(nodes_prefix) :] for k in await self.etcd.range_prefix(nodes_prefix)
+        )
+        live_prefix = self._key("live", "")
+        live: list[LiveIndex] = []
+        for name, value in (await self.etcd.range_prefix(live_prefix)).items():
+            arch, _, node = name[len(live_prefix) :].rpartition("/")
+            try:
+                data = json.loads(value)
+                mtime, since = data.get("origin_mtime"), float(data["since"])
+                digest = str(data["digest"])
+            except (ValueError, AttributeError, KeyError, TypeError):
+                continue  # not ours to judge by
+            origin_mtime = float(mtime) if isinstance(mtime, int | float) else None
+            live.append(LiveIndex(node, arch, digest, origin_mtime, since))
+        return FleetView(self.config.node, members, tuple(live), self.config.behind_grace)
 
     def status(self) -> dict[str, Any]:
         """What ``ctl status`` shows under ``fleet``."""

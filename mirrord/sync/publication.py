@@ -51,7 +51,7 @@ class StageBarrier(Protocol):
         self, key: ArchKey, digest: str, origin_mtime: float | None
     ) -> Decision: ...
 
-    async def went_live(self, key: ArchKey, digest: str) -> None: ...
+    async def went_live(self, key: ArchKey, digest: str, origin_mtime: float | None) -> None: ...
 
 
 @dataclass
@@ -154,22 +154,23 @@ class Publication:
         """Files, then the index, read back from the store only then (not held meanwhile).
 
         ``fleet``: pass the fleet's barrier between the two. A rollback does not:
-        an operator's act on one node, not a generation.
+        an operator's act on one node, not a generation (but the fleet learns
+        what is live either way).
         """
         labels = Metrics.labels(key)
         started = self.clock.monotonic()
-        barrier = self.barrier if fleet else None
+        barrier = self.barrier
         try:
             await asyncio.to_thread(self.publisher.stage, key, plan.to_link)
-            if barrier is not None:
+            if barrier is not None and fleet:
                 decision = await barrier.wait_staged(key, index_sha256, last_modified)
                 if decision.verdict is Verdict.SUPERSEDED:
                     raise FleetSupersededError(str(key), decision.missing)
             index = await asyncio.to_thread(self.publisher.store.read_bytes, index_sha256)
             await asyncio.to_thread(self.publisher.go_live, key, index, last_modified)
             del index
-            if barrier is not None:
-                await barrier.went_live(key, index_sha256)
+            if barrier is not None:  # a rollback too: the fleet learns what we serve
+                await barrier.went_live(key, index_sha256, last_modified)
         except OSError as error:
             self.metrics.publishes.labels(**labels, outcome="failed").inc()
             raise PublishError(

@@ -206,6 +206,11 @@ class FleetConfig:
     prefix: str = "/mirrord"
     stage_timeout: float = 120.0  # then go live, leaving out the nodes that have not staged
     lease_ttl: int = 10  # seconds a dead node stays a member
+    health_grace: float | None = None  # a member ahead longer: /health 503 (None: stage_timeout)
+
+    @property
+    def behind_grace(self) -> float:
+        return self.stage_timeout if self.health_grace is None else self.health_grace
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,7 @@ def read_fleet(top: Section) -> FleetConfig | None:
         prefix=section.get("prefix", _etcd_prefix, FleetConfig.prefix),
         stage_timeout=section.get("stage_timeout", check.duration(0.1), FleetConfig.stage_timeout),
         lease_ttl=section.get("lease_ttl", check.int_range(2, 3600), FleetConfig.lease_ttl),
+        health_grace=section.get("health_grace", check.duration(0.1), None),
     )
     section.finish()
     return fleet

@@ -38,7 +38,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
 _STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge", "trees", "background"}
-_STATUS_KEYS |= {"bucket", "fleet"}
+_STATUS_KEYS |= {"bucket", "fleet", "health"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -73,6 +73,9 @@ def status(result: Reply, now: float | None = None) -> str:
     fleet = fleet_line(result, now)
     if fleet is not None:
         fields.append(("fleet", fleet))
+    health = health_line(result)
+    if health is not None:
+        fields.append(("health", health))
     fields += [(k, _value(v, now)) for k, v in result.items() if k not in _STATUS_KEYS]
     width = max(len(label) for label, _ in fields)
     lines = [f"mirrord {result.get('version', '?')} (pid {result.get('pid', '?')}): {state}"]
@@ -208,6 +211,17 @@ def _purge(purge: Reply, now: float) -> str:
     if purge.get("last_failure"):
         text += f"; last failure {_ago(purge.get('last_failure_at'), now)}: {purge['last_failure']}"
     return text
+
+
+def health_line(result: Reply) -> str | None:
+    """What ``GET /health`` answers a load balancer, in a line (None from an older daemon)."""
+    health = result.get("health")
+    if not isinstance(health, Mapping):
+        return None
+    if health.get("healthy"):
+        return "ok (GET /health answers 200)"
+    reasons = health.get("reasons") or ["no reason given"]
+    return "UNHEALTHY (GET /health answers 503): " + "; ".join(str(r) for r in reasons)
 
 
 def fleet_line(result: Reply, now: float) -> str | None:
