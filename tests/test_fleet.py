@@ -570,3 +570,30 @@ async def test_a_node_left_out_answers_503_until_it_catches_up(mirror: Mirror, e
             await synced(b, 2)
             assert await _health(b) == (200, {"healthy": True, "fleet": "checked"})
             assert b.fleet is not None and b.fleet.outcomes == {"all": 2}
+
+
+async def test_a_restarted_node_says_at_once_what_it_serves(mirror: Mirror, etcd: Etcd) -> None:
+    """Its live key went with its old lease; the new lease carries it again before any
+    publish, with the time the index first went live, so peers judge /health by it."""
+    mirror.tree.put(KEY, simple_specs("pkg", 3, payload=1000))
+    config = daemon_config(mirror, KEY, fleet={"etcd": [etcd.url], "node": "a", "lease_ttl": 3})
+    prefix = f"/mirrord/live/{KEY}/"
+    async with EtcdClient.open([etcd.url]) as client:
+        async with running_daemon(mirror, config) as a:
+            await synced(a, 1)
+            before = await client.range_prefix(prefix)
+            assert list(before) == [prefix + "a"]
+        assert await client.range_prefix(prefix) == {}  # revoked with the lease at the stop
+
+        restarted = time.time()
+        async with running_daemon(mirror, config) as a:
+            await _until(lambda: client.range_prefix(prefix), 10, "a's live key again")
+            after = json.loads((await client.range_prefix(prefix))[prefix + "a"])
+            first = json.loads(before[prefix + "a"])
+            assert (after["digest"], after["origin_mtime"]) == (
+                first["digest"],
+                first["origin_mtime"],
+            )
+            # since: when the index went live (recorded a moment after the key was put), not now
+            assert abs(after["since"] - first["since"]) < 1.0 and after["since"] < restarted
+            assert a.fleet is not None and a.fleet.outcomes == {}  # nothing went live again

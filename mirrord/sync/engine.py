@@ -194,7 +194,7 @@ class SyncEngine:
         if current is None:
             return None
         if self.book[key].published_sha256 is None:  # first look since start-up
-            self.publication.note_current(key, *current)
+            self.publication.note_served_at_start(key, *current)
         return current[0]
 
     async def _poll(

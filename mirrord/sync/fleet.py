@@ -69,6 +69,7 @@ class FleetMember:
     _lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _mine: dict[str, set[str]] = field(default_factory=dict)  # arch -> our staged keys
     _live: dict[str, str] = field(default_factory=dict)  # arch -> our live key's value
+    _live_unsent: set[str] = field(default_factory=set)  # arches ``serving`` added since
     _view: tuple[float, FleetView | None] | None = None  # (monotonic read at, what was read)
     _view_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -86,6 +87,7 @@ class FleetMember:
                 await self.etcd.put(self._key("nodes", self.config.node), since, lease)
                 for arch, value in sorted(self._live.items()):  # what we serve, again
                     await self.etcd.put(self._key("live", arch, self.config.node), value, lease)
+                self._live_unsent.clear()
                 self._lease = lease
                 self._mine.clear()  # keys on an expired lease are gone
                 self.log.info("fleet.joined", node=self.config.node, lease=lease)
@@ -100,6 +102,7 @@ class FleetMember:
                     await self._forget_lease(lease)
                     continue
                 self._note_reachable()
+                await self._put_unsent(lease)
             except EtcdError as error:
                 self._note_unreachable(error)
             await self.clock.sleep(self.config.lease_ttl / 3)
@@ -224,6 +227,23 @@ class FleetMember:
         else:
             log.info("fleet.stage.done", outcome=verdict.value, waited=round(waited, 3))
 
+    def serving(self, key: ArchKey, digest: str, origin_mtime: float | None, since: float) -> None:
+        """At start: what this node already serves (its live keys went with its old lease).
+
+        No etcd I/O here: the membership loop puts it at its next turn, so a restarted
+        node is seen at once, not only at its next publish.
+        """
+        arch = str(key)
+        if arch not in self._live:
+            value = {"digest": digest, "origin_mtime": origin_mtime, "since": since}
+            self._live[arch] = json.dumps(value)
+            self._live_unsent.add(arch)
+
+    async def _put_unsent(self, lease: int) -> None:
+        for arch in sorted(self._live_unsent):
+            await self.etcd.put(self._key("live", arch, self.config.node), self._live[arch], lease)
+            self._live_unsent.discard(arch)
+
     async def went_live(self, key: ArchKey, digest: str, origin_mtime: float | None) -> None:
         """Our index of ``key`` is live: say so (our live key), forget our older staged keys."""
         arch = str(key)
@@ -231,6 +251,7 @@ class FleetMember:
             {"digest": digest, "origin_mtime": origin_mtime, "since": self.clock.time()}
         )
         self._live[arch] = value  # a new lease takes it again (``join``)
+        self._live_unsent.discard(arch)
         try:
             lease = await self.join()
             try:

@@ -53,6 +53,10 @@ class StageBarrier(Protocol):
 
     async def went_live(self, key: ArchKey, digest: str, origin_mtime: float | None) -> None: ...
 
+    def serving(
+        self, key: ArchKey, digest: str, origin_mtime: float | None, since: float
+    ) -> None: ...
+
 
 @dataclass
 class Publication:
@@ -210,6 +214,12 @@ class Publication:
         await self.expire(key)
         if self.clock.monotonic() - self._store_counted >= STORE_COUNT_EVERY:
             await self.count_store()
+
+    def note_served_at_start(self, key: ArchKey, snapshot: Snapshot, published_at: float) -> None:
+        """What a first look since start-up found live: the book, and the fleet, learn it."""
+        self.note_current(key, snapshot, published_at)
+        if self.barrier is not None:
+            self.barrier.serving(key, snapshot.index_sha256, snapshot.last_modified, published_at)
 
     def note_current(self, key: ArchKey, snapshot: Snapshot, published_at: float) -> None:
         try:
