@@ -142,8 +142,12 @@ def test_check_config_names_the_fleet(mirror: Mirror) -> None:
     assert checked.returncode == 0, checked.stderr
     assert (
         "fleet       node t1-a under /mirrord in etcd http://e1:2379, http://e2:2379, "
-        "stage_timeout 120 s" in checked.stdout
+        "stage_timeout 120 s, /health behind the fleet after 120 s" in checked.stdout
     )
+    fleet["health_grace"] = "5m"
+    path = write_yaml(mirror.tmp / "fleet.yaml", _config(mirror, fleet))
+    checked = run_mirrord("check-config", "--config", str(path))
+    assert "/health behind the fleet after 300 s (not checked online)" in checked.stdout
 
 
 # --- the barrier against a real etcd ------------------------------------------------------

@@ -87,8 +87,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         fleet = config.fleet
         print(
             f"  fleet       node {fleet.node} under {fleet.prefix} in etcd "
-            f"{', '.join(fleet.etcd)}, stage_timeout {fleet.stage_timeout:g} s "
-            "(not checked online)"
+            f"{', '.join(fleet.etcd)}, stage_timeout {fleet.stage_timeout:g} s, "
+            f"/health behind the fleet after {fleet.behind_grace:g} s (not checked online)"
         )
     return EXIT_OK
 
