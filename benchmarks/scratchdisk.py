@@ -104,38 +104,32 @@ def unmount(mountpoint: Path) -> None:
 
 
 def _has_journal(mountpoint: Path) -> bool:
-    device = _mount_source(mountpoint)
-    if device is None:
-        return False
-    task = Path("/sys/fs/ext4") / Path(device).name / "journal_task"
-    try:
-        return task.read_text().strip() not in ("", "<none>")
-    except OSError:
-        return False
+    return _filesystem(mountpoint) == "ext4 with a journal"
 
 
-def _mount_source(mountpoint: Path) -> str | None:
-    target = str(mountpoint.resolve())
-    source = None
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) > 2 and fields[1] == target:
-                source = fields[0]  # the last mount on a path is the one in effect
-    return source
-
-
-def _filesystem(path: Path) -> str:
-    """The type of the filesystem ``path`` is on, and whether an ext4 one has a journal."""
-    best = ("", "", "")
+def _mount_of(path: Path) -> tuple[str, str, str] | None:
+    """(source, target, type) of the mount ``path`` is on: the longest target holding it,
+    the last one listed when several are mounted on the same path (the one in effect)."""
+    found: tuple[str, str, str] | None = None
     resolved = str(path.resolve())
     with open("/proc/self/mounts") as mounts:
         for line in mounts:
             source, target, kind = line.split()[:3]
             inside = resolved == target or resolved.startswith(target.rstrip("/") + "/")
-            if inside and len(target) >= len(best[1]):
-                best = (source, target, kind)
-    source, _target, kind = best
+            if inside and (found is None or len(target) >= len(found[1])):
+                found = (source, target, kind)
+    return found
+
+
+def _mount_source(mountpoint: Path) -> str | None:
+    """The device mounted on ``mountpoint`` itself (None: nothing is)."""
+    found = _mount_of(mountpoint)
+    return found[0] if found is not None and found[1] == str(mountpoint.resolve()) else None
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem ``path`` is on, and whether an ext4 one has a journal."""
+    source, _target, kind = _mount_of(path) or ("", "", "")
     if kind != "ext4":
         return kind or "unknown filesystem"
     task = Path("/sys/fs/ext4") / Path(source).name / "journal_task"

@@ -16,6 +16,7 @@ ARCH_LABELS = ("branch", "repo", "arch")
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._arch_children: dict[tuple[int, ArchKey, str], Counter] = {}
         r = self.registry
         self.fetched_bytes = Counter(
             "mirrord_fetched_bytes",
@@ -216,6 +217,16 @@ class Metrics:
     @staticmethod
     def labels(key: ArchKey) -> dict[str, str]:
         return {"branch": key.branch, "repo": key.repo, "arch": key.arch}
+
+    def arch_outcome(self, counter: Counter, key: ArchKey, outcome: str) -> Counter:
+        """``counter.labels(<key's labels>, outcome=outcome)``, looked up once: the fetch
+        path counts every download, and ``labels()`` costs microseconds each time."""
+        cache_key = (id(counter), key, outcome)
+        child = self._arch_children.get(cache_key)
+        if child is None:
+            child = counter.labels(**self.labels(key), outcome=outcome)
+            self._arch_children[cache_key] = child
+        return child
 
 
 class FleetMetrics:

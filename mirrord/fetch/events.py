@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mirrord.core.model import ArchKey
 
@@ -35,15 +35,9 @@ class MetricsEvents:
     ) -> None:
         self._metrics = metrics
         self._on_retry = on_retry  # the arch's retries, summed up in its sync's log line
-        self._received: dict[ArchKey, Any] = {}  # the arch's labelled counter: once per download
 
     def received(self, key: ArchKey, nbytes: int) -> None:
-        counter = self._received.get(key)
-        if counter is None:
-            labels = self._metrics.labels(key)
-            counter = self._metrics.fetched_bytes.labels(**labels, outcome="received")
-            self._received[key] = counter
-        counter.inc(nbytes)
+        self._metrics.arch_outcome(self._metrics.fetched_bytes, key, "received").inc(nbytes)
 
     def retried(self, key: ArchKey, reason: str) -> None:
         self._metrics.retries.labels(reason=reason).inc()

@@ -14,7 +14,7 @@ import asyncio
 import functools
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
@@ -64,7 +64,6 @@ class Fetcher:
         self._jobs: dict[tuple[str, int], FetchJob] = {}
         self._recent: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._downloading: Counter[ArchKey] = Counter()
-        self._stored_counters: dict[ArchKey, Any] = {}  # fetched_files{outcome="stored"}
         self._running = asyncio.Event()
         self._running.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -202,17 +201,11 @@ class Fetcher:
         if job.done.done():
             return
         if error is not None:
-            labels = self._metrics.labels(job.key)
-            self._metrics.fetched_files.labels(**labels, outcome="failed").inc()
+            self._metrics.arch_outcome(self._metrics.fetched_files, job.key, "failed").inc()
             job.done.set_exception(error)
         else:
             assert sha256 is not None
-            stored = self._stored_counters.get(job.key)
-            if stored is None:  # labelled once per arch: this runs once per download
-                labels = self._metrics.labels(job.key)
-                stored = self._metrics.fetched_files.labels(**labels, outcome="stored")
-                self._stored_counters[job.key] = stored
-            stored.inc()
+            self._metrics.arch_outcome(self._metrics.fetched_files, job.key, "stored").inc()
             job.done.set_result(sha256)
 
 

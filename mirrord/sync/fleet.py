@@ -136,9 +136,12 @@ class FleetMember:
 
     # --- the barrier -----------------------------------------------------------------
 
-    async def _read(self, arch: str) -> tuple[set[str], list[StagedIndex]]:
-        nodes_prefix = self._key("nodes", "")
-        members = {k[len(nodes_prefix) :] for k in await self.etcd.range_prefix(nodes_prefix)}
+    async def _members(self) -> frozenset[str]:
+        prefix = self._key("nodes", "")
+        return frozenset(k[len(prefix) :] for k in await self.etcd.range_prefix(prefix))
+
+    async def _read(self, arch: str) -> tuple[frozenset[str], list[StagedIndex]]:
+        members = await self._members()
         staged_prefix = self._key("staged", arch, "")
         staged: list[StagedIndex] = []
         for name, value in (await self.etcd.range_prefix(staged_prefix)).items():
@@ -292,10 +295,7 @@ class FleetMember:
             return view
 
     async def _read_view(self) -> FleetView:
-        nodes_prefix = self._key("nodes", "")
-        members = frozenset(
-            k[len(nodes_prefix) :] for k in await self.etcd.range_prefix(nodes_prefix)
-        )
+        members = await self._members()
         live_prefix = self._key("live", "")
         live: list[LiveIndex] = []
         for name, value in (await self.etcd.range_prefix(live_prefix)).items():
