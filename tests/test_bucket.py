@@ -9,21 +9,26 @@ that finishes the bucket without sending again what it already holds.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
 from mirrord.alpine.apkindex import read_index_archive
 from mirrord.alpine.apkpackage import check_package, digest_bytes
 from mirrord.alpine.signing import Keyring
 from mirrord.core.clock import FakeClock
-from mirrord.core.config import Config
+from mirrord.core.config import Config, S3Config
 from mirrord.core.crashpoints import ENV_VAR, CrashPoints
+from mirrord.core.errors import ObjectStoreError
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import PackageSpec, simple_specs
+from mirrord.publish.bucket import Bucket, load_credentials
 from mirrord.shell.daemon import Daemon
 from mirrord.sync.bucketmirror import RETRY_EVERY, open_bucket_mirror
 from mirrord.sync.runtime import Runtime, open_runtime
@@ -341,3 +346,54 @@ async def test_a_failed_pass_is_tried_again_while_the_arch_stays_quiet(
     assert follower.failed == set()
     listed = check_bucket(seaweed.client(), later, f"alpine/{KEY}/", Keyring.load(mirror.keys))
     assert sorted(listed) == sorted(s.filename for s in specs)
+
+
+@pytest.mark.parametrize("sign_payload", [False, True])
+async def test_every_body_carries_its_md5_and_is_signed_only_when_asked(
+    seaweed: Seaweed, bucket: str, tmp_path: Path, sign_payload: bool
+) -> None:
+    """Content-MD5 on every PUT and part; the body's SHA-256 in the signature only with
+    ``sign_payload`` (otherwise botocore hashes each byte again over plain http)."""
+    small, large = os.urandom(300_000), os.urandom(11 * MiB)
+    (tmp_path / "small").write_bytes(small)
+    (tmp_path / "large").write_bytes(large)
+    config = S3Config(
+        seaweed.endpoint,
+        bucket,
+        credentials_file=seaweed.credentials_file(tmp_path),
+        multipart_threshold=10 * MiB,
+        part_size=5 * MiB,
+        sign_payload=sign_payload,
+    )
+    sent: list[tuple[str, str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        sent.append((headers["Content-MD5"], headers["X-Amz-Content-SHA256"], request.url))
+
+    async with Bucket.open(config, load_credentials(config, {})) as store:
+        store._client.meta.events.register("before-send.s3.PutObject", record)
+        store._client.meta.events.register("before-send.s3.UploadPart", record)
+        await store.put_file("small", tmp_path / "small", len(small))
+        await store.put_file("large", tmp_path / "large", len(large))
+
+    bodies = [small, large[: 5 * MiB], large[5 * MiB : 10 * MiB], large[10 * MiB :]]
+    assert len(sent) == len(bodies)
+    for (md5, payload, _), body in zip(sent, bodies, strict=True):
+        assert md5 == base64.b64encode(hashlib.md5(body).digest()).decode()
+        assert payload == (hashlib.sha256(body).hexdigest() if sign_payload else "UNSIGNED-PAYLOAD")
+    fetch = getter(seaweed.client(), bucket, "")
+    assert fetch("small") == small
+    assert fetch("large") == large
+
+
+async def test_a_body_unlike_its_md5_is_refused(
+    seaweed: Seaweed, bucket: str, tmp_path: Path
+) -> None:
+    """Unsigned, the body is guarded by its Content-MD5: other bytes are not stored."""
+    config = S3Config(seaweed.endpoint, bucket, credentials_file=seaweed.credentials_file(tmp_path))
+    body = os.urandom(100_000)
+    async with Bucket.open(config, load_credentials(config, {})) as store:
+        with pytest.raises(ObjectStoreError, match="BadDigest"):
+            await store.put_bytes("wrong", body, hashlib.md5(body[1:]).digest())
+        assert await store.get("wrong") is None

@@ -119,6 +119,11 @@ def test_s3_section_parses_with_defaults_and_names_bad_keys(tmp_path: Path) -> N
     assert s3 == S3Config("http://127.0.0.1:8333", "m", prefix="a/")
     with pytest.raises(ConfigError, match=r"s3\.part_size: must be at least 5MiB"):
         parse_config(base(tmp_path, s3={"endpoint": "http://h", "bucket": "m", "part_size": "1MB"}))
+    signed = {"endpoint": "http://h", "bucket": "m", "sign_payload": True}
+    signing = S3Config("http://h", "m", sign_payload=True)
+    assert parse_config(base(tmp_path, s3=signed)).s3 == signing
+    with pytest.raises(ConfigError, match=r"s3\.sign_payload"):
+        parse_config(base(tmp_path, s3={**signed, "sign_payload": "yes"}))
     with pytest.raises(ConfigError, match=r"s3\.bucket: missing"):
         parse_config(base(tmp_path, s3={"endpoint": "http://h"}))
     with pytest.raises(ConfigError, match=r"s3\.secret"):

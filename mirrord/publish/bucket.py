@@ -2,11 +2,15 @@
 
 Every upload sends Content-MD5 (the store refuses bytes that differ) and is
 then verified by a HEAD: the size and ETag the store reports must be the
-ones computed here. Large files go up in parts; an upload interrupted by a
-crash is resumed: parts the store already holds with the right MD5 and size
-are kept, not sent again. Credentials come from ``s3.credentials_file`` or
-the environment and are never logged (``Credentials`` hides the secret).
-Errors of botocore and aiohttp become ``ObjectStoreError`` here.
+ones computed here. Bodies are not hashed into the signature as well unless
+``s3.sign_payload`` says so: botocore does that on every plain-http request,
+on the event loop, a SHA-256 pass over each byte that Content-MD5 already
+guards (over https it never does, nor does rclone). Large files go up in
+parts; an upload interrupted by a crash is resumed: parts the store already
+holds with the right MD5 and size are kept, not sent again. Credentials come
+from ``s3.credentials_file`` or the environment and are never logged
+(``Credentials`` hides the secret). Errors of botocore and aiohttp become
+``ObjectStoreError`` here.
 """
 
 from __future__ import annotations
@@ -73,20 +77,24 @@ def _unquote(etag: str) -> str:
     return etag.strip('"')
 
 
-def _read_range(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as file:
+def _read_range(path: Path, offset: int, length: int) -> bytearray:
+    """A bytearray, which botocore sends as it is (bytes it wraps in a BytesIO, and
+    aiohttp then copies that whole and writes it out 64 KiB at a time)."""
+    data, got = bytearray(length), 0
+    with path.open("rb", buffering=0) as file, memoryview(data) as view:
         file.seek(offset)
-        data = file.read(length)
-    if len(data) != length:
-        raise ObjectStoreError(str(path), f"read {len(data)} bytes of {length}")
+        while got < length and (count := file.readinto(view[got:])):
+            got += count
+    if got != length:
+        raise ObjectStoreError(str(path), f"read {got} bytes of {length}")
     return data
 
 
-def _md5(data: bytes) -> bytes:
+def _md5(data: bytes | bytearray) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
 
 
-def _read_with_md5(path: Path, length: int, offset: int = 0) -> tuple[bytes, bytes]:
+def _read_with_md5(path: Path, length: int, offset: int = 0) -> tuple[bytearray, bytes]:
     data = _read_range(path, offset, length)
     return data, _md5(data)
 
@@ -128,7 +136,7 @@ class Bucket:
             read_timeout=60,
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=config.concurrency + 2,
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": "path", "payload_signing_enabled": config.sign_payload},
             # Content-MD5 is sent and checked; botocore's own CRC32 of every body would be
             # a second pass over each byte for nothing.
             request_checksum_calculation="when_required",
@@ -182,7 +190,9 @@ class Bucket:
                 data: bytes = await body.read()
                 return data
 
-    async def put_bytes(self, key: str, data: bytes, digest: bytes | None = None) -> str:
+    async def put_bytes(
+        self, key: str, data: bytes | bytearray, digest: bytes | None = None
+    ) -> str:
         """One PUT; the ETag the store answers must be the MD5 sent. Returns it."""
         if digest is None:
             digest = await asyncio.to_thread(_md5, data)

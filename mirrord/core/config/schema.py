@@ -195,6 +195,9 @@ class S3Config:
     concurrency: int = 8
     multipart_threshold: int = 64 * 1000 * 1000
     part_size: int = 16 * 1000 * 1000
+    # SHA-256 every body into its request signature too (Content-MD5 is always sent, and the
+    # store refuses other bytes; over https botocore never signs bodies that carry it).
+    sign_payload: bool = False
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,7 @@ def read_s3(top: Section) -> S3Config | None:
             "multipart_threshold", check.size, S3Config.multipart_threshold
         ),
         part_size=section.get("part_size", check.size, S3Config.part_size),
+        sign_payload=section.get("sign_payload", check.boolean, S3Config.sign_payload),
     )
     section.finish()
     if s3.part_size < MIN_PART_SIZE:
