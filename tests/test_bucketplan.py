@@ -167,7 +167,11 @@ def test_check_config_reads_the_bucket_credentials_without_showing_the_secret(
     assert present.returncode == 0, present.stderr
     assert "bucket      mirror/ at http://127.0.0.1:9" in present.stdout
     assert "key AKID" in present.stdout
+    assert "bodies      Content-MD5, not signed, over plain http" in present.stdout
     assert "S3KR1T" not in present.stdout + present.stderr
+    config_file.write_text(yaml.safe_dump({**data, "s3": {**s3, "sign_payload": True}}))
+    signing = run_mirrord("check-config", "--config", str(config_file))
+    assert "bodies      Content-MD5 and signed" in signing.stdout, signing.stderr
 
 
 async def test_the_daemon_refuses_to_start_without_bucket_credentials(mirror: Mirror) -> None:

@@ -83,6 +83,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         source = config.s3.credentials_file or "the environment"
         print(f"  bucket      {config.s3.bucket}/{config.s3.prefix} at {config.s3.endpoint}")
         print(f"  credentials key {credentials.access_key} from {source} (not checked online)")
+        if config.s3.sign_payload:
+            print("  bodies      Content-MD5 and signed (a SHA-256 pass over each body)")
+        elif not config.s3.endpoint.startswith("https:"):
+            print("  bodies      Content-MD5, not signed, over plain http (s3.sign_payload)")
     if config.fleet is not None:
         fleet = config.fleet
         print(
