@@ -3,10 +3,15 @@
     daemon -> worker   Hello (the first line), Limit, Job, Grant
     worker -> daemon   Want, Received, Done or Fail (one per Job, with its events), Log
 
-Every message is a frozen dataclass; its ``TAG`` goes on the wire as ``"t"``
-and its fields as the other keys. ``decode`` checks each field against its
-declared type (with a converter made once per type), so a malformed line is
-a ``WorkerProtocolError`` (a ValueError) at the boundary, never a KeyError
+Every message is a frozen dataclass. The ones that go back and forth for
+every file (Job, Done, Received, Want, Grant) are JSON arrays: the ``TAG``,
+then the fields in their declared order, nested dataclasses flattened
+(``["job", 7, "v3.20", "main", "x86_64", "a.apk", "Q1...=", 512]``). The rare
+ones are JSON objects: the ``TAG`` as ``"t"``, the fields as the other keys.
+``decode`` checks every field against its declared type (the arrays with one
+comparison of their element types, made once per kind; the objects with a
+converter made once per type), so a malformed line is a
+``WorkerProtocolError`` (a ValueError) at the boundary, never a KeyError
 deep inside a job.
 
 Errors cross the boundary as data (``ErrorData``) and come back as the same
@@ -21,7 +26,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -149,11 +154,126 @@ class Log:
 
 
 Message = Hello | Limit | Job | Grant | Want | Ready | Received | Done | Fail | Log
-_BY_TAG: dict[str, type[Message]] = {kind.TAG: kind for kind in typing.get_args(Message)}
+
+
+def _job_row(job: Job) -> list[Any]:
+    ref = job.ref
+    return [Job.TAG, job.job_id, *job.key.parts, ref.filename, ref.checksum, ref.size]
+
+
+def _job(
+    job_id: int, branch: str, repo: str, arch: str, filename: str, checksum: str, size: int
+) -> Job:
+    return Job(job_id, ArchKey(branch, repo, arch), PackageRef(filename, checksum, size))
+
+
+def _done_row(done: Done) -> list[Any]:
+    stored, events = done.stored, done.events
+    return [
+        Done.TAG,
+        done.job_id,
+        stored.sha256,
+        stored.size,
+        events.received_bytes,
+        events.retries,
+        events.verify_failures,
+        done.received,
+    ]
+
+
+def _done(
+    job_id: int,
+    sha256: str,
+    size: int,
+    received_bytes: int,
+    retries: list[str],
+    verify_failures: list[str],
+    received: int,
+) -> Done:
+    events = JobEvents(received_bytes, tuple(retries), tuple(verify_failures))
+    return Done(job_id, StoredObject(sha256, size), events, received)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """The array form of a message kind: ``[TAG, field, ...]``, nested dataclasses flattened."""
+
+    kind: type[Message]
+    row: Callable[[Any], list[Any]]  # the message -> its array
+    build: Callable[..., Message]  # the checked fields after the tag -> the message
+    fields: tuple[tuple[str, type], ...]  # ("ref.size", int); ``list``: a list of strings
+    types: tuple[type, ...]  # the type of each element, the tag's (str) first
+    lists: tuple[int, ...]  # where the lists are, whose items must be strings too
+
+    @classmethod
+    def of(
+        cls, kind: type[Message], row: Callable[[Any], list[Any]], build: Callable[..., Message]
+    ) -> _Row:
+        fields = tuple(_flat_fields(kind))
+        types = (str, *(json_type for _, json_type in fields))
+        lists = tuple(index for index, json_type in enumerate(types) if json_type is list)
+        return cls(kind, row, build, fields, types, lists)
+
+    def decode(self, data: list[Any], line: bytes) -> Message:
+        if tuple(map(type, data)) != self.types or not all(
+            type(item) is str for index in self.lists for item in data[index]
+        ):
+            raise WorkerProtocolError(self._mismatch(data), line)
+        return self.build(*data[1:])
+
+    def _mismatch(self, data: list[Any]) -> str:
+        """What is wrong with an array that failed the check, named by the field."""
+        tag = self.kind.TAG
+        if len(data) != len(self.types):
+            got, names = len(data) - 1, ", ".join(name for name, _ in self.fields)
+            return f"{tag}: {got} values after the tag, expected {len(self.fields)} ({names})"
+        for (name, json_type), value in zip(self.fields, data[1:], strict=True):
+            if type(value) is not json_type:
+                expected = "a list" if json_type is list else json_type.__name__
+                return f"{tag}.{name}: expected {expected}, got {value!r}"
+        for position in self.lists:
+            name = self.fields[position - 1][0]
+            for index, item in enumerate(data[position]):
+                if type(item) is not str:
+                    return f"{tag}.{name}[{index}]: expected str, got {item!r}"
+        raise AssertionError("called on a row that fits")
+
+
+def _flat_fields(kind: type, prefix: str = "") -> Iterator[tuple[str, type]]:
+    """The name and JSON type of each field of ``kind``, nested dataclasses flattened."""
+    hints = typing.get_type_hints(kind)
+    for field in dataclasses.fields(kind):
+        name, hint = prefix + field.name, hints[field.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            yield from _flat_fields(hint, f"{name}.")
+        elif hint is int or hint is str:
+            yield name, hint
+        elif hint == tuple[str, ...]:
+            yield name, list
+        else:
+            raise TypeError(f"no array form for {kind.__name__}.{name}: {hint!r}")
+
+
+_ROWS: dict[type[Message], _Row] = {
+    row.kind: row
+    for row in (
+        _Row.of(Job, _job_row, _job),
+        _Row.of(Done, _done_row, _done),
+        _Row.of(Received, lambda rx: [Received.TAG, rx.nbytes], Received),
+        _Row.of(Want, lambda want: [Want.TAG, want.request, want.nbytes], Want),
+        _Row.of(Grant, lambda grant: [Grant.TAG, grant.request, grant.nbytes], Grant),
+    )
+}
+_ROW_BY_TAG: dict[str, _Row] = {row.kind.TAG: row for row in _ROWS.values()}
+_OBJECT_BY_TAG: dict[str, type[Message]] = {
+    kind.TAG: kind for kind in typing.get_args(Message) if kind not in _ROWS
+}
 
 
 def encode(message: Message) -> bytes:
-    return _ENCODER.encode({"t": message.TAG, **_as_dict(message)}).encode() + b"\n"
+    row = _ROWS.get(type(message))
+    data = row.row(message) if row is not None else {"t": message.TAG, **_as_dict(message)}
+    return _ENCODER.encode(data).encode() + b"\n"
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -167,26 +287,43 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 _NAMES: dict[type, tuple[str, ...]] = {}
-# One encoder for every line (json.dumps with arguments builds a new one per call).
+# One encoder and one decoder for every line (json.dumps and json.loads with
+# arguments build a new one per call; json.loads of bytes guesses their encoding).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_as_dict)
+_DECODER = json.JSONDecoder()
 
 
 def decode(line: bytes) -> Message:
     try:
-        data = json.loads(line)
+        data = _DECODER.decode(line.decode())
     except ValueError as error:  # also UnicodeDecodeError
         raise WorkerProtocolError(f"not JSON ({error})", line) from None
-    if not isinstance(data, dict):
-        raise WorkerProtocolError("not a JSON object", line)
+    if type(data) is list:
+        return _decode_row(data, line)
+    if type(data) is not dict:
+        raise WorkerProtocolError("not a JSON array or object", line)
     tag = data.pop("t", None)
-    kind = _BY_TAG.get(tag) if isinstance(tag, str) else None
+    kind = _OBJECT_BY_TAG.get(tag) if type(tag) is str else None
     if kind is None:
-        raise WorkerProtocolError(f"unknown message tag {tag!r}", line)
+        raise WorkerProtocolError(_unknown(tag, _ROW_BY_TAG, "an array"), line)
     try:
         message: Message = _converter(kind)(data)
     except _Mismatch as mismatch:
         raise WorkerProtocolError(f"{kind.TAG}{mismatch.path}: {mismatch.problem}", line) from None
     return message
+
+
+def _decode_row(data: list[Any], line: bytes) -> Message:
+    tag = data[0] if data else None
+    row = _ROW_BY_TAG.get(tag) if type(tag) is str else None
+    if row is None:
+        raise WorkerProtocolError(_unknown(tag, _OBJECT_BY_TAG, "an object"), line)
+    return row.decode(data, line)
+
+
+def _unknown(tag: Any, other_form: dict[str, Any], other: str) -> str:
+    sent_as = f" (sent as {other})" if type(tag) is str and tag in other_form else ""
+    return f"unknown message tag {tag!r}{sent_as}"
 
 
 class _Mismatch(Exception):
