@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mirrord.core.config import FetchConfig, ScheduleWindow
@@ -365,6 +365,13 @@ def arrays(draw: st.DrawFn) -> list[Any]:
     return data
 
 
+@settings(  # as tests/test_fuzz.py: the same examples on every run, however slow the machine
+    max_examples=300,
+    deadline=2000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(arrays())
 def test_any_array_either_decodes_to_what_it_says_or_is_refused(data: list[Any]) -> None:
     try:
