@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mirrord.core.config import FetchConfig, ScheduleWindow
@@ -50,6 +50,7 @@ from mirrord.fetch.wire import (
 from mirrord.fetch.workerpool import worker_hello
 from mirrord.storage.store import StoredObject
 from tests.helpers import make_config, repositories
+from tests.test_fuzz import FUZZ
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 REF = PackageRef("busybox-1.36.1-r29.apk", "Q1abcdefghijklmnopqrstuvwxyz0=", 512_345)
@@ -365,13 +366,7 @@ def arrays(draw: st.DrawFn) -> list[Any]:
     return data
 
 
-@settings(  # as tests/test_fuzz.py: the same examples on every run, however slow the machine
-    max_examples=300,
-    deadline=2000,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@FUZZ  # the same examples on every run, however slow the machine
 @given(arrays())
 def test_any_array_either_decodes_to_what_it_says_or_is_refused(data: list[Any]) -> None:
     try:
