@@ -83,8 +83,7 @@ class ContentStore:
         return swept
 
     def object_path(self, key: str) -> Path:
-        kind, name = split_key(key)
-        return self.root / "objects" / kind / name[:2] / name
+        return Path(self.object_file(key))
 
     def object_file(self, key: str) -> str:
         """``object_path`` as a string, built without pathlib's joins (once per file)."""

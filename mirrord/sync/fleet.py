@@ -85,8 +85,8 @@ class FleetMember:
                 lease = await self.etcd.grant(self.config.lease_ttl)
                 since = json.dumps({"since": self.clock.time()})
                 await self.etcd.put(self._key("nodes", self.config.node), since, lease)
-                for arch, value in sorted(self._live.items()):  # what we serve, again
-                    await self.etcd.put(self._key("live", arch, self.config.node), value, lease)
+                for arch in sorted(self._live):  # what we serve, again
+                    await self._put_live(arch, lease)
                 self._live_unsent.clear()
                 self._lease = lease
                 self._mine.clear()  # keys on an expired lease are gone
@@ -238,27 +238,28 @@ class FleetMember:
         """
         arch = str(key)
         if arch not in self._live:
-            value = {"digest": digest, "origin_mtime": origin_mtime, "since": since}
-            self._live[arch] = json.dumps(value)
+            self._live[arch] = _live_value(digest, origin_mtime, since)
             self._live_unsent.add(arch)
 
     async def _put_unsent(self, lease: int) -> None:
         for arch in sorted(self._live_unsent):
-            await self.etcd.put(self._key("live", arch, self.config.node), self._live[arch], lease)
+            await self._put_live(arch, lease)
             self._live_unsent.discard(arch)
+
+    async def _put_live(self, arch: str, lease: int) -> None:
+        """Our live key of ``arch``: the value ``serving`` or ``went_live`` noted."""
+        await self.etcd.put(self._key("live", arch, self.config.node), self._live[arch], lease)
 
     async def went_live(self, key: ArchKey, digest: str, origin_mtime: float | None) -> None:
         """Our index of ``key`` is live: say so (our live key), forget our older staged keys."""
         arch = str(key)
-        value = json.dumps(
-            {"digest": digest, "origin_mtime": origin_mtime, "since": self.clock.time()}
-        )
-        self._live[arch] = value  # a new lease takes it again (``join``)
+        # kept: a new lease takes it again (``join``)
+        self._live[arch] = _live_value(digest, origin_mtime, self.clock.time())
         self._live_unsent.discard(arch)
         try:
             lease = await self.join()
             try:
-                await self.etcd.put(self._key("live", arch, self.config.node), value, lease)
+                await self._put_live(arch, lease)
             except EtcdLeaseLostError:
                 await self._forget_lease(lease)
                 return
@@ -339,3 +340,8 @@ async def open_fleet(
             yield member
         finally:
             await member.leave()
+
+
+def _live_value(digest: str, origin_mtime: float | None, since: float) -> str:
+    """A live key's value (what ``_read_view`` reads back)."""
+    return json.dumps({"digest": digest, "origin_mtime": origin_mtime, "since": since})
