@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.abprobe release /tmp/ab/base /tmp/ab/head [--runs 3]``:
 each tree is a ``git archive`` of a commit (``TREE@N`` runs it with
-``fetch.processes: N`` instead of ``auto``), run through ``PYTHONPATH`` (the
+``fetch.processes: N`` instead of ``auto``; ``TREE,pipeline=1,concurrency=16``
+sets other ``fetch`` keys than the harness's), run through ``PYTHONPATH`` (the
 console script and its fetch workers both import from it), one full sync of
 the set into empty storage per tree per round, against the same nginx, in a
 private network namespace. Prints each run and the medians of wall, CPU (the
@@ -41,15 +42,28 @@ WAN_RATE_MBIT = 50  # per connection, as the wan scenario
 class Variant:
     tree: Path
     processes: int | str
+    fetch: tuple[tuple[str, int | str], ...] = ()  # other fetch keys, as given
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
-        tree, _, processes = spec.partition("@")
-        return cls(Path(tree), int(processes) if processes else "auto")
+        where, *settings = spec.split(",")
+        tree, _, processes = where.partition("@")
+        fetch = []
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            fetch.append((key, int(value) if value.isdigit() else value))
+        return cls(Path(tree), int(processes) if processes else "auto", tuple(fetch))
 
     @property
     def name(self) -> str:
-        return self.tree.name if self.processes == "auto" else f"{self.tree.name}@{self.processes}"
+        name = self.tree.name if self.processes == "auto" else f"{self.tree.name}@{self.processes}"
+        return ",".join([name, *(f"{key}={value}" for key, value in self.fetch)])
+
+    def fetch_config(self, concurrency: int) -> dict[str, int | str]:
+        return mirrordrun.default_fetch(concurrency) | {
+            "processes": self.processes,
+            **dict(self.fetch),
+        }
 
 
 def main() -> None:
@@ -121,13 +135,13 @@ def probe(args: argparse.Namespace, work: Path) -> None:
             proxy = DelayProxy(nginx.port, args.rtt, WAN_RATE_MBIT, logs / "delayproxy.log")
             url = f"http://127.0.0.1:{servers.enter_context(proxy).port}"
 
-        def sync(out: Path, rep: int, processes: int | str) -> tuple[measure.Usage, Path, str]:
+        def sync(out: Path, rep: int, variant: Variant) -> tuple[measure.Usage, Path, str]:
             setup = mirrordrun.MirrordSetup(
                 origin_url=url,
                 keys=sets.public_keys(),
                 arches=(MAIN,),
                 directory=out,
-                fetch=mirrordrun.default_fetch(32) | {"processes": processes},
+                fetch=variant.fetch_config(FULL.fetch_concurrency),
             )
             tag = f"mirrord-{rep}"
             prefix = shlex.split(args.wrap.replace("{run}", tag))
@@ -140,7 +154,7 @@ def probe(args: argparse.Namespace, work: Path) -> None:
             for number, variant in enumerate(variants):
                 os.environ["PYTHONPATH"] = str(variant.tree.resolve())
                 done = trial(
-                    functools.partial(sync, processes=variant.processes),
+                    functools.partial(sync, variant=variant),
                     directory / "out",
                     round_ * len(variants) + number,
                     expected,

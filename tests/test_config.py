@@ -75,7 +75,7 @@ def test_defaults_from_a_minimal_config() -> None:
     config = parse_config(minimal())
     assert config.publish.grace == 3600
     assert config.publish.max_delete_fraction == 0.10
-    assert config.fetch.concurrency == 16
+    assert (config.fetch.concurrency, config.fetch.per_host, config.fetch.pipeline) == (64, 16, 4)
     assert config.interval == 60
     assert config.fetch.rate_limit is None
 
@@ -144,6 +144,8 @@ def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) ->
         ),
         (_broken(("fetch",), {"concurrency": 0}), "fetch.concurrency", "between 1"),
         (_broken(("fetch",), {"concurrency": "8"}), "fetch.concurrency", "whole number"),
+        (_broken(("fetch",), {"pipeline": 0}), "fetch.pipeline", "between 1 and 16"),
+        (_broken(("fetch",), {"pipeline": 17}), "fetch.pipeline", "between 1 and 16"),
         (_broken(("fetch",), {"rate_limit": "fast"}), "fetch.rate_limit", "rate"),
         (_broken(("fetch",), {"worker_cpu": "low"}), "fetch.worker_cpu", "normal, idle"),
         (

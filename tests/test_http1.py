@@ -23,7 +23,7 @@ from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.pool import ConnectionPool
 from mirrord.fetch.pool import _split as pool_split
-from tests.nginx import Nginx
+from tests.nginx import CONFIG, Nginx
 
 BLOB = os.urandom(700_000)  # several reads, so a body spans buffers
 FETCH = FetchConfig(concurrency=2, per_host=2, connect_timeout=2.0, read_timeout=2.0)
@@ -403,3 +403,152 @@ def test_a_remembered_origin_splits_every_url_as_a_full_parse_does() -> None:
                 actual = str(error)
             assert actual == expected, url
     assert "http://127.0.0.1:8080" in pool._keys
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+PIPELINED = FetchConfig(
+    concurrency=1, per_host=1, pipeline=4, connect_timeout=2.0, read_timeout=2.0
+)
+
+
+class LoggingNginx(Nginx):
+    """nginx writing, per request: its connection, its number on it, pipelined or not, URI."""
+
+    def config_template(self) -> str:
+        log = 'log_format pipe "$connection $connection_requests $pipe $status $uri";'
+        return CONFIG.replace("access_log off;", log + "\n    access_log {prefix}/access.log pipe;")
+
+
+async def test_pipelined_requests_to_nginx_each_get_their_own_body(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    sizes = [700_000, 2_000, 90_000, 0, 300_000, 5, 1_500_000, 40_000]
+    files = {f"f{n}": os.urandom(size) for n, size in enumerate(sizes)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    names = [*files, "missing", *reversed(files)]  # a 404 among them: its page is drained
+    with LoggingNginx(root, tmp_path / "nginx") as nginx:
+        async with DownloadClient.open(nginx.url, PIPELINED) as client:
+            assert (await fetch(client, "f1"))[1] == files["f1"]  # the connection, proven
+            results = await asyncio.gather(
+                *(fetch(client, name) for name in names), return_exceptions=True
+            )
+        log = (nginx.prefix / "access.log").read_text().split("\n")
+    for name, result in zip(names, results, strict=True):
+        if name == "missing":
+            assert isinstance(result, PermanentOriginError) and result.status == 404
+        else:
+            assert not isinstance(result, BaseException), result
+            assert hashlib.sha256(result[1]).digest() == hashlib.sha256(files[name]).digest()
+    entries = [line.split() for line in log if line]
+    assert len(entries) == 1 + len(names)
+    assert {entry[0] for entry in entries} == {entries[0][0]}  # one connection for all
+    assert [entry[4] for entry in entries[1:]] == [f"/{name}" for name in names]  # in order
+    assert any(entry[2] == "p" for entry in entries)  # and pipelined
+
+
+async def test_responses_that_share_a_segment_are_split_where_each_body_ends() -> None:
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    last = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nend"
+    connections = 0
+
+    async def all_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(first)
+        for _ in range(3):
+            await read_request(reader)
+        writer.write(first + chunked + empty[:20])  # the third head split across segments
+        await writer.drain()
+        writer.write(empty[20:] + last)
+        await reader.read()
+
+    config = replace(PIPELINED, pipeline=4)
+    async with raw_origin(all_at_once) as url, DownloadClient.open(url, config) as client:
+        assert (await fetch(client, "warm"))[1] == b"hello"
+        results = await asyncio.gather(*(fetch(client, name) for name in "abcd"))
+    assert [data for _, data in results] == [b"hello", b"abcde", b"", b"end"]
+    assert connections == 1
+
+
+@pytest.mark.parametrize(("page", "connections_used"), [(60_000, 1), (200_000, 2)])
+async def test_a_response_given_up_is_drained_when_short_else_the_rest_go_elsewhere(
+    page: int, connections_used: int
+) -> None:
+    """A 404's page (longer than one read) is read and dropped; a long one costs the
+    connection, and the request pipelined behind it is sent again on a fresh one."""
+    connections = 0
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                request = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            if request.startswith(b"GET /gone "):
+                head = f"HTTP/1.1 404 Not Found\r\nContent-Length: {page}\r\n\r\n".encode()
+                writer.write(head + b"n" * page)
+            else:
+                writer.write(OK)
+            await writer.drain()
+
+    async with raw_origin(answers) as url, DownloadClient.open(url, PIPELINED) as client:
+        assert (await fetch(client, "warm"))[1] == b"ok"
+        gone, behind = await asyncio.gather(
+            fetch(client, "gone"), fetch(client, "behind"), return_exceptions=True
+        )
+        assert isinstance(gone, PermanentOriginError) and gone.status == 404
+        assert not isinstance(behind, BaseException) and behind[1] == b"ok"
+        assert (await fetch(client, "after"))[1] == b"ok"
+    assert connections == connections_used
+
+
+async def test_requests_behind_a_response_that_ends_the_connection_are_sent_again() -> None:
+    connections = 0
+
+    async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for _ in range(2):  # the second request was pipelined: answered, then the end
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+        writer.close()
+
+    async with raw_origin(one_then_close) as url, DownloadClient.open(url, PIPELINED) as client:
+        assert (await fetch(client, "warm"))[1] == b"ok"
+        results = await asyncio.gather(*(fetch(client, name) for name in "abc"))
+    assert [data for _, data in results] == [b"ok"] * 3
+    assert connections == 3  # warm + a, then b + c, then the one c was sent again on
+
+
+async def test_a_server_that_drops_pipelined_requests_soon_gets_one_at_a_time() -> None:
+    """It answers the first request of a read and hangs up: every request still
+    succeeds, and after a few dozen drops nothing is pipelined to it any more."""
+    dropped = 0
+
+    async def no_pipelining(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dropped
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            writer.write(OK)
+            await writer.drain()
+            if data.count(b"GET ") > 1:
+                dropped += data.count(b"GET ") - 1
+                writer.close()
+                return
+
+    async with raw_origin(no_pipelining) as url, DownloadClient.open(url, PIPELINED) as client:
+        for _ in range(30):
+            results = await asyncio.gather(*(fetch(client, str(n)) for n in range(30)))
+            assert [data for _, data in results] == [b"ok"] * 30
+    assert 0 < dropped <= 16 + 2 * PIPELINED.pipeline

@@ -67,8 +67,9 @@ class DownloadClient:
         kernel's autotuning). Under a rate limit a small one keeps the kernel from
         buffering more than the token bucket allows ahead of the limit."""
         pool = ConnectionPool(
-            limit=fetch.concurrency,
+            limit=fetch.connections,
             per_host=fetch.per_host,
+            pipeline=fetch.pipeline,
             connect_timeout=fetch.connect_timeout,
             read_timeout=fetch.read_timeout,
             user_agent=USER_AGENT,

@@ -25,6 +25,8 @@ MIN_READ = 16 * 1024  # a buffer with less room left than this is replaced
 PAUSE_ABOVE = 128 * 1024  # bytes received and not yet consumed: stop reading (as aiohttp)
 RESUME_BELOW = 64 * 1024
 MAX_HEAD = 64 * 1024
+HEAD_WINDOW = 8 * 1024  # a head is looked for in this much of a read before it is collected
+DRAIN_MAX = 64 * 1024  # a response given up with at most this much left is read and dropped
 MAX_LINE = 4096
 
 Chunk = memoryview | bytes
@@ -91,33 +93,75 @@ def buffer_unshared(buffer: bytearray) -> bool:
     return True
 
 
+class Exchange:
+    """One request sent on a connection, and what came of its response so far."""
+
+    __slots__ = ("abandoned", "chunks", "connection", "done", "error", "head", "received_any")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.head: Head | None = None
+        self.chunks: deque[Chunk] = deque()
+        self.done = False  # the whole body is in ``chunks`` (or was drained)
+        self.error: BaseException | None = None
+        self.received_any = False
+        self.abandoned = False  # released before its end: the rest of the body is dropped
+
+    async def read_head(self) -> Head:
+        while self.head is None:
+            if self.error is not None:
+                raise self.error
+            await self.connection.wait()
+        return self.head
+
+    def next_chunk(self) -> Chunk | None:
+        """A chunk received, None at the end; raises what went wrong."""
+        if self.chunks:
+            chunk = self.chunks.popleft()
+            self.connection.consumed(len(chunk))
+            return chunk
+        if self.error is not None:
+            raise self.error
+        if self.done:
+            return None
+        raise BlockingIOError
+
+    @property
+    def finished(self) -> bool:
+        return self.done and not self.chunks and self.error is None
+
+
 class Connection(asyncio.BufferedProtocol):
-    """One keep-alive connection: parses a response head, then decodes its body."""
+    """One keep-alive connection: requests go out in order, responses are parsed in order.
+
+    More than one request may be in flight (HTTP/1.1 pipelining): a response's
+    head is parsed where the body before it ends, and each response's chunks
+    wait in its own Exchange for whoever reads it.
+    """
 
     def __init__(self, read_timeout: float) -> None:
         self._read_timeout = read_timeout
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reused = False
+        self.reusable = True  # until a response says close, or the stream goes wrong
+        self.responses = 0  # responses received whole
+        self.in_flight = 0  # requests sent and not yet released by their readers
+        self._failed = False
         self._buffer = bytearray(0)
         self._view = memoryview(self._buffer)
         self._fill = 0
-        self._head: bytearray | None = None  # collecting a head; None: in a body or idle
-        self.head: Head | None = None
+        self._incoming: deque[Exchange] = deque()  # sent; the first is being received
+        self._head: bytearray | None = None  # collecting the first's head; None: in a body or idle
         self._mode: Literal["length", "chunked", "eof", "done"] = "done"
         self._remaining = 0  # body bytes left (length) or in this chunk (chunked)
         self._chunk_state = "size"  # size, data, data_end, trailer
         self._line = bytearray()
-        self._chunks: deque[Chunk] = deque()
-        self._queued = 0
+        self._queued = 0  # bytes received, in chunks nobody has taken yet
         self._paused = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._last_data = 0.0
-        self.received_any = False
-        self.reusable = False
 
     # --- protocol callbacks --------------------------------------------------
 
@@ -163,20 +207,8 @@ class Connection(asyncio.BufferedProtocol):
         start, stop = self._fill, self._fill + nbytes
         self._fill = stop
         self._last_data = self._loop.time()
-        self.received_any = True
         try:
-            end = -1
-            if self._head is not None and not self._head:  # a head from its first byte
-                end = self._buffer.find(b"\r\n\r\n", start, stop)  # no copy to search
-            if end >= 0:
-                self._head = None
-                self._start_body(parse_head(bytes(self._buffer[start:end])))
-                if self._head is None:
-                    self._feed(self._view[end + 4 : stop])
-                elif end + 4 < stop:  # after an interim response
-                    self._feed(bytes(self._buffer[end + 4 : stop]))
-            else:
-                self._feed(self._view[start:stop])
+            self._feed(self._view[start:stop])
         except BadResponse as error:
             self._fail(error)
         self._wake()
@@ -187,7 +219,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._ended(exc)
+        self._ended()
 
     def pause_writing(self) -> None:  # requests are a few hundred bytes
         pass
@@ -197,55 +229,81 @@ class Connection(asyncio.BufferedProtocol):
 
     # --- decoding --------------------------------------------------------------
 
-    def _feed(self, data: memoryview | bytes) -> None:
-        if self._head is not None:
-            self._head += data
-            end = self._head.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._head) > MAX_HEAD:
-                    raise BadResponse(f"no end of the response head within {MAX_HEAD} bytes")
+    def _feed(self, data: Chunk) -> None:
+        while data:
+            if not self._incoming:
+                self.reusable = False  # bytes nobody asked for
                 return
-            head, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
-            self._head = None
-            self._start_body(parse_head(head))
-            if rest:
-                self._feed(rest)
-            return
-        if self._mode == "length":
-            if len(data) > self._remaining:
-                self.reusable = False  # bytes beyond the body: nothing we asked for
-                data = data[: self._remaining]
-            self._push(data)
-            self._remaining -= len(data)
-            if self._remaining == 0:
-                self._mode = "done"
-        elif self._mode == "chunked":
-            self._feed_chunked(data)
-        elif self._mode == "eof":
-            self._push(data)
-        else:
-            self.reusable = False  # unasked-for bytes on an idle connection
+            if self._head is not None:
+                data = self._feed_head(data)
+            elif self._mode == "length":
+                take = min(len(data), self._remaining)
+                self._push(data[:take])
+                self._remaining -= take
+                data = data[take:]
+                if self._remaining == 0:
+                    self._body_done()
+            elif self._mode == "chunked":
+                data = self._feed_chunked(data)
+            else:  # "eof": the body runs to the end of the connection
+                self._push(data)
+                return
+
+    def _feed_head(self, data: Chunk) -> Chunk:
+        """Take the first response's head from ``data``; return what follows it."""
+        assert self._head is not None
+        self._incoming[0].received_any = True
+        collected = self._head
+        if not collected:  # a head from its first byte: no copy of the body behind it
+            window = bytes(data[:HEAD_WINDOW])
+            end = window.find(b"\r\n\r\n")
+            if end >= 0:
+                self._head = None
+                self._start_body(parse_head(window[:end]))
+                return data[end + 4 :]
+        before = len(collected)
+        collected += data[: MAX_HEAD + 4]
+        end = collected.find(b"\r\n\r\n", max(0, before - 3))
+        if end < 0:
+            if len(collected) > MAX_HEAD:
+                raise BadResponse(f"no end of the response head within {MAX_HEAD} bytes")
+            return data[len(data) :]
+        self._head = None
+        self._start_body(parse_head(bytes(collected[:end])))
+        return data[end + 4 - before :]
 
     def _start_body(self, head: Head) -> None:
         if 100 <= head.status < 200:  # an interim response: the real one follows
             self._head = bytearray()
             return
-        self.head = head
-        self.reusable = head.keep_alive
+        self._incoming[0].head = head
+        if not head.keep_alive:
+            self.reusable = False
         coding = head.headers.get("transfer-encoding", "").lower()
         if head.status in (204, 304):
-            self._mode = "done"
+            self._body_done()
         elif coding:
             if coding.rsplit(",", 1)[-1].strip() != "chunked":
                 raise BadResponse(f"unsupported Transfer-Encoding {coding!r}")
             self._mode, self._chunk_state = "chunked", "size"
         elif "content-length" in head.headers:
             self._remaining = int(head.headers["content-length"])
-            self._mode = "length" if self._remaining else "done"
+            self._mode = "length"
+            if not self._remaining:
+                self._body_done()
         else:
             self._mode, self.reusable = "eof", False
 
-    def _feed_chunked(self, data: memoryview | bytes) -> None:
+    def _body_done(self) -> None:
+        exchange = self._incoming.popleft()
+        exchange.done = True
+        self.responses += 1
+        self._mode = "done"
+        if self._incoming:  # the next response's head starts here
+            self._head = bytearray()
+
+    def _feed_chunked(self, data: Chunk) -> Chunk:
+        """Decode chunked body bytes; return what follows the body's end."""
         at, end = 0, len(data)
         while at < end and self._mode == "chunked":
             state = self._chunk_state
@@ -280,61 +338,128 @@ class Connection(asyncio.BufferedProtocol):
                     raise BadResponse(f"bad chunk size {size[:40]!r}") from None
                 self._chunk_state = "data" if self._remaining else "trailer"
             elif not line:  # the blank line after the trailer fields
-                self._mode = "done"
-        if at < end:
-            self.reusable = False
+                self._body_done()
+        return data[at:]
 
-    def _push(self, data: memoryview | bytes) -> None:
-        if not data:
+    def _push(self, data: Chunk) -> None:
+        exchange = self._incoming[0]
+        if not data or exchange.abandoned:
             return
-        self._chunks.append(data)
+        exchange.chunks.append(data)
         self._queued += len(data)
         if self._queued > PAUSE_ABOVE and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
-    def _ended(self, exc: Exception | None = None) -> None:
+    def consumed(self, size: int) -> None:
+        """``size`` bytes of chunks were taken (or dropped): read again below RESUME_BELOW."""
+        self._queued -= size
+        if self._paused and self._queued < RESUME_BELOW and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _ended(self) -> None:
+        """The server closed: the first response ends or breaks, later ones never come."""
         self.reusable = False
-        if self._error is not None:
-            pass
-        elif self._head is not None:
-            if not self.received_any and self.reused:
-                self._error = StaleConnection()
-            elif not self.received_any:
-                self._error = ConnectionResetError("server disconnected before a response")
+        if self._failed or not self._incoming:
+            self._failed = True
+            self._wake()
+            return
+        first = self._incoming[0]
+        error: BaseException | None = None
+        if self._head is not None:
+            if not first.received_any and self.responses:
+                error = StaleConnection()  # a kept-alive connection the server had closed
+            elif not first.received_any:
+                error = ConnectionResetError("server disconnected before a response")
             else:
-                self._error = BadResponse("connection closed inside the response head")
+                error = BadResponse("connection closed inside the response head")
         elif self._mode == "eof":
-            self._mode = "done"
-        elif self._mode != "done":
+            self._body_done()
+        else:
             what = f"{self._remaining} more bytes" if self._mode == "length" else "the last chunk"
-            self._error = TransientBody(f"body cut short: connection closed awaiting {what}")
-        self._wake()
+            error = TransientBody(f"body cut short: connection closed awaiting {what}")
+        self._break(error)
 
     def _fail(self, error: BaseException) -> None:
-        self._error = error
         self.reusable = False
+        self._break(error)
         if self.transport is not None:
             self.transport.abort()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # --- the consumer's side -----------------------------------------------------
-
-    def send(self, request: bytes) -> None:
-        assert self.transport is not None
-        self._head = bytearray()
-        self.head = None
-        self.received_any = False
+    def _break(self, error: BaseException | None) -> None:
+        """No more responses: ``error`` for the one being received, retry the rest."""
+        self._failed = True
+        for at, exchange in enumerate(self._incoming):
+            exchange.error = error if at == 0 and error is not None else StaleConnection()
+        self._incoming.clear()
+        self._head = None
         self._mode = "done"
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- the readers' side -------------------------------------------------------
+
+    @property
+    def pipelinable(self) -> bool:
+        """Whether a request may go out behind those in flight: the server has kept
+        this connection alive before, and nothing broke or asked to close since."""
+        return self.responses > 0 and self.reusable and not self._failed and not self.closed
+
+    @property
+    def backlog(self) -> int:
+        """Body bytes known to be still to come before a request sent now is answered."""
+        return self._remaining if self._mode == "length" else 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and fit for the next request."""
+        return not self._incoming and self.reusable and not self._failed and not self.closed
+
+    def send(self, request: bytes) -> Exchange:
+        assert self.transport is not None
+        exchange = Exchange(self)
+        if not self._incoming:
+            self._head = bytearray()
+        self._incoming.append(exchange)
+        self.in_flight += 1
         self.transport.write(request)
+        return exchange
+
+    def release(self, exchange: Exchange) -> None:
+        """The reader is done with ``exchange``; what it left unread is dropped.
+
+        A response still arriving is drained when it is short and the connection
+        carries requests behind it (a 404 page, say); otherwise the connection is
+        given up and the requests behind it are retried elsewhere.
+        """
+        self.in_flight -= 1
+        dropped = sum(len(chunk) for chunk in exchange.chunks)
+        exchange.chunks.clear()
+        if dropped:
+            self.consumed(dropped)
+        if exchange.done or exchange.error is not None:
+            return
+        exchange.abandoned = True
+        drainable = (
+            len(self._incoming) > 1
+            and self._incoming[0] is exchange
+            and self._head is None
+            and self._mode == "length"
+            and self._remaining <= DRAIN_MAX
+        )
+        if not drainable:
+            self._fail(ConnectionAbortedError("response given up before its end"))
 
     async def wait(self) -> None:
         """Until more arrives (or the end); TimeoutError after read_timeout of nothing."""
-        self._waiter = waiter = self._loop.create_future()
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
         self._last_data = max(self._last_data, self._loop.time())
         if self._timer is None:
             self._timer = self._loop.call_at(
@@ -343,45 +468,21 @@ class Connection(asyncio.BufferedProtocol):
         try:
             await waiter
         finally:
-            self._waiter = None
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def _check_timeout(self) -> None:
         self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if not self._waiters:
             return
         due = self._last_data + self._read_timeout
+        if self._paused:  # the readers are behind, not the server
+            self._last_data = self._loop.time()
+            due = self._last_data + self._read_timeout
         if self._loop.time() >= due:
             self._fail(TimeoutError())
-            waiter.set_exception(TimeoutError())
         else:  # data came meanwhile: one timer per wait, moved lazily, not per chunk
             self._timer = self._loop.call_at(due, self._check_timeout)
-
-    async def read_head(self) -> Head:
-        while self.head is None:
-            if self._error is not None:
-                raise self._error
-            await self.wait()
-        return self.head
-
-    def next_chunk(self) -> Chunk | None:
-        """A chunk received, None at the end; raises what went wrong."""
-        if self._chunks:
-            chunk = self._chunks.popleft()
-            self._queued -= len(chunk)
-            if self._paused and self._queued < RESUME_BELOW and self.transport is not None:
-                self._paused = False
-                self.transport.resume_reading()
-            return chunk
-        if self._error is not None:
-            raise self._error
-        if self._mode == "done":
-            return None
-        raise BlockingIOError
-
-    @property
-    def finished(self) -> bool:
-        return self._mode == "done" and not self._chunks and self._error is None
 
     def close(self) -> None:
         self.reusable = False
@@ -400,8 +501,8 @@ class TransientBody(Exception):
 class Body:
     """A response body as the chunks the socket delivered: ``async for c in body.chunks()``."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
 
     def chunks(self) -> Body:
         return self
@@ -410,12 +511,12 @@ class Body:
         return self
 
     async def __anext__(self) -> Chunk:
-        connection = self._connection
+        exchange = self._exchange
         while True:
             try:
-                chunk = connection.next_chunk()
+                chunk = exchange.next_chunk()
             except BlockingIOError:
-                await connection.wait()
+                await exchange.connection.wait()
                 continue
             if chunk is None:
                 raise StopAsyncIteration

@@ -19,7 +19,14 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from mirrord.core.errors import OriginError, PermanentOriginError, TransientOriginError
-from mirrord.fetch.http1 import BadResponse, Body, Connection, StaleConnection, TransientBody
+from mirrord.fetch.http1 import (
+    BadResponse,
+    Body,
+    Connection,
+    Exchange,
+    StaleConnection,
+    TransientBody,
+)
 
 MAX_REDIRECTS = 10
 MAX_ORIGIN_KEYS = 64  # origins (scheme://host:port) remembered parsed; redirects add some
@@ -27,6 +34,12 @@ MAX_ORIGIN_KEYS = 64  # origins (scheme://host:port) remembered parsed; redirect
 # characters it removes): such a URL is parsed in full every time.
 _NEEDS_PARSING = re.compile(r"[?#\t\r\n]")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# A request is not pipelined behind a body with more than this still to come: it
+# would wait for that body instead of taking the next connection that frees up.
+PIPELINE_BEHIND_MAX = 4 * 1024 * 1024
+# Pipelined requests a host dropped (the connection closed before their answer),
+# beyond those it answered, after which it gets one request per connection at a time.
+PIPELINE_GIVE_UP = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +60,13 @@ _Key = tuple[str, str, int]  # scheme, host, port
 
 
 class ConnectionPool:
-    """Keep-alive connections, at most ``limit`` in all and ``per_host`` to one host."""
+    """Keep-alive connections, at most ``limit`` in all and ``per_host`` to one host.
+
+    With ``pipeline`` above 1, a request that finds every connection it may have
+    busy goes out on one of them behind up to ``pipeline - 1`` others (HTTP/1.1
+    pipelining): the server starts on it as the body before it ends, instead of
+    one round trip later.
+    """
 
     def __init__(
         self,
@@ -59,6 +78,7 @@ class ConnectionPool:
         user_agent: str,
         receive_buffer: Callable[[], int | None] = lambda: None,
         idle_buffers: bool = True,
+        pipeline: int = 1,
     ) -> None:
         """``idle_buffers`` False: a connection going idle drops a large read buffer, for
         connections that carry a few big bodies a pass (indexes), not a stream of them."""
@@ -69,6 +89,9 @@ class ConnectionPool:
         self._user_agent = user_agent
         self._receive_buffer = receive_buffer
         self._idle: dict[_Key, list[Connection]] = {}
+        self._busy: dict[_Key, list[Connection]] = {}  # with requests in flight
+        self._pipeline = pipeline
+        self._pipeline_score: dict[_Key, int] = {}  # pipelined requests dropped - answered
         self._open: dict[_Key, int] = {}  # per host: idle and busy
         self._total = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -107,18 +130,18 @@ class ConnectionPool:
         """GET ``url`` following redirects; the body is read inside the block."""
         for _ in range(MAX_REDIRECTS + 1):
             key, target = self._split(url)
-            connection = await self._request(url, key, target, headers)
-            head = connection.head
+            exchange = await self._request(url, key, target, headers)
+            head = exchange.head
             assert head is not None
             location = head.headers.get("location")
             if head.status in REDIRECTS and location:
-                self._release(key, connection)
+                self._release(key, exchange)
                 url = urljoin(url, location)
                 continue
             try:
-                yield Response(url, head.status, head.reason, head.headers, Body(connection))
+                yield Response(url, head.status, head.reason, head.headers, Body(exchange))
             finally:
-                self._release(key, connection)
+                self._release(key, exchange)
             return
         raise TransientOriginError(url, f"more than {MAX_REDIRECTS} redirects")
 
@@ -134,22 +157,25 @@ class ConnectionPool:
             self._keys[url[:authority_end]] = key
         return key, target
 
-    async def _request(
-        self, url: str, key: _Key, target: str, headers: dict[str, str]
-    ) -> Connection:
+    async def _request(self, url: str, key: _Key, target: str, headers: dict[str, str]) -> Exchange:
         request = self._request_bytes(key, target, headers)
         for fresh in (False, True):
             connection = await self._acquire(url, key, fresh)
+            exchange = connection.send(request)
+            pipelined = connection.in_flight > 1
             try:
-                connection.send(request)
-                await connection.read_head()
+                await exchange.read_head()
             except StaleConnection:
-                self._discard(key, connection)
+                self._release(key, exchange)
+                if pipelined:
+                    self._pipeline_score[key] = self._pipeline_score.get(key, 0) + 1
                 continue
             except BaseException:
-                self._discard(key, connection)
+                self._release(key, exchange)
                 raise
-            return connection
+            if pipelined:
+                self._pipeline_score[key] = self._pipeline_score.get(key, 0) - 1
+            return exchange
         raise TransientOriginError(url, "server disconnected")  # a fresh one closed at once
 
     def _request_bytes(self, key: _Key, target: str, headers: dict[str, str]) -> bytes:
@@ -174,21 +200,24 @@ class ConnectionPool:
             idle = self._idle.get(key)
             while idle and not fresh:
                 connection = idle.pop()
-                if connection.closed or not connection.reusable:
+                if not connection.idle:
+                    connection.close()
                     self._forget(key)
                     continue
-                connection.reused = True
-                return connection
+                return self._busy_with(key, connection)
             if self._total >= self._limit:
                 self._close_one_idle()
             if self._total < self._limit and self._open.get(key, 0) < self._per_host:
                 self._open[key] = self._open.get(key, 0) + 1
                 self._total += 1
                 try:
-                    return await self._connect(url, key)
+                    return self._busy_with(key, await self._connect(url, key))
                 except BaseException:
                     self._forget(key)
                     raise
+            behind = None if fresh else self._pipelinable(key)
+            if behind is not None:
+                return behind
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -200,6 +229,28 @@ class ConnectionPool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+
+    def _busy_with(self, key: _Key, connection: Connection) -> Connection:
+        self._busy.setdefault(key, []).append(connection)
+        return connection
+
+    def _pipelinable(self, key: _Key) -> Connection | None:
+        """The busy connection a request is best sent on behind the others, if any."""
+        if self._pipeline < 2 or self._pipeline_score.get(key, 0) >= PIPELINE_GIVE_UP:
+            return None
+        best: Connection | None = None
+        for connection in self._busy.get(key, ()):
+            if (
+                connection.in_flight < self._pipeline
+                and connection.pipelinable
+                and connection.backlog <= PIPELINE_BEHIND_MAX
+                and (
+                    best is None
+                    or (connection.in_flight, connection.backlog) < (best.in_flight, best.backlog)
+                )
+            ):
+                best = connection
+        return best
 
     def _close_one_idle(self) -> None:
         for key, connections in self._idle.items():
@@ -260,23 +311,23 @@ class ConnectionPool:
             self._tls = ssl.create_default_context()
         return self._tls
 
-    def _release(self, key: _Key, connection: Connection) -> None:
-        if (
-            self._keep_idle
-            and connection.reusable
-            and connection.finished
-            and not connection.closed
-        ):
+    def _release(self, key: _Key, exchange: Exchange) -> None:
+        """The reader is done with ``exchange``: its connection waits for the next
+        request once nothing else is in flight on it, or closes."""
+        connection = exchange.connection
+        connection.release(exchange)
+        if connection.in_flight:
+            self._wake_one()  # room behind it for a pipelined request
+            return
+        self._busy[key].remove(connection)
+        if self._keep_idle and connection.idle:
             if not self._idle_buffers:
                 connection.drop_large_buffer()
             self._idle.setdefault(key, []).append(connection)
             self._wake_one()
         else:
-            self._discard(key, connection)
-
-    def _discard(self, key: _Key, connection: Connection) -> None:
-        connection.close()
-        self._forget(key)
+            connection.close()
+            self._forget(key)
 
     def _forget(self, key: _Key) -> None:
         self._open[key] -= 1
@@ -315,6 +366,8 @@ def map_failure(url: str, error: BaseException) -> OriginError | None:
         return TransientOriginError(url, str(error))
     if isinstance(error, BadResponse):
         return TransientOriginError(url, f"bad response: {error}")
+    if isinstance(error, StaleConnection):
+        return TransientOriginError(url, "server disconnected")
     if isinstance(error, ssl.SSLError):
         return TransientOriginError(url, f"TLS: {error.reason or error}")
     if isinstance(error, ConnectionError):

@@ -197,7 +197,7 @@ async def open_runtime(
             OriginClient.open(
                 config.origin.url,
                 config.fetch,
-                receive_buffer=lambda: traffic.receive_buffer(config.fetch.concurrency),
+                receive_buffer=lambda: traffic.receive_buffer(config.fetch.connections),
             )
         )
         committer = Committer(store, db, clock, log, crash, settlement=settlement)

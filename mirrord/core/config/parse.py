@@ -71,6 +71,7 @@ def parse_config(data: object) -> Config:
             "concurrency", check.int_range(1, 1024), FetchConfig.concurrency
         ),
         per_host=fetch_section.get("per_host", check.int_range(1, 1024), FetchConfig.per_host),
+        pipeline=fetch_section.get("pipeline", check.int_range(1, 16), FetchConfig.pipeline),
         connect_timeout=fetch_section.get(
             "connect_timeout", check.duration(0.1), FetchConfig.connect_timeout
         ),

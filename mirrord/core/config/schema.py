@@ -49,8 +49,9 @@ class ScheduleWindow:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    concurrency: int = 16
+    concurrency: int = 64
     per_host: int = 16
+    pipeline: int = 4  # requests in flight on one connection (HTTP/1.1 pipelining)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     attempts: int = 5
@@ -62,6 +63,11 @@ class FetchConfig:
     processes: int = 0
     processes_from: int = 128
     worker_cpu: str = "normal"  # "idle": fetch workers under SCHED_IDLE, CPU nothing else wants
+
+    @property
+    def connections(self) -> int:
+        """Download connections at most: downloads beyond them wait, or are pipelined."""
+        return min(self.concurrency, self.per_host)
 
 
 @dataclass(frozen=True)
