@@ -38,7 +38,7 @@ class Sizes:
     rate_window: int  # seconds averaged
     # shared
     tiny_payload: int  # payload of the "small packages" used by publish and memory
-    fetch_concurrency: int = 32
+    fetch_concurrency: int = 64  # mirrord's default: per_host 16 x pipeline 4
     # freshness: generations of a live origin, seconds between them, the polling-only interval
     freshness_generations: int = 50
     freshness_spacing: float = 1.5

@@ -285,7 +285,8 @@ def wan(bench: Bench) -> ScenarioResult:
             NETWORK_MODEL,
             VERIFIES,
             f"mirrord: fetch.concurrency {bench.sizes.fetch_concurrency}, per_host 16 "
-            f"(16 connections), like wget2's 16 threads; {SEQUENTIAL} (seqmirror.py) and "
+            "(16 connections, like wget2's 16 threads), pipeline 4 (the defaults: up to 4 "
+            f"requests in flight on each connection); {SEQUENTIAL} (seqmirror.py) and "
             "rsync use one connection each, so the per-connection cap binds them hardest: "
             "that is what a distant origin does to a one-connection mirror.",
             "HTTP requests are counted from nginx's access log; rsync's n/a (not HTTP).",
