@@ -443,7 +443,7 @@ async def test_pipelined_requests_to_nginx_each_get_their_own_body(tmp_path: Pat
     entries = [line.split() for line in log if line]
     assert len(entries) == 1 + len(names)
     assert {entry[0] for entry in entries} == {entries[0][0]}  # one connection for all
-    assert [entry[4] for entry in entries[1:]] == [f"/{name}" for name in names]  # in order
+    assert sorted(entry[4] for entry in entries[1:]) == sorted(f"/{name}" for name in names)
     assert any(entry[2] == "p" for entry in entries)  # and pipelined
 
 
@@ -552,3 +552,21 @@ async def test_a_server_that_drops_pipelined_requests_soon_gets_one_at_a_time() 
             results = await asyncio.gather(*(fetch(client, str(n)) for n in range(30)))
             assert [data for _, data in results] == [b"ok"] * 30
     assert 0 < dropped <= 16 + 2 * PIPELINED.pipeline
+
+
+async def test_requests_waiting_for_a_new_connection_fill_its_pipeline_once_it_is_proven() -> None:
+    """Five downloads, one connection: the first one's response lets the other four
+    out at once (the server answers none of them before it has all four)."""
+
+    async def four_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        for _ in range(4):
+            await read_request(reader)
+        writer.write(OK * 4)
+        await writer.drain()
+        await reader.read()
+
+    async with raw_origin(four_at_once) as url, DownloadClient.open(url, PIPELINED) as client:
+        results = await asyncio.gather(*(fetch(client, name) for name in "abcde"))
+    assert [data for _, data in results] == [b"ok"] * 5

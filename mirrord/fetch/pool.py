@@ -196,6 +196,7 @@ class ConnectionPool:
         return "\r\n".join(lines).encode("latin-1")
 
     async def _acquire(self, url: str, key: _Key, fresh: bool) -> Connection:
+        woken = False
         while True:
             idle = self._idle.get(key)
             while idle and not fresh:
@@ -219,7 +220,11 @@ class ConnectionPool:
             if behind is not None:
                 return behind
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            if woken:  # woken for room another took first: still next in line
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
+            woken = True
             try:
                 await waiter
             except BaseException:
@@ -316,18 +321,23 @@ class ConnectionPool:
         request once nothing else is in flight on it, or closes."""
         connection = exchange.connection
         connection.release(exchange)
-        if connection.in_flight:
-            self._wake_one()  # room behind it for a pipelined request
-            return
-        self._busy[key].remove(connection)
-        if self._keep_idle and connection.idle:
+        if not connection.in_flight:
+            self._busy[key].remove(connection)
+            if not (self._keep_idle and connection.idle):
+                connection.close()
+                self._forget(key)
+                return
             if not self._idle_buffers:
                 connection.drop_large_buffer()
             self._idle.setdefault(key, []).append(connection)
-            self._wake_one()
+        # As many waiters as requests the connection now takes: the first one back
+        # from the server leaves room for a full pipeline, not for one request.
+        if connection.pipelinable:
+            room = self._pipeline - connection.in_flight
         else:
-            connection.close()
-            self._forget(key)
+            room = 0 if connection.in_flight else 1
+        for _ in range(room):
+            self._wake_one()
 
     def _forget(self, key: _Key) -> None:
         self._open[key] -= 1
