@@ -104,6 +104,31 @@ def write_atomic(
     fsync_dir(path.parent)
 
 
+def link_atomic(
+    source: str,
+    path: Path,
+    *,
+    mtime: float | None = None,
+    before_rename: Callable[[], None] | None = None,
+) -> None:
+    """Put a hard link to the durable file ``source`` at ``path`` as ``write_atomic``
+    puts bytes there: readers see the old file or the new one."""
+    temp = path.with_name(f"{TEMP_MARK}{path.name}")
+    unlink_if_exists(temp)
+    os.link(source, temp)
+    if mtime is not None:
+        os.utime(temp, (mtime, mtime))
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the new mtime, before the name that shows it
+        finally:
+            os.close(fd)
+    if before_rename is not None:
+        before_rename()
+    os.replace(temp, path)
+    fsync_dir(path.parent)
+
+
 def unlink_if_exists(path: Path) -> bool:
     try:
         path.unlink()

@@ -155,7 +155,7 @@ class Publication:
         *,
         fleet: bool = False,
     ) -> None:
-        """Files, then the index, read back from the store only then (not held meanwhile).
+        """Files, then the index, linked in from the store (its bytes never held here).
 
         ``fleet``: pass the fleet's barrier between the two. A rollback does not:
         an operator's act on one node, not a generation (but the fleet learns
@@ -170,9 +170,7 @@ class Publication:
                 decision = await barrier.wait_staged(key, index_sha256, last_modified)
                 if decision.verdict is Verdict.SUPERSEDED:
                     raise FleetSupersededError(str(key), decision.missing)
-            index = await asyncio.to_thread(self.publisher.store.read_bytes, index_sha256)
-            await asyncio.to_thread(self.publisher.go_live, key, index, last_modified)
-            del index
+            await asyncio.to_thread(self.publisher.go_live, key, index_sha256, last_modified)
             if barrier is not None:  # a rollback too: the fleet learns what we serve
                 await barrier.went_live(key, index_sha256, last_modified)
         except OSError as error:
