@@ -263,3 +263,14 @@ def test_digits_only_python_calls_digits_are_refused() -> None:
         parse_entries(text, MAX_PACKAGE)
     assert parse_retry_after("²", now=0.0) is None  # a hostile origin's Retry-After
     assert parse_retry_after("120", now=0.0) == 120.0
+
+
+@pytest.mark.parametrize("value", [[], {}, ["50MB/s"], {"rate": 1}])
+def test_a_rate_that_is_a_list_or_an_object_is_a_bad_request(value: Any) -> None:
+    """Found by test_control_requests_shaped_like_requests: parse_rate called .strip()
+    on whatever JSON gave it (AttributeError, a traceback)."""
+    line = json.dumps({"v": 1, "id": 1, "cmd": "rate", "args": {"value": value}}).encode()
+    with pytest.raises(ProtocolError) as refused:
+        parse_request(line + b"\n")
+    assert refused.value.code == "bad_request"
+    assert "expected a rate such as 50MB/s" in str(refused.value)

@@ -61,6 +61,8 @@ def parse_rate(text: str | int | float) -> float | None:
         if text <= 0:
             raise ValueError(f"a rate must be positive, got {text}")
         return float(text)
+    if not isinstance(text, str):  # a list or an object from a control request's JSON
+        raise TypeError(f"expected a rate such as 50MB/s, got {type(text).__name__}")
     body = text.strip()
     if body.lower().endswith("/s") or body.lower().endswith("ps"):
         body = body[:-2]
