@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mirrord.alpine.apkindex import open_index_archive, read_index_archive, split_gzip_streams
+from mirrord.alpine.apkindex import (
+    _PATH_TEXT,
+    open_index_archive,
+    read_index_archive,
+    split_gzip_streams,
+)
 from mirrord.alpine.signing import Keyring
 from mirrord.alpine.tarlite import build_member, iter_members
 from mirrord.core.errors import IndexFormatError, SignatureError, UnsafeIndexError
@@ -278,3 +283,14 @@ def test_garbage_and_truncation_are_format_errors(tmp_path: Path, signing_key: S
         read(b"", keyring)
     with pytest.raises(IndexFormatError):
         read(good + zlib.compress(b"x"), keyring)
+
+
+def test_the_one_scan_for_safe_names_accepts_exactly_what_the_checks_accept() -> None:
+    """Every code point: _PATH_TEXT matches it alone iff no check of _check_path_text
+    (NUL, a separator, a control character, white space) would refuse it."""
+    refused = [
+        cp
+        for cp in range(0x110000)
+        if cp < 0x20 or cp == 0x7F or chr(cp) in "/\\" or chr(cp).isspace()
+    ]
+    assert [cp for cp in range(0x110000) if not _PATH_TEXT.fullmatch(chr(cp))] == refused
