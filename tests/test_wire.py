@@ -59,12 +59,13 @@ EVENTS = JobEvents(4096, ("network", "verification"), ("checksum",))
 SCHEDULE = (ScheduleWindow(0, 360, None), ScheduleWindow(360, 1440, 2.5e6))
 
 MESSAGES: list[Message] = [
-    Hello("https://origin.test/alpine", "/srv/mirrord", "info", FetchConfig()),
+    Hello("https://origin.test/alpine", "/srv/mirrord", "info", FetchConfig(), 16),
     Hello(
         "http://127.0.0.1:8080",
         "/tmp/store",
         "debug",
         FetchConfig(concurrency=3, rate_limit=1e6, burst=65536, schedule=SCHEDULE, processes=4),
+        7,
     ),
     Limit(rate=None, burst=4 << 20, chunk=1 << 18),
     Limit(rate=12.5e6, burst=1 << 20, chunk=16 << 10),

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from mirrord.core.config import FetchConfig
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.fetch import workerpool
-from mirrord.fetch.workerpool import AdaptiveDownloader
+from mirrord.fetch.httpstatus import limited_receive_buffer
+from mirrord.fetch.workerpool import AdaptiveDownloader, tree_connections, worker_fetch
 from mirrord.sync.runtime import open_runtime
 from tests.helpers import Mirror, check_published
 
@@ -283,3 +285,22 @@ async def test_worker_cpu_sets_the_scheduling_policy_of_every_worker_thread(
     assert seen and set(seen.values()) == {policy}, seen
     assert os.sched_getscheduler(0) == 0  # the daemon itself keeps the normal policy
     assert check_published(config).ok
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "per_host", "processes", "total"),
+    [(64, 16, 0, 16), (64, 16, 2, 32), (64, 16, 3, 34), (8, 16, 2, 16), (64, 1, 4, 5)],
+)
+def test_receive_buffers_are_shared_by_every_connection_the_process_tree_may_hold(
+    concurrency: int, per_host: int, processes: int, total: int
+) -> None:
+    """The daemon's connections and the workers' are open together while the workers
+    take over: the burst's half is divided among all of them, not one process's."""
+    fetch = FetchConfig(
+        concurrency=concurrency, per_host=per_host, processes=processes, rate_limit=20e6
+    )
+    assert tree_connections(fetch) == total
+    workers = [worker_fetch(fetch).connections] * processes if processes else []
+    assert fetch.connections + sum(workers) == total
+    buffer = limited_receive_buffer(fetch.rate_limit, fetch.burst, total)
+    assert buffer is not None and 2 * buffer * total <= fetch.burst // 2  # the kernel doubles it

@@ -74,6 +74,7 @@ class Hello:
     storage: str
     log_level: str
     fetch: FetchConfig  # with this worker's share of the connection limits
+    connections: int  # download connections of the daemon and every worker: see tree_connections
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,7 @@ async def serve(sock: socket.socket) -> None:
 
     throttle = GrantedThrottle(send)
     store = ContentStore(Path(hello.storage))
-    connections = config.connections
+    connections = hello.connections
     async with DownloadClient.open(
         hello.origin,
         config,

@@ -22,7 +22,7 @@ from pathlib import Path
 from structlog.typing import FilteringBoundLogger
 
 import mirrord
-from mirrord.core.config import Config
+from mirrord.core.config import Config, FetchConfig
 from mirrord.core.errors import (
     InternalError,
     MirrordError,
@@ -133,18 +133,32 @@ def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 def worker_hello(config: Config) -> Hello:
     """What a fetch worker process needs to know (its share of the connection limits)."""
-    fetch = config.fetch
-    share = fetch.processes
     return Hello(
         origin=config.origin.url,
         storage=str(config.storage.path),
         log_level=config.log.level,
-        fetch=replace(
-            fetch,
-            concurrency=max(1, -(-fetch.concurrency // share)),
-            per_host=max(1, -(-fetch.per_host // share)),
-        ),
+        fetch=worker_fetch(config.fetch),
+        connections=tree_connections(config.fetch),
     )
+
+
+def worker_fetch(fetch: FetchConfig) -> FetchConfig:
+    """One worker's share of the limits on downloads and connections."""
+    share = fetch.processes
+    return replace(
+        fetch,
+        concurrency=max(1, -(-fetch.concurrency // share)),
+        per_host=max(1, -(-fetch.per_host // share)),
+    )
+
+
+def tree_connections(fetch: FetchConfig) -> int:
+    """Download connections the daemon and its workers may hold at once: the daemon's
+    close as the workers take over, but both are open while they do. The receive
+    buffers of all of them share half the rate limit's burst."""
+    if not fetch.processes:
+        return fetch.connections
+    return fetch.connections + fetch.processes * worker_fetch(fetch).connections
 
 
 class ProcessDownloader:

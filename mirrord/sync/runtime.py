@@ -37,6 +37,7 @@ from mirrord.fetch.workerpool import (
     AdaptiveDownloader,
     ProcessDownloader,
     start_at_once,
+    tree_connections,
     worker_hello,
 )
 from mirrord.publish.publisher import Publisher
@@ -197,7 +198,7 @@ async def open_runtime(
             OriginClient.open(
                 config.origin.url,
                 config.fetch,
-                receive_buffer=lambda: traffic.receive_buffer(config.fetch.connections),
+                receive_buffer=lambda: traffic.receive_buffer(tree_connections(config.fetch)),
             )
         )
         committer = Committer(store, db, clock, log, crash, settlement=settlement)
