@@ -98,10 +98,7 @@ def write_atomic(
         os.close(fd)
     if mtime is not None:
         os.utime(temp, (mtime, mtime))
-    if before_rename is not None:
-        before_rename()
-    os.replace(temp, path)
-    fsync_dir(path.parent)
+    _rename_into_place(temp, path, before_rename)
 
 
 def link_atomic(
@@ -123,6 +120,10 @@ def link_atomic(
             os.fsync(fd)  # the new mtime, before the name that shows it
         finally:
             os.close(fd)
+    _rename_into_place(temp, path, before_rename)
+
+
+def _rename_into_place(temp: Path, path: Path, before_rename: Callable[[], None] | None) -> None:
     if before_rename is not None:
         before_rename()
     os.replace(temp, path)
