@@ -420,6 +420,10 @@ class LoggingNginx(Nginx):
 
 
 async def test_pipelined_requests_to_nginx_each_get_their_own_body(tmp_path: Path) -> None:
+    """Correct bodies from a real server over one pipelined connection. Whether nginx
+    logs a request as pipelined ($pipe) depends on its reads' timing (a fresh clone's
+    run under load saw none), so that the requests do overlap is proven by the raw
+    servers below, which answer nothing until several requests have come."""
     root = tmp_path / "root"
     root.mkdir()
     sizes = [700_000, 2_000, 90_000, 0, 300_000, 5, 1_500_000, 40_000]
@@ -444,7 +448,6 @@ async def test_pipelined_requests_to_nginx_each_get_their_own_body(tmp_path: Pat
     assert len(entries) == 1 + len(names)
     assert {entry[0] for entry in entries} == {entries[0][0]}  # one connection for all
     assert sorted(entry[4] for entry in entries[1:]) == sorted(f"/{name}" for name in names)
-    assert any(entry[2] == "p" for entry in entries)  # and pipelined
 
 
 async def test_responses_that_share_a_segment_are_split_where_each_body_ends() -> None:
