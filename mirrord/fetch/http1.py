@@ -126,10 +126,6 @@ class Exchange:
             return None
         raise BlockingIOError
 
-    @property
-    def finished(self) -> bool:
-        return self.done and not self.chunks and self.error is None
-
 
 class Connection(asyncio.BufferedProtocol):
     """One keep-alive connection: requests go out in order, responses are parsed in order.
@@ -144,10 +140,9 @@ class Connection(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reusable = True  # until a response says close, or the stream goes wrong
+        self.reusable = True  # until a response says close, the stream breaks or ends
         self.responses = 0  # responses received whole
         self.in_flight = 0  # requests sent and not yet released by their readers
-        self._failed = False
         self._buffer = bytearray(0)
         self._view = memoryview(self._buffer)
         self._fill = 0
@@ -361,8 +356,7 @@ class Connection(asyncio.BufferedProtocol):
     def _ended(self) -> None:
         """The server closed: the first response ends or breaks, later ones never come."""
         self.reusable = False
-        if self._failed or not self._incoming:
-            self._failed = True
+        if not self._incoming:  # idle, or broken already
             self._wake()
             return
         first = self._incoming[0]
@@ -389,7 +383,6 @@ class Connection(asyncio.BufferedProtocol):
 
     def _break(self, error: BaseException | None) -> None:
         """No more responses: ``error`` for the one being received, retry the rest."""
-        self._failed = True
         for at, exchange in enumerate(self._incoming):
             exchange.error = error if at == 0 and error is not None else StaleConnection()
         self._incoming.clear()
@@ -409,7 +402,7 @@ class Connection(asyncio.BufferedProtocol):
     def pipelinable(self) -> bool:
         """Whether a request may go out behind those in flight: the server has kept
         this connection alive before, and nothing broke or asked to close since."""
-        return self.responses > 0 and self.reusable and not self._failed and not self.closed
+        return self.responses > 0 and self.reusable
 
     @property
     def backlog(self) -> int:
@@ -419,7 +412,7 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def idle(self) -> bool:
         """Nothing in flight and fit for the next request."""
-        return not self._incoming and self.reusable and not self._failed and not self.closed
+        return not self._incoming and self.reusable
 
     def send(self, request: bytes) -> Exchange:
         assert self.transport is not None
