@@ -87,6 +87,10 @@ class DownloadClient:
     def idle_buffer_bytes(self) -> int:
         return self._pool.idle_buffer_bytes()
 
+    def pipelined_requests(self) -> int:
+        """Requests answered that went out behind others on their connection."""
+        return self._pool.pipelined
+
     def url(self, key: ArchKey, name: str) -> str:
         # Branch, repo, arch and package names are validated to a URL-safe
         # alphabet (apart from '+', which quote() escapes).

@@ -92,6 +92,7 @@ class ConnectionPool:
         self._busy: dict[_Key, list[Connection]] = {}  # with requests in flight
         self._pipeline = pipeline
         self._pipeline_score: dict[_Key, int] = {}  # pipelined requests dropped - answered
+        self.pipelined = 0  # requests answered that went out behind others on their connection
         self._open: dict[_Key, int] = {}  # per host: idle and busy
         self._total = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -175,6 +176,7 @@ class ConnectionPool:
                 raise
             if pipelined:
                 self._pipeline_score[key] = self._pipeline_score.get(key, 0) - 1
+                self.pipelined += 1
             return exchange
         raise TransientOriginError(url, "server disconnected")  # a fresh one closed at once
 
