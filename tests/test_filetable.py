@@ -9,7 +9,7 @@ import pytest
 
 from mirrord.core.model import PublishedFile
 from mirrord.core.objectkey import package_key
-from mirrord.publish.filetable import FileTable, Selection
+from mirrord.storage.filetable import FileTable, Selection
 
 APK_KEY = package_key(1234, hashlib.sha256(b"head").digest(), hashlib.sha256(b"data").digest())
 PLAIN_KEY = hashlib.sha256(b"whole file").hexdigest()
@@ -53,3 +53,15 @@ def test_a_selection_reads_the_chosen_files_in_its_order() -> None:
     assert chosen[1] == FILES[0] and chosen[-1] == FILES[0] and chosen[:1] == [FILES[3]]
     table.set_digest(0, "")
     assert chosen[1].sha256 == ""
+
+
+def test_whole_columns_read_as_the_records_do() -> None:
+    table = FileTable(FILES)
+    again = FileTable.decode(table.encode())
+    assert list(again) == FILES and FileTable.is_record(table.encode())
+    assert again.names() == [f.filename for f in FILES]
+    assert again.package_names() == {f.package for f in FILES}
+    same = [again.same_digest(i, table, i) for i in range(len(FILES))]
+    assert same == [True] * len(FILES)
+    table.set_digest(0, PLAIN_KEY)  # the same 32 bytes under another kind would not be equal
+    assert not again.same_digest(0, table, 0) and not again.same_digest(1, table, 3)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
 
+from mirrord.core.errors import StateDamagedError, StoreError
 from mirrord.core.model import PublishedFile
-from mirrord.storage.statedb import ENCODE_BATCH, SCHEMA_VERSION, StateDB
+from mirrord.storage.statedb import SCHEMA_VERSION, StateDB
 from tests.helpers import store_totals
+from tests.test_filetable import APK_KEY
+from tests.test_filetable import FILES as ODD_FILES
 
 
 def files(count: int) -> list[PublishedFile]:
@@ -26,15 +30,13 @@ def files(count: int) -> list[PublishedFile]:
     ]
 
 
-@pytest.mark.parametrize(
-    "count", [0, 1, ENCODE_BATCH - 1, ENCODE_BATCH, ENCODE_BATCH + 1, 3 * ENCODE_BATCH + 7]
-)
+@pytest.mark.parametrize("count", [0, 1, 1000, 3079])
 def test_a_snapshot_file_list_round_trips(tmp_path: Path, count: int) -> None:
     db = StateDB.open(tmp_path / "state.db")
     try:
         listed = files(count)
         snapshot_id = _snapshot(db, listed, "0" * 64)
-        assert db.snapshot_files(snapshot_id) == listed
+        assert list(db.snapshot_files(snapshot_id)) == listed
         snapshot = db.snapshot(snapshot_id)
         assert snapshot is not None
         assert (snapshot.packages, snapshot.bytes) == (count, sum(f.size for f in listed))
@@ -55,6 +57,74 @@ def _snapshot(db: StateDB, listed: list[PublishedFile], index_sha256: str) -> in
         files=listed,
         status="published",
     )
+
+
+def test_every_kind_of_record_round_trips_and_answers_by_digest(tmp_path: Path) -> None:
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        snapshot_id = _snapshot(db, ODD_FILES, "0" * 64)
+        db.set_current("v3.20/main/x86_64", snapshot_id, 2.0)
+        assert list(db.snapshot_files(snapshot_id)) == ODD_FILES
+        assert db.snapshot_files(snapshot_id).names() == [f.filename for f in ODD_FILES]
+        snapshot = db.snapshot(snapshot_id)
+        assert snapshot is not None and snapshot.bytes == sum(f.size for f in ODD_FILES)
+        assert db.published_names({APK_KEY, "not-a-key"}) == {
+            APK_KEY: ["v3.20/main/x86_64/musl-1.2.5-r0.apk", "v3.20/main/x86_64/empty-1-r0.apk"],
+            "not-a-key": ["v3.20/main/x86_64/odd-name.apk"],
+        }
+    finally:
+        db.close()
+
+
+PLAIN_KEY_UNLISTED = hashlib.sha256(b"listed by no snapshot").hexdigest()
+
+
+def test_a_file_list_written_as_text_rows_still_reads(tmp_path: Path) -> None:
+    """Databases written before the columns keep their snapshots (rollback, GC, expiry)."""
+    listed = files(5) + ODD_FILES
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        snapshot_id = _snapshot(db, [], "0" * 64)
+        rows = "\n".join(f"{f.filename}\t{f.sha256}\t{f.size}\t{f.package}" for f in listed)
+        with db._db:
+            db._db.execute(
+                "UPDATE snapshots SET files = ? WHERE id = ?",
+                (zlib.compress(rows.encode(), 1), snapshot_id),
+            )
+        assert list(db.snapshot_files(snapshot_id)) == listed
+        db.record_objects([(f.sha256, f.size, None) for f in listed[:3]], now=1.0)
+        db.record_objects([(PLAIN_KEY_UNLISTED, 1, None)], now=1.0)
+        found = db.garbage_candidates(10.0)
+        assert (found.old, found.listed, found.unlisted) == (4, 3, [(PLAIN_KEY_UNLISTED, 1, None)])
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("damage", ["digest byte", "compressed byte", "truncated"])
+def test_a_damaged_file_list_is_a_damaged_state_not_a_wrong_one(
+    tmp_path: Path, damage: str
+) -> None:
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        snapshot_id = _snapshot(db, files(50) + ODD_FILES, "0" * 64)
+        (blob,) = db._db.execute(
+            "SELECT files FROM snapshots WHERE id = ?", (snapshot_id,)
+        ).fetchone()
+        record = bytearray(blob)
+        if damage == "digest byte":
+            record[-200] ^= 0x01  # among the digests, which are not compressed
+        elif damage == "compressed byte":
+            record[40] ^= 0x01
+        else:
+            del record[len(record) // 2 :]
+        with db._db:
+            db._db.execute(
+                "UPDATE snapshots SET files = ? WHERE id = ?", (bytes(record), snapshot_id)
+            )
+        with pytest.raises(StateDamagedError, match=f"snapshot {snapshot_id}'s file list"):
+            db.snapshot_files(snapshot_id)
+    finally:
+        db.close()
 
 
 def test_garbage_candidates_are_the_old_objects_no_snapshot_lists(tmp_path: Path) -> None:
@@ -135,3 +205,13 @@ def test_a_schema_1_database_gets_its_totals_counted_once(tmp_path: Path) -> Non
         assert reopened.object_stats() == (19, sum(f.size for f in stored[1:]))
     finally:
         reopened.close()
+
+
+def test_a_database_from_a_newer_mirrord_is_refused_not_misread(tmp_path: Path) -> None:
+    """A downgrade after file lists changed format stops with a clear error."""
+    path = tmp_path / "state.db"
+    StateDB.open(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as newer:
+        newer.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=f"schema {SCHEMA_VERSION + 1} is newer than this"):
+        StateDB.open(path)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
-from mirrord.publish.filetable import FileTable, Selection
 from mirrord.publish.waiting import Positions, Waiting, each
+from mirrord.storage.filetable import FileTable, Selection
 
 PENDING = ""  # the digest of a file whose package is still being fetched
 
@@ -176,28 +176,30 @@ def _plan(
     force: bool,
     relink_all: bool,
 ) -> PublishPlan:
-    before = {f.filename: f for f in previous or ()}
+    old_files = previous if isinstance(previous, FileTable) else FileTable(previous or ())
+    if not old_files:  # a first publish compares nothing (and a fresh arch has 25,000 names)
+        return PublishPlan(files, array("I", range(len(files))), (), (), ())
+    old_names = old_files.names()
+    before = {name: position for position, name in enumerate(old_names)}
     link = array("I")
     replaced: list[str] = []
     now_listed: set[str] = set()
     now_packages: set[str] = set()
-    for position in range(len(files)):
-        filename = files.filename(position)
-        if before:  # a first publish compares nothing (and a fresh arch has 25,000 names)
-            now_listed.add(filename)
-            now_packages.add(files.package(position, filename))
+    for position, filename in enumerate(files.names()):
+        now_listed.add(filename)
+        now_packages.add(files.package(position, filename))
         old = before.get(filename)
-        if old is None or relink_all or not old.sha256:
+        if old is None or relink_all or old_files.pending(old):
             # New, or a tree to repair, or adopted without knowing its bytes.
             link.append(position)
-        elif (sha256 := files.digest(position)) == PENDING or old.sha256 != sha256:
+        elif files.pending(position) or not files.same_digest(position, old_files, old):
             # Same name, other bytes (a pending package has bytes we do not store yet).
             link.append(position)
             replaced.append(filename)
     unlisted = tuple(name for name in before if name not in now_listed)
-    previous_names = {f.package for f in previous or ()}
+    previous_names = old_files.package_names(old_names)
     dropped = sorted(previous_names - now_packages)
-    if previous_names and not force and len(dropped) / len(previous_names) > max_delete_fraction:
+    if not force and len(dropped) / len(previous_names) > max_delete_fraction:
         raise MassDeletionError(
             str(key), len(dropped), len(previous_names), max_delete_fraction, tuple(dropped[:5])
         )

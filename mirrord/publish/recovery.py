@@ -129,9 +129,7 @@ async def recover_arch(
                 report.snapshots_adopted += 1
     await db.call(db.abandon_pending, arch)
     current = await db.call(db.current, arch)
-    listed = (
-        {f.filename for f in await db.call(db.snapshot_files, current[0].id)} if current else set()
-    )
+    listed = set((await db.call(db.snapshot_files, current[0].id)).names()) if current else set()
     on_disk = await asyncio.to_thread(publisher.package_files, key)
     pending = await db.call(db.pending_deletions, arch)
     strays = sorted(on_disk - listed - set(pending))

@@ -19,11 +19,12 @@ from typing import ParamSpec, TypeVar
 
 from mirrord.core.errors import StateDamagedError, StoreError
 from mirrord.core.model import PublishedFile
+from mirrord.storage.filetable import FileTable
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 2  # 2: the store's totals kept in store_totals
+SCHEMA_VERSION = 3  # 2: the store's totals kept in store_totals; 3: file lists in columns
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -107,40 +108,27 @@ class Snapshot:
     forced: bool
 
 
-ENCODE_BATCH = 1024  # lines compressed at a time: a 100,000-file list never exists as text
+def encode_files(files: Sequence[PublishedFile]) -> bytes:
+    return (files if isinstance(files, FileTable) else FileTable(files)).encode()
 
 
-def encode_files(files: Iterable[PublishedFile]) -> bytes:
-    compressor = zlib.compressobj(1)
-    parts: list[bytes] = []
-    batch: list[str] = []
-    separator = ""
-    for f in files:
-        batch.append(f"{f.filename}\t{f.sha256}\t{f.size}\t{f.package}")
-        if len(batch) == ENCODE_BATCH:
-            parts.append(compressor.compress((separator + "\n".join(batch)).encode()))
-            batch.clear()
-            separator = "\n"
-    if batch:
-        parts.append(compressor.compress((separator + "\n".join(batch)).encode()))
-    parts.append(compressor.flush())
-    return b"".join(parts)
-
-
-def decode_files(blob: bytes) -> list[PublishedFile]:
+def decode_files(blob: bytes) -> FileTable:
+    """A snapshot's file list; ValueError when its record is damaged."""
+    if FileTable.is_record(blob):
+        return FileTable.decode(blob)
+    # Text rows, as mirrord wrote them before the columns (one line per file).
     text = zlib.decompress(blob).decode()
-    files: list[PublishedFile] = []
+    table = FileTable()
     for line in text.split("\n"):
         if line:
             name, sha256, size, package = line.split("\t")
-            files.append(PublishedFile(name, sha256, int(size), package))
-    return files
+            table.append(name, sha256, int(size), package)
+    return table
 
 
 def decode_digests(blob: bytes) -> list[str]:
     """Only the digests of a file list (those known: a pending file has none)."""
-    text = zlib.decompress(blob).decode()
-    return [sha for line in text.split("\n") if line and (sha := line.split("\t", 2)[1])]
+    return list(decode_files(blob).digests())
 
 
 _SNAPSHOT_COLUMNS = (
@@ -407,7 +395,7 @@ class StateDB:
                     last_modified_header,
                     description,
                     len(files),
-                    sum(f.size for f in files),
+                    files.bytes if isinstance(files, FileTable) else sum(f.size for f in files),
                     encode_files(files),
                     status,
                     int(forced),
@@ -456,13 +444,21 @@ class StateDB:
         ).fetchone()
         return None if row is None else _snapshot(row)
 
-    def snapshot_files(self, snapshot_id: int) -> list[PublishedFile]:
+    def snapshot_files(self, snapshot_id: int) -> FileTable:
         row = self._db.execute(
             "SELECT files FROM snapshots WHERE id = ?", (snapshot_id,)
         ).fetchone()
         if row is None:
             raise StoreError(str(self.path), f"no snapshot {snapshot_id}")
-        return decode_files(row[0])
+        return self._files(row[0], snapshot_id)
+
+    def _files(self, blob: bytes, snapshot_id: int) -> FileTable:
+        try:
+            return decode_files(blob)
+        except (ValueError, zlib.error) as error:
+            raise StateDamagedError(
+                str(self.path), f"snapshot {snapshot_id}'s file list: {error}"
+            ) from None
 
     def snapshots(self, arch: str) -> list[Snapshot]:
         rows = self._db.execute(
@@ -481,9 +477,11 @@ class StateDB:
         for arch, index_sha256, blob in rows:
             if index_sha256 in digests:
                 names.setdefault(index_sha256, []).append(f"{arch}/APKINDEX.tar.gz")
-            for f in decode_files(blob):
-                if f.sha256 in digests:
-                    names.setdefault(f.sha256, []).append(f"{arch}/{f.filename}")
+            files = decode_files(blob)
+            for position in files.positions_of(digests):
+                names.setdefault(files.digest(position), []).append(
+                    f"{arch}/{files.filename(position)}"
+                )
         return names
 
     def find_snapshot_by_index(self, arch: str, index_sha256: str) -> Snapshot | None:

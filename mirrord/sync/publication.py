@@ -252,7 +252,7 @@ class Publication:
             return []
         current = await self.db.call(self.db.current, arch)
         listed = (
-            {f.filename for f in await self.db.call(self.db.snapshot_files, current[0].id)}
+            set((await self.db.call(self.db.snapshot_files, current[0].id)).names())
             if current
             else set()
         )
