@@ -32,6 +32,9 @@ async def test_add_rebuild_remove_fetches_only_new_files_and_keeps_removed_ones(
     (result,) = await mirror.sync(config, clock=clock)
 
     assert result.outcome == "published", result.error
+    planned = mirror.logs.events("sync.arch.planned")[-1]
+    # The kept packages' digests came from the published snapshot, not the store's lookup.
+    assert (planned["unchanged"], planned["stored"], planned["missing"]) == (35, 35, 8)
     new_requests = mirror.origin.package_requests()[first_requests:]
     assert sorted(r.path.rsplit("/", 1)[1] for r in new_requests) == sorted(
         s.filename for s in [*added, *rebuilt]
@@ -78,3 +81,23 @@ async def test_a_file_listed_again_within_grace_is_not_deleted(mirror: Mirror) -
     assert (published / specs[0].filename).exists()
     assert check_published(config).files == 30
     assert len(mirror.origin.package_requests()) == 30  # its bytes never left the store
+
+
+async def test_a_tree_to_repair_looks_every_package_up_again(mirror: Mirror) -> None:
+    """An index changed behind mirrord's back: the published snapshot vouches for nothing."""
+    specs = simple_specs("pkg", 12, payload=1000)
+    mirror.tree.put(KEY, specs)
+    config = mirror.config(KEY)
+    assert (await mirror.sync(config))[0].outcome == "published"
+    published = config.publish.path.joinpath(*KEY.parts)
+    (published / "APKINDEX.tar.gz").unlink()
+    (published / specs[0].filename).unlink()  # replaced, not written through: a hard link
+    (published / specs[0].filename).write_bytes(b"damaged")
+
+    (result,) = await mirror.sync(config)
+
+    assert result.outcome == "published", result.error
+    planned = mirror.logs.events("sync.arch.planned")[-1]
+    assert (planned["unchanged"], planned["stored"], planned["missing"]) == (0, 12, 0)
+    assert check_published(config).ok
+    assert len(mirror.origin.package_requests()) == 12

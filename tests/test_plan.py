@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from mirrord.publish.plan import (
     plan_publish,
     plan_rollback,
 )
+from mirrord.storage.filetable import FileTable
 
 KEY = ArchKey("v3.20", "main", "x86_64")
 
@@ -64,6 +66,43 @@ def test_a_listing_packs_entries_as_they_come_and_the_plan_fills_what_is_stored(
     assert [f.sha256 for f in plan.files] == ["sha-a", PENDING, "sha-a"]
     assert plan.missing() == [b.ref()]
     assert list(plan.link) == [0, 1, 2]
+
+
+def test_unchanged_files_take_their_digests_from_the_published_snapshot() -> None:
+    a, b, c, d = entry("a"), entry("b"), entry("c"), entry("d")
+    keys = {e.name: hashlib.sha256(e.name.encode()).hexdigest() for e in (a, b, c, d)}
+    keys["d"] = "stand-in"  # not an object key: copied as text
+    first = plan_publish(
+        KEY,
+        [a, b, c, d],
+        {identity(e): keys[e.name] for e in (a, b, c, d)},
+        None,
+        max_delete_fraction=0.5,
+        force=False,
+    )
+    previous = FileTable.decode(first.files.encode())  # as the state database reads it back
+    rebuilt = entry("b", checksum="Q1rebuilt")  # same name and size, other C: (no version bump)
+    resized = entry("c", size=101)  # same C:, other size
+    new = entry("e")
+
+    listing = list_files([a, rebuilt, resized, d, new], previous)
+
+    assert [f.sha256 for f in listing.files] == [keys["a"], PENDING, PENDING, "stand-in", PENDING]
+    assert sorted(listing.waiting) == sorted(identity(e) for e in (rebuilt, resized, new))
+    listing.fill({identity(e): f"sha-{e.name}" for e in (rebuilt, resized, new)})
+    plan = plan_listing(KEY, listing, previous, max_delete_fraction=0.5, force=False)
+    assert [f.filename for f in plan.to_link] == [rebuilt.filename, resized.filename, new.filename]
+    assert plan.replaced == (rebuilt.filename, resized.filename)
+
+
+def test_a_snapshot_without_checksums_or_digests_gives_no_digest() -> None:
+    a, b = entry("a"), entry("b")
+    recorded = plan_publish(
+        KEY, [a, b], {identity(a): "sha-a"}, None, max_delete_fraction=0.5, force=False
+    ).files  # b still pending
+    assert len(list_files([a, b], recorded).waiting) == 1  # b: nothing to take
+    text_rows = FileTable(list(recorded))  # a list recorded before checksums were
+    assert sorted(list_files([a, b], text_rows).waiting) == [identity(a), identity(b)]
 
 
 def test_a_waiting_identity_is_fetched_under_its_first_file_name() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from mirrord.alpine.apkindex import IndexEntry
 from mirrord.core.errors import MassDeletionError
 from mirrord.core.model import ArchKey, PackageRef, PublishedFile
-from mirrord.publish.waiting import Positions, Waiting, each
+from mirrord.publish.waiting import Positions, Waiting, checksum_digest, each
 from mirrord.storage.filetable import FileTable, Selection
 
 PENDING = ""  # the digest of a file whose package is still being fetched
@@ -87,19 +87,37 @@ class Listing:
 
     files: FileTable = field(default_factory=FileTable)
     waiting: Waiting = field(default_factory=Waiting)
+    unchanged: int = 0  # files whose digest came from the published snapshot
 
     def fill(self, known: Mapping[tuple[str, int], str]) -> None:
         """Give the files of stored identities their digests (they wait no more)."""
         _fill_all(self.files, self.waiting, known)
 
 
-def list_files(entries: Iterable[IndexEntry]) -> Listing:
-    """Pack entries one at a time: an arch's index never exists as 25,000 objects at once."""
+def list_files(entries: Iterable[IndexEntry], previous: FileTable | None = None) -> Listing:
+    """Pack entries one at a time: an arch's index never exists as 25,000 objects at once.
+
+    ``previous``: the published snapshot, when its files are all in the store
+    (GC keeps what a remembered snapshot lists). A file it lists under the same
+    name, C: and size is that package: it takes the digest from there, and
+    only what changed waits for the store's lookup.
+    """
     listing = Listing()
     files, waiting = listing.files, listing.waiting
+    before = previous.name_positions() if previous is not None else {}
     for position, entry in enumerate(entries):
-        waiting.add((entry.checksum, entry.size), position)
-        files.append(entry.filename, PENDING, entry.size, entry.name)
+        checksum = checksum_digest(entry.checksum)
+        files.append(entry.filename, PENDING, entry.size, entry.name, checksum)
+        old = before.get(entry.filename)
+        if (
+            previous is not None
+            and old is not None
+            and previous.same_package(old, checksum, entry.size)
+        ):
+            files.copy_digest(position, previous, old)
+            listing.unchanged += 1
+        else:
+            waiting.add((entry.checksum, entry.size), position)
     return listing
 
 

@@ -47,8 +47,17 @@ def _record(identity: Identity) -> tuple[bytes, str | None]:
     digest = _q1_digest(checksum)
     odd = None
     if digest is None:
-        digest, odd = hashlib.blake2b(checksum.encode(), digest_size=_DIGEST).digest(), checksum
+        digest, odd = _text_digest(checksum), checksum
     return digest + size.to_bytes(_SIZE, "big"), odd
+
+
+def checksum_digest(checksum: str) -> bytes:
+    """The 20 bytes a record holds for a C: field: its SHA-1, or a digest of its text."""
+    return _q1_digest(checksum) or _text_digest(checksum)
+
+
+def _text_digest(checksum: str) -> bytes:
+    return hashlib.blake2b(checksum.encode(), digest_size=_DIGEST).digest()
 
 
 def _q1_digest(checksum: str) -> bytes | None:

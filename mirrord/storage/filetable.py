@@ -33,10 +33,12 @@ _PENDING, _PLAIN, _PACKAGE, _OTHER = 0, 1, 2, 3  # kinds of digest
 _NO_PREFIX = 0xFFFF  # the package name is not a prefix of the file name: kept aside
 _BIG = 0xFFFFFFFF  # a size of 4 GiB or more: kept aside
 _DIGEST = 32
+_CHECKSUM = 20  # the identity behind an index's C: field (see ``publish.waiting``)
+_NO_CHECKSUM = bytes(_CHECKSUM)
 # A record: magic, count, the compressed columns' length and the CRC-32 of what
 # follows them; then the compressed columns (names, name ends, package lengths,
-# sizes, kinds), the digests as they are (random bytes do not compress) and the
-# rare values as JSON.
+# sizes, kinds), the digests and the checksums as they are (random bytes do not
+# compress) and the rare values as JSON.
 _MAGIC = b"mirrord-files-1\n"
 _HEADER = struct.Struct("<16sIII")
 
@@ -73,6 +75,7 @@ class FileTable(Sequence[PublishedFile]):
 
     __slots__ = (
         "_big",
+        "_checksums",
         "_digests",
         "_kinds",
         "_name_ends",
@@ -89,13 +92,17 @@ class FileTable(Sequence[PublishedFile]):
         self._sizes = array("I")
         self._kinds = array("B")
         self._digests = bytearray()
+        self._checksums = bytearray()  # zeros: not known (a list recorded before they were)
         # Rare values that do not fit the columns: (position, "package"|"digest") -> text.
         self._odd: dict[tuple[int, str], str] = {}
         self._big: dict[int, int] = {}  # position -> a size of 4 GiB or more
         for file in files:
             self.append(file.filename, file.sha256, file.size, file.package)
 
-    def append(self, filename: str, sha256: str, size: int, package: str) -> None:
+    def append(
+        self, filename: str, sha256: str, size: int, package: str, checksum: bytes = b""
+    ) -> None:
+        """A file; ``checksum``: the 20 bytes of its index entry's C: field, when known."""
         position = len(self._name_ends)
         self._names += filename.encode()
         self._name_ends.append(len(self._names))
@@ -111,6 +118,7 @@ class FileTable(Sequence[PublishedFile]):
             self._big[position] = size
         self._kinds.append(_PENDING)
         self._digests.extend(bytes(_DIGEST))
+        self._checksums += checksum if len(checksum) == _CHECKSUM else _NO_CHECKSUM
         self.set_digest(position, sha256)
 
     @staticmethod
@@ -139,9 +147,9 @@ class FileTable(Sequence[PublishedFile]):
                 "big": self._big,
             }
         ).encode()
-        unpacked = zlib.crc32(rare, zlib.crc32(self._digests))
+        unpacked = zlib.crc32(rare, zlib.crc32(self._checksums, zlib.crc32(self._digests)))
         header = _HEADER.pack(_MAGIC, len(self), len(packed), unpacked)
-        return b"".join((header, packed, self._digests, rare))
+        return b"".join((header, packed, self._digests, self._checksums, rare))
 
     @classmethod
     def decode(cls, blob: bytes) -> FileTable:
@@ -158,11 +166,12 @@ class FileTable(Sequence[PublishedFile]):
             raise ValueError("not a file list in columns")
         end = _HEADER.size + packed_length
         digests_end = end + _DIGEST * count
+        checksums_end = digests_end + _CHECKSUM * count
         if zlib.crc32(blob[end:]) != unpacked:
             raise ValueError("the digests' checksum does not match")
         columns = memoryview(zlib.decompress(blob[_HEADER.size : end]))
         names_length = len(columns) - count * (4 + 2 + 4 + 1)
-        if names_length < 0 or len(blob) < digests_end:
+        if names_length < 0 or len(blob) < checksums_end:
             raise ValueError("the columns are shorter than the count of files")
         table = cls()
         table._names = bytearray(columns[:names_length])
@@ -175,7 +184,8 @@ class FileTable(Sequence[PublishedFile]):
         at += 4 * count
         table._kinds = array("B", columns[at:])
         table._digests = bytearray(blob[end:digests_end])
-        rare = json.loads(blob[digests_end:])
+        table._checksums = bytearray(blob[digests_end:checksums_end])
+        rare = json.loads(blob[checksums_end:])
         for what in ("package", "digest"):
             for position, text in rare[what].items():
                 table._odd[(int(position), what)] = str(text)
@@ -237,6 +247,30 @@ class FileTable(Sequence[PublishedFile]):
         }
         packages.update(text for (_, what), text in self._odd.items() if what == "package")
         return packages
+
+    def name_positions(self) -> dict[str, int]:
+        return {name: position for position, name in enumerate(self.names())}
+
+    def same_package(self, position: int, checksum: bytes, size: int) -> bool:
+        """Is this file known (not pending) as the package of this checksum and size?"""
+        start = position * _CHECKSUM
+        return (
+            checksum != _NO_CHECKSUM
+            and self._checksums[start : start + _CHECKSUM] == checksum
+            and self.size(position) == size
+            and self._kinds[position] != _PENDING
+        )
+
+    def copy_digest(self, position: int, other: FileTable, other_position: int) -> None:
+        """Give a file the digest of another table's file (as ``set_digest``, without text)."""
+        kind = other._kinds[other_position]
+        if kind in (_OTHER, _PENDING):
+            self.set_digest(position, other.digest(other_position))
+            return
+        self._odd.pop((position, "digest"), None)
+        start, other_start = position * _DIGEST, other_position * _DIGEST
+        self._digests[start : start + _DIGEST] = other._digests[other_start : other_start + _DIGEST]
+        self._kinds[position] = kind
 
     def pending(self, position: int) -> bool:
         return self._kinds[position] == _PENDING

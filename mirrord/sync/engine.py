@@ -45,6 +45,7 @@ from mirrord.fetch.seed import seed_from_tree
 from mirrord.publish.plan import Listing, PublishPlan, list_files, plan_listing
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.committer import Committer
+from mirrord.storage.filetable import FileTable
 from mirrord.storage.maintenance import GarbageReport, InUse, collect_garbage
 from mirrord.storage.space import free_bytes, shortfall
 from mirrord.storage.statedb import Snapshot, StateDB
@@ -318,11 +319,16 @@ class SyncEngine:
         """
         config = self.live.config
         async with self._store_gate:
-            signer, description, listing = await self._verify_index(body)
-            listed = len(listing.files)
+            previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
+            # An intact tree's unchanged files take their digests from the snapshot
+            # it serves; a tree to repair looks every package up in the store.
+            intact = trusted and snapshot is not None and snapshot.status != "adopted"
+            signer, description, listing = await self._verify_index(
+                body, previous if intact else None
+            )
+            listed, unchanged = len(listing.files), listing.unchanged
             for batch in listing.waiting.batches(LOOKUP_BATCH):
                 listing.fill(await self.db.call(self.db.lookup, batch))
-            previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
             plan = plan_listing(
                 key,
                 listing,
@@ -347,12 +353,15 @@ class SyncEngine:
             "sync.arch.planned",
             packages=listed,
             stored=listed - len(plan.waiting),
+            unchanged=unchanged,
             missing=len(plan.waiting),
             signer=signer,
         )
         return new
 
-    async def _verify_index(self, body: bytes) -> tuple[str | None, str, Listing]:
+    async def _verify_index(
+        self, body: bytes, previous: FileTable | None
+    ) -> tuple[str | None, str, Listing]:
         """The index's signer, description and files; its entries never all exist at once."""
         config = self.live.config
 
@@ -364,7 +373,7 @@ class SyncEngine:
                 max_index_bytes=config.limits.max_index_bytes,
                 max_package_bytes=config.limits.max_package_bytes,
             )
-            return index.signer, index.description, list_files(index.entries())
+            return index.signer, index.description, list_files(index.entries(), previous)
 
         try:
             return await asyncio.to_thread(verify_and_list)
