@@ -9,6 +9,7 @@ way the engine and the publication call them:
 - ``read previous``: ``StateDB.snapshot_files`` of the published snapshot;
 - ``plan``: ``plan_listing`` of the new listing against it (all stored);
 - ``record``: ``StateDB.add_snapshot`` of the plan's files;
+- ``make current``: ``StateDB.set_current`` of the new snapshot (the previous one superseded);
 - ``expire``: the file names ``Publication.expire`` compares the pending deletions with;
 - ``gc digests``: the digests garbage collection reads from one snapshot;
 - ``published names``: ``StateDB.published_names`` of one digest (``mirrord ctl`` queries).
@@ -19,6 +20,7 @@ With ``PYTHONPATH`` at another checkout it measures that checkout.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import sys
 import tempfile
 import time
@@ -60,6 +62,25 @@ def listed_names(db: StateDB, snapshot_id: int) -> set[str]:
     files = db.snapshot_files(snapshot_id)
     names = getattr(files, "names", None)
     return set(names()) if names is not None else {f.filename for f in files}
+
+
+def stored_list(db: StateDB, snapshot_id: int) -> bytes:
+    """A snapshot's stored file list, as garbage collection reads it (schema 3, then before)."""
+    for query in (
+        "SELECT files FROM snapshot_files WHERE snapshot_id = ?",
+        "SELECT files FROM snapshots WHERE id = ?",
+    ):
+        try:
+            return bytes(db._db.execute(query, (snapshot_id,)).fetchone()[0])
+        except sqlite3.OperationalError:  # no such table: an older checkout
+            continue
+    raise LookupError(snapshot_id)
+
+
+def superseding(db: StateDB, current: int, files: Sequence[PublishedFile]) -> int:
+    """A new snapshot recorded while ``current`` is the one published (untimed set-up)."""
+    db.set_current(str(KEY), current, 0.0)
+    return record(db, files)
 
 
 def record(db: StateDB, files: Sequence[PublishedFile]) -> int:
@@ -107,9 +128,7 @@ def main(count: int, changes: int) -> None:
             )
             assert len(plan.unlisted) == changes, len(plan.unlisted)
 
-            (blob,) = db._db.execute(  # what garbage collection reads
-                "SELECT files FROM snapshots WHERE id = ?", (published,)
-            ).fetchone()
+            blob = stored_list(db, published)
             db.set_current(str(KEY), published, 0.0)
             figures = {
                 "read previous": best_ms(lambda _: db.snapshot_files(published), nothing),
@@ -120,6 +139,10 @@ def main(count: int, changes: int) -> None:
                     lambda: listing(after),
                 ),
                 "record": best_ms(lambda _: record(db, plan.files), nothing),
+                "make current": best_ms(
+                    lambda new: db.set_current(str(KEY), new, 1.0),
+                    lambda: superseding(db, published, plan.files),
+                ),
                 "expire": best_ms(lambda _: listed_names(db, published), nothing),
                 "gc digests": best_ms(lambda _: decode_digests(blob), nothing),
                 "published names": best_ms(lambda _: db.published_names({package_key(7)}), nothing),

@@ -79,23 +79,41 @@ def test_every_kind_of_record_round_trips_and_answers_by_digest(tmp_path: Path) 
 PLAIN_KEY_UNLISTED = hashlib.sha256(b"listed by no snapshot").hexdigest()
 
 
-def test_a_file_list_written_as_text_rows_still_reads(tmp_path: Path) -> None:
-    """Databases written before the columns keep their snapshots (rollback, GC, expiry)."""
+def test_a_schema_2_database_keeps_its_text_row_file_lists(tmp_path: Path) -> None:
+    """Lists written before the columns, in the snapshots' rows, move out and read as before."""
+    path = tmp_path / "state.db"
     listed = files(5) + ODD_FILES
-    db = StateDB.open(tmp_path / "state.db")
+    rows = "\n".join(f"{f.filename}\t{f.sha256}\t{f.size}\t{f.package}" for f in listed)
+    with contextlib.closing(sqlite3.connect(path)) as old:  # what schema 2 wrote
+        old.executescript(
+            "CREATE TABLE objects (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+            "checksum TEXT, stored_at REAL NOT NULL) WITHOUT ROWID; "
+            "CREATE TABLE snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT, arch TEXT NOT NULL, "
+            "created_at REAL NOT NULL, index_sha256 TEXT NOT NULL, index_size INTEGER NOT NULL, "
+            "last_modified REAL, etag TEXT, last_modified_header TEXT, "
+            "description TEXT NOT NULL DEFAULT '', packages INTEGER NOT NULL, "
+            "bytes INTEGER NOT NULL, files BLOB NOT NULL, status TEXT NOT NULL, "
+            "forced INTEGER NOT NULL DEFAULT 0); PRAGMA user_version=2;"
+        )
+        old.execute(
+            "INSERT INTO snapshots (arch, created_at, index_sha256, index_size, packages, bytes, "
+            "files, status) VALUES ('v3.20/main/x86_64', 1.0, ?, 10, 11, 0, ?, 'published')",
+            ("0" * 64, zlib.compress(rows.encode(), 1)),
+        )
+        old.commit()
+    db = StateDB.open(path)
     try:
-        snapshot_id = _snapshot(db, [], "0" * 64)
-        rows = "\n".join(f"{f.filename}\t{f.sha256}\t{f.size}\t{f.package}" for f in listed)
-        with db._db:
-            db._db.execute(
-                "UPDATE snapshots SET files = ? WHERE id = ?",
-                (zlib.compress(rows.encode(), 1), snapshot_id),
-            )
-        assert list(db.snapshot_files(snapshot_id)) == listed
+        assert list(db.snapshot_files(1)) == listed
         db.record_objects([(f.sha256, f.size, None) for f in listed[:3]], now=1.0)
         db.record_objects([(PLAIN_KEY_UNLISTED, 1, None)], now=1.0)
         found = db.garbage_candidates(10.0)
         assert (found.old, found.listed, found.unlisted) == (4, 3, [(PLAIN_KEY_UNLISTED, 1, None)])
+        newer = _snapshot(db, listed, "1" * 64)  # in columns, beside the old one
+        assert list(db.snapshot_files(newer)) == listed
+        assert db.prune_snapshots("v3.20/main/x86_64", 1) == 1  # its list goes with it
+        assert db._db.execute("SELECT snapshot_id FROM snapshot_files").fetchall() == [(newer,)]
+        columns = [row[1] for row in db._db.execute("PRAGMA table_info(snapshots)")]
+        assert "files" not in columns
     finally:
         db.close()
 
@@ -108,7 +126,7 @@ def test_a_damaged_file_list_is_a_damaged_state_not_a_wrong_one(
     try:
         snapshot_id = _snapshot(db, files(50) + ODD_FILES, "0" * 64)
         (blob,) = db._db.execute(
-            "SELECT files FROM snapshots WHERE id = ?", (snapshot_id,)
+            "SELECT files FROM snapshot_files WHERE snapshot_id = ?", (snapshot_id,)
         ).fetchone()
         record = bytearray(blob)
         if damage == "digest byte":
@@ -119,7 +137,8 @@ def test_a_damaged_file_list_is_a_damaged_state_not_a_wrong_one(
             del record[len(record) // 2 :]
         with db._db:
             db._db.execute(
-                "UPDATE snapshots SET files = ? WHERE id = ?", (bytes(record), snapshot_id)
+                "UPDATE snapshot_files SET files = ? WHERE snapshot_id = ?",
+                (bytes(record), snapshot_id),
             )
         with pytest.raises(StateDamagedError, match=f"snapshot {snapshot_id}'s file list"):
             db.snapshot_files(snapshot_id)

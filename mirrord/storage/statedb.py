@@ -24,7 +24,8 @@ from mirrord.storage.filetable import FileTable
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 3  # 2: the store's totals kept in store_totals; 3: file lists in columns
+# 2: the store's totals kept in store_totals; 3: file lists in columns, in their own table
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -46,11 +47,17 @@ CREATE TABLE IF NOT EXISTS snapshots (
     description TEXT NOT NULL DEFAULT '',
     packages INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    files BLOB NOT NULL,
     status TEXT NOT NULL,
     forced INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS snapshots_arch ON snapshots (arch, id);
+CREATE TABLE IF NOT EXISTS snapshot_files (
+    snapshot_id INTEGER PRIMARY KEY,
+    files BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS snapshot_files_removed AFTER DELETE ON snapshots BEGIN
+    DELETE FROM snapshot_files WHERE snapshot_id = OLD.id;
+END;
 CREATE TABLE IF NOT EXISTS current (
     arch TEXT PRIMARY KEY,
     snapshot_id INTEGER NOT NULL,
@@ -80,6 +87,13 @@ END;
 CREATE TRIGGER IF NOT EXISTS store_totals_resized AFTER UPDATE OF size ON objects BEGIN
     UPDATE store_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
 END;
+"""
+
+# Schemas 1 and 2 kept each file list in its snapshot's row: a change of status
+# (published, then superseded) rewrote the whole list (~4 MB at 100,000 files).
+_MOVE_FILE_LISTS = """
+INSERT INTO snapshot_files (snapshot_id, files) SELECT id, files FROM snapshots;
+ALTER TABLE snapshots DROP COLUMN files;
 """
 
 # Counted once, when a database without kept totals is opened (a new one, or schema 1);
@@ -214,8 +228,10 @@ class StateDB:
                     f"({SCHEMA_VERSION})",
                 )
             if version < SCHEMA_VERSION:
+                columns = {row[1] for row in connection.execute("PRAGMA table_info(snapshots)")}
+                move = _MOVE_FILE_LISTS if "files" in columns else ""
                 connection.executescript(
-                    f"BEGIN IMMEDIATE; {_SCHEMA} {_COUNT_TOTALS} "
+                    f"BEGIN IMMEDIATE; {_SCHEMA} {move} {_COUNT_TOTALS} "
                     f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 )
             if check:
@@ -286,8 +302,14 @@ class StateDB:
                 ids = [int(row[0]) for row in self._db.execute("SELECT id FROM snapshots")]
                 for snapshot_id in ids:
                     index_sha256, blob = self._db.execute(
-                        "SELECT index_sha256, files FROM snapshots WHERE id = ?", (snapshot_id,)
+                        "SELECT s.index_sha256, f.files FROM snapshots s "
+                        "LEFT JOIN snapshot_files f ON f.snapshot_id = s.id WHERE s.id = ?",
+                        (snapshot_id,),
                     ).fetchone()
+                    if blob is None:  # what it lists is unknown: nothing may be collected
+                        raise StateDamagedError(
+                            str(self.path), f"snapshot {snapshot_id} has no file list"
+                        )
                     digests = [index_sha256, *decode_digests(blob)]
                     self._db.execute(
                         "INSERT INTO temp.referenced SELECT value FROM json_each(?)",
@@ -383,8 +405,8 @@ class StateDB:
         with self._db:
             cursor = self._db.execute(
                 "INSERT INTO snapshots (arch, created_at, index_sha256, index_size, last_modified, "
-                "etag, last_modified_header, description, packages, bytes, files, status, forced) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "etag, last_modified_header, description, packages, bytes, status, forced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     arch,
                     created_at,
@@ -396,10 +418,13 @@ class StateDB:
                     description,
                     len(files),
                     files.bytes if isinstance(files, FileTable) else sum(f.size for f in files),
-                    encode_files(files),
                     status,
                     int(forced),
                 ),
+            )
+            self._db.execute(
+                "INSERT INTO snapshot_files (snapshot_id, files) VALUES (?, ?)",
+                (cursor.lastrowid, encode_files(files)),
             )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -446,7 +471,7 @@ class StateDB:
 
     def snapshot_files(self, snapshot_id: int) -> FileTable:
         row = self._db.execute(
-            "SELECT files FROM snapshots WHERE id = ?", (snapshot_id,)
+            "SELECT files FROM snapshot_files WHERE snapshot_id = ?", (snapshot_id,)
         ).fetchone()
         if row is None:
             raise StoreError(str(self.path), f"no snapshot {snapshot_id}")
@@ -471,8 +496,9 @@ class StateDB:
         """Which published files (``arch/filename``) each of these objects is, right now."""
         names: dict[str, list[str]] = {}
         rows = self._db.execute(
-            "SELECT c.arch, s.index_sha256, s.files FROM current c "
-            "JOIN snapshots s ON s.id = c.snapshot_id"
+            "SELECT c.arch, s.index_sha256, f.files FROM current c "
+            "JOIN snapshots s ON s.id = c.snapshot_id "
+            "JOIN snapshot_files f ON f.snapshot_id = s.id"
         )
         for arch, index_sha256, blob in rows:
             if index_sha256 in digests:
