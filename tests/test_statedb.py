@@ -234,3 +234,18 @@ def test_a_database_from_a_newer_mirrord_is_refused_not_misread(tmp_path: Path) 
         newer.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match=f"schema {SCHEMA_VERSION + 1} is newer than this"):
         StateDB.open(path)
+
+
+def test_garbage_collection_refuses_a_snapshot_without_its_list(tmp_path: Path) -> None:
+    """Objects a snapshot lists must never look unreferenced because its list went missing."""
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        stored = files(3)
+        db.record_objects([(f.sha256, f.size, None) for f in stored], now=1.0)
+        snapshot_id = _snapshot(db, stored, "0" * 64)
+        with db._db:
+            db._db.execute("DELETE FROM snapshot_files WHERE snapshot_id = ?", (snapshot_id,))
+        with pytest.raises(StateDamagedError, match=f"snapshot {snapshot_id} has no file list"):
+            db.garbage_candidates(10.0)
+    finally:
+        db.close()
