@@ -23,6 +23,7 @@ from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.pool import ConnectionPool
 from mirrord.fetch.pool import _split as pool_split
+from tests.helpers import LogCapture
 from tests.nginx import CONFIG, Nginx
 
 BLOB = os.urandom(700_000)  # several reads, so a body spans buffers
@@ -551,11 +552,17 @@ async def test_a_server_that_drops_pipelined_requests_soon_gets_one_at_a_time() 
                 writer.close()
                 return
 
-    async with raw_origin(no_pipelining) as url, DownloadClient.open(url, PIPELINED) as client:
+    logs = LogCapture()
+    async with (
+        raw_origin(no_pipelining) as url,
+        DownloadClient.open(url, PIPELINED, log=logs.logger()) as client,
+    ):
         for _ in range(30):
             results = await asyncio.gather(*(fetch(client, str(n)) for n in range(30)))
             assert [data for _, data in results] == [b"ok"] * 30
     assert 0 < dropped <= 16 + 2 * PIPELINED.pipeline
+    (given_up,) = logs.events("fetch.pipeline.given_up")  # told once, when it happened
+    assert given_up["origin"] == url.rstrip("/") and given_up["level"] == "warning"
 
 
 async def test_requests_waiting_for_a_new_connection_fill_its_pipeline_once_it_is_proven() -> None:

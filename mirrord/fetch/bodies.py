@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import TransientOriginError
+from mirrord.core.eventlog import EventLog
 from mirrord.core.model import ArchKey
 from mirrord.fetch.http1 import Chunk
 from mirrord.fetch.httpstatus import USER_AGENT, status_error
@@ -62,10 +63,12 @@ class DownloadClient:
         base_url: str,
         fetch: FetchConfig,
         receive_buffer: Callable[[], int | None] = lambda: None,
+        log: EventLog | None = None,
     ) -> AsyncIterator[DownloadClient]:
         """``receive_buffer`` says, per new connection, an SO_RCVBUF to pin (None: the
         kernel's autotuning). Under a rate limit a small one keeps the kernel from
-        buffering more than the token bucket allows ahead of the limit."""
+        buffering more than the token bucket allows ahead of the limit. ``log``: see
+        ``ConnectionPool``."""
         pool = ConnectionPool(
             limit=fetch.connections,
             per_host=fetch.per_host,
@@ -74,6 +77,7 @@ class DownloadClient:
             read_timeout=fetch.read_timeout,
             user_agent=USER_AGENT,
             receive_buffer=receive_buffer,
+            log=log,
         )
         try:
             yield cls(base_url, pool)

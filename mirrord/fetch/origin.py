@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PermanentOriginError, TransientOriginError
+from mirrord.core.eventlog import EventLog
 from mirrord.core.model import ArchKey
 from mirrord.fetch.bodies import DownloadClient
 from mirrord.fetch.httpstatus import USER_AGENT, parse_http_date, status_error
@@ -53,6 +54,7 @@ class OriginClient:
         base_url: str,
         fetch: FetchConfig,
         receive_buffer: Callable[[], int | None] = lambda: None,
+        log: EventLog | None = None,
     ) -> AsyncIterator[OriginClient]:
         """Poll connections of their own; ``downloads`` as ``DownloadClient.open`` makes them."""
         polls = ConnectionPool(
@@ -64,7 +66,7 @@ class OriginClient:
             idle_buffers=False,  # an index a pass: 256 KiB each would idle in between
         )
         try:
-            async with DownloadClient.open(base_url, fetch, receive_buffer) as downloads:
+            async with DownloadClient.open(base_url, fetch, receive_buffer, log) as downloads:
                 yield cls(base_url, polls, downloads)
         finally:
             polls.close()

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from mirrord.core.errors import OriginError, PermanentOriginError, TransientOriginError
+from mirrord.core.eventlog import EventLog
 from mirrord.fetch.http1 import (
     BadResponse,
     Body,
@@ -79,9 +80,11 @@ class ConnectionPool:
         receive_buffer: Callable[[], int | None] = lambda: None,
         idle_buffers: bool = True,
         pipeline: int = 1,
+        log: EventLog | None = None,
     ) -> None:
         """``idle_buffers`` False: a connection going idle drops a large read buffer, for
-        connections that carry a few big bodies a pass (indexes), not a stream of them."""
+        connections that carry a few big bodies a pass (indexes), not a stream of them.
+        ``log``: where a host that drops pipelined requests is reported."""
         self._limit = limit
         self._per_host = per_host
         self._connect_timeout = connect_timeout
@@ -91,6 +94,7 @@ class ConnectionPool:
         self._idle: dict[_Key, list[Connection]] = {}
         self._busy: dict[_Key, list[Connection]] = {}  # with requests in flight
         self._pipeline = pipeline
+        self._log = log
         self._pipeline_score: dict[_Key, int] = {}  # pipelined requests dropped - answered
         self.pipelined = 0  # requests answered that went out behind others on their connection
         self._open: dict[_Key, int] = {}  # per host: idle and busy
@@ -169,7 +173,7 @@ class ConnectionPool:
             except StaleConnection:
                 self._release(key, exchange)
                 if pipelined:
-                    self._pipeline_score[key] = self._pipeline_score.get(key, 0) + 1
+                    self._dropped_pipelined(key)
                 continue
             except BaseException:
                 self._release(key, exchange)
@@ -179,6 +183,19 @@ class ConnectionPool:
                 self.pipelined += 1
             return exchange
         raise TransientOriginError(url, "server disconnected")  # a fresh one closed at once
+
+    def _dropped_pipelined(self, key: _Key) -> None:
+        score = self._pipeline_score[key] = self._pipeline_score.get(key, 0) + 1
+        if score == PIPELINE_GIVE_UP and self._log is not None:
+            scheme, host, port = key
+            self._log.warning(
+                "fetch.pipeline.given_up",
+                origin=f"{scheme}://{host}:{port}",
+                dropped_beyond_answered=score,
+                note="the server closed connections with pipelined requests unanswered: "
+                "one request per connection to it from now on (fetch.pipeline: 1 says so "
+                "from the start)",
+            )
 
     def _request_bytes(self, key: _Key, target: str, headers: dict[str, str]) -> bytes:
         scheme, host, port = key

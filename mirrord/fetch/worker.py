@@ -175,6 +175,7 @@ async def serve(sock: socket.socket) -> None:
         hello.origin,
         config,
         receive_buffer=lambda: throttle.receive_buffer(connections),
+        log=log,
     ) as origin:
         worker = Worker(origin, store, config, send, throttle, log)
         send(Ready())  # the daemon routes jobs here only from now on

@@ -199,6 +199,7 @@ async def open_runtime(
                 config.origin.url,
                 config.fetch,
                 receive_buffer=lambda: traffic.receive_buffer(tree_connections(config.fetch)),
+                log=log,
             )
         )
         committer = Committer(store, db, clock, log, crash, settlement=settlement)
