@@ -169,7 +169,7 @@ class FileTable(Sequence[PublishedFile]):
         digests_end = end + _DIGEST * count
         checksums_end = digests_end + _CHECKSUM * count
         if zlib.crc32(blob[end:]) != unpacked:
-            raise ValueError("the digests' checksum does not match")
+            raise ValueError("the CRC-32 of the digests, checksums and rare values does not match")
         columns = memoryview(zlib.decompress(blob[_HEADER.size : end]))
         names_length = len(columns) - count * (4 + 2 + 4 + 1)
         if names_length < 0 or len(blob) < checksums_end:
