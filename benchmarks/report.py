@@ -53,10 +53,13 @@ def source_state(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted((root / "mirrord").rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    sources = f"sources {digest.hexdigest()[:12]}"
+    if not (root / ".git").exists():  # a `git archive`: the digest is what identifies it
+        return f"not a git checkout, {sources}"
     commit = _first_line(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
     dirty = _first_line(["git", "-C", str(root), "status", "--porcelain", "--", "mirrord"])
     changed = " + uncommitted changes" if dirty not in ("", "unknown") else ""
-    return f"{commit}{changed}, sources {digest.hexdigest()[:12]}"
+    return f"{commit}{changed}, {sources}"
 
 
 @dataclass(frozen=True)
