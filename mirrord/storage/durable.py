@@ -69,7 +69,11 @@ def _sync_file_range() -> Any:
 
 
 def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_path(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def fsync_path(path: Path | str, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -115,11 +119,7 @@ def link_atomic(
     os.link(source, temp)
     if mtime is not None:
         os.utime(temp, (mtime, mtime))
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the new mtime, before the name that shows it
-        finally:
-            os.close(fd)
+        fsync_path(temp)  # the new mtime, before the name that shows it
     _rename_into_place(temp, path, before_rename)
 
 

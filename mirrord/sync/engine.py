@@ -289,8 +289,12 @@ class SyncEngine:
             return None
         seen = self.book[key].origin_seen
         assert seen is not None
-        complete = snapshot is not None and snapshot.status != "adopted"
-        if snapshot is not None and trusted and complete and snapshot.index_sha256 == seen.sha256:
+        if (
+            snapshot is not None
+            and trusted
+            and _recorded_whole(snapshot)
+            and snapshot.index_sha256 == seen.sha256
+        ):
             # The same bytes under new validators: nothing to publish.
             await self.db.call(
                 self.db.update_validators, snapshot.id, response.etag, response.last_modified
@@ -322,7 +326,7 @@ class SyncEngine:
             previous = await self.db.call(self.db.snapshot_files, snapshot.id) if snapshot else None
             # An intact tree's unchanged files take their digests from the snapshot
             # it serves; a tree to repair looks every package up in the store.
-            intact = trusted and snapshot is not None and snapshot.status != "adopted"
+            intact = trusted and snapshot is not None and _recorded_whole(snapshot)
             signer, description, listing = await self._verify_index(
                 body, previous if intact else None
             )
@@ -567,3 +571,8 @@ def _log_result(
         log.info("sync.arch.interrupted", **fields)
     else:
         log.error("sync.arch.failed", **fields)
+
+
+def _recorded_whole(snapshot: Snapshot) -> bool:
+    """Does the record know every file's bytes? (an adopted snapshot may not)"""
+    return snapshot.status != "adopted"
