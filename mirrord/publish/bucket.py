@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mirrord.core.config import S3Config
 from mirrord.core.errors import ConfigError, ObjectStoreError
 from mirrord.publish.bucketplan import Listed, multipart, multipart_etag, part_ranges
+from mirrord.publish.s3session import UncopiedBodySession
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -145,6 +146,7 @@ class Bucket:
             # a second pass over each byte for nothing.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            http_session_cls=UncopiedBodySession,
         )
         async with session.create_client(
             "s3",
