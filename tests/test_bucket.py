@@ -433,3 +433,38 @@ async def test_a_large_body_is_sent_whole_again_after_dropped_connections() -> N
 
     assert (dropped, received) == (2, [bytes(body)])
     assert etag == hashlib.md5(body).hexdigest()
+
+
+async def test_an_upload_that_fails_fails_the_pass_with_its_own_error(
+    mirror: Mirror, seaweed: Seaweed, bucket: str
+) -> None:
+    """One upload failing (here a stored object gone from under the tree) cancels the
+    others and fails the bucket's pass with that object's error: one line, exit 1, no
+    traceback; the tree stays published and the bucket gets no index."""
+    specs = simple_specs("pkg", 6, payload=20_000)
+    mirror.tree.put(KEY, specs)
+    plain = mirror.config_file(KEY)
+    first = await spawn_mirrord("sync", "--config", str(plain))
+    assert await first.wait() == 0
+    tree = plain.parent / "published" / KEY.branch / KEY.repo / KEY.arch
+    victim = tree / specs[3].filename
+    inode = victim.stat().st_ino
+    (gone,) = [p for p in (plain.parent / "storage").rglob("*") if p.stat().st_ino == inode]
+    gone.unlink()
+
+    config_file = mirror.config_file(KEY, s3=s3_section(seaweed, bucket, mirror.tmp))
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    process = await spawn_mirrord(
+        "sync", "--config", str(config_file), "--log-format", "json", env=env, stdout=-1, stderr=-1
+    )
+    out, err = await process.communicate()
+
+    assert process.returncode == 1
+    assert b"Traceback" not in err
+    assert f"{KEY}: bucket: not brought up to date" in err.decode()
+    (failed,) = [json.loads(x) for x in out.splitlines() if b'"bucket.sync.failed"' in x]
+    assert failed["error"].endswith(
+        f"{specs[3].filename}: cannot read the local file {gone}: No such file or directory"
+    )
+    assert (tree / "APKINDEX.tar.gz").is_file()
+    assert f"alpine/{KEY}/APKINDEX.tar.gz" not in bucket_keys(seaweed.client(), bucket)

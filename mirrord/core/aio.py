@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -16,6 +17,25 @@ async def first_completed(*coroutines: Coroutine[Any, Any, Any]) -> None:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             task.cancel()
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception a TaskGroup collected, out of any nested groups."""
+    first = group.exceptions[0]
+    return first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+@contextmanager
+def first_of_group(*kinds: type[BaseException]) -> Iterator[None]:
+    """A TaskGroup's failure re-raised as the first error it collected, when that is one
+    of ``kinds`` (the others were cancelled because of it); any other group as it is."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        first = first_error(group)
+        if isinstance(first, kinds):
+            raise first from None
+        raise
 
 
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

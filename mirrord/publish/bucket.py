@@ -170,7 +170,10 @@ class Bucket:
         except (TimeoutError, BotoCoreError, aiohttp.ClientError) as error:
             raise ObjectStoreError(key, f"{type(error).__name__}: {error}") from None
         except OSError as error:
-            raise ObjectStoreError(key, f"cannot read the local file: {error.strerror}") from None
+            local = f" {error.filename}" if error.filename else ""
+            raise ObjectStoreError(
+                key, f"cannot read the local file{local}: {error.strerror}"
+            ) from None
 
     async def listing(self, prefix: str) -> dict[str, Listed]:
         listed: dict[str, Listed] = {}
@@ -228,7 +231,8 @@ class Bucket:
     async def put_file(self, key: str, path: Path, size: int) -> str:
         """Upload; resumes an interrupted multipart upload. Returns the ETag the store answered."""
         if not multipart(size, self.config.multipart_threshold):
-            data, digest = await asyncio.to_thread(_read_with_md5, path, size)
+            async with self._mapped(key):
+                data, digest = await asyncio.to_thread(_read_with_md5, path, size)
             return await self.put_bytes(key, data, digest)
         return await self._put_parts(key, path, size)
 

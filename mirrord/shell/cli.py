@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from mirrord import __version__
 from mirrord.alpine.signing import Keyring
-from mirrord.core.aio import run_async
+from mirrord.core.aio import first_of_group, run_async
 from mirrord.core.config import Config
 from mirrord.core.config.parse import load_config
 from mirrord.core.crashpoints import CrashPoints
@@ -239,13 +239,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             environ=dict(os.environ),
         )
         daemon.install_signal_handlers(asyncio.get_running_loop())
-        try:
+        with first_of_group(MirrordError):  # a service failed: report its own error
             await daemon.run()
-        except BaseExceptionGroup as group:  # a service failed: report its own error
-            first = _first_error(group)
-            if isinstance(first, MirrordError):
-                raise first from None
-            raise
         if daemon.forced_exit:  # a second SIGTERM/SIGINT cut the grace period short
             print(
                 "mirrord: stopped at once (second signal): downloads in flight were cancelled; "
@@ -256,11 +251,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_async(main())
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
+from mirrord.core.aio import first_of_group
 from mirrord.core.clock import Clock
 from mirrord.core.config import S3Config
 from mirrord.core.crashpoints import CrashPoints
@@ -210,9 +211,10 @@ class BucketMirror:
         for source in sources:
             queue.put_nowait(source)
         sent: dict[str, tuple[int, str]] = {}
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self.config.concurrency, len(sources))):
-                group.create_task(self._uploader(queue, paths, sent))
+        with first_of_group(MirrordError, OSError):  # one upload failed: the pass did
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.config.concurrency, len(sources))):
+                    group.create_task(self._uploader(queue, paths, sent))
         if not sent:
             return
         remembered = {(s.sha256, s.size): sent[s.key][1] for s in sources if s.sha256}
