@@ -29,7 +29,7 @@ CUTOFF = "64M"
 TRANSFERS = 8
 
 
-def _rclone_env(seaweed: Seaweed) -> dict[str, str]:
+def rclone_env(seaweed: Seaweed) -> dict[str, str]:
     """An rclone remote named ``sw`` from the environment (no config file)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
     return {
@@ -44,7 +44,7 @@ def _rclone_env(seaweed: Seaweed) -> dict[str, str]:
     }
 
 
-def _rclone(source: Path, bucket: str) -> list[str]:
+def rclone_argv(source: Path, bucket: str) -> list[str]:
     return [
         "rclone",
         "sync",
@@ -108,14 +108,14 @@ def bucket(bench: Bench) -> ScenarioResult:
                     continue
                 name = f"rclone-{rep}"
                 seaweed.create_bucket(name)
-                argv = _rclone(source, name)
+                argv = rclone_argv(source, name)
                 for phase in ("first", "again"):
                     tag = f"{name}-{phase}"
                     usage = measure.run(
                         argv,
                         stdout=logs / f"{tag}.out",
                         stderr=logs / f"{tag}.err",
-                        env=_rclone_env(seaweed),
+                        env=rclone_env(seaweed),
                     )
                     if usage.returncode != 0:
                         raise RuntimeError(f"rclone exited {usage.returncode} ({tag})")
