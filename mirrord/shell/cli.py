@@ -158,19 +158,21 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 every=every,
             )
             started = runtime.clock.monotonic()
-            async with asyncio.TaskGroup() as group:
-                progress = group.create_task(reporter.run(), name="progress")
-                lease = group.create_task(fleet.run() if fleet else _no_fleet(), name="fleet")
-                # The releases trees beside the packages: an ISO never delays a package publish.
-                trees = group.create_task(
-                    runtime.releases.run_pass(trees_forced) if not only else _no_trees(),
-                    name="releases",
-                )
-                try:
-                    results = await runtime.engine.run_pass(only or None, force)
-                finally:
-                    progress.cancel()
-                    lease.cancel()
+            # A failure of the pass or of a service beside it: its own one-line error.
+            with first_of_group(MirrordError):
+                async with asyncio.TaskGroup() as group:
+                    progress = group.create_task(reporter.run(), name="progress")
+                    lease = group.create_task(fleet.run() if fleet else _no_fleet(), name="fleet")
+                    # The releases trees beside the packages: an ISO never delays a package publish.
+                    trees = group.create_task(
+                        runtime.releases.run_pass(trees_forced) if not only else _no_trees(),
+                        name="releases",
+                    )
+                    try:
+                        results = await runtime.engine.run_pass(only or None, force)
+                    finally:
+                        progress.cancel()
+                        lease.cancel()
             tree_pass = trees.result()
             reporter.finish()
             bucket_failed = await _sync_bucket(runtime, config, only or config.arch_keys(), log)
