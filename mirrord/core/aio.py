@@ -19,10 +19,10 @@ async def first_completed(*coroutines: Coroutine[Any, Any, Any]) -> None:
             task.cancel()
 
 
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first exception a TaskGroup collected, out of any nested groups."""
     first = group.exceptions[0]
-    return first_error(first) if isinstance(first, BaseExceptionGroup) else first
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 @contextmanager
@@ -32,7 +32,7 @@ def first_of_group(*kinds: type[BaseException]) -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        first = first_error(group)
+        first = _first_error(group)
         if isinstance(first, kinds):
             raise first from None
         raise
