@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mirrord.alpine.apkpackage import PackageDigester, check_package
+from mirrord.core.aio import first_of_group
 from mirrord.core.errors import MirrordError
 from mirrord.core.model import PackageRef
 from mirrord.storage.committer import Committer
@@ -83,9 +84,10 @@ async def seed_from_tree(
     if not candidates:
         return {}
     placed = await asyncio.to_thread(_verify_and_place, directory, candidates, store)
-    async with asyncio.TaskGroup() as group:
-        commits = [
-            group.create_task(committer.commit(StoredObject(key, ref.size), ref.checksum))
-            for ref, key in placed
-        ]
+    with first_of_group(MirrordError):  # e.g. ShuttingDownError: the committer has stopped
+        async with asyncio.TaskGroup() as group:
+            commits = [
+                group.create_task(committer.commit(StoredObject(key, ref.size), ref.checksum))
+                for ref, key in placed
+            ]
     return {ref.identity: task.result() for (ref, _), task in zip(placed, commits, strict=True)}

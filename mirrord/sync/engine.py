@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from structlog.typing import FilteringBoundLogger
 
 from mirrord.alpine.apkindex import open_index_archive
+from mirrord.core.aio import first_of_group
 from mirrord.core.clock import Clock
 from mirrord.core.errors import (
     DiskSpaceError,
@@ -118,7 +119,8 @@ class SyncEngine:
             log = self.log.bind(arch=str(key))
             self.book[key].retries = 0
             try:
-                result = await self._sync_newest(key, force, log)
+                with first_of_group(MirrordError, OSError):  # a nested task group's own error
+                    result = await self._sync_newest(key, force, log)
             except (MassDeletionError, DiskSpaceError) as error:
                 result = ArchResult(key, Outcome.REFUSED, error=str(error))
             except ShuttingDownError as error:
