@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
+
+from mirrord.core.errors import StateDamagedError
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import build_index, simple_specs
+from mirrord.shell.cli import main
 from mirrord.storage.lock import StorageLock
+from mirrord.sync.engine import SyncEngine
 from tests.helpers import Mirror, spawn_mirrord
 
 GOOD = ArchKey("v3.20", "main", "x86_64")
@@ -51,3 +57,24 @@ async def test_a_second_instance_on_the_same_storage_is_refused(mirror: Mirror) 
         lock.release()
     assert code == 3
     assert "locked by another mirrord" in err and "Traceback" not in err
+
+
+def test_an_error_inside_the_one_shots_task_group_is_one_line(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pass runs in a task group beside the progress reporter and the releases pass:
+    its failure comes out of the group as the one line main prints, not a traceback."""
+    mirror.tree.put(GOOD, simple_specs("a", 2))
+    config = str(mirror.config_file(GOOD))
+
+    async def damaged(*_: Any, **__: Any) -> None:
+        raise StateDamagedError("state.db", "injected for the test")
+
+    monkeypatch.setattr(SyncEngine, "run_pass", damaged)
+    code = main(["sync", "--config", config, "--log-format", "json"])
+
+    assert code == 3
+    assert (
+        capsys.readouterr().err
+        == f"mirrord: {StateDamagedError('state.db', 'injected for the test')}\n"
+    )

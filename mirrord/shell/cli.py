@@ -158,21 +158,19 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 every=every,
             )
             started = runtime.clock.monotonic()
-            # A failure of the pass or of a service beside it: its own one-line error.
-            with first_of_group(MirrordError):
-                async with asyncio.TaskGroup() as group:
-                    progress = group.create_task(reporter.run(), name="progress")
-                    lease = group.create_task(fleet.run() if fleet else _no_fleet(), name="fleet")
-                    # The releases trees beside the packages: an ISO never delays a package publish.
-                    trees = group.create_task(
-                        runtime.releases.run_pass(trees_forced) if not only else _no_trees(),
-                        name="releases",
-                    )
-                    try:
-                        results = await runtime.engine.run_pass(only or None, force)
-                    finally:
-                        progress.cancel()
-                        lease.cancel()
+            async with asyncio.TaskGroup() as group:
+                progress = group.create_task(reporter.run(), name="progress")
+                lease = group.create_task(fleet.run() if fleet else _no_fleet(), name="fleet")
+                # The releases trees beside the packages: an ISO never delays a package publish.
+                trees = group.create_task(
+                    runtime.releases.run_pass(trees_forced) if not only else _no_trees(),
+                    name="releases",
+                )
+                try:
+                    results = await runtime.engine.run_pass(only or None, force)
+                finally:
+                    progress.cancel()
+                    lease.cancel()
             tree_pass = trees.result()
             reporter.finish()
             bucket_failed = await _sync_bucket(runtime, config, only or config.arch_keys(), log)
@@ -241,8 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             environ=dict(os.environ),
         )
         daemon.install_signal_handlers(asyncio.get_running_loop())
-        with first_of_group(MirrordError):  # a service failed: report its own error
-            await daemon.run()
+        await daemon.run()
         if daemon.forced_exit:  # a second SIGTERM/SIGINT cut the grace period short
             print(
                 "mirrord: stopped at once (second signal): downloads in flight were cancelled; "
@@ -404,20 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin_mmap_threshold()  # the process that parses indexes; fetch workers keep the default
         cap_arenas()  # before the first thread
     try:
-        if args.command == "sync":
-            return cmd_sync(args, parser)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "check-config":
-            return cmd_check_config(args)
-        if args.command == "verify-tree":
-            return cmd_verify_tree(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "recover":
-            return cmd_recover(args)
-        if args.command == "ctl":
-            return ctl.cmd_ctl(args)
+        # A task group that failed (a service of the daemon, the one-shot's pass, the
+        # runtime's committer): the error that caused it, as the one line below.
+        with first_of_group(MirrordError):
+            return _dispatch(args, parser)
     except ConfigError as error:
         where = getattr(args, "config", None)
         prefix = f"{where}: " if where and error.key_path else ""
@@ -428,6 +415,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command == "sync":
+        return cmd_sync(args, parser)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "check-config":
+        return cmd_check_config(args)
+    if args.command == "verify-tree":
+        return cmd_verify_tree(args)
+    if args.command == "demo":
+        return cmd_demo(args)
+    if args.command == "recover":
+        return cmd_recover(args)
+    if args.command == "ctl":
+        return ctl.cmd_ctl(args)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 
