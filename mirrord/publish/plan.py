@@ -198,7 +198,7 @@ def _plan(
     if not old_files:  # a first publish compares nothing (and a fresh arch has 25,000 names)
         return PublishPlan(files, array("I", range(len(files))), (), (), ())
     old_names = old_files.names()
-    before = {name: position for position, name in enumerate(old_names)}
+    before = old_files.name_positions(old_names)
     link = array("I")
     replaced: list[str] = []
     now_listed: set[str] = set()

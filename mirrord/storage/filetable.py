@@ -249,8 +249,9 @@ class FileTable(Sequence[PublishedFile]):
         packages.update(text for (_, what), text in self._odd.items() if what == "package")
         return packages
 
-    def name_positions(self) -> dict[str, int]:
-        return {name: position for position, name in enumerate(self.names())}
+    def name_positions(self, names: Sequence[str] | None = None) -> dict[str, int]:
+        """Each file name's position (``names``: ``self.names()``, when the caller has it)."""
+        return {name: position for position, name in enumerate(names or self.names())}
 
     def same_package(self, position: int, checksum: bytes, size: int) -> bool:
         """Is this file known (not pending) as the package of this checksum and size?"""
