@@ -249,3 +249,23 @@ def test_garbage_collection_refuses_a_snapshot_without_its_list(tmp_path: Path) 
             db.garbage_candidates(10.0)
     finally:
         db.close()
+
+
+def test_a_snapshot_and_its_file_list_are_recorded_together_or_not_at_all(
+    tmp_path: Path,
+) -> None:
+    """Two rows, one transaction: the connection is in autocommit mode, where each
+    statement would commit alone and a kill between them (another arch reaching a crash
+    point) left a snapshot without its list. Here the second insert fails instead."""
+    db = StateDB.open(tmp_path / "state.db")
+    try:
+        first = _snapshot(db, files(2), "1" * 64)
+        db._db.execute(  # an orphan list where the next snapshot's would go
+            "INSERT INTO snapshot_files (snapshot_id, files) VALUES (?, x'00')", (first + 1,)
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            _snapshot(db, files(3), "2" * 64)
+        ids = [row[0] for row in db._db.execute("SELECT id FROM snapshots")]
+        assert ids == [first]
+    finally:
+        db.close()

@@ -10,9 +10,10 @@ import asyncio
 import json
 import sqlite3
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -255,6 +256,16 @@ class StateDB:
         self._executor.shutdown(wait=True)
         self._db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Every statement inside commits together, or none does. The connection is in
+        autocommit mode (``isolation_level=None``), where ``with connection`` alone
+        begins nothing: each statement, and each row of an ``executemany``, would
+        commit by itself, and a kill between two of them would keep the first."""
+        with self._db:
+            self._db.execute("BEGIN")
+            yield
+
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn`` on the database's thread; SQLite's errors become StoreError here."""
         loop = asyncio.get_running_loop()
@@ -277,7 +288,7 @@ class StateDB:
         around every step, and thousands of tiny releases stall the event loop.
         """
         payload = json.dumps(rows, separators=(",", ":"))
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "INSERT OR IGNORE INTO objects (sha256, size, checksum, stored_at) "
                 "SELECT value ->> 0, value ->> 1, value ->> 2, ? FROM json_each(?)",
@@ -297,8 +308,7 @@ class StateDB:
         """
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS referenced (sha256 TEXT)")
         try:
-            with self._db:  # one transaction: the temporary rows are never journalled one by one
-                self._db.execute("BEGIN")
+            with self._transaction():  # the temporary rows are never journalled one by one
                 ids = [int(row[0]) for row in self._db.execute("SELECT id FROM snapshots")]
                 for snapshot_id in ids:
                     index_sha256, blob = self._db.execute(
@@ -343,7 +353,7 @@ class StateDB:
         return {row[0] for row in rows}
 
     def forget_objects(self, shas: Sequence[str]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.executemany("DELETE FROM objects WHERE sha256 = ?", [(s,) for s in shas])
 
     def lookup(self, identities: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
@@ -377,7 +387,7 @@ class StateDB:
 
     def set_setting(self, name: str, value: str | None) -> None:
         """Remember ``value`` under ``name`` (None forgets it)."""
-        with self._db:
+        with self._transaction():
             if value is None:
                 self._db.execute("DELETE FROM settings WHERE name = ?", (name,))
             else:
@@ -402,7 +412,7 @@ class StateDB:
         status: str,
         forced: bool = False,
     ) -> int:
-        with self._db:
+        with self._transaction():
             cursor = self._db.execute(
                 "INSERT INTO snapshots (arch, created_at, index_sha256, index_size, last_modified, "
                 "etag, last_modified_header, description, packages, bytes, status, forced) "
@@ -430,7 +440,7 @@ class StateDB:
         return cursor.lastrowid
 
     def set_current(self, arch: str, snapshot_id: int, published_at: float) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "UPDATE snapshots SET status = 'superseded' "
                 "WHERE arch = ? AND status IN ('published', 'adopted') AND id != ?",
@@ -521,14 +531,14 @@ class StateDB:
     def update_validators(
         self, snapshot_id: int, etag: str | None, last_modified: str | None
     ) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "UPDATE snapshots SET etag = ?, last_modified_header = ? WHERE id = ?",
                 (etag, last_modified, snapshot_id),
             )
 
     def abandon_pending(self, arch: str) -> int:
-        with self._db:
+        with self._transaction():
             cursor = self._db.execute(
                 "UPDATE snapshots SET status = 'abandoned' WHERE arch = ? AND status = 'pending'",
                 (arch,),
@@ -537,7 +547,7 @@ class StateDB:
 
     def prune_snapshots(self, arch: str, keep: int) -> int:
         """Forget all but the newest ``keep`` published/superseded snapshots (never the current)."""
-        with self._db:
+        with self._transaction():
             cursor = self._db.execute(
                 "DELETE FROM snapshots WHERE arch = ? AND id NOT IN ("
                 "  SELECT id FROM snapshots"
@@ -551,14 +561,14 @@ class StateDB:
     # --- deletions after the grace period ---------------------------------------
 
     def schedule_deletions(self, arch: str, filenames: Iterable[str], since: float) -> None:
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO pending_deletions (arch, filename, since) VALUES (?, ?, ?)",
                 [(arch, name, since) for name in filenames],
             )
 
     def cancel_deletions(self, arch: str, filenames: Iterable[str]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 "DELETE FROM pending_deletions WHERE arch = ? AND filename = ?",
                 [(arch, name) for name in filenames],
