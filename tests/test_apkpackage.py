@@ -2,12 +2,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import zlib
 
 import pytest
 
-from mirrord.alpine.apkpackage import PackageDigester, check_package, digest_bytes
-from mirrord.alpine.tarlite import build_member
+from mirrord.alpine.apkpackage import (
+    INFLATE_PIECE,
+    PackageDigester,
+    check_package,
+    digest_bytes,
+    pkginfo_fields,
+)
+from mirrord.alpine.tarlite import END_OF_ARCHIVE, build_member
 from mirrord.core.errors import PackageFormatError, PackageVerifyError
 from mirrord.core.model import PackageRef
 from mirrord.core.objectkey import package_key
@@ -124,3 +131,52 @@ def test_control_stream_bomb_is_refused(signing_key: SigningKey) -> None:
     blob = signature_stream(signing_key, control) + control + data_stream(PackageSpec("x", "1"))
     with pytest.raises(PackageFormatError, match="inflates past"):
         digest_bytes("x", blob)
+
+
+def _gzip(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize("chunk", [7, INFLATE_PIECE - 1, 1 << 22])
+def test_a_control_stream_longer_than_an_inflate_piece(signing_key: SigningKey, chunk: int) -> None:
+    script = os.urandom(3 * INFLATE_PIECE)  # incompressible: the stream spans four pieces
+    data = data_stream(PackageSpec("big", "1-r0", payload=100_000))
+    pkginfo = f"pkgname = big\npkgver = 1-r0\ndatahash = {hashlib.sha256(data).hexdigest()}\n"
+    control = _gzip(
+        build_member(".PKGINFO", pkginfo.encode()) + build_member(".pre-install", script)
+    )
+    assert len(control) > 3 * INFLATE_PIECE
+    blob = signature_stream(signing_key, control) + control + data
+    digester = PackageDigester("big-1-r0.apk")
+    for start in range(0, len(blob), chunk):
+        digester.feed(blob[start : start + chunk])
+    digest = digester.finish()
+    assert digest.checksum == "Q1" + base64.b64encode(hashlib.sha1(control).digest()).decode()
+    assert digest.datahash_actual == digest.datahash_declared == hashlib.sha256(data).hexdigest()
+    assert (digest.pkgname, digest.pkgver, digest.size) == ("big", "1-r0", len(blob))
+    assert digest.signer == signing_key.name
+
+
+def test_pkginfo_fields_are_read_as_apk_tools_reads_them() -> None:
+    text = (
+        b"# pkgname = commented\n"
+        b" pkgver = indented\n"
+        b"pkgdesc = pkgname = inside a value\n"
+        b"pkgname = first\r\n"
+        b"pkgname = second\n"
+        b"datahash= no space\n"
+        b"datahash = ABCDEF \n"
+        b"depend = x\n"
+    )
+    assert pkginfo_fields(text) == {"pkgname": "first", "datahash": "ABCDEF"}
+    assert pkginfo_fields(b"") == {}
+
+
+def test_a_package_whose_pkginfo_has_no_datahash_is_legacy(signing_key: SigningKey) -> None:
+    data = data_stream(PackageSpec("old", "1-r0", payload=5000))
+    control = _gzip(build_member(".PKGINFO", b"pkgname = old\n# datahash = 00\n") + END_OF_ARCHIVE)
+    digest = digest_bytes("old-1-r0.apk", signature_stream(signing_key, control) + control + data)
+    expected = hashlib.sha1(control + data).digest()
+    assert digest.datahash_declared is None
+    assert digest.checksum == "Q1" + base64.b64encode(expected).decode()

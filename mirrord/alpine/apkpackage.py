@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -29,20 +30,24 @@ from mirrord.core.model import PackageRef
 from mirrord.core.objectkey import package_key
 
 MAX_CONTROL_BYTES = 16 * 1024 * 1024
+# zlib copies whatever input follows a stream's end (``unused_data``): feeding the
+# signature and control streams in pieces keeps that copy small, where a chunk off
+# the socket would have the whole rest of a package copied once per stream.
+INFLATE_PIECE = 16 * 1024
+# what mirrord reads of .PKGINFO; "key = value" lines, the key at the line's start,
+# as apk-tools reads them
+_PKGINFO_FIELD = re.compile(rb"^(pkgname|pkgver|datahash) = (.*)$", re.MULTILINE)
 
 
 def q1(sha1_digest: bytes) -> str:
     return "Q1" + base64.b64encode(sha1_digest).decode("ascii")
 
 
-def parse_pkginfo(text: str) -> dict[str, list[str]]:
-    fields: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition(" = ")
-        if sep:
-            fields.setdefault(key.strip(), []).append(value.strip())
+def pkginfo_fields(pkginfo: bytes) -> dict[str, str]:
+    """The first pkgname, pkgver and datahash a .PKGINFO gives (those it gives)."""
+    fields: dict[str, str] = {}
+    for key, value in _PKGINFO_FIELD.findall(pkginfo):
+        fields.setdefault(key.decode("ascii"), value.strip().decode("utf-8", "replace"))
     return fields
 
 
@@ -76,7 +81,7 @@ class PackageDigester:
         self._control_checksum: str | None = None
         self._datahash: str | None = None
         self._signer: str | None = None
-        self._pkginfo: dict[str, list[str]] = {}
+        self._pkginfo: dict[str, str] = {}
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         self.size += len(chunk)
@@ -88,9 +93,10 @@ class PackageDigester:
                 if self._legacy is not None:
                     self._legacy.update(view)
                 return
-            consumed, ended = self._inflate(view)
-            self._stream_sha1.update(view[:consumed])
-            self._head.update(view[:consumed])
+            piece = view[:INFLATE_PIECE]
+            consumed, ended = self._inflate(piece)
+            self._stream_sha1.update(piece[:consumed])
+            self._head.update(piece[:consumed])
             view = view[consumed:]
             if ended:
                 self._end_stream()
@@ -120,9 +126,9 @@ class PackageDigester:
             raise PackageFormatError(
                 self.filename, f"bad tar in {self._phase} stream: {error}"
             ) from None
-        if self._phase == "first" and members and parse_signature_name(members[0].name):
-            parsed = parse_signature_name(members[0].name)
-            self._signer = parsed[0] if parsed else None
+        signature = parse_signature_name(members[0].name) if members else None
+        if self._phase == "first" and signature is not None:
+            self._signer = signature[0]
             self._phase = "control"
             self._inflater = zlib.decompressobj(31)
             self._plain = bytearray()
@@ -131,11 +137,11 @@ class PackageDigester:
         pkginfo = next((m for m in members if m.name == ".PKGINFO"), None)
         if pkginfo is None:
             raise PackageFormatError(self.filename, "control stream has no .PKGINFO")
-        self._pkginfo = parse_pkginfo(bytes(pkginfo.data).decode("utf-8", "replace"))
+        self._pkginfo = pkginfo_fields(bytes(pkginfo.data))
         self._control_checksum = q1(self._stream_sha1.digest())
-        hashes = self._pkginfo.get("datahash")
-        if hashes:
-            self._datahash = hashes[0].lower()
+        datahash = self._pkginfo.get("datahash")
+        if datahash:
+            self._datahash = datahash.lower()
         else:
             self._legacy = self._stream_sha1.copy()
         self._plain = bytearray()
@@ -155,13 +161,9 @@ class PackageDigester:
             datahash_declared=self._datahash,
             datahash_actual=self._data.hexdigest(),
             signer=self._signer,
-            pkgname=self._first("pkgname"),
-            pkgver=self._first("pkgver"),
+            pkgname=self._pkginfo.get("pkgname"),
+            pkgver=self._pkginfo.get("pkgver"),
         )
-
-    def _first(self, field: str) -> str | None:
-        values = self._pkginfo.get(field)
-        return values[0] if values else None
 
 
 def check_package(ref: PackageRef, digest: PackageDigest) -> None:
