@@ -19,7 +19,7 @@ from mirrord.core.aio import run_async
 from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PermanentOriginError, TransientOriginError
 from mirrord.fetch.bodies import DownloadClient, DownloadStart
-from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared
+from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared, parse_head
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.pool import ConnectionPool
 from mirrord.fetch.pool import _split as pool_split
@@ -193,6 +193,8 @@ async def test_a_chunked_body_cut_short_is_transient() -> None:
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", "bad response: bad Content-Length"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
         (b"HTTP/1.1 200 OK\r\n no colon\r\n\r\n", "bad response: malformed header field"),
+        (b"HTTP/1.1 2\xb20 OK\r\n\r\n", "bad response: not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb9\r\n\r\n", "bad response: bad Content-Length"),
     ],
 )
 async def test_garbage_from_the_server_is_a_clear_transient_error(
@@ -581,3 +583,26 @@ async def test_requests_waiting_for_a_new_connection_fill_its_pipeline_once_it_i
     async with raw_origin(four_at_once) as url, DownloadClient.open(url, PIPELINED) as client:
         results = await asyncio.gather(*(fetch(client, name) for name in "abcde"))
     assert [data for _, data in results] == [b"ok"] * 5
+
+
+def test_a_head_is_read_byte_for_byte() -> None:
+    head = parse_head(
+        b"HTTP/1.0 206 Partial \xc4\r\n"
+        b"Content-Length: 7, 7\r\n"
+        b"X-Thing: one\r\n"
+        b"x-thing:\ttwo \r\n"
+        b'ETag: \xa0"v\xe9"\xa0\r\n'
+        b"Connection: Keep-Alive"
+    )
+    assert (head.status, head.reason, head.http10, head.keep_alive) == (
+        206,
+        "Partial \xc4",
+        True,
+        True,
+    )
+    assert head.headers == {
+        "content-length": "7",
+        "x-thing": "one, two",
+        "etag": '\xa0"v\xe9"\xa0',  # latin-1 text kept: only ASCII spaces are trimmed
+        "connection": "Keep-Alive",
+    }

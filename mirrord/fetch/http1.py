@@ -30,6 +30,8 @@ DRAIN_MAX = 64 * 1024  # a response given up with at most this much left is read
 MAX_LINE = 4096
 
 Chunk = memoryview | bytes
+_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
+_SPACE = " \t\n\r\x0b\x0c"  # the ASCII whitespace bytes.strip() strips, no more
 
 
 class StaleConnection(Exception):
@@ -55,26 +57,28 @@ class Head:
 
 def parse_head(data: bytes) -> Head:
     """Status line and fields of a response head (without its blank line)."""
-    lines = data.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    # One decode of the whole head: latin-1 maps each byte to one character, so
+    # the checks below see what they would see in the bytes.
+    status, *fields = data.decode("latin-1").split("\r\n")
+    version, _, rest = status.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version not in _VERSIONS or len(code) != 3 or not (code.isascii() and code.isdigit()):
+        raise BadResponse(f"not an HTTP/1.x status line: {status[:80]!r}")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or line[:1] in b" \t":
+    for line in fields:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip(_SPACE) or line[0] in " \t":
             raise BadResponse(f"malformed header field: {line[:80]!r}")
-        key = name.decode("latin-1").lower()
-        text = value.strip().decode("latin-1")
+        key = name.lower()
+        text = value.strip(_SPACE)
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     length = headers.get("content-length")
-    if length is not None:
+    if length is not None and not (length.isascii() and length.isdigit()):
         values = {v.strip() for v in length.split(",")}
         if len(values) != 1 or not (only := values.pop()).isascii() or not only.isdigit():
             raise BadResponse(f"bad Content-Length {length!r}")
         headers["content-length"] = only
-    return Head(int(code), reason.decode("latin-1"), headers, version == b"HTTP/1.0")
+    return Head(int(code), reason, headers, version == "HTTP/1.0")
 
 
 def buffer_unshared(buffer: bytearray) -> bool:
