@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared, parse_he
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.pool import ConnectionPool
 from mirrord.fetch.pool import _split as pool_split
+from mirrord.fetch.tcppath import PathSample
 from tests.helpers import LogCapture
 from tests.nginx import CONFIG, Nginx
 
@@ -606,3 +608,41 @@ def test_a_head_is_read_byte_for_byte() -> None:
         "etag": '\xa0"v\xe9"\xa0',  # latin-1 text kept: only ASCII spaces are trimmed
         "connection": "Keep-Alive",
     }
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+async def test_each_new_connection_reports_its_round_trip_and_window_once(pinned: bool) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        await reader.read()
+
+    samples: list[PathSample] = []
+    pool = ConnectionPool(
+        limit=1,
+        per_host=1,
+        connect_timeout=5.0,
+        read_timeout=5.0,
+        user_agent="test",
+        receive_buffer=lambda: 64 * 1024 if pinned else None,
+        on_path=samples.append,
+    )
+    try:
+        async with raw_origin(answer) as url:
+            for _ in range(2):
+                async with pool.get(f"{url}/a", {}) as response:
+                    assert b"".join([bytes(c) async for c in response.body.chunks()]) == b"ok"
+            (connection,) = [c for held in pool._idle.values() for c in held]
+            assert connection.transport is not None
+            sock = connection.transport.get_extra_info("socket")
+            buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            window = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP)
+    finally:
+        pool.close()
+    (sample,) = samples  # one connection, heard of once
+    assert sample.pinned is pinned and sample.window == window
+    assert 0 < sample.rtt < 0.01  # loopback: microseconds, even on a loaded machine
+    if pinned:  # the kernel doubles a pinned buffer; the window fits in it
+        assert buffer == 2 * 64 * 1024 and 0 < window <= buffer

@@ -15,6 +15,7 @@ from mirrord.core.model import ArchKey
 from mirrord.core.units import parse_rate
 from mirrord.demo.repogen import simple_specs
 from mirrord.fetch.httpstatus import limited_receive_buffer
+from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.traffic import (
     RateMeter,
     TokenBucket,
@@ -22,7 +23,7 @@ from mirrord.fetch.traffic import (
     minutes_to_next_edge,
     scheduled_rate,
 )
-from tests.helpers import Mirror
+from tests.helpers import LogCapture, Mirror
 
 MB = 1_000_000
 
@@ -173,3 +174,36 @@ def test_receive_buffers_under_a_limit_fit_in_half_the_burst() -> None:
     assert limited_receive_buffer(20e6, 4 << 20, 16) == (4 << 20) // 64
     assert limited_receive_buffer(20e6, 64 << 10, 64) == 16 * 1024  # never absurdly small
     assert limited_receive_buffer(20e9, 1 << 30, 1) == 4 * 1024 * 1024  # nor huge
+
+
+def test_windows_too_small_for_the_round_trip_are_named_once_per_limit() -> None:
+    logs = LogCapture()
+    metrics = Metrics()
+    config = FetchConfig(rate_limit=20.0 * MB, burst=4 << 20, concurrency=64, per_host=16)
+    traffic = TrafficControl(config, clock=FakeClock(), metrics=metrics, log=logs.logger())
+    far = PathSample(rtt=0.080, window=40_960, pinned=True)  # 16 x 40,960 B / 80 ms
+    traffic.observe_path(far)
+    traffic.observe_path(far)
+    (warning,) = logs.events("fetch.rate_limit.out_of_reach")
+    assert (warning["rtt_ms"], warning["connections"], warning["most"]) == (80.0, 16, "8.2 MB/s")
+    assert (warning["burst"], warning["burst_needed"]) == ("4MiB", "10MiB")  # 4 x 20 / 8.19
+    sample = metrics.registry.get_sample_value
+    assert sample("mirrord_origin_rtt_seconds") == 0.080
+    assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == 16 * 40_960 / 0.080
+
+    traffic.observe_path(PathSample(rtt=0.002, window=40_960, pinned=True))  # near: 328 MB/s
+    traffic.observe_path(PathSample(rtt=0.5, window=1 << 20, pinned=False))  # not limited
+    assert len(logs.events("fetch.rate_limit.out_of_reach")) == 1
+    assert sample("mirrord_origin_rtt_seconds") == 0.5
+    assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == 16 * 40_960 / 0.002
+
+    traffic.set_override(10.0 * MB)  # another limit: said again if out of reach
+    traffic.observe_path(far)
+    assert [w["rate"] for w in logs.events("fetch.rate_limit.out_of_reach")] == [
+        "20.0 MB/s",
+        "10.0 MB/s",
+    ]
+    traffic.set_override(None)
+    traffic.observe_path(far)
+    assert len(logs.events("fetch.rate_limit.out_of_reach")) == 2
+    assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == float("inf")

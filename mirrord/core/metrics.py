@@ -64,6 +64,18 @@ class Metrics:
             "The download rate limit in force (+Inf when unlimited).",
             registry=r,
         )
+        self.origin_rtt = Gauge(
+            "mirrord_origin_rtt_seconds",
+            "The origin's round trip, as the kernel measured it on the newest connection.",
+            registry=r,
+        )
+        self.window_bound = Gauge(
+            "mirrord_rate_limit_window_bound_bytes_per_second",
+            "Under a rate limit: the most the downloads' receive windows carry at the "
+            "origin's round trip (below the limit: fetch.burst holds them back). "
+            "+Inf when unlimited.",
+            registry=r,
+        )
         self.sync_duration = Histogram(
             "mirrord_sync_duration_seconds",
             "Wall time of one arch's sync, from its poll to its publish (or failure).",

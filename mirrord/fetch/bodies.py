@@ -22,6 +22,7 @@ from mirrord.core.model import ArchKey
 from mirrord.fetch.http1 import Chunk
 from mirrord.fetch.httpstatus import USER_AGENT, status_error
 from mirrord.fetch.pool import ConnectionPool, map_failure
+from mirrord.fetch.tcppath import PathSample
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -64,11 +65,12 @@ class DownloadClient:
         fetch: FetchConfig,
         receive_buffer: Callable[[], int | None] = lambda: None,
         log: EventLog | None = None,
+        on_path: Callable[[PathSample], None] | None = None,
     ) -> AsyncIterator[DownloadClient]:
         """``receive_buffer`` says, per new connection, an SO_RCVBUF to pin (None: the
         kernel's autotuning). Under a rate limit a small one keeps the kernel from
-        buffering more than the token bucket allows ahead of the limit. ``log``: see
-        ``ConnectionPool``."""
+        buffering more than the token bucket allows ahead of the limit. ``log`` and
+        ``on_path``: see ``ConnectionPool``."""
         pool = ConnectionPool(
             limit=fetch.connections,
             per_host=fetch.per_host,
@@ -78,6 +80,7 @@ class DownloadClient:
             user_agent=USER_AGENT,
             receive_buffer=receive_buffer,
             log=log,
+            on_path=on_path,
         )
         try:
             yield cls(base_url, pool)

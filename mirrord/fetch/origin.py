@@ -20,6 +20,7 @@ from mirrord.core.model import ArchKey
 from mirrord.fetch.bodies import DownloadClient
 from mirrord.fetch.httpstatus import USER_AGENT, parse_http_date, status_error
 from mirrord.fetch.pool import ConnectionPool, map_failure
+from mirrord.fetch.tcppath import PathSample
 
 INDEX_NAME = "APKINDEX.tar.gz"
 
@@ -55,8 +56,10 @@ class OriginClient:
         fetch: FetchConfig,
         receive_buffer: Callable[[], int | None] = lambda: None,
         log: EventLog | None = None,
+        on_path: Callable[[PathSample], None] | None = None,
     ) -> AsyncIterator[OriginClient]:
-        """Poll connections of their own; ``downloads`` as ``DownloadClient.open`` makes them."""
+        """Poll connections of their own; ``downloads`` as ``DownloadClient.open`` makes them.
+        ``on_path`` hears from both."""
         polls = ConnectionPool(
             limit=INDEX_CONNECTIONS,
             per_host=INDEX_CONNECTIONS,
@@ -64,9 +67,12 @@ class OriginClient:
             read_timeout=fetch.read_timeout,
             user_agent=USER_AGENT,
             idle_buffers=False,  # an index a pass: 256 KiB each would idle in between
+            on_path=on_path,
         )
         try:
-            async with DownloadClient.open(base_url, fetch, receive_buffer, log) as downloads:
+            async with DownloadClient.open(
+                base_url, fetch, receive_buffer, log, on_path
+            ) as downloads:
                 yield cls(base_url, polls, downloads)
         finally:
             polls.close()

@@ -28,6 +28,7 @@ from mirrord.fetch.http1 import (
     StaleConnection,
     TransientBody,
 )
+from mirrord.fetch.tcppath import PathSample, sample_path
 
 MAX_REDIRECTS = 10
 MAX_ORIGIN_KEYS = 64  # origins (scheme://host:port) remembered parsed; redirects add some
@@ -81,10 +82,12 @@ class ConnectionPool:
         idle_buffers: bool = True,
         pipeline: int = 1,
         log: EventLog | None = None,
+        on_path: Callable[[PathSample], None] | None = None,
     ) -> None:
         """``idle_buffers`` False: a connection going idle drops a large read buffer, for
         connections that carry a few big bodies a pass (indexes), not a stream of them.
-        ``log``: where a host that drops pipelined requests is reported."""
+        ``log``: where a host that drops pipelined requests is reported. ``on_path``:
+        given each new connection's round trip and window, after its first response."""
         self._limit = limit
         self._per_host = per_host
         self._connect_timeout = connect_timeout
@@ -104,6 +107,8 @@ class ConnectionPool:
         self._keep_idle = True
         self._idle_buffers = idle_buffers
         self._keys: dict[str, _Key] = {}  # "scheme://authority" -> its parsed _Key
+        self._on_path = on_path
+        self._unsampled: dict[Connection, bool] = {}  # new connections -> receive buffer pinned
 
     def close(self) -> None:
         for connections in self._idle.values():
@@ -289,7 +294,8 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                sock = await self._connect_socket(infos)
+                receive_buffer = self._receive_buffer()
+                sock = await self._connect_socket(infos, receive_buffer)
                 tls = self._tls_context() if scheme == "https" else None
                 connection = Connection(self._read_timeout)
                 await loop.create_connection(
@@ -298,6 +304,8 @@ class ConnectionPool:
                     ssl=tls,
                     server_hostname=host if tls else None,
                 )
+                if self._on_path is not None:
+                    self._unsampled[connection] = receive_buffer is not None
         except TimeoutError:
             raise TransientOriginError(
                 url, "timed out connecting (fetch.connect_timeout)"
@@ -308,7 +316,9 @@ class ConnectionPool:
             raise TransientOriginError(url, f"cannot connect: {error.strerror or error}") from None
         return connection
 
-    async def _connect_socket(self, infos: Sequence[tuple[Any, ...]]) -> socket.socket:
+    async def _connect_socket(
+        self, infos: Sequence[tuple[Any, ...]], receive_buffer: int | None
+    ) -> socket.socket:
         loop = asyncio.get_running_loop()
         last: OSError = OSError("no address")
         for family, kind, proto, _, address in infos:
@@ -316,9 +326,8 @@ class ConnectionPool:
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                size = self._receive_buffer()
-                if size is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+                if receive_buffer is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
                 await loop.sock_connect(sock, address)
             except OSError as error:
                 sock.close()
@@ -335,11 +344,24 @@ class ConnectionPool:
             self._tls = ssl.create_default_context()
         return self._tls
 
+    def _sample_path(self, connection: Connection) -> None:
+        # After a whole response: the window then reflects the segments that came.
+        pinned = self._unsampled.pop(connection, None)
+        if pinned is None or self._on_path is None or not connection.responses:
+            return
+        transport = connection.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        sample = sample_path(sock, pinned=pinned) if sock is not None else None
+        if sample is not None:
+            self._on_path(sample)
+
     def _release(self, key: _Key, exchange: Exchange) -> None:
         """The reader is done with ``exchange``: its connection waits for the next
         request once nothing else is in flight on it, or closes."""
         connection = exchange.connection
         connection.release(exchange)
+        if self._unsampled:
+            self._sample_path(connection)
         if not connection.in_flight:
             self._busy[key].remove(connection)
             if not (self._keep_idle and connection.idle):

@@ -23,8 +23,9 @@ from mirrord.core.aio import first_completed
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig, ScheduleWindow
 from mirrord.core.metrics import Metrics
-from mirrord.core.units import format_rate
+from mirrord.core.units import format_bytes, format_rate
 from mirrord.fetch.httpstatus import limited_receive_buffer
+from mirrord.fetch.tcppath import PathSample, burst_needed, carried
 
 MAX_SLEEP = 0.25  # a rate change reaches waiting downloads within this long
 
@@ -166,6 +167,7 @@ class TrafficControl:
         self.meter = RateMeter(clock)
         self.changed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._out_of_reach: tuple[float, int] | None = None  # (rate, burst) warned about
         self.apply()
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -199,7 +201,37 @@ class TrafficControl:
             for listener in list(self._listeners):
                 listener()
         self._metrics.rate_limit.set(float("inf") if rate is None else rate)
+        if rate is None:
+            self._metrics.window_bound.set(float("inf"))
         return rate
+
+    def observe_path(self, sample: PathSample) -> None:
+        """A new connection's round trip and window: say if the windows hold the limit back.
+
+        ``fetch.connections`` downloads run at once, each window pinned while limited.
+        """
+        self._metrics.origin_rtt.set(sample.rtt)
+        rate, burst = self.bucket.rate, self.bucket.burst
+        if rate is None or not sample.pinned:
+            return
+        most = carried(self._config.connections, sample)
+        self._metrics.window_bound.set(most)
+        if most >= rate or self._out_of_reach == (rate, burst):
+            return
+        self._out_of_reach = (rate, burst)
+        self._log.warning(
+            "fetch.rate_limit.out_of_reach",
+            rate=format_rate(rate),
+            rtt_ms=round(sample.rtt * 1000, 1),
+            window=format_bytes(sample.window),
+            connections=self._config.connections,
+            most=format_rate(most),
+            burst=f"{burst / (1 << 20):g}MiB",
+            burst_needed=f"{burst_needed(rate, burst, most) >> 20}MiB",
+            note="at this round trip the connections' receive windows, which fetch.burst "
+            "bounds under a limit, carry less than the limit; a fetch.burst of burst_needed "
+            "lets the downloads reach it (and one second exceed the rate by as much)",
+        )
 
     def set_override(self, rate: float | None) -> None:
         """Force a rate (None = unlimited) until ``clear_override`` or a reload."""

@@ -200,6 +200,7 @@ async def open_runtime(
                 config.fetch,
                 receive_buffer=lambda: traffic.receive_buffer(tree_connections(config.fetch)),
                 log=log,
+                on_path=traffic.observe_path,
             )
         )
         committer = Committer(store, db, clock, log, crash, settlement=settlement)
