@@ -10,7 +10,11 @@ private network namespace. Prints each run and the medians of wall, CPU (the
 process tree's user + system) and whether the published tree was complete.
 Alternating rounds spread slow phases of the machine over every tree alike.
 ``--again`` measures a second sync after each full one instead (nothing changed);
-``--rtt MS`` puts the wan scenario's delay proxy between mirrord and nginx.
+``--rtt MS`` puts the wan scenario's delay proxy between mirrord and nginx;
+``--wire-rtt MS`` puts nginx across a TUN wire whose every packet waits
+(``benchmarks/tunwire.py``: TCP itself sees the round trip, windows and all),
+and the runs report their rate. ``TREE,rate_limit=20MB/s,burst=16MiB`` sets
+any ``fetch`` key.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from benchmarks.servers import DelayProxy, LoggedNginx
 from benchmarks.sets import DataSets
 from benchmarks.settings import FULL
 from benchmarks.trees import LiveOrigin, fresh, warm
+from benchmarks.tunwire import SERVER, TunWire
 
 SETS = ("release", "small_heavy", "large", "wan")
 WAN_RATE_MBIT = 50  # per connection, as the wan scenario
@@ -90,6 +95,13 @@ def main() -> None:
         help=f"reach nginx through benchmarks/delayproxy.py with this round trip (ms) and "
         f"{WAN_RATE_MBIT} Mbit/s per connection, as the wan scenario",
     )
+    parser.add_argument(
+        "--wire-rtt",
+        type=float,
+        default=0.0,
+        help="serve nginx from a network namespace behind a TUN wire with this round trip "
+        "(ms), MTU 1500 (benchmarks/tunwire.py)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/abprobe"))
     parser.add_argument(
         "--disk",
@@ -129,7 +141,11 @@ def probe(args: argparse.Namespace, work: Path) -> None:
         compileall.compile_dir(variant.tree / "mirrord", quiet=1)
     runs: dict[Variant, list[measure.Usage]] = {variant: [] for variant in variants}
     with contextlib.ExitStack() as servers:
-        nginx = servers.enter_context(LoggedNginx(origin.root, directory / "nginx", workers=2))
+        nginx = LoggedNginx(origin.root, directory / "nginx", workers=2)
+        if args.wire_rtt:
+            wire = servers.enter_context(TunWire(args.wire_rtt, log=logs / "tunwire.log"))
+            nginx.host, nginx.command_prefix = SERVER, wire.run_prefix
+        servers.enter_context(nginx)
         url = nginx.url
         if args.rtt:
             proxy = DelayProxy(nginx.port, args.rtt, WAN_RATE_MBIT, logs / "delayproxy.log")
@@ -164,7 +180,9 @@ def probe(args: argparse.Namespace, work: Path) -> None:
                 print(
                     f"{variant.name:12} round {round_}: wall {done.usage.wall:.2f} s, "
                     f"CPU {done.usage.cpu:.2f} s (user {done.usage.user:.2f}, "
-                    f"system {done.usage.system:.2f}), complete {done.check.complete}",
+                    f"system {done.usage.system:.2f}), "
+                    f"{dataset.total_bytes / done.usage.wall / 1e6:.1f} MB/s, "
+                    f"complete {done.check.complete}",
                     flush=True,
                 )
     for variant, usages in runs.items():

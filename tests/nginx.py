@@ -32,7 +32,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         root {root};
         autoindex on;
     }}
@@ -98,15 +98,16 @@ def wait_for_port(
     what: str,
     timeout: float,
     log: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> None:
-    """Return once 127.0.0.1:port accepts a connection; fail if the process exits first."""
+    """Return once host:port accepts a connection; fail if the process exits first."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             detail = f": {log.read_text(errors='replace')}" if log and log.exists() else ""
             raise RuntimeError(f"{what} exited with {process.returncode} before listening{detail}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((host, port), timeout=0.2).close()
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -121,12 +122,13 @@ def start_listening(
     timeout: float,
     log: Path,
     output: IO[bytes] | None = None,
+    host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:
-    """Start a server and return once it accepts connections on 127.0.0.1:port."""
+    """Start a server and return once it accepts connections on host:port."""
     sink = output if output is not None else subprocess.DEVNULL
     process = subprocess.Popen(argv, stdout=sink, stderr=sink)
     try:
-        wait_for_port(port, process, what, timeout, log)
+        wait_for_port(port, process, what, timeout, log, host)
     except BaseException:
         stop_process(process)
         raise
@@ -178,10 +180,11 @@ class WebServer(LoopbackServer):
         super().__init__()
         self.root = root
         self.prefix = prefix
+        self.host = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
 class Nginx(WebServer):
@@ -189,9 +192,10 @@ class Nginx(WebServer):
         super().__init__(root, prefix)
         self.workers = workers
         self.niceness = niceness  # for the master and the workers it forks
+        self.command_prefix: tuple[str, ...] = ()  # e.g. ip netns exec NAME, with ``host``
 
     def config_template(self) -> str:
-        """The nginx.conf, with {workers} {user} {prefix} {port} {root} to fill in."""
+        """The nginx.conf, with {workers} {user} {prefix} {host} {port} {root} to fill in."""
         return CONFIG
 
     def start(self, timeout: float = 10.0) -> None:
@@ -201,11 +205,19 @@ class Nginx(WebServer):
         conf = self.prefix / "nginx.conf"
         conf.write_text(
             self.config_template().format(
-                workers=self.workers, user=user, prefix=self.prefix, port=self.port, root=self.root
+                workers=self.workers,
+                user=user,
+                prefix=self.prefix,
+                host=self.host,
+                port=self.port,
+                root=self.root,
             )
         )
         error_log = self.prefix / "error.log"
         argv = [nginx_binary(), "-c", str(conf), "-p", str(self.prefix), "-e", str(error_log)]
         if self.niceness:
             argv = ["nice", "-n", str(self.niceness), *argv]  # nice execs: the pid is nginx's
-        self._process = start_listening(argv, self.port, "nginx", timeout, error_log)
+        argv = [*self.command_prefix, *argv]  # ip netns exec execs too
+        self._process = start_listening(
+            argv, self.port, "nginx", timeout, error_log, host=self.host
+        )
