@@ -72,6 +72,8 @@ def test_status_is_a_header_block_and_a_table() -> None:
                 "limit_text": "50.0 MB/s",
                 "source": "override",
                 "measured": 1_234_567.0,
+                "origin_rtt": 0.0804,
+                "held_back": [8_192_000.0, 27 << 20],
             },
             "downloads": {"in_flight": 3, "queued": 120},
             "store": {"objects": 12_345, "bytes": 3_200_000_000},
@@ -112,6 +114,8 @@ def test_status_is_a_header_block_and_a_table() -> None:
         "   syncing: v3.20/main/x86_64; each arch polls every 1m00s",
         "rate limit: 50.0 MB/s (override, kept across restarts until 'mirrord ctl rate schedule'), "
         "measured 1.2 MB/s",
+        " held back: at the origin's 80 ms round trip the receive windows carry at most "
+        "8.2 MB/s; fetch.burst: 27MiB would reach the limit",
         " downloads: 3 in flight, 120 queued",
         "     store: 12,345 objects, 3.2 GB",
         "    verify: running, 1,234 of 5,678 objects, 0 damaged",

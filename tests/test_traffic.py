@@ -181,13 +181,15 @@ def test_windows_too_small_for_the_round_trip_are_named_once_per_limit() -> None
     metrics = Metrics()
     config = FetchConfig(rate_limit=20.0 * MB, burst=4 << 20, concurrency=64, per_host=16)
     traffic = TrafficControl(config, clock=FakeClock(), metrics=metrics, log=logs.logger())
+    sample = metrics.registry.get_sample_value
+    assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == float("inf")
     far = PathSample(rtt=0.080, window=40_960, pinned=True)  # 16 x 40,960 B / 80 ms
     traffic.observe_path(far)
     traffic.observe_path(far)
+    assert traffic.held_back() == (16 * 40_960 / 0.080, 10 << 20)
     (warning,) = logs.events("fetch.rate_limit.out_of_reach")
     assert (warning["rtt_ms"], warning["connections"], warning["most"]) == (80.0, 16, "8.2 MB/s")
     assert (warning["burst"], warning["burst_needed"]) == ("4MiB", "10MiB")  # 4 x 20 / 8.19
-    sample = metrics.registry.get_sample_value
     assert sample("mirrord_origin_rtt_seconds") == 0.080
     assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == 16 * 40_960 / 0.080
 
@@ -196,6 +198,7 @@ def test_windows_too_small_for_the_round_trip_are_named_once_per_limit() -> None
     assert len(logs.events("fetch.rate_limit.out_of_reach")) == 1
     assert sample("mirrord_origin_rtt_seconds") == 0.5
     assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == 16 * 40_960 / 0.002
+    assert traffic.held_back() is None and traffic.origin_rtt == 0.5
 
     traffic.set_override(10.0 * MB)  # another limit: said again if out of reach
     traffic.observe_path(far)
@@ -203,7 +206,10 @@ def test_windows_too_small_for_the_round_trip_are_named_once_per_limit() -> None
         "20.0 MB/s",
         "10.0 MB/s",
     ]
+    assert traffic.held_back() == (16 * 40_960 / 0.080, 5 << 20)
     traffic.set_override(None)
-    traffic.observe_path(far)
-    assert len(logs.events("fetch.rate_limit.out_of_reach")) == 2
     assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == float("inf")
+    assert traffic.held_back() is None
+    traffic.set_override(10.0 * MB)
+    traffic.reconfigure(FetchConfig(rate_limit=10.0 * MB, burst=16 << 20))
+    assert traffic.held_back() is None  # the windows seen were sized for the old burst

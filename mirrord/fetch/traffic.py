@@ -168,6 +168,9 @@ class TrafficControl:
         self.changed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
         self._out_of_reach: tuple[float, int] | None = None  # (rate, burst) warned about
+        self._pinned: PathSample | None = None  # the newest limited connection's
+        self.origin_rtt: float | None = None
+        self._metrics.window_bound.set(float("inf"))  # until a limited connection says
         self.apply()
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -206,19 +209,21 @@ class TrafficControl:
         return rate
 
     def observe_path(self, sample: PathSample) -> None:
-        """A new connection's round trip and window: say if the windows hold the limit back.
-
-        ``fetch.connections`` downloads run at once, each window pinned while limited.
-        """
+        """A new connection's round trip and window: say if the windows hold the limit back."""
+        self.origin_rtt = sample.rtt
         self._metrics.origin_rtt.set(sample.rtt)
-        rate, burst = self.bucket.rate, self.bucket.burst
-        if rate is None or not sample.pinned:
+        if not sample.pinned:
             return
-        most = carried(self._config.connections, sample)
-        self._metrics.window_bound.set(most)
-        if most >= rate or self._out_of_reach == (rate, burst):
+        self._pinned = sample
+        rate, burst = self.bucket.rate, self.bucket.burst
+        if rate is None:  # a connection opened under a limit that has ended since
+            return
+        self._metrics.window_bound.set(carried(self._config.connections, sample))
+        held = self.held_back()
+        if held is None or self._out_of_reach == (rate, burst):
             return
         self._out_of_reach = (rate, burst)
+        most, needed = held
         self._log.warning(
             "fetch.rate_limit.out_of_reach",
             rate=format_rate(rate),
@@ -227,11 +232,21 @@ class TrafficControl:
             connections=self._config.connections,
             most=format_rate(most),
             burst=f"{burst / (1 << 20):g}MiB",
-            burst_needed=f"{burst_needed(rate, burst, most) >> 20}MiB",
+            burst_needed=f"{needed >> 20}MiB",
             note="at this round trip the connections' receive windows, which fetch.burst "
             "bounds under a limit, carry less than the limit; a fetch.burst of burst_needed "
             "lets the downloads reach it (and one second exceed the rate by as much)",
         )
+
+    def held_back(self) -> tuple[float, int] | None:
+        """While the limit in force is out of the windows' reach: the most they carry
+        (``fetch.connections`` of them at the last limited connection's round trip),
+        and the burst that would reach the limit."""
+        rate, sample = self.bucket.rate, self._pinned
+        if rate is None or sample is None:
+            return None
+        most = carried(self._config.connections, sample)
+        return (most, burst_needed(rate, self.bucket.burst, most)) if most < rate else None
 
     def set_override(self, rate: float | None) -> None:
         """Force a rate (None = unlimited) until ``clear_override`` or a reload."""
@@ -250,6 +265,9 @@ class TrafficControl:
         return limited_receive_buffer(self.bucket.rate, self.bucket.burst, connections)
 
     def reconfigure(self, config: FetchConfig) -> None:
+        if (config.burst, config.connections) != (self._config.burst, self._config.connections):
+            self._pinned = None  # its window was sized for the old burst and connections
+            self._metrics.window_bound.set(float("inf"))
         self._config = config
         self.bucket.set_burst(config.burst)
         self.apply()

@@ -64,6 +64,8 @@ class RateReport(TypedDict):
     limit_text: str
     source: str
     measured: float
+    origin_rtt: float | None  # seconds, the newest connection's
+    held_back: tuple[float, int] | None  # the most the windows carry, the burst that reaches it
 
 
 class DownloadsReport(TypedDict):
@@ -208,6 +210,8 @@ async def status_report(
             "limit_text": format_rate(traffic.bucket.rate),
             "source": "override" if traffic.override != "schedule" else "config",
             "measured": traffic.meter.rate(),
+            "origin_rtt": traffic.origin_rtt,
+            "held_back": traffic.held_back(),
         },
         "downloads": {"in_flight": runtime.fetcher.in_flight, "queued": runtime.fetcher.queued},
         "store": {"objects": objects, "bytes": stored_bytes},

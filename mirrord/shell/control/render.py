@@ -58,6 +58,7 @@ def status(result: Reply, now: float | None = None) -> str:
         ("uptime", duration(result.get("uptime") or 0.0)),
         ("syncing", _syncing(result.get("sync") or {})),
         ("rate limit", f"{_rate(rate)}, measured {_bytes(rate.get('measured'))}/s"),
+        *_held_back(rate),
         (
             "downloads",
             f"{_count(downloads.get('in_flight'))} in flight, "
@@ -543,6 +544,20 @@ _RENDERERS: dict[str, Callable[[Reply], tuple[str, Iterable[str]]]] = {
 
 
 # --- pieces ---------------------------------------------------------------------------
+
+
+def _held_back(rate: Reply) -> list[tuple[str, str]]:
+    held, rtt = rate.get("held_back"), rate.get("origin_rtt")
+    if not (isinstance(held, Sequence) and len(held) == 2 and isinstance(rtt, int | float)):
+        return []
+    most, needed = held
+    return [
+        (
+            "held back",
+            f"at the origin's {rtt * 1000:.0f} ms round trip the receive windows carry at "
+            f"most {_bytes(most)}/s; fetch.burst: {int(needed) >> 20}MiB would reach the limit",
+        )
+    ]
 
 
 def _rate(rate: Reply) -> str:
