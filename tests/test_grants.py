@@ -10,9 +10,9 @@ from mirrord.fetch.traffic import TokenBucket
 from mirrord.fetch.wire import Grant, Limit, Message, Received, Want
 
 
-def test_each_worker_gets_the_rate_and_its_share_of_the_burst() -> None:
+def test_each_worker_gets_the_rate_the_burst_and_its_share_as_a_grant_size() -> None:
     bucket = TokenBucket(5e6, 4 << 20, FakeClock())
-    assert worker_limit(bucket, 4) == Limit(rate=5e6, burst=1 << 20, chunk=512 << 10)
+    assert worker_limit(bucket, 4) == Limit(rate=5e6, burst=4 << 20, chunk=512 << 10)
     assert worker_limit(bucket, 1).chunk == 1 << 20  # at most 1 MiB a request
     assert worker_limit(TokenBucket(None, 64 << 10, FakeClock()), 8).chunk == 16 << 10
 

@@ -186,10 +186,10 @@ def test_windows_too_small_for_the_round_trip_are_named_once_per_limit() -> None
     far = PathSample(rtt=0.080, window=40_960, pinned=True)  # 16 x 40,960 B / 80 ms
     traffic.observe_path(far)
     traffic.observe_path(far)
-    assert traffic.held_back() == (16 * 40_960 / 0.080, 10 << 20)
+    assert traffic.held_back() == (16 * 40_960 / 0.080, 12 << 20)
     (warning,) = logs.events("fetch.rate_limit.out_of_reach")
     assert (warning["rtt_ms"], warning["connections"], warning["most"]) == (80.0, 16, "8.2 MB/s")
-    assert (warning["burst"], warning["burst_needed"]) == ("4MiB", "10MiB")  # 4 x 20 / 8.19
+    assert (warning["burst"], warning["burst_needed"]) == ("4MiB", "12MiB")  # 4 x 20 x 1.2 / 8.19
     assert sample("mirrord_origin_rtt_seconds") == 0.080
     assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == 16 * 40_960 / 0.080
 
@@ -206,7 +206,7 @@ def test_windows_too_small_for_the_round_trip_are_named_once_per_limit() -> None
         "20.0 MB/s",
         "10.0 MB/s",
     ]
-    assert traffic.held_back() == (16 * 40_960 / 0.080, 5 << 20)
+    assert traffic.held_back() == (16 * 40_960 / 0.080, 6 << 20)
     traffic.set_override(None)
     assert sample("mirrord_rate_limit_window_bound_bytes_per_second") == float("inf")
     assert traffic.held_back() is None

@@ -39,6 +39,7 @@ from mirrord.fetch.wire import (
     Log,
     Message,
     Outbox,
+    PathSeen,
     Ready,
     Received,
     Want,
@@ -82,6 +83,8 @@ MESSAGES: list[Message] = [
     Fail(11, error_to_wire(StoreError("/srv", "gone")), JobEvents(), received=1),
     Fail(9, error_to_wire(StoreError("/srv/mirrord/objects", "disk full")), EVENTS),
     Log("warning", "fetch.package.verify_failed", {"attempt": 1, "what": "size", "x": None}),
+    PathSeen(0.0804, 40_960, True),
+    PathSeen(2e-05, 6_291_456, False),
 ]
 
 
@@ -162,6 +165,7 @@ def test_every_message_kind_is_covered() -> None:
         Done,
         Fail,
         Log,
+        PathSeen,
     }
 
 

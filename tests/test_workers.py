@@ -15,7 +15,8 @@ from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.fetch import workerpool
-from mirrord.fetch.httpstatus import limited_receive_buffer
+from mirrord.fetch.httpstatus import MIN_RECEIVE_BUFFER, limited_receive_buffer
+from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.workerpool import AdaptiveDownloader, tree_connections, worker_fetch
 from mirrord.sync.runtime import open_runtime
 from tests.helpers import Mirror, check_published
@@ -196,6 +197,36 @@ async def test_only_the_arches_a_run_syncs_start_the_workers_at_once(mirror: Mir
 # Imported by every Python process started with this directory on PYTHONPATH, before
 # anything else: the fetch worker stops itself before its first import of mirrord.
 STOP_AT_START = "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n"
+
+
+async def test_workers_tell_the_daemon_each_new_connections_round_trip_and_window(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a limit the daemon judges whether the windows hold the downloads back:
+    the workers' connections, which carry a big sync's downloads, are heard too."""
+    world(mirror)
+    config = mirror.config(
+        KEY, fetch={"processes": 2, "processes_from": 0, "rate_limit": "1GB/s", "burst": "16MiB"}
+    )
+    heard: list[PathSample] = []
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        # The daemon's own pools hold the bound method already: this hears the workers.
+        monkeypatch.setattr(runtime.traffic, "observe_path", heard.append)
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        (first,) = await runtime.engine.run_pass()
+        await adaptive.pool.wait_up()
+        mirror.tree.put(
+            KEY, [*simple_specs("other", 6, payload=4000), TARGET, *simple_specs("b", 8)]
+        )
+        (second,) = await runtime.engine.run_pass()
+    assert (first.outcome, second.outcome, second.fetched) == ("published", "published", 8)
+    assert heard and all(sample.pinned and 0 < sample.rtt < 0.01 for sample in heard)
+    # Each connection of the tree pins the same buffer, workers' too (the kernel doubles it,
+    # and on loopback advertises nearly all of that as the window)
+    buffer = limited_receive_buffer(1e9, 16 << 20, tree_connections(config.fetch))
+    assert buffer is not None and buffer > MIN_RECEIVE_BUFFER
+    assert all(buffer < sample.window <= 2 * buffer for sample in heard), heard
 
 
 async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready_then_its_connections_close(

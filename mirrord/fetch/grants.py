@@ -28,7 +28,9 @@ RECEIVED_REPORT_INTERVAL = 0.1
 def worker_limit(bucket: TokenBucket, workers: int) -> Limit:
     return Limit(
         rate=bucket.rate,
-        burst=bucket.burst // workers,  # this worker's share of kernel buffering
+        # the whole bucket's: the receive buffers' half of it is divided over every
+        # connection of the tree (Hello.connections), the workers' as the daemon's
+        burst=bucket.burst,
         chunk=max(16 << 10, min(1 << 20, bucket.burst // (2 * workers))),
     )
 

@@ -19,6 +19,7 @@ from typing import Any
 # the kernel's smoothed estimate) is the sixteenth of those
 _TCPI_RTT = 8 + 15 * 4
 _MIB = 1 << 20
+HEADROOM = 1.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,5 +49,9 @@ def carried(connections: int, sample: PathSample) -> float:
 
 
 def burst_needed(rate: float, burst: int, carried_now: float) -> int:
-    """A fetch.burst (whole MiB) whose windows carry ``rate``: they grow with the burst."""
-    return math.ceil(burst * rate / carried_now / _MIB) * _MIB
+    """A fetch.burst (whole MiB) whose windows carry ``rate``: they grow with the burst.
+
+    With a fifth to spare: a connection carries a window per round trip only at
+    best (delayed ACKs, slow start after each idle spell).
+    """
+    return math.ceil(burst * rate * HEADROOM / carried_now / _MIB) * _MIB

@@ -83,7 +83,7 @@ class Limit:
 
     TAG: ClassVar[str] = "limit"
     rate: float | None
-    burst: int  # this worker's share of the bucket, which bounds its receive buffers
+    burst: int  # the bucket's: with Hello.connections it bounds the receive buffers
     chunk: int  # tokens to ask for at a time
 
 
@@ -154,7 +154,17 @@ class Log:
     fields: dict[str, Any]  # JSON values
 
 
-Message = Hello | Limit | Job | Grant | Want | Ready | Received | Done | Fail | Log
+@dataclass(frozen=True, slots=True)
+class PathSeen:
+    """A new connection's round trip and window (``fetch.tcppath``), for the daemon to judge."""
+
+    TAG: ClassVar[str] = "path"
+    rtt: float
+    window: int
+    pinned: bool
+
+
+Message = Hello | Limit | Job | Grant | Want | Ready | Received | Done | Fail | Log | PathSeen
 
 
 def _job_row(job: Job) -> list[Any]:

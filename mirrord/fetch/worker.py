@@ -50,6 +50,7 @@ from mirrord.fetch.wire import (
     Log,
     Message,
     Outbox,
+    PathSeen,
     Ready,
     decode,
     error_to_wire,
@@ -176,6 +177,7 @@ async def serve(sock: socket.socket) -> None:
         config,
         receive_buffer=lambda: throttle.receive_buffer(connections),
         log=log,
+        on_path=lambda seen: send(PathSeen(seen.rtt, seen.window, seen.pinned)),
     ) as origin:
         worker = Worker(origin, store, config, send, throttle, log)
         send(Ready())  # the daemon routes jobs here only from now on

@@ -33,6 +33,7 @@ from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.download import PackageDownloader
 from mirrord.fetch.events import JobEvents, MetricsEvents
 from mirrord.fetch.grants import grant, worker_limit
+from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.wire import (
     Done,
@@ -42,6 +43,7 @@ from mirrord.fetch.wire import (
     Log,
     Message,
     Outbox,
+    PathSeen,
     Ready,
     Received,
     Want,
@@ -352,6 +354,8 @@ class ProcessDownloader:
                     future.set_result(message)
             case Received(nbytes=nbytes):
                 self._traffic.meter.add(nbytes)
+            case PathSeen(rtt=rtt, window=window, pinned=pinned):
+                self._traffic.observe_path(PathSample(rtt, window, pinned))
             case Want() as want:
                 assert self._group is not None
                 self._group.create_task(self._grant(worker, want))
