@@ -43,13 +43,11 @@ def open_tun(name: str) -> int:
     return fd
 
 
-def configure(
-    device: str, address: str, peer: str, mtu: int, *, prefix: tuple[str, ...] = ()
-) -> None:
-    run = [*prefix, "ip"]
-    subprocess.run([*run, "link", "set", "lo", "up"], check=True)
-    subprocess.run([*run, "addr", "add", address, "peer", peer, "dev", device], check=True)
-    subprocess.run([*run, "link", "set", device, "up", "mtu", str(mtu)], check=True)
+def configure(device: str, address: str, peer: str, mtu: int) -> None:
+    """This namespace's side: its loopback up, the device up with its point-to-point pair."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "addr", "add", address, "peer", peer, "dev", device], check=True)
+    subprocess.run(["ip", "link", "set", device, "up", "mtu", str(mtu)], check=True)
 
 
 class TunWire:
@@ -63,23 +61,31 @@ class TunWire:
 
     def __enter__(self) -> TunWire:
         subprocess.run(["ip", "netns", "add", self.name], check=True)
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
         near = open_tun("wire0")
         try:
             configure("wire0", CLIENT, SERVER, self.mtu)
             argv = [*self.run_prefix, sys.executable, str(Path(__file__).resolve())]
             argv += [self.name, str(near), f"{self.rtt_ms:g}", str(self.mtu)]
-            output = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
-            self._forwarder = subprocess.Popen(
-                argv, pass_fds=(near,), stdout=subprocess.PIPE, stderr=output
-            )
+            with self.log.open("ab") if self.log is not None else open(os.devnull, "wb") as errors:
+                self._forwarder = subprocess.Popen(
+                    argv, pass_fds=(near,), stdout=subprocess.PIPE, stderr=errors
+                )
         finally:
             os.close(near)  # the forwarder holds it now
         assert self._forwarder.stdout is not None
         if self._forwarder.stdout.readline() != READY:
-            code = self._forwarder.wait()
-            self.__exit__(None, None, None)
-            raise RuntimeError(f"the TUN forwarder did not start (exit {code}; see {self.log})")
-        return self
+            raise RuntimeError(
+                f"the TUN forwarder did not start (exit {self._forwarder.wait()}; "
+                f"its errors: {self.log or 'not kept'})"
+            )
 
     def __exit__(
         self,
