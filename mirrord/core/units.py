@@ -104,5 +104,10 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
+def format_mib(count: int) -> str:
+    """A size as a config file writes it, in MiB: ``4MiB`` (``parse_size`` reads it back)."""
+    return f"{count / (1 << 20):g}MiB"
+
+
 def format_rate(rate: float | None) -> str:
     return "unlimited" if rate is None else f"{format_bytes(rate)}/s"

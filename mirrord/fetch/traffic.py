@@ -23,7 +23,7 @@ from mirrord.core.aio import first_completed
 from mirrord.core.clock import Clock
 from mirrord.core.config import FetchConfig, ScheduleWindow
 from mirrord.core.metrics import Metrics
-from mirrord.core.units import format_bytes, format_rate
+from mirrord.core.units import format_bytes, format_mib, format_rate
 from mirrord.fetch.httpstatus import limited_receive_buffer
 from mirrord.fetch.tcppath import PathSample, burst_needed, carried
 
@@ -231,8 +231,8 @@ class TrafficControl:
             window=format_bytes(sample.window),
             connections=self._config.connections,
             most=format_rate(most),
-            burst=f"{burst / (1 << 20):g}MiB",
-            burst_needed=f"{needed >> 20}MiB",
+            burst=format_mib(burst),
+            burst_needed=format_mib(needed),
             note="at this round trip the connections' receive windows, which fetch.burst "
             "bounds under a limit, carry less than the limit; a fetch.burst of burst_needed "
             "lets the downloads reach it (and one second exceed the rate by as much)",

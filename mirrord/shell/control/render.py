@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from mirrord.core.units import format_bytes
+from mirrord.core.units import format_bytes, format_mib
 
 Reply = Mapping[str, Any]
 
@@ -555,7 +555,7 @@ def _held_back(rate: Reply) -> list[tuple[str, str]]:
         (
             "held back",
             f"at the origin's {rtt * 1000:.0f} ms round trip the receive windows carry at "
-            f"most {_bytes(most)}/s; fetch.burst: {int(needed) >> 20}MiB would reach the limit",
+            f"most {_bytes(most)}/s; fetch.burst: {format_mib(int(needed))} would reach the limit",
         )
     ]
 
