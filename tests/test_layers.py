@@ -112,6 +112,36 @@ PROCESS_IMPORTS = {
 }
 
 
+# What `mirrord --help`, `mirrord ctl ...` and `check-config` load before they run:
+# people type them and scripts poll with them, and the sync machinery behind these
+# was ~0.2 s of every call.
+SYNC_MACHINERY = (
+    "mirrord.sync.runtime",
+    "mirrord.fetch.fetcher",
+    "mirrord.storage.statedb",
+    "cryptography",
+    "prometheus_client",
+    "structlog",
+    "sqlite3",
+    "yaml",
+)
+PROCESS_IMPORTS["command line"] = ("mirrord.shell.cli", (*SYNC_MACHINERY, "aiohttp"))
+
+
+def test_a_ctl_command_runs_without_the_sync_machinery(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from mirrord.shell.cli import main\n"
+        f"code = main(['ctl', '--socket', {str(tmp_path / 'absent.sock')!r}, 'status'])\n"
+        f"print(code, sorted(m for m in {SYNC_MACHINERY!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split(maxsplit=1) == ["3", "[]\n"]
+    assert "cannot reach the daemon" in done.stderr
+
+
 @pytest.mark.parametrize("process", sorted(PROCESS_IMPORTS))
 def test_each_process_leaves_heavy_modules_it_does_not_use_unimported(process: str) -> None:
     modules, heavy = PROCESS_IMPORTS[process]

@@ -16,23 +16,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mirrord import __version__
-from mirrord.alpine.signing import Keyring
 from mirrord.core.aio import first_of_group, run_async
-from mirrord.core.config import Config
-from mirrord.core.config.parse import load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, LockHeldError, MirrordError
 from mirrord.core.heap import cap_arenas, pin_mmap_threshold
-from mirrord.core.logs import make_logger
-from mirrord.core.model import ArchKey
 from mirrord.shell import ctl
-from mirrord.shell.progress import ProgressReporter, summary
 from mirrord.shell.sdnotify import Notifier
-from mirrord.sync.preflight import Root, preflight
 
+# Each command imports what it uses: `mirrord ctl`, `--help` and `check-config` are
+# typed by people and run by scripts, and the sync machinery is ~0.2 s of imports
+# (tests/test_layers.py holds what they load).
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from mirrord.core.config import Config
+    from mirrord.core.model import ArchKey
+    from mirrord.sync.preflight import Root
     from mirrord.sync.releases import TreePass
     from mirrord.sync.runtime import Runtime
 
@@ -46,6 +45,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def _load(path: Path) -> Config:
+    from mirrord.core.config.parse import load_config
+
     try:
         return load_config(path)
     except ConfigError as error:
@@ -53,6 +54,8 @@ def _load(path: Path) -> Config:
 
 
 def _arch_list(values: Sequence[str] | None, parser: argparse.ArgumentParser) -> list[ArchKey]:
+    from mirrord.core.model import ArchKey
+
     keys: list[ArchKey] = []
     for value in values or ():
         try:
@@ -66,6 +69,8 @@ def _arch_list(values: Sequence[str] | None, parser: argparse.ArgumentParser) ->
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from mirrord.sync.preflight import preflight
+
     config = _load(args.config)
     checked = preflight(config)
     arches = config.arch_keys()
@@ -105,6 +110,8 @@ def _root(root: Root) -> str:
 
 def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mirrord.core.clock import SystemClock
+    from mirrord.core.logs import make_logger
+    from mirrord.shell.progress import ProgressReporter, summary
     from mirrord.sync.runtime import open_runtime
 
     config = _load(args.config)
@@ -224,6 +231,7 @@ async def _sync_bucket(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mirrord.core.logs import make_logger
     from mirrord.shell.daemon import Daemon
 
     config = _load(args.config)
@@ -253,6 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from mirrord.core.logs import make_logger
     from mirrord.demo.runner import run_demo
 
     log = make_logger(args.log_level or "warning", args.log_format or "auto", stream=sys.stderr)
@@ -260,6 +269,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_tree(args: argparse.Namespace) -> int:
+    from mirrord.alpine.signing import Keyring
     from mirrord.publish.treecheck import check_tree
 
     config = _load(args.config)
@@ -301,6 +311,7 @@ def cmd_verify_tree(args: argparse.Namespace) -> int:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from mirrord.core.clock import SystemClock
+    from mirrord.core.logs import make_logger
     from mirrord.core.units import format_bytes
     from mirrord.sync.rebuild import rebuild_state
 
