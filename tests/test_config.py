@@ -148,6 +148,8 @@ def _broken(path: tuple[str | int, ...], value: Any, *, delete: bool = False) ->
         (_broken(("fetch",), {"pipeline": 17}), "fetch.pipeline", "between 1 and 16"),
         (_broken(("fetch",), {"rate_limit": "fast"}), "fetch.rate_limit", "rate"),
         (_broken(("fetch",), {"worker_cpu": "low"}), "fetch.worker_cpu", "normal, idle"),
+        (_broken(("fetch",), {"processes_busy": 1.5}), "fetch.processes_busy", "between 0 and 1"),
+        (_broken(("fetch",), {"processes_busy": "most"}), "fetch.processes_busy", "fraction"),
         (
             _broken(("fetch",), {"schedule": {"00:00-12:00": "1MB/s", "11:00-13:00": "2MB/s"}}),
             "fetch.schedule",

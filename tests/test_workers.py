@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mirrord.core.clock import FakeClock
 from mirrord.core.config import FetchConfig
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
@@ -16,6 +17,7 @@ from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.fetch import workerpool
 from mirrord.fetch.httpstatus import MIN_RECEIVE_BUFFER, limited_receive_buffer
+from mirrord.fetch.loopload import LOAD_WINDOW, LoopLoad
 from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.workerpool import AdaptiveDownloader, tree_connections, worker_fetch
 from mirrord.sync.runtime import open_runtime
@@ -136,7 +138,7 @@ async def test_a_killed_worker_fails_its_jobs_and_is_restarted(mirror: Mirror) -
 async def test_worker_processes_start_only_for_a_big_backlog(mirror: Mirror) -> None:
     few = simple_specs("few", 10)
     mirror.tree.put(KEY, few[:5])
-    fetch = {"processes": 2, "processes_from": 50, "concurrency": 4}
+    fetch = {"processes": 2, "processes_from": 50, "processes_busy": 0, "concurrency": 4}
     assert [r.outcome for r in await mirror.sync(mirror.config(KEY, fetch={"processes": 0}))] == [
         "published"
     ]
@@ -156,10 +158,11 @@ async def test_worker_processes_start_only_for_a_big_backlog(mirror: Mirror) -> 
 
 
 async def test_a_first_sync_starts_the_workers_as_the_runtime_opens(mirror: Mirror) -> None:
-    """Nothing published yet: the whole index is the backlog, so the workers' imports
-    overlap the index's fetch and verification instead of following them."""
+    """Nothing published yet, the loop's load not judged: the whole index is the
+    backlog, so the workers' imports overlap the index's fetch and verification
+    instead of following them."""
     mirror.tree.put(KEY, simple_specs("a", 3))
-    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50})
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50, "processes_busy": 0})
     async with open_runtime(config, log=mirror.logs.logger()) as runtime:
         adaptive = runtime.fetcher.downloader
         assert isinstance(adaptive, AdaptiveDownloader)
@@ -179,7 +182,7 @@ async def test_only_the_arches_a_run_syncs_start_the_workers_at_once(mirror: Mir
     fresh = ArchKey("v3.20", "community", "x86_64")
     mirror.tree.put(KEY, simple_specs("a", 3))
     mirror.tree.put(fresh, simple_specs("b", 3))
-    fetch = {"processes": 2, "processes_from": 50}
+    fetch = {"processes": 2, "processes_from": 50, "processes_busy": 0}
     assert [r.outcome for r in await mirror.sync(mirror.config(KEY, fetch=fetch))] == ["published"]
     config = mirror.config(KEY, fresh, fetch=fetch)
     async with open_runtime(config, log=mirror.logs.logger(), targets=[KEY]) as runtime:
@@ -192,6 +195,48 @@ async def test_only_the_arches_a_run_syncs_start_the_workers_at_once(mirror: Mir
         assert isinstance(adaptive, AdaptiveDownloader)
         await adaptive.pool.wait_up()
         assert len(adaptive.pool.worker_pids()) == 2
+
+
+class LoopCPU:
+    """The loop thread's CPU clock beside a FakeClock: each reading lets a window of
+    wall time pass, all of it spent by the loop or none of it."""
+
+    def __init__(self, clock: FakeClock, *, busy: bool) -> None:
+        self.clock = clock
+        self.busy = busy
+        self.used = 0.0
+
+    def __call__(self) -> float:
+        self.clock.advance(LOAD_WINDOW)
+        self.used += LOAD_WINDOW if self.busy else 0.0
+        return self.used
+
+
+@pytest.mark.parametrize("loop_busy", [False, True])
+async def test_a_big_backlog_goes_to_the_workers_only_while_the_loop_is_saturated(
+    mirror: Mirror, loop_busy: bool
+) -> None:
+    """From an origin whose link sets the pace, the loop mostly waits: workers would
+    add their start-up and messages for nothing, a first sync's too. Only a loop
+    that is what holds the downloads back starts them."""
+    mirror.tree.put(KEY, simple_specs("many", 120, payload=1000))
+    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 50, "concurrency": 4})
+    assert config.fetch.processes_busy == 0.9  # the default judges the loop
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        clock = FakeClock()
+        adaptive.load = LoopLoad(clock, LoopCPU(clock, busy=loop_busy))
+        assert adaptive.pool.worker_pids() == []  # a first sync, and not started at once
+        (first,) = await runtime.engine.run_pass()
+        assert (first.outcome, first.fetched) == ("published", 120)
+        started = mirror.logs.events("fetch.workers.start")
+        if loop_busy:
+            assert len(adaptive.pool.worker_pids()) == 2
+            assert [(e["loop_busy"], e["backlog"] >= 50) for e in started] == [(1.0, True)]
+        else:
+            assert adaptive.pool.worker_pids() == [] and started == []
+    assert check_published(config).files == 120
 
 
 # Imported by every Python process started with this directory on PYTHONPATH, before
@@ -239,7 +284,8 @@ async def test_jobs_stay_on_the_daemon_until_a_worker_says_ready_then_its_connec
     hold.mkdir()
     (hold / "sitecustomize.py").write_text(STOP_AT_START)
     monkeypatch.setenv("PYTHONPATH", str(hold))
-    config = mirror.config(KEY, fetch={"processes": 2, "processes_from": 1, "concurrency": 4})
+    fetch = {"processes": 2, "processes_from": 1, "processes_busy": 0, "concurrency": 4}
+    config = mirror.config(KEY, fetch=fetch)
     async with open_runtime(config, log=mirror.logs.logger()) as runtime:
         adaptive = runtime.fetcher.downloader
         assert isinstance(adaptive, AdaptiveDownloader)

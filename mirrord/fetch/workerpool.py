@@ -33,6 +33,7 @@ from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.download import PackageDownloader
 from mirrord.fetch.events import JobEvents, MetricsEvents
 from mirrord.fetch.grants import grant, worker_limit
+from mirrord.fetch.loopload import LoopLoad
 from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.wire import (
@@ -55,6 +56,7 @@ from mirrord.storage.store import StoredObject
 
 RESTART_DELAY = 1.0
 POOL_THRESHOLD = 128  # queued downloads that make it worth starting the worker processes
+POOL_BUSY = 0.9  # ... while the daemon's loop is this busy (its thread's CPU over wall time)
 LIVE_WAIT = 30.0
 EXIT_WAIT = 10.0  # seconds a worker has to exit once its socket closed, before SIGKILL
 
@@ -79,12 +81,16 @@ class _Process:
 
 
 class AdaptiveDownloader:
-    """Small jobs on the daemon's own loop, big backlogs on the worker processes.
+    """Small jobs on the daemon's own loop, big backlogs on the worker processes
+    while that loop is what holds the downloads back.
 
     Starting worker processes costs a few hundred milliseconds of imports: an
-    incremental pass of a hundred packages is faster without them. Once the
-    backlog reaches ``threshold`` the pool starts, and new jobs go to it as
-    soon as it is up (until then they keep running here).
+    incremental pass of a hundred packages is faster without them, and so is a
+    big one from an origin whose link, not this loop, sets the pace (see
+    ``mirrord.fetch.loopload``). Once the backlog reaches ``threshold`` and the
+    loop's last window was at least ``busy`` busy (``load``; None: the backlog
+    alone decides), the pool starts, and new jobs go to it as soon as it is up
+    (until then they keep running here).
     """
 
     def __init__(
@@ -93,11 +99,19 @@ class AdaptiveDownloader:
         pool: ProcessDownloader,
         backlog: Callable[[], int],
         threshold: int = POOL_THRESHOLD,
+        *,
+        load: LoopLoad | None = None,
+        busy: float = POOL_BUSY,
+        log: FilteringBoundLogger | None = None,
     ) -> None:
         self.local = local
         self.pool = pool
         self._backlog = backlog
         self._threshold = threshold
+        self.load = load
+        self._busy = busy
+        self._log = log
+        self._starting = False
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
         if self.pool.ready or self._threshold == 0:  # 0: always the workers
@@ -106,19 +120,33 @@ class AdaptiveDownloader:
             self.local.keep_idle_connections(False)
             return await self.pool.download(key, ref)
         self.local.keep_idle_connections(True)
-        if self._backlog() >= self._threshold:
-            self.pool.start()
+        if not self._starting:
+            self._start_if_worth_it()
         return await self.local.download(key, ref)
 
+    def _start_if_worth_it(self) -> None:
+        loop_busy = self.load.observe() if self.load is not None else None
+        backlog = self._backlog()
+        if backlog < self._threshold:
+            return
+        if self.load is not None and (loop_busy is None or loop_busy < self._busy):
+            return
+        self._starting = True
+        if self._log is not None:
+            self._log.info("fetch.workers.start", backlog=backlog, loop_busy=loop_busy)
+        self.pool.start()
 
-def start_at_once(threshold: int, first_syncs: int) -> bool:
+
+def start_at_once(threshold: int, first_syncs: int, busy: float) -> bool:
     """Start the workers as the runtime opens, not when the backlog reaches ``threshold``.
 
-    An arch never published here downloads its whole index, thousands of
-    packages for any Alpine arch: starting then lets the workers' imports run
-    while the daemon reads its state and fetches and verifies the index.
+    ``threshold`` 0 asks for them always. With the loop's load not judged
+    (``busy`` 0), an arch never published here downloads its whole index,
+    thousands of packages for any Alpine arch: starting then lets the workers'
+    imports run while the daemon reads its state and fetches and verifies the
+    index. Judged, the load is only known once downloads run.
     """
-    return threshold == 0 or first_syncs > 0
+    return threshold == 0 or (busy == 0 and first_syncs > 0)
 
 
 def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:

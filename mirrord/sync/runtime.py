@@ -31,6 +31,7 @@ from mirrord.fetch.download import PackageDownloader
 from mirrord.fetch.events import MetricsEvents
 from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.filedownload import FileDownloader
+from mirrord.fetch.loopload import LoopLoad
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.workerpool import (
@@ -233,10 +234,13 @@ async def open_runtime(
                 pool,
                 backlog=lambda: fetcher.queued + fetcher.in_flight,
                 threshold=config.fetch.processes_from,
+                load=LoopLoad(clock) if config.fetch.processes_busy else None,
+                busy=config.fetch.processes_busy,
+                log=log,
             )
             syncing = config.arch_keys() if targets is None else targets
             first_syncs = await db.call(db.unpublished, [str(k) for k in syncing])
-            if start_at_once(config.fetch.processes_from, first_syncs):
+            if start_at_once(config.fetch.processes_from, first_syncs, config.fetch.processes_busy):
                 pool.start()
         committer.wait_for_more_while(fetcher.downloading)
         engine = SyncEngine(

@@ -94,6 +94,9 @@ def parse_config(data: object) -> Config:
         processes_from=fetch_section.get(
             "processes_from", check.int_range(0, 1_000_000), FetchConfig.processes_from
         ),
+        processes_busy=fetch_section.get(
+            "processes_busy", check.fraction, FetchConfig.processes_busy
+        ),
         worker_cpu=fetch_section.get(
             "worker_cpu", check.choice(WORKER_CPU), FetchConfig.worker_cpu
         ),

@@ -62,6 +62,7 @@ class FetchConfig:
     schedule: tuple[ScheduleWindow, ...] = ()
     processes: int = 0
     processes_from: int = 128
+    processes_busy: float = 0.9  # ... and the daemon's loop this busy; 0: the backlog alone
     worker_cpu: str = "normal"  # "idle": fetch workers under SCHED_IDLE, CPU nothing else wants
 
     @property
