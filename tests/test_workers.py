@@ -364,6 +364,20 @@ async def test_worker_cpu_sets_the_scheduling_policy_of_every_worker_thread(
     assert check_published(config).ok
 
 
+async def test_a_stop_while_the_workers_are_being_started_stops_them_too(mirror: Mirror) -> None:
+    """A stop that comes while the processes are being spawned: the ones not yet
+    registered when the pool closed are closed as they register, and the stop ends."""
+    world(mirror)
+    config = mirror.config(KEY, fetch={"processes": 2})
+    async with asyncio.timeout(30):  # it hung: each worker's socket stayed open
+        async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+            adaptive = runtime.fetcher.downloader
+            assert isinstance(adaptive, AdaptiveDownloader)
+            adaptive.pool.start()
+        pids = adaptive.pool.worker_pids()
+    assert pids == [] and mirror.logs.events("fetch.worker.killed") == []
+
+
 @pytest.mark.parametrize(
     ("concurrency", "per_host", "processes", "total"),
     [(64, 16, 0, 16), (64, 16, 2, 32), (64, 16, 3, 34), (8, 16, 2, 16), (64, 1, 4, 5)],

@@ -324,6 +324,8 @@ class ProcessDownloader:
             self._workers[index] = worker
         if len(self._workers) == self._count:
             self._ready.set()
+        if self._stopping:  # closed while this one was being started: it stops too
+            worker.close()
         return worker
 
     async def _reap(self, worker: _Process) -> None:
