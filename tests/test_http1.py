@@ -646,3 +646,58 @@ async def test_each_new_connection_reports_its_round_trip_and_window_once(pinned
     assert 0 < sample.rtt < 0.01  # loopback: microseconds, even on a loaded machine
     if pinned:  # the kernel doubles a pinned buffer; the window fits in it
         assert buffer == 2 * 64 * 1024 and 0 < window <= buffer
+
+
+async def test_a_connection_pinned_to_an_earlier_budget_is_not_reused() -> None:
+    """A rate limit that begins or changes, or the workers taking a share: connections
+    opened under the old buffer close instead of serving again, so all buffers stay
+    within what the budget gives now."""
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    budget: list[int | None] = [None]
+    pool = ConnectionPool(
+        limit=1,
+        per_host=1,
+        connect_timeout=5.0,
+        read_timeout=5.0,
+        user_agent="test",
+        receive_buffer=lambda: budget[0],
+    )
+
+    async def get(url: str) -> int:
+        async with pool.get(f"{url}/a", {}) as response:
+            assert b"".join([bytes(c) async for c in response.body.chunks()]) == b"ok"
+        (connection,) = [c for held in pool._idle.values() for c in held]
+        assert connection.transport is not None
+        sock = connection.transport.get_extra_info("socket")
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    try:
+        async with raw_origin(answer) as url:
+            await get(url)
+            await get(url)
+            assert connections == 1  # kept alive while the budget holds
+            budget[0] = 64 * 1024  # a limit begins while the connection is idle
+            assert await get(url) == 2 * 64 * 1024  # the kernel doubles what is asked
+            assert connections == 2
+            assert await get(url) == 2 * 64 * 1024
+            budget[0] = 32 * 1024
+            assert await get(url) == 2 * 32 * 1024
+            assert connections == 3
+            async with pool.get(f"{url}/a", {}) as response:
+                budget[0] = None  # the limit ends while a response is in flight
+                assert b"".join([bytes(c) async for c in response.body.chunks()]) == b"ok"
+            assert not any(pool._idle.values())  # closed as its reader let it go
+    finally:
+        pool.close()

@@ -16,10 +16,20 @@ from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import PackageSpec, simple_specs
 from mirrord.fetch import workerpool
-from mirrord.fetch.httpstatus import MIN_RECEIVE_BUFFER, limited_receive_buffer
+from mirrord.fetch.httpstatus import (
+    MAX_RECEIVE_BUFFER,
+    MIN_RECEIVE_BUFFER,
+    limited_receive_buffer,
+)
 from mirrord.fetch.loopload import LOAD_WINDOW, LoopLoad
 from mirrord.fetch.tcppath import PathSample
-from mirrord.fetch.workerpool import AdaptiveDownloader, tree_connections, worker_fetch
+from mirrord.fetch.traffic import TrafficControl
+from mirrord.fetch.workerpool import (
+    AdaptiveDownloader,
+    download_connections,
+    tree_connections,
+    worker_fetch,
+)
 from mirrord.sync.runtime import open_runtime
 from tests.helpers import Mirror, check_published
 
@@ -239,6 +249,21 @@ async def test_a_big_backlog_goes_to_the_workers_only_while_the_loop_is_saturate
     assert check_published(config).files == 120
 
 
+async def test_with_idle_workers_the_loops_load_is_not_judged(mirror: Mirror) -> None:
+    """Workers under SCHED_IDLE spend only CPU nothing else wants, and take the sync
+    off the daemon's Nice=10, which is what keeps a web server's latency beside it:
+    a first sync starts them as the runtime opens, as with processes_busy 0."""
+    mirror.tree.put(KEY, simple_specs("a", 3))
+    fetch = {"processes": 2, "processes_from": 50, "worker_cpu": "idle"}
+    config = mirror.config(KEY, fetch=fetch)
+    assert config.fetch.processes_busy == 0.9
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader) and adaptive.load is None
+        await adaptive.pool.wait_up()  # before any pass asked for a download
+        assert len(adaptive.pool.worker_pids()) == 2
+
+
 # Imported by every Python process started with this directory on PYTHONPATH, before
 # anything else: the fetch worker stops itself before its first import of mirrord.
 STOP_AT_START = "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n"
@@ -376,6 +401,32 @@ async def test_a_stop_while_the_workers_are_being_started_stops_them_too(mirror:
             adaptive.pool.start()
         pids = adaptive.pool.worker_pids()
     assert pids == [] and mirror.logs.events("fetch.worker.killed") == []
+
+
+async def test_until_the_workers_are_wanted_the_daemons_connections_share_the_budget(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most syncs never start the workers: until they are wanted, the burst's half is
+    the daemon's connections' alone, windows twice as wide as the tree's share (a far
+    origin's limited sync carries twice as much); once they are, the tree's."""
+    world(mirror)
+    config = mirror.config(KEY, fetch={"processes": 2, "rate_limit": "1GB/s", "burst": "16MiB"})
+    heard: list[PathSample] = []
+    monkeypatch.setattr(TrafficControl, "observe_path", lambda _, sample: heard.append(sample))
+    async with open_runtime(config, log=mirror.logs.logger()) as runtime:
+        adaptive = runtime.fetcher.downloader
+        assert isinstance(adaptive, AdaptiveDownloader)
+        (first,) = await runtime.engine.run_pass()  # 7 packages: under processes_from
+        assert first.outcome == "published" and not adaptive.pool.wanted
+        assert download_connections(config.fetch, adaptive.pool) == config.fetch.connections
+        adaptive.pool.start()
+        tree = download_connections(config.fetch, adaptive.pool)
+        assert tree == tree_connections(config.fetch) > config.fetch.connections
+        await adaptive.pool.wait_up()
+    own = limited_receive_buffer(1e9, 16 << 20, config.fetch.connections)
+    assert own is not None and 2 * own <= MAX_RECEIVE_BUFFER
+    downloads = [sample for sample in heard if sample.pinned]  # polls keep their own
+    assert downloads and all(own < sample.window <= 2 * own for sample in downloads), heard
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,7 @@ class Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = True  # until a response says close, the stream breaks or ends
+        self.receive_buffer: int | None = None  # SO_RCVBUF it was opened with (None: autotuned)
         self.responses = 0  # responses received whole
         self.in_flight = 0  # requests sent and not yet released by their readers
         self._buffer = bytearray(0)

@@ -225,7 +225,7 @@ class ConnectionPool:
             idle = self._idle.get(key)
             while idle and not fresh:
                 connection = idle.pop()
-                if not connection.idle:
+                if not (connection.idle and self._fits(connection)):
                     connection.close()
                     self._forget(key)
                     continue
@@ -268,10 +268,12 @@ class ConnectionPool:
         if self._pipeline < 2 or self._pipeline_score.get(key, 0) >= PIPELINE_GIVE_UP:
             return None
         best: Connection | None = None
+        buffer = self._receive_buffer()  # none pinned to another budget gets more
         for connection in self._busy.get(key, ()):
             if (
                 connection.in_flight < self._pipeline
                 and connection.pipelinable
+                and connection.receive_buffer == buffer
                 and connection.backlog <= PIPELINE_BEHIND_MAX
                 and (
                     best is None
@@ -298,6 +300,7 @@ class ConnectionPool:
                 sock = await self._connect_socket(infos, receive_buffer)
                 tls = self._tls_context() if scheme == "https" else None
                 connection = Connection(self._read_timeout)
+                connection.receive_buffer = receive_buffer
                 await loop.create_connection(
                     lambda: connection,
                     sock=sock,
@@ -355,6 +358,12 @@ class ConnectionPool:
         if sample is not None:
             self._on_path(sample)
 
+    def _fits(self, connection: Connection) -> bool:
+        """Its receive buffer is the one a new connection gets now: one pinned under an
+        earlier rate limit, burst or share of it (or none) is not reused, or the
+        buffers of all connections could hold more than the budget allows."""
+        return connection.receive_buffer == self._receive_buffer()
+
     def _release(self, key: _Key, exchange: Exchange) -> None:
         """The reader is done with ``exchange``: its connection waits for the next
         request once nothing else is in flight on it, or closes."""
@@ -364,7 +373,7 @@ class ConnectionPool:
             self._sample_path(connection)
         if not connection.in_flight:
             self._busy[key].remove(connection)
-            if not (self._keep_idle and connection.idle):
+            if not (self._keep_idle and connection.idle and self._fits(connection)):
                 connection.close()
                 self._forget(key)
                 return

@@ -137,16 +137,27 @@ class AdaptiveDownloader:
         self.pool.start()
 
 
-def start_at_once(threshold: int, first_syncs: int, busy: float) -> bool:
+def judges_load(fetch: FetchConfig) -> bool:
+    """Whether the loop's load decides when the workers start (``processes_busy``).
+
+    Not with ``worker_cpu: idle``: those workers spend only CPU time nothing else
+    wants, and what they take off the daemon (Nice=10) is what keeps a web server's
+    latency on the same cores while a big sync runs; their start-up and messages
+    then cost serving nothing.
+    """
+    return fetch.processes_busy > 0 and fetch.worker_cpu == "normal"
+
+
+def start_at_once(threshold: int, first_syncs: int, load_judged: bool) -> bool:
     """Start the workers as the runtime opens, not when the backlog reaches ``threshold``.
 
-    ``threshold`` 0 asks for them always. With the loop's load not judged
-    (``busy`` 0), an arch never published here downloads its whole index,
-    thousands of packages for any Alpine arch: starting then lets the workers'
-    imports run while the daemon reads its state and fetches and verifies the
-    index. Judged, the load is only known once downloads run.
+    ``threshold`` 0 asks for them always. With the loop's load not judged, an
+    arch never published here downloads its whole index, thousands of packages
+    for any Alpine arch: starting then lets the workers' imports run while the
+    daemon reads its state and fetches and verifies the index. Judged, the load
+    is only known once downloads run.
     """
-    return threshold == 0 or (busy == 0 and first_syncs > 0)
+    return threshold == 0 or (not load_judged and first_syncs > 0)
 
 
 def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -185,10 +196,20 @@ def worker_fetch(fetch: FetchConfig) -> FetchConfig:
 def tree_connections(fetch: FetchConfig) -> int:
     """Download connections the daemon and its workers may hold at once: the daemon's
     close as the workers take over, but both are open while they do. The receive
-    buffers of all of them share half the rate limit's burst."""
+    buffers of all of them share half the rate limit's burst (the daemon's alone
+    share it until the workers are wanted: ``download_connections``)."""
     if not fetch.processes:
         return fetch.connections
     return fetch.connections + fetch.processes * worker_fetch(fetch).connections
+
+
+def download_connections(fetch: FetchConfig, pool: ProcessDownloader | None) -> int:
+    """Connections whose receive buffers share half the burst now: the daemon's own
+    until its workers are wanted (most syncs never start them), then the whole tree's.
+    The daemon's connections pinned to the larger share are not reused after that
+    (``ConnectionPool._fits``); only those with a response in flight overlap the
+    workers' first ones."""
+    return tree_connections(fetch) if pool is not None and pool.wanted else fetch.connections
 
 
 class ProcessDownloader:
@@ -223,6 +244,11 @@ class ProcessDownloader:
     def start(self) -> None:
         """Start the worker processes (``run`` waits for this; idempotent)."""
         self._wanted.set()
+
+    @property
+    def wanted(self) -> bool:
+        """Started, or asked to start: their connections may be open."""
+        return self._wanted.is_set()
 
     async def wait_up(self) -> None:
         """Until a worker has said Ready (or the pool is stopping)."""

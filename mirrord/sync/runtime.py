@@ -37,8 +37,9 @@ from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.workerpool import (
     AdaptiveDownloader,
     ProcessDownloader,
+    download_connections,
+    judges_load,
     start_at_once,
-    tree_connections,
     worker_hello,
 )
 from mirrord.publish.publisher import Publisher
@@ -195,11 +196,14 @@ async def open_runtime(
             consistent=marker.consistent_arches(config.publish.path),
         )
         traffic = TrafficControl(config.fetch, clock=clock, metrics=metrics, log=log)
+        pool: ProcessDownloader | None = None
         origin = await stack.enter_async_context(
             OriginClient.open(
                 config.origin.url,
                 config.fetch,
-                receive_buffer=lambda: traffic.receive_buffer(tree_connections(config.fetch)),
+                receive_buffer=lambda: traffic.receive_buffer(
+                    download_connections(config.fetch, pool)
+                ),
                 log=log,
                 on_path=traffic.observe_path,
             )
@@ -220,7 +224,6 @@ async def open_runtime(
         fetcher = Fetcher(
             local, committer, concurrency=config.fetch.concurrency, log=log, metrics=metrics
         )
-        pool: ProcessDownloader | None = None
         if config.fetch.processes > 0:
             pool = ProcessDownloader(
                 config.fetch.processes,
@@ -234,13 +237,13 @@ async def open_runtime(
                 pool,
                 backlog=lambda: fetcher.queued + fetcher.in_flight,
                 threshold=config.fetch.processes_from,
-                load=LoopLoad(clock) if config.fetch.processes_busy else None,
+                load=LoopLoad(clock) if judges_load(config.fetch) else None,
                 busy=config.fetch.processes_busy,
                 log=log,
             )
             syncing = config.arch_keys() if targets is None else targets
             first_syncs = await db.call(db.unpublished, [str(k) for k in syncing])
-            if start_at_once(config.fetch.processes_from, first_syncs, config.fetch.processes_busy):
+            if start_at_once(config.fetch.processes_from, first_syncs, judges_load(config.fetch)):
                 pool.start()
         committer.wait_for_more_while(fetcher.downloading)
         engine = SyncEngine(
