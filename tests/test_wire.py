@@ -28,6 +28,7 @@ from mirrord.core.errors import (
 )
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.events import JobEvents
+from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.wire import (
     Done,
     ErrorData,
@@ -83,8 +84,8 @@ MESSAGES: list[Message] = [
     Fail(11, error_to_wire(StoreError("/srv", "gone")), JobEvents(), received=1),
     Fail(9, error_to_wire(StoreError("/srv/mirrord/objects", "disk full")), EVENTS),
     Log("warning", "fetch.package.verify_failed", {"attempt": 1, "what": "size", "x": None}),
-    PathSeen(0.0804, 40_960, True),
-    PathSeen(2e-05, 6_291_456, False),
+    PathSeen(PathSample(0.0804, 40_960, True)),
+    PathSeen(PathSample(2e-05, 6_291_456, False)),
 ]
 
 

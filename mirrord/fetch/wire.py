@@ -45,6 +45,7 @@ from mirrord.core.errors import (
 )
 from mirrord.core.model import ArchKey, PackageRef
 from mirrord.fetch.events import JobEvents
+from mirrord.fetch.tcppath import PathSample
 from mirrord.storage.store import StoredObject
 
 
@@ -156,12 +157,10 @@ class Log:
 
 @dataclass(frozen=True, slots=True)
 class PathSeen:
-    """A new connection's round trip and window (``fetch.tcppath``), for the daemon to judge."""
+    """A new connection's round trip and window, for the daemon to judge."""
 
     TAG: ClassVar[str] = "path"
-    rtt: float
-    window: int
-    pinned: bool
+    sample: PathSample
 
 
 Message = Hello | Limit | Job | Grant | Want | Ready | Received | Done | Fail | Log | PathSeen

@@ -177,7 +177,7 @@ async def serve(sock: socket.socket) -> None:
         config,
         receive_buffer=lambda: throttle.receive_buffer(connections),
         log=log,
-        on_path=lambda seen: send(PathSeen(seen.rtt, seen.window, seen.pinned)),
+        on_path=lambda sample: send(PathSeen(sample)),
     ) as origin:
         worker = Worker(origin, store, config, send, throttle, log)
         send(Ready())  # the daemon routes jobs here only from now on

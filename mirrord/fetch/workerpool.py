@@ -34,7 +34,6 @@ from mirrord.fetch.download import PackageDownloader
 from mirrord.fetch.events import JobEvents, MetricsEvents
 from mirrord.fetch.grants import grant, worker_limit
 from mirrord.fetch.loopload import LoopLoad
-from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.traffic import TrafficControl
 from mirrord.fetch.wire import (
     Done,
@@ -410,8 +409,8 @@ class ProcessDownloader:
                     future.set_result(message)
             case Received(nbytes=nbytes):
                 self._traffic.meter.add(nbytes)
-            case PathSeen(rtt=rtt, window=window, pinned=pinned):
-                self._traffic.observe_path(PathSample(rtt, window, pinned))
+            case PathSeen(sample=sample):
+                self._traffic.observe_path(sample)
             case Want() as want:
                 assert self._group is not None
                 self._group.create_task(self._grant(worker, want))
