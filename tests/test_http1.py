@@ -21,6 +21,7 @@ from mirrord.core.config import FetchConfig
 from mirrord.core.errors import PermanentOriginError, TransientOriginError
 from mirrord.fetch.bodies import DownloadClient, DownloadStart
 from mirrord.fetch.http1 import READ_SIZE, SMALL_READ, buffer_unshared, parse_head
+from mirrord.fetch.httpstatus import limited_segment
 from mirrord.fetch.origin import OriginClient
 from mirrord.fetch.pool import ConnectionPool
 from mirrord.fetch.pool import _split as pool_split
@@ -646,6 +647,45 @@ async def test_each_new_connection_reports_its_round_trip_and_window_once(pinned
     assert 0 < sample.rtt < 0.01  # loopback: microseconds, even on a loaded machine
     if pinned:  # the kernel doubles a pinned buffer; the window fits in it
         assert buffer == 2 * 64 * 1024 and 0 < window <= buffer
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+async def test_a_pinned_connection_asks_for_segments_that_fit_its_buffer(pinned: bool) -> None:
+    """Loopback's 32-64 KiB segments in a 64 KiB buffer made the origin time out on
+    segments that had arrived and send them again: the wire carried more than the
+    limit let through. Pinned, the origin's sending MSS is an eighth of the buffer."""
+    body = os.urandom(1 << 20)
+    segments: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        segments.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await reader.read()
+
+    buffer = 64 * 1024
+    pool = ConnectionPool(
+        limit=1,
+        per_host=1,
+        connect_timeout=5.0,
+        read_timeout=5.0,
+        user_agent="test",
+        receive_buffer=lambda: buffer if pinned else None,
+    )
+    try:
+        async with raw_origin(answer) as url, pool.get(f"{url}/a", {}) as response:
+            received = b"".join([bytes(c) async for c in response.body.chunks()])
+    finally:
+        pool.close()
+    assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+    (segment,) = segments
+    assert limited_segment(buffer) == 8 * 1024
+    if pinned:
+        assert 1024 < segment <= limited_segment(buffer)
+    else:  # loopback's own, as an origin on the same host would send
+        assert segment >= 32 * 1024
 
 
 async def test_a_connection_pinned_to_an_earlier_budget_is_not_reused() -> None:

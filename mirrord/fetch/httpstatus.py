@@ -16,6 +16,8 @@ _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522,
 
 MIN_RECEIVE_BUFFER = 16 * 1024
 MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
+SEGMENTS_PER_BUFFER = 8
+MAX_SEGMENT = 32767  # the largest TCP_MAXSEG Linux accepts
 
 
 def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> int | None:
@@ -29,6 +31,20 @@ def limited_receive_buffer(rate: float | None, burst: int, connections: int) -> 
         return None
     share = burst // (4 * max(1, connections))
     return max(MIN_RECEIVE_BUFFER, min(MAX_RECEIVE_BUFFER, share))
+
+
+def limited_segment(receive_buffer: int) -> int:
+    """TCP_MAXSEG for a connection pinned to ``receive_buffer``: segments that fit it
+    several times over.
+
+    A window of two or three segments (loopback's are 32-64 KiB, jumbo frames' 9
+    KiB) stalls whenever the reader waits for tokens: the sender's retransmission
+    timer fires on segments that arrived but were not acknowledged yet, and sends
+    them again, so the wire carries more than the limit lets through (12 MB of a
+    20 MB/s sync's first three seconds on loopback). The smallest buffer's cap, 2 KiB,
+    is above Ethernet's 1460: over most links this changes nothing.
+    """
+    return min(MAX_SEGMENT, receive_buffer // SEGMENTS_PER_BUFFER)
 
 
 def parse_http_date(value: str | None) -> float | None:

@@ -8,6 +8,7 @@ turns out closed by the server, and failures enter mirrord's error tree here
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
@@ -28,6 +29,7 @@ from mirrord.fetch.http1 import (
     StaleConnection,
     TransientBody,
 )
+from mirrord.fetch.httpstatus import limited_segment
 from mirrord.fetch.tcppath import PathSample, sample_path
 
 MAX_REDIRECTS = 10
@@ -331,6 +333,7 @@ class ConnectionPool:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if receive_buffer is not None:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+                    _cap_segments(sock, limited_segment(receive_buffer))
                 await loop.sock_connect(sock, address)
             except OSError as error:
                 sock.close()
@@ -400,6 +403,13 @@ class ConnectionPool:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def _cap_segments(sock: socket.socket, segment: int) -> None:
+    """Announce ``segment`` as this connection's MSS (see ``limited_segment``)."""
+    # Refused (a kernel without it): larger segments, and the connection still works.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, segment)
 
 
 def _split(url: str) -> tuple[_Key, str]:

@@ -3,7 +3,8 @@
 Every downloaded chunk passes through ``TrafficControl.consume``. Over any
 interval of T seconds the downloads take at most ``burst + rate * T`` bytes:
 half the burst is the kernel's (each connection's receive buffer fills ahead
-of the bucket, see ``limited_receive_buffer``), half the bucket's. The bucket
+of the bucket, see ``limited_receive_buffer``; ``limited_segment`` keeps its
+segments small enough that none is sent twice), half the bucket's. The bucket
 starts empty whenever a limit begins, because the receive buffers of the
 connections that open then fill at once. The rate in force is the
 operator's override if set, else the schedule window covering the local time,
