@@ -611,6 +611,22 @@ def test_a_head_is_read_byte_for_byte() -> None:
     }
 
 
+def one_connection(
+    receive_buffer: Callable[[], int | None],
+    on_path: Callable[[PathSample], None] | None = None,
+) -> ConnectionPool:
+    """A pool of one connection to one host, pinned to what ``receive_buffer`` says."""
+    return ConnectionPool(
+        limit=1,
+        per_host=1,
+        connect_timeout=5.0,
+        read_timeout=5.0,
+        user_agent="test",
+        receive_buffer=receive_buffer,
+        on_path=on_path,
+    )
+
+
 @pytest.mark.parametrize("pinned", [False, True])
 async def test_each_new_connection_reports_its_round_trip_and_window_once(pinned: bool) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -621,15 +637,7 @@ async def test_each_new_connection_reports_its_round_trip_and_window_once(pinned
         await reader.read()
 
     samples: list[PathSample] = []
-    pool = ConnectionPool(
-        limit=1,
-        per_host=1,
-        connect_timeout=5.0,
-        read_timeout=5.0,
-        user_agent="test",
-        receive_buffer=lambda: 64 * 1024 if pinned else None,
-        on_path=samples.append,
-    )
+    pool = one_connection(lambda: 64 * 1024 if pinned else None, on_path=samples.append)
     try:
         async with raw_origin(answer) as url:
             for _ in range(2):
@@ -666,14 +674,7 @@ async def test_a_pinned_connection_asks_for_segments_that_fit_its_buffer(pinned:
         await reader.read()
 
     buffer = 64 * 1024
-    pool = ConnectionPool(
-        limit=1,
-        per_host=1,
-        connect_timeout=5.0,
-        read_timeout=5.0,
-        user_agent="test",
-        receive_buffer=lambda: buffer if pinned else None,
-    )
+    pool = one_connection(lambda: buffer if pinned else None)
     try:
         async with raw_origin(answer) as url, pool.get(f"{url}/a", {}) as response:
             received = b"".join([bytes(c) async for c in response.body.chunks()])
@@ -706,14 +707,7 @@ async def test_a_connection_pinned_to_an_earlier_budget_is_not_reused() -> None:
             await writer.drain()
 
     budget: list[int | None] = [None]
-    pool = ConnectionPool(
-        limit=1,
-        per_host=1,
-        connect_timeout=5.0,
-        read_timeout=5.0,
-        user_agent="test",
-        receive_buffer=lambda: budget[0],
-    )
+    pool = one_connection(lambda: budget[0])
 
     async def get(url: str) -> int:
         async with pool.get(f"{url}/a", {}) as response:
