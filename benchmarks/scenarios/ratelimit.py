@@ -170,7 +170,8 @@ def rate_limit(bench: Bench) -> ScenarioResult:
         ),
         tables=(Table(("figure", "mirrord"), rows),),
         notes=(
-            "The loopback counter sees HTTP and TCP/IP headers and ACKs as well as bodies; "
+            "The loopback counter sees HTTP and TCP/IP headers, ACKs and any segment sent "
+            "twice as well as bodies; "
             "the payload rows divide by the ratio of loopback bytes to nginx's body bytes "
             "measured over the same run.",
             "mirrord's token bucket meters what it reads from its sockets; the kernel "
