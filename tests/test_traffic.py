@@ -14,7 +14,12 @@ from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
 from mirrord.core.units import parse_rate
 from mirrord.demo.repogen import simple_specs
-from mirrord.fetch.httpstatus import limited_receive_buffer
+from mirrord.fetch.httpstatus import (
+    MAX_RECEIVE_BUFFER,
+    MIN_RECEIVE_BUFFER,
+    limited_receive_buffer,
+    limited_segment,
+)
 from mirrord.fetch.tcppath import PathSample
 from mirrord.fetch.traffic import (
     RateMeter,
@@ -168,12 +173,17 @@ async def test_the_rate_limit_shapes_a_real_sync(mirror: Mirror) -> None:
     assert max(clock.slept) <= 0.25
 
 
-def test_receive_buffers_under_a_limit_fit_in_half_the_burst() -> None:
+def test_receive_buffers_under_a_limit_fit_in_half_the_burst_and_segments_fit_them() -> None:
     assert limited_receive_buffer(None, 4 << 20, 16) is None  # unlimited: kernel autotuning
     # the kernel doubles SO_RCVBUF: 16 connections x 2 x 64 KiB = 2 MiB, half the burst
     assert limited_receive_buffer(20e6, 4 << 20, 16) == (4 << 20) // 64
     assert limited_receive_buffer(20e6, 64 << 10, 64) == 16 * 1024  # never absurdly small
     assert limited_receive_buffer(20e9, 1 << 30, 1) == 4 * 1024 * 1024  # nor huge
+    # segments: an eighth of the buffer, above Ethernet's at the smallest, and no larger
+    # than the kernel takes (TCP_MAXSEG over 32767 is refused)
+    assert limited_segment(64 * 1024) == 8 * 1024
+    assert limited_segment(MIN_RECEIVE_BUFFER) == 2048 > 1460
+    assert limited_segment(MAX_RECEIVE_BUFFER) == 32767
 
 
 def test_windows_too_small_for_the_round_trip_are_named_once_per_limit() -> None:
