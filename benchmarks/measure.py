@@ -173,6 +173,16 @@ def loopback_bytes() -> int:
     raise RuntimeError("no lo interface in /proc/net/dev")
 
 
+def tcp_retransmitted_segments() -> int:
+    """TCP segments sent again so far in this network namespace (``RetransSegs``)."""
+    with open("/proc/net/snmp") as handle:
+        rows = [line.split() for line in handle if line.startswith("Tcp:")]
+    if len(rows) != 2:
+        raise RuntimeError("no Tcp rows in /proc/net/snmp")
+    names, values = rows
+    return int(values[names.index("RetransSegs")])
+
+
 class Periodic:
     """Samples ``read()`` every ``interval`` seconds on a thread, while in the ``with``."""
 
