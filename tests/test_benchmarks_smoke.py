@@ -177,6 +177,8 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
 
     rows = _first_table(sections["rate-limit"])[1]
     assert float(rows["window average MB/s"][0]) > 0
+    resent = rows["TCP segments sent again (RetransSegs, each run)"][0].split()
+    assert len(resent) == 1 and resent[0].isdigit()  # one run, counted
 
     header, rows = _first_table(sections["freshness"])
     assert header[:2] == [
