@@ -178,9 +178,10 @@ def rate_limit(bench: Bench) -> ScenarioResult:
             "twice as well as bodies; "
             "the payload rows divide by the ratio of loopback bytes to nginx's body bytes "
             "measured over the same run.",
-            "TCP segments sent again: RetransSegs of /proc/net/snmp over each run (the "
-            "harness's own network namespace): the origin resending segments that a window "
-            "too small for them left unacknowledged shows here first (HISTORY #44).",
+            "TCP segments sent again: RetransSegs of /proc/net/snmp over each run (in the "
+            "harness's network namespace, the machine's with --shared-loopback): the origin "
+            "resending segments that a window too small for them left unacknowledged shows "
+            "here first (HISTORY #44).",
             "mirrord's token bucket meters what it reads from its sockets; the kernel "
             "accepts data into each connection's receive buffer (net.ipv4.tcp_rmem) ahead "
             "of that, so the wire can run ahead of the bucket when connections open.",
