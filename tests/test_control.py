@@ -140,8 +140,9 @@ async def test_ctl_status_watch_refreshes_until_ctrl_c(mirror: Mirror) -> None:
             "--socket",
             socket,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        assert watch.stdout is not None
+        assert watch.stdout is not None and watch.stderr is not None
         frames: list[list[str]] = [[]]
         async with asyncio.timeout(60):  # a loaded machine starts a process slowly
             while len(frames) < 3:  # two whole frames
@@ -151,9 +152,21 @@ async def test_ctl_status_watch_refreshes_until_ctrl_c(mirror: Mirror) -> None:
                     frames.append([])
                 else:
                     frames[-1].append(line.rstrip("\n"))
-            watch.send_signal(signal.SIGINT)
-            await watch.stdout.read()  # drained to the end: a full pipe would block its exit
-            assert await watch.wait() == 0
+        watch.send_signal(signal.SIGINT)
+        frames_since = 0
+        try:
+            async with asyncio.timeout(60):
+                async for printed in watch.stdout:  # drained: a full pipe would block its exit
+                    frames_since += printed.startswith(b"(every 0.1s")
+                errors = await watch.stderr.read()
+                assert await watch.wait() == 0, errors
+        except TimeoutError:  # seen once in a full suite, not since: say what it was doing
+            watch.kill()
+            errors = await watch.stderr.read()
+            pytest.fail(
+                f"ctl status --watch still running 60 s after Ctrl-C, {frames_since} frames "
+                f"printed since; stderr {errors[-2000:]!r}"
+            )
         for frame in frames[:2]:
             assert frame[0].startswith("mirrord ") and any(
                 row.startswith(f"{KEY} ") for row in frame
