@@ -126,22 +126,31 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
         }
 
 
-async def test_ctl_status_watch_refreshes_until_ctrl_c(mirror: Mirror) -> None:
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+async def test_ctl_status_watch_refreshes_until_ctrl_c(
+    mirror: Mirror, inherited: signal.Handlers
+) -> None:
+    """Also when started with SIGINT ignored, as a script's background job is (and as
+    this suite was, when run as one): the watch refreshed forever."""
     mirror.tree.put(KEY, simple_specs("a", 2))
     async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
         await synced(daemon, 1)
         socket = str(daemon.config.control.socket)
-        watch = await spawn_mirrord(
-            "ctl",
-            "status",
-            "--watch",
-            "--every",
-            "0.1",
-            "--socket",
-            socket,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        ours = signal.signal(signal.SIGINT, inherited)  # what the child starts with
+        try:
+            watch = await spawn_mirrord(
+                "ctl",
+                "status",
+                "--watch",
+                "--every",
+                "0.1",
+                "--socket",
+                socket,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            signal.signal(signal.SIGINT, ours)
         assert watch.stdout is not None and watch.stderr is not None
         frames: list[list[str]] = [[]]
         async with asyncio.timeout(60):  # a loaded machine starts a process slowly
@@ -160,12 +169,18 @@ async def test_ctl_status_watch_refreshes_until_ctrl_c(mirror: Mirror) -> None:
                     frames_since += printed.startswith(b"(every 0.1s")
                 errors = await watch.stderr.read()
                 assert await watch.wait() == 0, errors
-        except TimeoutError:  # seen once in a full suite, not since: say what it was doing
+        except TimeoutError:  # say what it was doing
+            signals = [
+                line.strip()
+                for line in Path(f"/proc/{watch.pid}/status").read_text().splitlines()
+                if line.startswith(("SigBlk", "SigIgn", "SigCgt"))
+            ]
             watch.kill()
             errors = await watch.stderr.read()
             pytest.fail(
                 f"ctl status --watch still running 60 s after Ctrl-C, {frames_since} frames "
-                f"printed since; stderr {errors[-2000:]!r}"
+                f"printed since; its signals {signals}, the test's SIGINT handler "
+                f"{signal.getsignal(signal.SIGINT)!r}; stderr {errors[-2000:]!r}"
             )
         for frame in frames[:2]:
             assert frame[0].startswith("mirrord ") and any(

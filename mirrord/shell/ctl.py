@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from mirrord.core.aio import run_async
+from mirrord.core.aio import first_completed, first_of_group, run_async
 from mirrord.core.config import DEFAULT_CONTROL_SOCKET
 from mirrord.core.config.parse import load_config
 from mirrord.core.errors import ControlError
@@ -132,7 +133,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     except ControlError as error:
         print(f"mirrord: {cmd} refused ({error.code}): {error}", file=sys.stderr)
         return EXIT_REFUSED
-    except KeyboardInterrupt:  # Ctrl-C ends a watch: that is how it is meant to stop
+    except KeyboardInterrupt:  # Ctrl-C before a watch took SIGINT over: it is meant to stop
         return EXIT_OK
     print(_answer(cmd, result, as_json=args.json))
     return EXIT_OK
@@ -143,7 +144,24 @@ def _answer(cmd: str, result: Any, *, as_json: bool) -> str:
 
 
 async def _watch(socket: Path, every: float, *, as_json: bool) -> int:
-    """``status`` again every ``every`` seconds, the screen cleared between (on a terminal)."""
+    """``status`` again every ``every`` seconds until SIGINT (Ctrl-C), then exit 0.
+
+    The handler is the loop's own: a process started with SIGINT ignored (a script's
+    background job inherits that) would otherwise never see it, and refresh forever.
+    """
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    try:
+        with first_of_group(DaemonUnreachable, ControlError):
+            await first_completed(_refresh(socket, every, as_json=as_json), interrupted.wait())
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    return EXIT_OK
+
+
+async def _refresh(socket: Path, every: float, *, as_json: bool) -> None:
+    """The status, the screen cleared before it (on a terminal), every ``every`` seconds."""
     clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
     while True:
         result = await call(socket, "status", {})
