@@ -126,6 +126,21 @@ async def test_status_over_the_socket_and_through_ctl(mirror: Mirror) -> None:
         }
 
 
+async def spawn_watch(socket: str, *, stdout: int) -> asyncio.subprocess.Process:
+    """``mirrord ctl status --watch --every 0.1``, its stderr piped."""
+    return await spawn_mirrord(
+        "ctl",
+        "status",
+        "--watch",
+        "--every",
+        "0.1",
+        "--socket",
+        socket,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 @pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
 async def test_ctl_status_watch_refreshes_until_ctrl_c(
     mirror: Mirror, inherited: signal.Handlers
@@ -138,17 +153,7 @@ async def test_ctl_status_watch_refreshes_until_ctrl_c(
         socket = str(daemon.config.control.socket)
         ours = signal.signal(signal.SIGINT, inherited)  # what the child starts with
         try:
-            watch = await spawn_mirrord(
-                "ctl",
-                "status",
-                "--watch",
-                "--every",
-                "0.1",
-                "--socket",
-                socket,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            watch = await spawn_watch(socket, stdout=asyncio.subprocess.PIPE)
         finally:
             signal.signal(signal.SIGINT, ours)
         assert watch.stdout is not None and watch.stderr is not None
@@ -186,6 +191,26 @@ async def test_ctl_status_watch_refreshes_until_ctrl_c(
             assert frame[0].startswith("mirrord ") and any(
                 row.startswith(f"{KEY} ") for row in frame
             )
+
+
+async def test_ctl_status_watch_into_a_reader_that_went_away_ends_quietly(mirror: Mirror) -> None:
+    """``ctl status --watch | head``: once head exits, the watch ends with 0 and no traceback."""
+    mirror.tree.put(KEY, simple_specs("a", 2))
+    async with running_daemon(mirror, daemon_config(mirror, KEY)) as daemon:
+        await synced(daemon, 1)
+        read_end, write_end = os.pipe()
+        try:
+            watch = await spawn_watch(str(daemon.config.control.socket), stdout=write_end)
+        finally:
+            os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:  # what head reads, then it exits
+            first = await asyncio.to_thread(reader.readline)
+        assert first.startswith(b"mirrord ")
+        assert watch.stderr is not None
+        async with asyncio.timeout(60):
+            errors = await watch.stderr.read()
+            assert await watch.wait() == 0, errors
+        assert errors == b""
 
 
 async def test_bad_clients_get_errors_and_everyone_else_is_served(mirror: Mirror) -> None:

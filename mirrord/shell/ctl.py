@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -135,7 +136,20 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     except KeyboardInterrupt:  # Ctrl-C before a watch took SIGINT over: it is meant to stop
         return EXIT_OK
-    print(_answer(cmd, result, as_json=args.json))
+    except BrokenPipeError:
+        return _reader_gone()
+    try:
+        print(_answer(cmd, result, as_json=args.json), flush=True)
+    except BrokenPipeError:
+        return _reader_gone()
+    return EXIT_OK
+
+
+def _reader_gone() -> int:
+    """Whoever read stdout stopped (``| head``): that ends the command, quietly. Stdout
+    points at /dev/null from here, or Python's flush at exit would complain again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
     return EXIT_OK
 
 
@@ -153,7 +167,7 @@ async def _watch(socket: Path, every: float, *, as_json: bool) -> int:
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
     try:
-        with first_of_group(DaemonUnreachable, ControlError):
+        with first_of_group(DaemonUnreachable, ControlError, BrokenPipeError):
             await first_completed(_refresh(socket, every, as_json=as_json), interrupted.wait())
     finally:
         loop.remove_signal_handler(signal.SIGINT)
