@@ -107,6 +107,15 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
+async def each_request(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Each request head the client sends, until it closes the connection."""
+    while True:
+        try:
+            yield await read_request(reader)
+        except asyncio.IncompleteReadError:
+            return
+
+
 async def test_bodies_by_length_chunked_and_redirect_over_kept_alive_connections() -> None:
     peers: list[object] = []
     async with aiohttp_origin(peers) as url, DownloadClient.open(url, FETCH) as client:
@@ -497,11 +506,7 @@ async def test_a_response_given_up_is_drained_when_short_else_the_rest_go_elsewh
     async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                request = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
+        async for request in each_request(reader):
             if request.startswith(b"GET /gone "):
                 head = f"HTTP/1.1 404 Not Found\r\nContent-Length: {page}\r\n\r\n".encode()
                 writer.write(head + b"n" * page)
@@ -699,11 +704,7 @@ async def test_a_connection_pinned_to_an_earlier_budget_is_not_reused() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
+        async for _ in each_request(reader):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
 

@@ -110,7 +110,6 @@ class AdaptiveDownloader:
         self.load = load
         self._busy = busy
         self._log = log
-        self._starting = False
 
     async def download(self, key: ArchKey, ref: PackageRef) -> StoredObject:
         if self.pool.ready or self._threshold == 0:  # 0: always the workers
@@ -119,7 +118,7 @@ class AdaptiveDownloader:
             self.local.keep_idle_connections(False)
             return await self.pool.download(key, ref)
         self.local.keep_idle_connections(True)
-        if not self._starting:
+        if not self.pool.wanted:
             self._start_if_worth_it()
         return await self.local.download(key, ref)
 
@@ -130,7 +129,6 @@ class AdaptiveDownloader:
             return
         if self.load is not None and (loop_busy is None or loop_busy < self._busy):
             return
-        self._starting = True
         if self._log is not None:
             self._log.info("fetch.workers.start", backlog=backlog, loop_busy=loop_busy)
         self.pool.start()

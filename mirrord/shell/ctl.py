@@ -128,6 +128,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         if getattr(args, "watch", False):
             return run_async(_watch(socket_path(args), args.every, as_json=args.json))
         result = run_async(call(socket_path(args), cmd, payload))
+        print(_answer(cmd, result, as_json=args.json), flush=True)
     except DaemonUnreachable as error:
         print(f"mirrord: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -136,10 +137,6 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     except KeyboardInterrupt:  # Ctrl-C before a watch took SIGINT over: it is meant to stop
         return EXIT_OK
-    except BrokenPipeError:
-        return _reader_gone()
-    try:
-        print(_answer(cmd, result, as_json=args.json), flush=True)
     except BrokenPipeError:
         return _reader_gone()
     return EXIT_OK

@@ -225,6 +225,7 @@ async def open_runtime(
             local, committer, concurrency=config.fetch.concurrency, log=log, metrics=metrics
         )
         if config.fetch.processes > 0:
+            load_judged = judges_load(config.fetch)
             pool = ProcessDownloader(
                 config.fetch.processes,
                 worker_hello(config),
@@ -237,13 +238,13 @@ async def open_runtime(
                 pool,
                 backlog=lambda: fetcher.queued + fetcher.in_flight,
                 threshold=config.fetch.processes_from,
-                load=LoopLoad(clock) if judges_load(config.fetch) else None,
+                load=LoopLoad(clock) if load_judged else None,
                 busy=config.fetch.processes_busy,
                 log=log,
             )
             syncing = config.arch_keys() if targets is None else targets
             first_syncs = await db.call(db.unpublished, [str(k) for k in syncing])
-            if start_at_once(config.fetch.processes_from, first_syncs, judges_load(config.fetch)):
+            if start_at_once(config.fetch.processes_from, first_syncs, load_judged):
                 pool.start()
         committer.wait_for_more_while(fetcher.downloading)
         engine = SyncEngine(
