@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,3 +228,19 @@ def raw_streams(blob: bytes) -> list[bytes]:
 def package_key_of(data: bytes) -> str:
     """The store key of a package's bytes."""
     return digest_bytes("package", data).key
+
+
+async def until(condition: Callable[[], Any], seconds: float, what: str) -> None:
+    """Look again every 20 ms (files on disk, keys in etcd) until true, at most ``seconds``."""
+
+    async def holds() -> bool:
+        result = condition()
+        return bool(await result if asyncio.iscoroutine(result) else result)
+
+    try:
+        async with asyncio.timeout(seconds):
+            # Files other processes write, keys in etcd: no event here to wait on.
+            while not await holds():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not within {seconds} s: {what}") from None

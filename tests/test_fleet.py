@@ -53,6 +53,7 @@ from tests.helpers import (
     config_dict,
     run_mirrord,
     spawn_mirrord,
+    until,
     write_yaml,
 )
 from tests.nginx import free_port
@@ -163,22 +164,6 @@ def _fleet(etcd_url: str, node: str, timeout: float = 30.0) -> FleetConfig:
     return FleetConfig(etcd=(etcd_url,), node=node, stage_timeout=timeout, lease_ttl=2)
 
 
-async def _until(condition: Callable[[], Any], seconds: float, what: str) -> None:
-    """Look again every 20 ms (files on disk, keys in etcd) until true, at most ``seconds``."""
-
-    async def holds() -> bool:
-        result = condition()
-        return bool(await result if asyncio.iscoroutine(result) else result)
-
-    try:
-        async with asyncio.timeout(seconds):
-            # Files other processes write, keys in etcd: no event here to wait on.
-            while not await holds():  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {seconds} s: {what}") from None
-
-
 async def _staged(client: EtcdClient, digest: str) -> set[str]:
     keys = await client.range_prefix(f"/mirrord/staged/{KEY}/{digest}/")
     return {key.rsplit("/", 1)[1] for key in keys}
@@ -205,7 +190,7 @@ async def test_no_member_goes_live_before_every_member_staged(etcd: Etcd) -> Non
         await a.join()
         await b.join()
         waiting = group.create_task(a.wait_staged(KEY, D1, 100.0))
-        await _until(lambda: _staged(client, D1), 10, "a staged D1")
+        await until(lambda: _staged(client, D1), 10, "a staged D1")
         assert await _staged(client, D1) == {"a"}
         assert not waiting.done()  # b is a member and has not staged D1
         assert await b.wait_staged(KEY, D1, 100.0) == Decision(Verdict.GO)
@@ -293,7 +278,7 @@ async def test_a_node_behind_the_fleet_polls_again_instead_of_going_live(
         await fleet_a.join()
         await fleet_b.join()
         syncing = group.create_task(a.engine.sync_arch(KEY))
-        await _until(functools.partial(_has, client, first, "a"), 10, "a staged generation 1")
+        await until(functools.partial(_has, client, first, "a"), 10, "a staged generation 1")
         second = hashlib.sha256(mirror.tree.put(KEY, evolve(specs, 1))).hexdigest()
         result_b = await b.engine.sync_arch(KEY)
         result_a = await syncing
@@ -437,7 +422,7 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
     try:
         for node in nodes.values():
             await node.start()
-        await _until(live(healthy, first), 30, "the first generation everywhere")
+        await until(live(healthy, first), 30, "the first generation everywhere")
         async with EtcdClient.open([etcd.url]) as client, asyncio.TaskGroup() as group:
             reader = group.create_task(
                 asyncio.to_thread(read_until, stop, fetch, str(KEY), keyring, stats)
@@ -449,15 +434,15 @@ async def test_three_nodes_never_serve_an_index_whose_files_another_node_lacks(
                     generations.append(digest)
                     if step == KILL_AT:  # c dies mid-generation: staged, not yet live
                         staged_c = functools.partial(_has, client, digest, "c")
-                        await _until(staged_c, 20, "c staged the generation")
+                        await until(staged_c, 20, "c staged the generation")
                         with lock:
                             healthy.discard("c")
                         await nodes["c"].kill()
                     if step == RESTART_AT:  # c comes back behind, in the middle of a generation
                         await nodes["c"].start()
-                    await _until(live(healthy, digest), 30, f"generation {step} live")
+                    await until(live(healthy, digest), 30, f"generation {step} live")
                     if step >= RESTART_AT and "c" not in healthy:
-                        await _until(live({"c"}, digest), 30, "c caught up")
+                        await until(live({"c"}, digest), 30, "c caught up")
                         with lock:
                             healthy.add("c")
                     assert await asyncio.to_thread(stats.wait_for_round, digest, 30)
@@ -591,7 +576,7 @@ async def test_a_restarted_node_says_at_once_what_it_serves(mirror: Mirror, etcd
 
         restarted = time.time()
         async with running_daemon(mirror, config) as a:
-            await _until(lambda: client.range_prefix(prefix), 10, "a's live key again")
+            await until(lambda: client.range_prefix(prefix), 10, "a's live key again")
             after = json.loads((await client.range_prefix(prefix))[prefix + "a"])
             first = json.loads(before[prefix + "a"])
             assert (after["digest"], after["origin_mtime"]) == (

@@ -51,6 +51,7 @@ async def test_a_running_daemon_exposes_valid_and_truthful_metrics(mirror: Mirro
         assert value(found, "mirrord_sync_duration_seconds_count") == 1
         assert value(found, "mirrord_downloads_in_flight") == 0
         assert value(found, "mirrord_build_info", version="0.1.0") == 1
+        assert value(found, "mirrord_log_lines_dropped_total") == 0
         # No fleet configured: no fleet metrics (an "etcd up" of 0 would page someone).
         assert [name for name, _ in found if name.startswith("mirrord_fleet")] == []
         origin_index = mirror.tree.arch_dir(KEY) / "APKINDEX.tar.gz"

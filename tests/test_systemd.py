@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from mirrord.shell.control.client import call
 from tests.helpers import REPO_ROOT, Mirror, check_published, spawn_mirrord
+from tests.sdnotify import NotifyListener
 
 UNIT = REPO_ROOT / "systemd" / "mirrord.service"
 KEY = ArchKey("v3.20", "main", "x86_64")
@@ -103,30 +103,6 @@ def test_sysusers_and_tmpfiles_are_well_formed() -> None:
             ["systemd-tmpfiles", "--cat-config"], capture_output=True, text=True, check=False
         )
         assert dry.returncode == 0
-
-
-class NotifyListener:
-    """What systemd would receive on $NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.messages: list[dict[str, str]] = []
-
-    async def until(self, predicate: Any, within: float = 60) -> dict[str, str]:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(within):
-            while True:
-                data = await loop.sock_recv(self.sock, 4096)
-                fields = dict(line.split("=", 1) for line in data.decode().splitlines())
-                self.messages.append(fields)
-                if predicate(fields):
-                    return fields
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 async def next_event(stream: asyncio.StreamReader, name: str) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def _root(root: Root) -> str:
 
 def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mirrord.core.clock import SystemClock
-    from mirrord.core.logs import make_logger
+    from mirrord.core.logs import LogOutput, make_logger
     from mirrord.shell.progress import ProgressReporter, summary
     from mirrord.sync.runtime import open_runtime
 
@@ -127,7 +127,11 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for key in [*only, *force]:
         if key not in known:
             parser.error(f"{key} is not in the configuration's repositories")
-    log = make_logger(args.log_level or config.log.level, args.log_format or config.log.format)
+    log = make_logger(
+        args.log_level or config.log.level,
+        args.log_format or config.log.format,
+        output=LogOutput(sys.stdout, complaints=sys.stderr),
+    )
 
     # Lines redrawn in place on the terminal only while the logs go elsewhere (a log line
     # between two drawings would be drawn over); else progress is a log line.
@@ -231,11 +235,14 @@ async def _sync_bucket(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mirrord.core.logs import make_logger
+    from mirrord.core.logs import LogOutput, make_logger
     from mirrord.shell.daemon import Daemon
 
     config = _load(args.config)
-    log = make_logger(args.log_level or config.log.level, args.log_format or config.log.format)
+    output = LogOutput(sys.stdout, complaints=sys.stderr)
+    log = make_logger(
+        args.log_level or config.log.level, args.log_format or config.log.format, output=output
+    )
 
     async def main() -> int:
         daemon = Daemon(
@@ -245,6 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             crash=CrashPoints.from_environ(os.environ),
             notifier=Notifier.from_environ(os.environ),
             environ=dict(os.environ),
+            log_output=output,
         )
         daemon.install_signal_handlers(asyncio.get_running_loop())
         await daemon.run()

@@ -29,6 +29,7 @@ from mirrord.core.config import Config
 from mirrord.core.config.parse import load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
+from mirrord.core.logs import LogOutput
 from mirrord.core.metrics import Metrics
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.cdn_purge import CdnPurger
@@ -114,8 +115,10 @@ class Daemon:
         crash: CrashPoints | None = None,
         notifier: Notifier | None = None,
         environ: Mapping[str, str] | None = None,
+        log_output: LogOutput | None = None,
     ) -> None:
         self._initial_config = config
+        self._log_output = log_output
         self.log = log
         self.config_path = config_path
         self.clock = clock or SystemClock()
@@ -264,6 +267,7 @@ class Daemon:
                     self.clock,
                     trees=lambda: list(runtime.releases.status.values()),
                     bucket=lambda: downstream.bucket_mirror,
+                    dropped_log_lines=self._dropped_log_lines,
                 )
             )
             control = (
@@ -300,6 +304,9 @@ class Daemon:
                     await metrics.close()
         self.notifier.status("stopped")
         self.log.info("daemon.stopped", forced=self.forced_exit)
+
+    def _dropped_log_lines(self) -> int:
+        return self._log_output.dropped if self._log_output is not None else 0
 
     async def _health_body(self) -> dict[str, Any]:
         return (await self.health()).body()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 from structlog.typing import FilteringBoundLogger
 
@@ -52,7 +52,9 @@ class DaemonCollector(Collector):
         clock: Clock,
         trees: Callable[[], Iterable[TreeStatus]] = tuple,
         bucket: Callable[[], BucketMirror | None] = lambda: None,
+        dropped_log_lines: Callable[[], int] = lambda: 0,
     ) -> None:
+        self._dropped_log_lines = dropped_log_lines
         self._trees = trees
         self._bucket = bucket
         self._book = book
@@ -61,7 +63,7 @@ class DaemonCollector(Collector):
         self._measured_rate = measured_rate
         self._clock = clock
 
-    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily | CounterMetricFamily]:
         now = self._clock.time()
         book = self._book
         info = InfoMetricFamily("mirrord_build", "mirrord's version.")
@@ -135,6 +137,11 @@ class DaemonCollector(Collector):
             "mirrord_paused",
             "1 while an operator has paused syncing.",
             value=float(self._scheduler.paused),
+        )
+        yield CounterMetricFamily(
+            "mirrord_log_lines_dropped",
+            "Log lines that could not be written (the log reader went away, a full disk).",
+            value=self._dropped_log_lines(),
         )
 
 

@@ -1,0 +1,139 @@
+"""A log reader that goes away never stops a sync or the daemon (``core.logs.LogOutput``).
+
+The log reader of a daemon can die under it: the log process of a supervisor,
+``mirrord run | tee``, a journald stream. Writing to that pipe then fails
+(EPIPE) at whatever line logs next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from mirrord.core.config.parse import load_config
+from mirrord.core.logs import LogOutput, make_logger
+from mirrord.core.model import ArchKey
+from mirrord.demo.repogen import simple_specs
+from tests.daemon_harness import daemon_config
+from tests.helpers import Mirror, check_published, spawn_mirrord, until
+from tests.prom import samples, scrape, value
+from tests.sdnotify import NotifyListener
+
+KEY = ArchKey("v3.20", "main", "x86_64")
+SAID = (
+    "mirrord: cannot write the log ([Errno 32] Broken pipe): the lines that cannot be "
+    "written are dropped, counted in mirrord_log_lines_dropped_total"
+)
+
+
+def pipe_without_reader() -> int:
+    """The write end of a pipe whose read end is already closed."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+def test_lines_to_a_pipe_without_reader_are_dropped_counted_and_said_once(
+    tmp_path: Path,
+) -> None:
+    stream = os.fdopen(pipe_without_reader(), "w")
+    fd = stream.fileno()
+    with (tmp_path / "stderr").open("w+") as complaints:
+        output = LogOutput(stream, complaints=complaints)
+        log = make_logger("info", "json", output=output)
+        for number in range(3):
+            log.info("test.line", number=number)
+        assert output.dropped == 3
+        complaints.seek(0)
+        assert complaints.read().splitlines() == [SAID]
+    # The pipe is not tried again; what was left buffered goes nowhere, quietly.
+    assert os.readlink(f"/proc/self/fd/{fd}") == os.devnull
+    stream.close()
+
+
+def test_a_full_disk_drops_each_line_it_refuses_and_keeps_the_file(tmp_path: Path) -> None:
+    stream = open("/dev/full", "w")  # noqa: SIM115 (closed below, after its failed flush)
+    with (tmp_path / "stderr").open("w+") as complaints:
+        output = LogOutput(stream, complaints=complaints)
+        log = make_logger("info", "json", output=output)
+        log.info("test.one")
+        log.warning("test.two")
+        assert output.dropped == 2
+        complaints.seek(0)
+        [said] = complaints.read().splitlines()
+    assert "No space left on device" in said
+    # Space may come back: unlike a broken pipe, each line is still tried.
+    assert os.readlink(f"/proc/self/fd/{stream.fileno()}") == "/dev/full"
+    with contextlib.suppress(OSError):
+        stream.close()
+
+
+async def test_a_sync_whose_log_reader_went_away_publishes_and_says_so_once(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 5))
+    config_path = mirror.config_file(KEY)
+    stdout = pipe_without_reader()
+    try:
+        process = await spawn_mirrord(
+            "sync",
+            "--config",
+            str(config_path),
+            "--log-format",
+            "json",
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(stdout)
+    _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    assert err.decode().splitlines() == [SAID]
+    config = load_config(config_path)
+    index = config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+    assert index.read_bytes() == (mirror.tree.arch_dir(KEY) / "APKINDEX.tar.gz").read_bytes()
+    assert check_published(config).ok
+
+
+async def test_the_daemon_keeps_mirroring_without_its_log_reader_and_counts_the_lines(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 5))
+    config_path = daemon_config(mirror, KEY)
+    config = load_config(config_path)
+    listener = NotifyListener(mirror.tmp / "notify.sock")
+    stdout = pipe_without_reader()
+    try:
+        process = await spawn_mirrord(
+            "run",
+            "--config",
+            str(config_path),
+            "--log-format",
+            "json",
+            env={**os.environ, "NOTIFY_SOCKET": str(listener.path)},
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(stdout)
+    try:
+        await listener.until(lambda m: m.get("READY") == "1")
+        index = config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+        await until(index.exists, 60, "the first sync's index (no log line tells)")
+        assert check_published(config).ok
+        found = samples(await scrape(f"http://{config.metrics.listen}"))
+        assert value(found, "mirrord_log_lines_dropped_total") > 0
+
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert err.decode().splitlines() == [SAID]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        listener.close()
