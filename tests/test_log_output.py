@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+from mirrord.core.config import Config
 from mirrord.core.config.parse import load_config
-from mirrord.core.logs import LogOutput, make_logger
+from mirrord.core.logoutput import LogOutput
+from mirrord.core.logs import make_logger
 from mirrord.core.model import ArchKey
 from mirrord.demo.repogen import simple_specs
 from tests.daemon_harness import daemon_config
@@ -35,6 +41,20 @@ def pipe_without_reader() -> int:
     read, write = os.pipe()
     os.close(read)
     return write
+
+
+def full_pipe() -> tuple[int, int, int]:
+    """(read end, write end, bytes in it): a pipe whose reader stopped reading once it was full."""
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
+    capacity = fcntl.fcntl(write, fcntl.F_GETPIPE_SZ)
+    os.write(write, b"#" * capacity)
+    return read, write, capacity
+
+
+def read_all(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as reader:
+        return reader.read()
 
 
 def test_lines_to_a_pipe_without_reader_are_dropped_counted_and_said_once(
@@ -72,6 +92,39 @@ def test_a_full_disk_drops_each_line_it_refuses_and_keeps_the_file(tmp_path: Pat
         stream.close()
 
 
+def test_written_behind_a_reader_that_stopped_the_lines_that_fit_wait_and_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    read, write, filler = full_pipe()
+    stream = os.fdopen(write, "w")
+    with (tmp_path / "stderr").open("w+") as complaints:
+        output = LogOutput(stream, complaints=complaints, write_behind=True, buffer_bytes=2000)
+        log = make_logger("info", "json", output=output)
+        for number in range(200):  # ~20 kB: far more than the buffer, the pipe already full
+            log.info("test.line", number=number)  # returns at once, written or not
+        dropped = output.dropped
+        assert 0 < dropped < 200
+        complaints.seek(0)
+        [said] = complaints.read().splitlines()
+        assert said.startswith("mirrord: the log reader has not taken the last ")
+        # The reader comes back: what waited goes out, and close() waits for it.
+        received: list[bytes] = []
+        reader = threading.Thread(target=lambda: received.append(read_all(read)))
+        reader.start()
+        output.close(timeout=30)
+        log.info("test.after_close")  # written before it returns
+        stream.close()
+        reader.join(30)
+    data = received[0]
+    assert data[:filler] == b"#" * filler
+    records = [json.loads(line) for line in data[filler:].splitlines()]
+    numbers = [r["number"] for r in records if r["event"] == "test.line"]
+    assert numbers == sorted(numbers)
+    assert len(numbers) + dropped == 200
+    assert output.dropped == dropped
+    assert records[-1]["event"] == "test.after_close"
+
+
 async def test_a_sync_whose_log_reader_went_away_publishes_and_says_so_once(
     mirror: Mirror,
 ) -> None:
@@ -99,14 +152,15 @@ async def test_a_sync_whose_log_reader_went_away_publishes_and_says_so_once(
     assert check_published(config).ok
 
 
-async def test_the_daemon_keeps_mirroring_without_its_log_reader_and_counts_the_lines(
-    mirror: Mirror,
-) -> None:
+@contextlib.asynccontextmanager
+async def published_daemon(
+    mirror: Mirror, stdout: int
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Config]]:
+    """A real ``mirrord run`` logging into ``stdout`` (closed here), once it has published."""
     mirror.tree.put(KEY, simple_specs("a", 5))
     config_path = daemon_config(mirror, KEY)
     config = load_config(config_path)
     listener = NotifyListener(mirror.tmp / "notify.sock")
-    stdout = pipe_without_reader()
     try:
         process = await spawn_mirrord(
             "run",
@@ -121,10 +175,22 @@ async def test_the_daemon_keeps_mirroring_without_its_log_reader_and_counts_the_
     finally:
         os.close(stdout)
     try:
-        await listener.until(lambda m: m.get("READY") == "1")
+        await listener.until(lambda m: m.get("READY") == "1", within=30)
         index = config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
-        await until(index.exists, 60, "the first sync's index (no log line tells)")
+        await until(index.exists, 30, "the first sync's index (no log line tells)")
         assert check_published(config).ok
+        yield process, config
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        listener.close()
+
+
+async def test_the_daemon_keeps_mirroring_without_its_log_reader_and_counts_the_lines(
+    mirror: Mirror,
+) -> None:
+    async with published_daemon(mirror, pipe_without_reader()) as (process, config):
         found = samples(await scrape(f"http://{config.metrics.listen}"))
         assert value(found, "mirrord_log_lines_dropped_total") > 0
 
@@ -132,8 +198,21 @@ async def test_the_daemon_keeps_mirroring_without_its_log_reader_and_counts_the_
         _, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, err.decode()
         assert err.decode().splitlines() == [SAID]
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        listener.close()
+
+
+async def test_the_daemon_mirrors_on_while_its_log_reader_does_not_read(mirror: Mirror) -> None:
+    read, write, filler = full_pipe()  # any line written at once would block
+    async with published_daemon(mirror, write) as (process, config):
+        found = samples(await scrape(f"http://{config.metrics.listen}"))
+        assert value(found, "mirrord_log_lines_dropped_total") == 0
+
+        process.send_signal(signal.SIGTERM)  # then the reader reads again
+        data = await asyncio.to_thread(read_all, read)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert err == b""
+    assert data[:filler] == b"#" * filler
+    events = [json.loads(line)["event"] for line in data[filler:].splitlines()]
+    assert events[0] == "recovery.store.compare"
+    assert "sync.arch.done" in events
+    assert events[-1] == "daemon.stopped"

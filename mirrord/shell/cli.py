@@ -110,7 +110,8 @@ def _root(root: Root) -> str:
 
 def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mirrord.core.clock import SystemClock
-    from mirrord.core.logs import LogOutput, make_logger
+    from mirrord.core.logoutput import LogOutput
+    from mirrord.core.logs import make_logger
     from mirrord.shell.progress import ProgressReporter, summary
     from mirrord.sync.runtime import open_runtime
 
@@ -235,11 +236,13 @@ async def _sync_bucket(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mirrord.core.logs import LogOutput, make_logger
+    from mirrord.core.logoutput import LogOutput
+    from mirrord.core.logs import make_logger
     from mirrord.shell.daemon import Daemon
 
     config = _load(args.config)
-    output = LogOutput(sys.stdout, complaints=sys.stderr)
+    # Written behind: a log reader that stops reading freezes nothing.
+    output = LogOutput(sys.stdout, complaints=sys.stderr, write_behind=True)
     log = make_logger(
         args.log_level or config.log.level, args.log_format or config.log.format, output=output
     )
@@ -265,7 +268,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         return EXIT_OK
 
-    return run_async(main())
+    try:
+        return run_async(main())
+    finally:
+        output.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

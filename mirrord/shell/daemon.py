@@ -29,7 +29,7 @@ from mirrord.core.config import Config
 from mirrord.core.config.parse import load_config
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, ControlError
-from mirrord.core.logs import LogOutput
+from mirrord.core.logoutput import LogOutput
 from mirrord.core.metrics import Metrics
 from mirrord.publish.recovery import RecoveryReport
 from mirrord.shell.cdn_purge import CdnPurger

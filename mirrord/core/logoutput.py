@@ -1,0 +1,162 @@
+"""Where log lines go: a stream whose reader may go away, or stop reading.
+
+A daemon must not stop because its log reader did (a supervisor's log
+process that died, ``mirrord run | tee`` ended, a lost journald stream), nor
+freeze because it stopped reading (a stalled journald, a paused pager). A
+line that cannot be written is dropped and counted (``dropped``), never
+raised into the code that logged it; the first failure of each kind is said
+once on ``complaints`` (stderr, when the logs go elsewhere).
+
+- A broken pipe stays broken: its lines are not tried again, and its file
+  descriptor is pointed at /dev/null, so the flush at exit is quiet. After
+  another error (a full disk under a log file) each line is tried.
+- ``write_behind`` (the daemon): lines wait in a bounded buffer for a writer
+  thread, so a reader that stops reading holds up nothing but that thread;
+  what does not fit is dropped. ``close`` gives what is pending a last
+  chance. The thread writes the descriptor itself, never the stream's
+  buffer, whose lock a stuck thread would hold at interpreter exit.
+- Without it (a command run by hand or by cron) a line is written before
+  ``msg`` returns: the command waits for its reader like any program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+from typing import TextIO
+
+WRITE_BEHIND_BYTES = 1 << 20  # lines held for a reader that is not reading
+DRAIN_SECONDS = 5.0  # what ``close`` gives the pending lines by default
+
+
+class LogOutput:
+    def __init__(
+        self,
+        stream: TextIO,
+        complaints: TextIO | None = None,
+        *,
+        write_behind: bool = False,
+        buffer_bytes: int = WRITE_BEHIND_BYTES,
+    ) -> None:
+        self.stream = stream
+        self._complaints = complaints
+        self._lock = threading.Lock()  # lines come from the loop and from worker threads
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._buffer_bytes = buffer_bytes
+        self._closed = False
+        self._broken = False
+        self._said: set[str] = set()
+        self.dropped = 0
+        self._fd = _fileno(stream) if write_behind else None
+        self._writer: threading.Thread | None = None
+        if self._fd is not None:
+            self._writer = threading.Thread(
+                target=self._write_behind, name="log-writer", daemon=True
+            )
+            self._writer.start()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            if self._broken:
+                self.dropped += 1
+            elif self._writer is None or self._closed:
+                try:
+                    self.stream.write(message + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError) as error:  # ValueError: the stream was closed
+                    self._failed(error, 1)
+            elif self._pending_bytes + len(message) + 1 > self._buffer_bytes:
+                self.dropped += 1
+                self._say(
+                    "full",
+                    f"the log reader has not taken the last {self._pending_bytes} bytes of "
+                    "log lines",
+                )
+            else:
+                self._pending.append(message)
+                self._pending_bytes += len(message) + 1
+                self._wake.notify()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    def close(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Stop writing behind: the pending lines get ``timeout`` seconds, the rest is dropped.
+
+        Lines logged afterwards are written before ``msg`` returns.
+        """
+        if self._writer is None:
+            return
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self._writer.join(timeout)
+        with self._lock:
+            self.dropped += len(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            if self._writer.is_alive():  # stuck in a write: it must not write again
+                self._broken = True
+
+    def _write_behind(self) -> None:
+        assert self._fd is not None
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending or self._broken:
+                    return
+                lines, self._pending, self._pending_bytes = self._pending, [], 0
+            data = ("\n".join(lines) + "\n").encode(encoding, "backslashreplace")
+            try:
+                _write_all(self._fd, data)
+            except OSError as error:
+                with self._lock:
+                    self._failed(error, len(lines))
+
+    def _failed(self, error: OSError | ValueError, lines: int) -> None:
+        self.dropped += lines
+        if isinstance(error, OSError) and error.errno == errno.EPIPE:
+            self._broken = True
+            _write_to_devnull(self.stream)
+        self._say(type(error).__name__, f"cannot write the log ({error})")
+
+    def _say(self, kind: str, what: str) -> None:
+        if kind in self._said or self._complaints is None:
+            return
+        self._said.add(kind)
+        with contextlib.suppress(OSError, ValueError):
+            print(
+                f"mirrord: {what}: the lines that cannot be written are dropped, counted in "
+                "mirrord_log_lines_dropped_total",
+                file=self._complaints,
+                flush=True,
+            )
+
+
+def _fileno(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_to_devnull(stream: TextIO) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
