@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from mirrord.core.config.parse import load_config
 from mirrord.core.logoutput import LogOutput
 from mirrord.core.logs import make_logger
 from mirrord.core.model import ArchKey
+from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from tests.daemon_harness import daemon_config
 from tests.helpers import Mirror, check_published, spawn_mirrord, until
@@ -123,6 +125,47 @@ def test_written_behind_a_reader_that_stopped_the_lines_that_fit_wait_and_keep_t
     assert len(numbers) + dropped == 200
     assert output.dropped == dropped
     assert records[-1]["event"] == "test.after_close"
+
+
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+async def test_on_journald_each_line_starts_with_its_priority(mirror: Mirror) -> None:
+    specs = simple_specs("a", 4)
+    mirror.tree.put(KEY, specs)
+    mirror.origin.add_fault(f"{KEY}/{specs[0].filename}", Fault.corrupt())  # a warning
+    config_path = mirror.config_file(KEY)
+    outputs = []
+    for connected in (True, False):  # journald's stream, then stdout sent elsewhere
+        read, write = os.pipe()
+        pipe = os.fstat(write)
+        inode = pipe.st_ino if connected else pipe.st_ino + 1
+        try:
+            process = await spawn_mirrord(
+                "sync",
+                "--config",
+                str(config_path),
+                "--log-level",
+                "debug",
+                "--log-format",
+                "json",
+                env={**os.environ, "JOURNAL_STREAM": f"{pipe.st_dev}:{inode}"},
+                stdout=write,
+            )
+        finally:
+            os.close(write)
+        outputs.append(await asyncio.to_thread(read_all, read))
+        assert await process.wait() == 0
+
+    levels = set()
+    for line in outputs[0].decode().splitlines():
+        prefix = re.match(r"<([0-7])>", line)
+        assert prefix is not None, line
+        level = json.loads(line[prefix.end() :])["level"]
+        assert int(prefix[1]) == PRIORITIES[level], line
+        levels.add(level)
+    assert {"info", "warning"} <= levels
+    assert all(json.loads(line)["level"] for line in outputs[1].decode().splitlines())
 
 
 async def test_a_sync_whose_log_reader_went_away_publishes_and_says_so_once(

@@ -17,6 +17,9 @@ once on ``complaints`` (stderr, when the logs go elsewhere).
   buffer, whose lock a stuck thread would hold at interpreter exit.
 - Without it (a command run by hand or by cron) a line is written before
   ``msg`` returns: the command waits for its reader like any program.
+- ``journal``: the stream is journald's (``journal_stream``), so each line
+  starts with its syslog priority (``<3>`` for an error), which journald takes
+  off and files as PRIORITY: ``journalctl -u mirrord -p warning`` works.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import errno
 import os
 import threading
+from collections.abc import Mapping
 from typing import TextIO
 
 WRITE_BEHIND_BYTES = 1 << 20  # lines held for a reader that is not reading
@@ -39,8 +43,10 @@ class LogOutput:
         *,
         write_behind: bool = False,
         buffer_bytes: int = WRITE_BEHIND_BYTES,
+        journal: bool = False,
     ) -> None:
         self.stream = stream
+        self._journal = journal
         self._complaints = complaints
         self._lock = threading.Lock()  # lines come from the loop and from worker threads
         self._wake = threading.Condition(self._lock)
@@ -59,7 +65,30 @@ class LogOutput:
             )
             self._writer.start()
 
-    def msg(self, message: str) -> None:
+    # structlog calls the method named after each line's level.
+    def debug(self, message: str) -> None:
+        self._line(7, message)
+
+    def info(self, message: str) -> None:
+        self._line(6, message)
+
+    def warning(self, message: str) -> None:
+        self._line(4, message)
+
+    def error(self, message: str) -> None:
+        self._line(3, message)
+
+    def critical(self, message: str) -> None:
+        self._line(2, message)
+
+    msg = log = info
+    warn = warning
+    err = exception = failure = error
+    fatal = critical
+
+    def _line(self, priority: int, message: str) -> None:
+        if self._journal:
+            message = f"<{priority}>{message}"
         with self._lock:
             if self._broken:
                 self.dropped += 1
@@ -80,9 +109,6 @@ class LogOutput:
                 self._pending.append(message)
                 self._pending_bytes += len(message) + 1
                 self._wake.notify()
-
-    log = debug = info = warn = warning = msg
-    fatal = failure = err = error = critical = exception = msg
 
     def close(self, timeout: float = DRAIN_SECONDS) -> None:
         """Stop writing behind: the pending lines get ``timeout`` seconds, the rest is dropped.
@@ -137,6 +163,23 @@ class LogOutput:
                 file=self._complaints,
                 flush=True,
             )
+
+
+def journal_stream(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``stream`` is the journald connection systemd names in $JOURNAL_STREAM.
+
+    systemd.exec(5): "device:inode" of the service's stdout or stderr when it
+    goes to the journal. A stream redirected elsewhere has other numbers.
+    """
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    fd = _fileno(stream)
+    if fd is None or not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == (int(device), int(inode))
 
 
 def _fileno(stream: TextIO) -> int | None:
