@@ -26,6 +26,8 @@ from mirrord.core.logs import make_logger
 from mirrord.core.model import ArchKey
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
+from mirrord.shell.control import render
+from mirrord.shell.control.client import call
 from tests.daemon_harness import daemon_config
 from tests.helpers import Mirror, check_published, spawn_mirrord, until
 from tests.prom import samples, scrape, value
@@ -236,6 +238,12 @@ async def test_the_daemon_keeps_mirroring_without_its_log_reader_and_counts_the_
     async with published_daemon(mirror, pipe_without_reader()) as (process, config):
         found = samples(await scrape(f"http://{config.metrics.listen}"))
         assert value(found, "mirrord_log_lines_dropped_total") > 0
+        assert config.control.socket is not None
+        reply = await call(config.control.socket, "status", {})
+        assert reply["log"]["dropped"] > 0
+        shown = render.status(reply)
+        assert "log: " in shown
+        assert "lines dropped: cannot write the log ([Errno 32] Broken pipe)" in shown
 
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), 60)
@@ -248,6 +256,10 @@ async def test_the_daemon_mirrors_on_while_its_log_reader_does_not_read(mirror: 
     async with published_daemon(mirror, write) as (process, config):
         found = samples(await scrape(f"http://{config.metrics.listen}"))
         assert value(found, "mirrord_log_lines_dropped_total") == 0
+        assert config.control.socket is not None
+        reply = await call(config.control.socket, "status", {})
+        assert reply["log"] == {"dropped": 0, "trouble": None}
+        assert "log: every line written" in render.status(reply)
 
         process.send_signal(signal.SIGTERM)  # then the reader reads again
         data = await asyncio.to_thread(read_all, read)

@@ -57,6 +57,7 @@ class LogOutput:
         self._broken = False
         self._said: set[str] = set()
         self.dropped = 0
+        self.trouble: str | None = None  # why the first line was dropped
         self._fd = _fileno(stream) if write_behind else None
         self._writer: threading.Thread | None = None
         if self._fd is not None:
@@ -110,6 +111,10 @@ class LogOutput:
                 self._pending_bytes += len(message) + 1
                 self._wake.notify()
 
+    def state(self) -> dict[str, object]:
+        """What ``ctl status`` shows: lines dropped, and why the first was."""
+        return {"dropped": self.dropped, "trouble": self.trouble}
+
     def close(self, timeout: float = DRAIN_SECONDS) -> None:
         """Stop writing behind: the pending lines get ``timeout`` seconds, the rest is dropped.
 
@@ -153,6 +158,7 @@ class LogOutput:
         self._say(type(error).__name__, f"cannot write the log ({error})")
 
     def _say(self, kind: str, what: str) -> None:
+        self.trouble = self.trouble or what
         if kind in self._said or self._complaints is None:
             return
         self._said.add(kind)

@@ -245,6 +245,7 @@ class Daemon:
                 spawn=self._spawn,
                 draining=lambda: self.draining,
                 background=self.supervisor.summary,
+                log=self._log_state,
                 push=lambda: downstream.push.status() if downstream.push else None,
                 announce=lambda: downstream.announcer.status() if downstream.announcer else None,
                 purge=lambda: downstream.purger.status() if downstream.purger else None,
@@ -307,6 +308,11 @@ class Daemon:
 
     def _dropped_log_lines(self) -> int:
         return self._log_output.dropped if self._log_output is not None else 0
+
+    def _log_state(self) -> dict[str, object]:
+        if self._log_output is None:
+            return {"dropped": 0, "trouble": None}
+        return self._log_output.state()
 
     async def _health_body(self) -> dict[str, Any]:
         return (await self.health()).body()

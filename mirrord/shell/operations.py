@@ -60,6 +60,7 @@ class DaemonControls:
     fleet: Callable[[], dict[str, Any] | None] = lambda: None  # fleet mode's state
     health: Callable[[], Awaitable[dict[str, Any] | None]] | None = None  # GET /health's body
     background: Callable[[], dict[str, object]] = dict  # failures of supervised background work
+    log: Callable[[], dict[str, object]] = dict  # lines the log output dropped (logoutput.py)
 
 
 class Operations:
@@ -108,6 +109,7 @@ class Operations:
             fleet=self.daemon.fleet(),
             health=await self.daemon.health() if self.daemon.health is not None else None,
             background=self.daemon.background(),
+            log=self.daemon.log(),
         )
 
     async def cmd_status(self, request: Request) -> StatusReport:

@@ -117,6 +117,7 @@ class StatusReport(TypedDict):
     fleet: dict[str, Any] | None  # fleet mode's state (sync/fleet.py), None when not configured
     health: dict[str, Any] | None  # what GET /health answers (sync/health.py)
     background: dict[str, object]  # failures of supervised background work (supervisor.py)
+    log: dict[str, object]  # log lines dropped, and why the first was (core/logoutput.py)
     tasks: int  # asyncio tasks alive in the daemon (flat over months, or something leaks)
     arches: list[ArchReport]
     trees: TreesReport | None  # the releases trees, None when not configured
@@ -150,6 +151,7 @@ async def status_report(
     fleet: dict[str, Any] | None = None,
     health: dict[str, Any] | None = None,
     background: dict[str, object] | None = None,
+    log: dict[str, object] | None = None,
 ) -> StatusReport:
     """Everything an operator asks first; reads the database (on its thread)."""
     now = runtime.clock.time()
@@ -223,6 +225,7 @@ async def status_report(
         "fleet": fleet,
         "health": health,
         "background": background or {"failures": {}, "last_failure": None},
+        "log": log or {"dropped": 0, "trouble": None},
         "tasks": len(asyncio.all_tasks()),
         "arches": arches,
         "trees": trees_report(runtime, now),

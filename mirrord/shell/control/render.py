@@ -38,7 +38,7 @@ def reply(cmd: str, result: Any, now: float | None = None) -> str:
 # What the daemon's status reply holds today; any other key is shown as it comes.
 _STATUS_KEYS = {"version", "pid", "paused", "draining", "uptime", "sync", "rate", "downloads"}
 _STATUS_KEYS |= {"store", "verify", "arches", "push", "announce", "purge", "trees", "background"}
-_STATUS_KEYS |= {"bucket", "fleet", "health"}
+_STATUS_KEYS |= {"bucket", "fleet", "health", "log"}
 _ARCH_COLUMNS = {"arch", "state", "snapshot", "packages", "published_at", "lag", "next_poll"}
 _ARCH_COLUMNS |= {"last_outcome", "last_error", "held", "rerun_queued"}
 _ARCH_HIDDEN = {"bytes", "published_last_modified", "origin_last_modified", "last_success"}
@@ -70,6 +70,9 @@ def status(result: Reply, now: float | None = None) -> str:
     background = result.get("background")
     if isinstance(background, Mapping):
         fields.append(("background", _background(background, now)))
+    log = result.get("log")
+    if isinstance(log, Mapping):
+        fields.append(("log", _log(log)))
     fields += downstream_lines(result, now)
     fleet = fleet_line(result, now)
     if fleet is not None:
@@ -258,6 +261,13 @@ def _background(background: Reply, now: float) -> str:
             f"{shorten(str(last.get('error')))}"
         )
     return text
+
+
+def _log(log: Reply) -> str:
+    dropped = log.get("dropped")
+    if not dropped:
+        return "every line written"
+    return f"{_count(dropped)} lines dropped: {shorten(str(log.get('trouble')))}"
 
 
 def _verify(verify: Reply, now: float) -> str:
