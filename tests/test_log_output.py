@@ -19,6 +19,8 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
+
 from mirrord.core.config import Config
 from mirrord.core.config.parse import load_config
 from mirrord.core.logoutput import LogOutput
@@ -244,6 +246,13 @@ async def test_the_daemon_keeps_mirroring_without_its_log_reader_and_counts_the_
         shown = render.status(reply)
         assert "log: " in shown
         assert "lines dropped: cannot write the log ([Errno 32] Broken pipe)" in shown
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{config.metrics.listen}/") as page,
+        ):
+            assert "lines dropped: cannot write the log ([Errno 32] Broken pipe)" in (
+                await page.text()
+            )
 
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), 60)

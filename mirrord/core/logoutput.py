@@ -16,7 +16,7 @@ once on ``complaints`` (stderr, when the logs go elsewhere).
   chance. The thread writes the descriptor itself, never the stream's
   buffer, whose lock a stuck thread would hold at interpreter exit.
 - Without it (a command run by hand or by cron) a line is written before
-  ``msg`` returns: the command waits for its reader like any program.
+  the logging call returns: the command waits for its reader like any program.
 - ``journal``: the stream is journald's (``journal_stream``), so each line
   starts with its syslog priority (``<3>`` for an error), which journald takes
   off and files as PRIORITY: ``journalctl -u mirrord -p warning`` works.
@@ -118,7 +118,7 @@ class LogOutput:
     def close(self, timeout: float = DRAIN_SECONDS) -> None:
         """Stop writing behind: the pending lines get ``timeout`` seconds, the rest is dropped.
 
-        Lines logged afterwards are written before ``msg`` returns.
+        Lines logged afterwards are written before the logging call returns.
         """
         if self._writer is None:
             return

@@ -115,6 +115,9 @@ def _header(report: StatusReport, now: float) -> list[str]:
         ("poll interval", duration(report["sync"]["interval"])),
         ("uptime", duration(report["uptime"])),
     ]
+    log = report["log"]
+    if log["dropped"]:  # with the log gone, this page is one of the ways left to see the daemon
+        facts.append(("log", f"{log['dropped']:,} lines dropped: {log['trouble']}"))
     return [
         f'<h1>mirrord <small>{_e(_utc(now))}</small> <span class="badge {tone}" '
         f'id="daemon-state">{_e(state)}</span></h1>',
