@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from mirrord.demo.repogen import simple_specs
 from mirrord.shell.control import render
 from mirrord.shell.control.client import call
 from tests.daemon_harness import daemon_config
-from tests.helpers import Mirror, check_published, spawn_mirrord, until
+from tests.helpers import REPO_ROOT, Mirror, check_published, spawn_mirrord, until
 from tests.prom import samples, scrape, value
 from tests.sdnotify import NotifyListener
 
@@ -170,6 +171,29 @@ async def test_on_journald_each_line_starts_with_its_priority(mirror: Mirror) ->
         levels.add(level)
     assert {"info", "warning"} <= levels
     assert all(json.loads(line)["level"] for line in outputs[1].decode().splitlines())
+
+
+async def test_a_sync_started_with_stdout_closed_publishes_and_logs_into_no_file(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(KEY, simple_specs("a", 5))
+    config_path = mirror.config_file(KEY)
+    command = [sys.executable, "-m", "mirrord.shell.cli", "sync", "--config", str(config_path)]
+    process = await asyncio.create_subprocess_exec(
+        "sh", "-c", 'exec "$@" >&-', "sh", *command, cwd=REPO_ROOT, stderr=subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    assert err == b""
+    config = load_config(config_path)
+    assert check_published(config).ok
+    # No file took stdout's number and a log line with it.
+    for root in (config.storage.path, config.publish.path):
+        for path in root.rglob("*"):
+            if path.is_file():
+                assert b'"event": ' not in path.read_bytes(), path
+    again = await spawn_mirrord("sync", "--config", str(config_path))
+    assert await again.wait() == 0  # its state database whole
 
 
 async def test_a_sync_whose_log_reader_went_away_publishes_and_says_so_once(

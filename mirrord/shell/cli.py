@@ -427,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _open_standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("sync", "run", "demo"):
@@ -447,6 +448,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
         return 130
+
+
+def _open_standard_streams() -> None:
+    """Point a closed stdin, stdout or stderr at /dev/null, as a daemon does.
+
+    Started with one closed (``>&-``, some supervisors), the next file opened
+    would take its number, and a stray write to it (a log line) would land in
+    that file: the state database, say. Python has made the stream None.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            # Opened in order 0, 1, 2: the lowest free number, which is this one.
+            opened = os.open(os.devnull, os.O_RDWR)
+            setattr(sys, name, open(opened, mode, closefd=False))  # noqa: SIM115 (the process's own)
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
