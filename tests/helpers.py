@@ -244,3 +244,10 @@ async def until(condition: Callable[[], Any], seconds: float, what: str) -> None
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"not within {seconds} s: {what}") from None
+
+
+def pipe_without_reader() -> int:
+    """The write end of a pipe whose read end is already closed (a reader that went away)."""
+    read, write = os.pipe()
+    os.close(read)
+    return write

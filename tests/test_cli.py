@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from mirrord.demo.repogen import build_index, simple_specs
 from mirrord.shell.cli import main
 from mirrord.storage.lock import StorageLock
 from mirrord.sync.engine import SyncEngine
-from tests.helpers import Mirror, spawn_mirrord
+from tests.helpers import Mirror, pipe_without_reader, spawn_mirrord
 
 GOOD = ArchKey("v3.20", "main", "x86_64")
 BAD = ArchKey("v3.20", "main", "aarch64")
@@ -45,6 +46,24 @@ async def test_sync_exit_codes_and_failure_lines(mirror: Mirror) -> None:
 
     code, _out, err = await mirrord("sync", "--config", config, "--only", "v9/x/y")
     assert code == 2 and "not in the configuration" in err
+
+
+async def test_a_report_whose_reader_went_away_ends_with_status_1_and_no_traceback(
+    mirror: Mirror,
+) -> None:
+    mirror.tree.put(GOOD, simple_specs("a", 3))
+    config = str(mirror.config_file(GOOD))
+    assert (await mirrord("sync", "--config", config))[0] == 0
+    for command in ("verify-tree", "check-config"):
+        stdout = pipe_without_reader()  # | head, having read what it wanted
+        try:
+            process = await spawn_mirrord(
+                command, "--config", config, stdout=stdout, stderr=asyncio.subprocess.PIPE
+            )
+        finally:
+            os.close(stdout)
+        _, err = await process.communicate()
+        assert (process.returncode, err.decode()) == (1, ""), command
 
 
 async def test_a_second_instance_on_the_same_storage_is_refused(mirror: Mirror) -> None:

@@ -27,12 +27,20 @@ from mirrord.core.config.parse import load_config
 from mirrord.core.logoutput import LogOutput
 from mirrord.core.logs import make_logger
 from mirrord.core.model import ArchKey
+from mirrord.core.streams import reader_gone, to_devnull
 from mirrord.demo.origin import Fault
 from mirrord.demo.repogen import simple_specs
 from mirrord.shell.control import render
 from mirrord.shell.control.client import call
 from tests.daemon_harness import daemon_config
-from tests.helpers import REPO_ROOT, Mirror, check_published, spawn_mirrord, until
+from tests.helpers import (
+    REPO_ROOT,
+    Mirror,
+    check_published,
+    pipe_without_reader,
+    spawn_mirrord,
+    until,
+)
 from tests.prom import samples, scrape, value
 from tests.sdnotify import NotifyListener
 
@@ -43,11 +51,18 @@ SAID = (
 )
 
 
-def pipe_without_reader() -> int:
-    """The write end of a pipe whose read end is already closed."""
+def test_reader_gone_tells_a_pipe_nobody_reads_from_one_still_read_and_from_a_file(
+    tmp_path: Path,
+) -> None:
     read, write = os.pipe()
-    os.close(read)
-    return write
+    with os.fdopen(write, "w") as stream, (tmp_path / "file").open("w") as file:
+        assert not reader_gone(stream)
+        os.close(read)
+        assert reader_gone(stream)
+        assert not reader_gone(file)
+        to_devnull(stream)  # and then it writes nowhere, without an error
+        stream.write("gone\n")
+        stream.flush()
 
 
 def full_pipe() -> tuple[int, int, int]:

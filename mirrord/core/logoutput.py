@@ -31,6 +31,8 @@ import threading
 from collections.abc import Mapping
 from typing import TextIO
 
+from mirrord.core.streams import to_devnull
+
 WRITE_BEHIND_BYTES = 1 << 20  # lines held for a reader that is not reading
 DRAIN_SECONDS = 5.0  # what ``close`` gives the pending lines by default
 
@@ -154,7 +156,7 @@ class LogOutput:
         self.dropped += lines
         if isinstance(error, OSError) and error.errno == errno.EPIPE:
             self._broken = True
-            _write_to_devnull(self.stream)
+            to_devnull(self.stream)
         self._say(type(error).__name__, f"cannot write the log ({error})")
 
     def _say(self, kind: str, what: str) -> None:
@@ -199,13 +201,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _write_to_devnull(stream: TextIO) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        fd = stream.fileno()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, fd)
-        finally:
-            os.close(devnull)

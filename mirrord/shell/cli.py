@@ -20,6 +20,7 @@ from mirrord.core.aio import first_of_group, run_async
 from mirrord.core.crashpoints import CrashPoints
 from mirrord.core.errors import ConfigError, LockHeldError, MirrordError
 from mirrord.core.heap import cap_arenas, pin_mmap_threshold
+from mirrord.core.streams import reader_gone, to_devnull
 from mirrord.shell import ctl
 from mirrord.shell.sdnotify import Notifier
 
@@ -448,6 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not reader_gone(sys.stdout):
+            raise  # a socket's, not stdout's: a bug to see
+        # The reader of the command's report went away (| head): exit 1, as the
+        # tools a broken pipe kills do, without a traceback.
+        to_devnull(sys.stdout)
+        return EXIT_FAILED
 
 
 def _open_standard_streams() -> None:

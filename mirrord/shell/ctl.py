@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from mirrord.core.aio import first_completed, first_of_group, run_async
 from mirrord.core.config import DEFAULT_CONTROL_SOCKET
 from mirrord.core.config.parse import load_config
 from mirrord.core.errors import ControlError
+from mirrord.core.streams import to_devnull
 from mirrord.shell.control import render
 from mirrord.shell.control.client import DaemonUnreachable, call
 
@@ -143,10 +143,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 
 def _reader_gone() -> int:
-    """Whoever read stdout stopped (``| head``): that ends the command, quietly. Stdout
-    points at /dev/null from here, or Python's flush at exit would complain again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    """Whoever read stdout stopped (``| head``): that ends the command, quietly."""
+    to_devnull(sys.stdout)
     return EXIT_OK
 
 
