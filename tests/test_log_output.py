@@ -1,8 +1,11 @@
-"""A log reader that goes away never stops a sync or the daemon (``core.logs.LogOutput``).
+"""Standard streams in trouble: the log's reader goes away or stops reading, stdout is closed.
 
-The log reader of a daemon can die under it: the log process of a supervisor,
-``mirrord run | tee``, a journald stream. Writing to that pipe then fails
-(EPIPE) at whatever line logs next.
+The log reader of a daemon can die under it (the log process of a supervisor,
+``mirrord run | tee``, a journald stream: writing then fails with EPIPE at
+whatever line logs next) or stall (a hung journald: writing blocks). Neither
+may stop or freeze a sync or the daemon (``core.logoutput``). On journald each
+line carries its priority; a command started with stdout closed publishes all
+the same (``shell.cli``).
 """
 
 from __future__ import annotations
