@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from typing import TextIO
@@ -67,6 +68,16 @@ class LogOutput:
                 target=self._write_behind, name="log-writer", daemon=True
             )
             self._writer.start()
+
+    @classmethod
+    def to_stdout(cls, environ: Mapping[str, str], *, write_behind: bool = False) -> LogOutput:
+        """A command's log: stdout, its troubles said on stderr, priorities for journald."""
+        return cls(
+            sys.stdout,
+            complaints=sys.stderr,
+            write_behind=write_behind,
+            journal=journal_stream(sys.stdout, environ),
+        )
 
     # structlog calls the method named after each line's level.
     def debug(self, message: str) -> None:

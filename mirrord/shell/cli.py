@@ -111,7 +111,7 @@ def _root(root: Root) -> str:
 
 def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mirrord.core.clock import SystemClock
-    from mirrord.core.logoutput import LogOutput, journal_stream
+    from mirrord.core.logoutput import LogOutput
     from mirrord.core.logs import make_logger
     from mirrord.shell.progress import ProgressReporter, summary
     from mirrord.sync.runtime import open_runtime
@@ -132,9 +132,7 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     log = make_logger(
         args.log_level or config.log.level,
         args.log_format or config.log.format,
-        output=LogOutput(
-            sys.stdout, complaints=sys.stderr, journal=journal_stream(sys.stdout, os.environ)
-        ),
+        output=LogOutput.to_stdout(os.environ),
     )
 
     # Lines redrawn in place on the terminal only while the logs go elsewhere (a log line
@@ -239,18 +237,13 @@ async def _sync_bucket(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mirrord.core.logoutput import LogOutput, journal_stream
+    from mirrord.core.logoutput import LogOutput
     from mirrord.core.logs import make_logger
     from mirrord.shell.daemon import Daemon
 
     config = _load(args.config)
     # Written behind: a log reader that stops reading freezes nothing.
-    output = LogOutput(
-        sys.stdout,
-        complaints=sys.stderr,
-        write_behind=True,
-        journal=journal_stream(sys.stdout, os.environ),
-    )
+    output = LogOutput.to_stdout(os.environ, write_behind=True)
     log = make_logger(
         args.log_level or config.log.level, args.log_format or config.log.format, output=output
     )
