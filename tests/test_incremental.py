@@ -101,3 +101,21 @@ async def test_a_tree_to_repair_looks_every_package_up_again(mirror: Mirror) -> 
     assert (planned["unchanged"], planned["stored"], planned["missing"]) == (0, 12, 0)
     assert check_published(config).ok
     assert len(mirror.origin.package_requests()) == 12
+
+
+async def test_an_index_replaced_while_no_mirrord_ran_is_published_again(mirror: Mirror) -> None:
+    """A new process does not vouch for the index it finds on disk: it compares its digest."""
+    mirror.tree.put(KEY, simple_specs("pkg", 5, payload=1000))
+    config = mirror.config(KEY)
+    assert (await mirror.sync(config))[0].outcome == "published"
+    index = config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+    served = index.read_bytes()
+    index.unlink()  # replaced, not written through: a hard link into the store
+    index.write_bytes(b"an index that is not the one published")
+
+    (result,) = await mirror.sync(config)
+
+    assert result.outcome == "published", result.error
+    assert index.read_bytes() == served
+    assert check_published(config).ok
+    assert len(mirror.origin.package_requests()) == 5  # nothing fetched again

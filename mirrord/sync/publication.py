@@ -214,8 +214,12 @@ class Publication:
             await self.count_store()
 
     def note_served_at_start(self, key: ArchKey, snapshot: Snapshot, published_at: float) -> None:
-        """What a first look since start-up found live: the book, and the fleet, learn it."""
-        self.note_current(key, snapshot, published_at)
+        """What a first look since start-up found live: the book, and the fleet, learn it.
+
+        The index on disk is not vouched for yet (it may have been replaced while
+        no mirrord ran): the first ``index_intact`` compares its digest.
+        """
+        self.book.note_published(key, snapshot, published_at, index_stat=None)
         if self.barrier is not None:
             self.barrier.serving(key, snapshot.index_sha256, snapshot.last_modified, published_at)
 
