@@ -7,6 +7,8 @@ Third-party exceptions are mapped into this tree where they enter mirrord.
 
 from __future__ import annotations
 
+import time
+
 from mirrord.core.units import format_bytes
 
 
@@ -238,6 +240,29 @@ class MassDeletionError(PublishError):
             f"'mirrord ctl publish --force {arch_key}' (daemon) "
             f"or 'mirrord sync --force {arch_key}'",
         )
+
+
+class OlderIndexError(PublishError):
+    """The origin serves an older index than the one published: refuse until forced."""
+
+    def __init__(self, arch_key: str, origin_mtime: float, published_mtime: float) -> None:
+        self.origin_mtime = origin_mtime
+        self.published_mtime = published_mtime
+        super().__init__(
+            arch_key,
+            "refusing to publish: the origin serves an older index (Last-Modified "
+            f"{_http_date(origin_mtime)}) than the one published ({_http_date(published_mtime)}): "
+            "an origin server behind the others, a restore from backup, or an old index "
+            "replayed; the published one stays. If the origin really went back, force this "
+            f"publish once: 'mirrord ctl publish --force {arch_key}' (daemon) "
+            f"or 'mirrord sync --force {arch_key}'",
+        )
+
+
+def _http_date(timestamp: float) -> str:
+    """As a Last-Modified header says it (``curl -I``); email.utils is too heavy to import
+    here, where every fetch worker imports this module."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(timestamp))
 
 
 class TreeDeletionError(PublishError):

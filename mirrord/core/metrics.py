@@ -220,6 +220,13 @@ class Metrics:
             ARCH_LABELS,
             registry=r,
         )
+        self.older_index_refusals = Counter(
+            "mirrord_older_index_refusals",
+            "Publishes refused because the origin served an index older (by its "
+            "Last-Modified) than the published one.",
+            ARCH_LABELS,
+            registry=r,
+        )
         self.disk_free = Gauge(
             "mirrord_storage_free_bytes",
             "Free bytes on the storage filesystem at the last space check.",

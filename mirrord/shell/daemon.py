@@ -65,6 +65,7 @@ LIVE_KEYS = frozenset(
         "publish.grace",
         "publish.max_delete_fraction",
         "publish.keep_snapshots",
+        "publish.older_index",
         "fetch.rate_limit",
         "fetch.burst",
         "fetch.schedule",

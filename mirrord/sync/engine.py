@@ -30,6 +30,7 @@ from mirrord.core.errors import (
     IndexRejectedError,
     MassDeletionError,
     MirrordError,
+    OlderIndexError,
     OriginError,
     PermanentOriginError,
     ShuttingDownError,
@@ -43,6 +44,7 @@ from mirrord.fetch.fetcher import Fetcher
 from mirrord.fetch.origin import IndexResult, OriginClient
 from mirrord.fetch.retry import call_with_retries, retry_reason
 from mirrord.fetch.seed import seed_from_tree
+from mirrord.publish.generations import goes_back
 from mirrord.publish.plan import Listing, PublishPlan, list_files, plan_listing
 from mirrord.publish.publisher import Publisher
 from mirrord.storage.committer import Committer
@@ -121,7 +123,7 @@ class SyncEngine:
             try:
                 with first_of_group(MirrordError, OSError):  # a nested task group's own error
                     result = await self._sync_newest(key, force, log)
-            except (MassDeletionError, DiskSpaceError) as error:
+            except (MassDeletionError, OlderIndexError, DiskSpaceError) as error:
                 result = ArchResult(key, Outcome.REFUSED, error=str(error))
             except ShuttingDownError as error:
                 result = ArchResult(key, Outcome.INTERRUPTED, error=str(error))
@@ -174,6 +176,7 @@ class SyncEngine:
             return ArchResult(
                 key, Outcome.UNCHANGED, packages=snapshot.packages, snapshot_id=snapshot.id
             )
+        self._refuse_going_back(key, response, snapshot, force)
         new = await self._plan(key, response, body, snapshot, force=force, trusted=trusted, log=log)
         await self.committer.commit_bytes(body)
         del body, response  # stored now: the publish reads it back, not held through downloads
@@ -272,13 +275,19 @@ class SyncEngine:
             seen = self.book[key].origin_seen
             if asked_with is not None:
                 seen = OriginSeen(
-                    asked_with.etag, asked_with.last_modified_header, asked_with.index_sha256
+                    asked_with.etag,
+                    asked_with.last_modified_header,
+                    asked_with.index_sha256,
+                    asked_with.last_modified,
                 )
                 self.book.note_origin(key, seen, asked_with.last_modified, now)
             return
         self.book.note_poll(key, "modified", now)
         seen = OriginSeen(
-            response.etag, response.last_modified, hashlib.sha256(response.body).hexdigest()
+            response.etag,
+            response.last_modified,
+            hashlib.sha256(response.body).hexdigest(),
+            response.last_modified_ts,
         )
         self.book.note_origin(key, seen, response.last_modified_ts, now)
 
@@ -303,6 +312,22 @@ class SyncEngine:
             )
             return None
         return response.body
+
+    def _refuse_going_back(
+        self, key: ArchKey, response: IndexResult, snapshot: Snapshot | None, force: bool
+    ) -> None:
+        """Raise OlderIndexError for an index older than the published one, unless forced."""
+        if force or snapshot is None or self.live.config.publish.older_index == "publish":
+            return
+        seen = self.book[key].origin_seen
+        assert seen is not None  # the poll that brought the index noted it
+        if seen.sha256 == snapshot.index_sha256:
+            return  # the published bytes under an older date: a tree to repair, not a step back
+        origin_mtime = response.last_modified_ts
+        if goes_back(origin_mtime, snapshot.last_modified, snapshot.created_at):
+            assert origin_mtime is not None and snapshot.last_modified is not None
+            self.metrics.older_index_refusals.labels(**Metrics.labels(key)).inc()
+            raise OlderIndexError(str(key), origin_mtime, snapshot.last_modified)
 
     async def _plan(
         self,

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import ArchKey
+from mirrord.publish.generations import goes_back
 from mirrord.storage.statedb import Snapshot
 
 
@@ -58,6 +59,7 @@ class OriginSeen:
     etag: str | None
     last_modified: str | None
     sha256: str
+    mtime: float | None = None  # last_modified as a timestamp
 
 
 @dataclass
@@ -181,7 +183,12 @@ class StatusBook:
     def _compare(status: ArchStatus, now: float) -> None:
         """Behind since the origin first had an index we do not publish."""
         seen = status.origin_seen
-        if seen is None or seen.sha256 == status.published_sha256:
+        if (
+            seen is None
+            or seen.sha256 == status.published_sha256
+            # an older index than ours (refused unless forced): we are not behind it
+            or goes_back(seen.mtime, status.published_last_modified, status.published_at)
+        ):
             status.behind_since = None
         elif status.behind_since is None:
             # An origin clock ahead of ours must not hide the lag.

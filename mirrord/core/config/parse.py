@@ -23,6 +23,7 @@ _LEVELS = ("debug", "info", "warning", "error")
 
 
 WORKER_CPU = ("normal", "idle")
+OLDER_INDEX = ("refuse", "publish")
 
 
 _FORMATS = ("auto", "json", "console")
@@ -61,6 +62,9 @@ def parse_config(data: object) -> Config:
         ),
         keep_snapshots=publish_section.get(
             "keep_snapshots", check.int_range(1, 10_000), PublishConfig.keep_snapshots
+        ),
+        older_index=publish_section.get(
+            "older_index", check.choice(OLDER_INDEX), PublishConfig.older_index
         ),
     )
     publish_section.finish()

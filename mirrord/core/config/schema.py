@@ -36,6 +36,7 @@ class PublishConfig:
     grace: float = 3600.0
     max_delete_fraction: float = 0.10
     keep_snapshots: int = 20
+    older_index: str = "refuse"  # "publish": follow an origin whose index goes back in time
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,32 @@
+"""Whether an origin's index would take an arch back to an older one. Pure.
+
+The origin's Last-Modified orders an arch's indexes: mirror-status reads a
+mirror's freshness from it, and fleet mode orders generations by it. An index
+older than the one published comes from an origin server behind the others (a
+load balancer's lagging backend, a stale cache), a restore from backup, or an
+old index replayed: its signature is as valid as it ever was, so no client can
+tell. Publishing it would take back the packages published since, and
+alternate with the newer index for as long as the origin's servers disagree.
+"""
+
+from __future__ import annotations
+
+# An index dated this much later than when we published it came from an origin
+# whose clock ran ahead: its date orders nothing (every index written once the
+# clock was put right would look older).
+CLOCK_AHEAD = 300.0
+
+
+def goes_back(
+    origin_mtime: float | None, published_mtime: float | None, published_at: float | None
+) -> bool:
+    """Is the origin's index older than the published one, by the origin's own dates?
+
+    ``published_at`` is our clock when the published index was fetched and
+    recorded. An unknown date orders nothing.
+    """
+    if origin_mtime is None or published_mtime is None:
+        return False
+    if published_at is not None and published_mtime > published_at + CLOCK_AHEAD:
+        return False
+    return origin_mtime < published_mtime
