@@ -47,3 +47,30 @@ def test_an_index_live_for_another_arch_is_copied_so_each_keeps_its_own_mtime(
     assert main.read_bytes() == testing.read_bytes() == b"an empty repository's index"
     assert not os.path.samefile(main, testing)
     assert (main.stat().st_mtime, testing.stat().st_mtime) == (ORIGIN_MTIME, ORIGIN_MTIME + 3600)
+
+
+def test_index_is_a_stat_for_the_linked_index_and_a_hash_otherwise(tmp_path: Path) -> None:
+    tree = publisher(tmp_path)
+    same = tree.store.put_bytes(b"an empty repository's index")
+    tree.go_live(MAIN, same, ORIGIN_MTIME)
+    tree.go_live(TESTING, same, ORIGIN_MTIME)  # a copy
+    read: list[ArchKey] = []
+    index_bytes = tree.index_bytes
+
+    def counted(key: ArchKey) -> bytes | None:
+        read.append(key)
+        return index_bytes(key)
+
+    tree.index_bytes = counted  # type: ignore[method-assign]
+    assert tree.index_is(MAIN, same) and read == []  # the stored object itself: no read
+    assert tree.index_is(TESTING, same) and read == [TESTING]
+    other = tree.store.put_bytes(b"another index")
+    assert not tree.index_is(MAIN, other)
+    live = tree.arch_dir(MAIN) / INDEX_NAME
+    live.unlink()  # replaced behind mirrord's back by the same bytes: hashed, still ours
+    live.write_bytes(b"an empty repository's index")
+    assert tree.index_is(MAIN, same)
+    live.write_bytes(b"something else")
+    assert not tree.index_is(MAIN, same)
+    live.unlink()
+    assert not tree.index_is(MAIN, same)

@@ -125,6 +125,22 @@ class Publisher:
         data = self.index_bytes(key)
         return None if data is None else hashlib.sha256(data).hexdigest()
 
+    def index_is(self, key: ArchKey, digest: str) -> bool:
+        """Is the published index the bytes of this digest?
+
+        A stat when it is the stored object itself (a publish links it in; damage
+        written through that link is the scrub's to find, as for packages), else
+        a hash of the file.
+        """
+        try:
+            published = os.stat(self.arch_dir(key) / INDEX_NAME)
+            stored = os.stat(self.store.object_file(digest))
+        except FileNotFoundError:
+            return self.index_digest(key) == digest
+        if (published.st_dev, published.st_ino) == (stored.st_dev, stored.st_ino):
+            return True
+        return self.index_digest(key) == digest
+
     def package_files(self, key: ArchKey) -> set[str]:
         directory = self.arch_dir(key)
         if not directory.is_dir():

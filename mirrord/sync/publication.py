@@ -242,8 +242,7 @@ class Publication:
         except FileNotFoundError:
             return False
         if status.index_stat is None:
-            digest = await asyncio.to_thread(self.publisher.index_digest, key)
-            if digest != snapshot.index_sha256:
+            if not await asyncio.to_thread(self.publisher.index_is, key, snapshot.index_sha256):
                 return False
             status.index_stat = (info.st_size, info.st_mtime_ns)
         return status.index_stat == (info.st_size, info.st_mtime_ns)
