@@ -378,7 +378,8 @@ class ReleaseMirror:
         except (MirrordError, OSError) as error:
             if isinstance(error, TreeRejectedError | PublishError):
                 log.warning("releases.directory.refused", error=str(error))
-                return TreeOutcome(directory, "refused", str(error))
+                reason = error.reason if isinstance(error, PublishError) else str(error)
+                return TreeOutcome(directory, "refused", reason)  # the directory is named beside it
             log.warning("releases.directory.failed", error=str(error))
             return TreeOutcome(directory, "failed", str(error))
 
