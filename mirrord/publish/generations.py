@@ -22,8 +22,8 @@ def goes_back(
 ) -> bool:
     """Is the origin's index older than the published one, by the origin's own dates?
 
-    ``published_at`` is our clock when the published index was fetched and
-    recorded. An unknown date orders nothing.
+    ``published_at`` is our clock when we recorded or published that index, a
+    little after the origin wrote it. An unknown date orders nothing.
     """
     if origin_mtime is None or published_mtime is None:
         return False
