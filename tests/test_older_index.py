@@ -175,6 +175,9 @@ async def test_the_daemon_serves_on_without_lag_and_says_why(mirror: Mirror) -> 
         assert "older index" in row["last_error"]
         shown = await human_ctl(daemon, "status")
         assert "refused: refusing to publish: the origin serves an older index" in shown
+        # The table cuts it; under it, whole, with what to do.
+        assert f"\n{KEY}: refused: refusing to publish: the origin serves an older index" in shown
+        assert f"'mirrord ctl publish --force {KEY}'" in shown
 
         # The lagging server catches up: the newer index again, and all is well.
         serve_index(mirror, new_index, new_mtime)

@@ -128,7 +128,40 @@ def test_status_is_a_header_block_and_a_table() -> None:
         "-          failed: signature check failed: index is not signed (no .SIGN.RSA m…",
         "v3.21/main/x86_64        idle                        -         0  never      -      "
         "in 42s     unchanged",
+        "",
+        "v3.20/community/aarch64: failed: signature check failed: index is not signed "
+        "(no .SIGN.RSA member) and the rest of a long story",
     ]
+
+
+def test_errors_the_tables_cut_are_shown_whole_under_them_at_most_ten() -> None:
+    force = "'mirrord ctl publish --force {}'"
+    long = "refusing to publish: the origin serves an older index (...); force it once: "
+    arches = [
+        arch(f"v3.20/main/arch{n:02}", last_outcome="refused", last_error=long + force.format(n))
+        for n in range(11)
+    ]
+    arches.append(arch("edge/main/x86_64", last_outcome="failed", last_error="HTTP 503"))
+    trees = {
+        "running": False,
+        "interval": 600,
+        "latest_stable": "v3.20",
+        "directories": [
+            {"directory": "v3.20/releases/x86_64", "outcome": "refused", "error": long + "x"}
+        ],
+    }
+    lines = reply("status", status_reply(arches=arches[:1], trees=trees), NOW).splitlines()
+    assert lines[-3:] == [
+        "",
+        f"v3.20/main/arch00: refused: {long}{force.format(0)}",
+        f"v3.20/releases/x86_64: refused: {long}x",
+    ]
+    lines = reply("status", status_reply(arches=arches), NOW).splitlines()
+    assert lines[-11:] == [
+        *(f"v3.20/main/arch{n:02}: refused: {long}{force.format(n)}" for n in range(10)),
+        "... and 1 more: 'mirrord ctl --json status'",
+    ]
+    assert not any(line.startswith("edge/main/x86_64:") for line in lines)  # shown whole
 
 
 def test_a_fresh_daemon_prints_no_none() -> None:

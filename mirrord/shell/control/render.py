@@ -17,6 +17,7 @@ from mirrord.core.units import format_bytes, format_mib
 Reply = Mapping[str, Any]
 
 MAX_ERROR = 60
+MAX_FULL_ERRORS = 10  # cut short in a table, shown whole under it
 
 
 def reply(cmd: str, result: Any, now: float | None = None) -> str:
@@ -95,7 +96,29 @@ def status(result: Reply, now: float | None = None) -> str:
     trees = result.get("trees")
     if isinstance(trees, Mapping):
         lines += ["", *_tree_table(trees, now)]
+    lines += _errors_in_full(
+        [(a.get("arch"), a.get("last_outcome"), a.get("last_error")) for a in arches]
+        + [
+            (t.get("directory"), t.get("outcome"), t.get("error"))
+            for t in (trees.get("directories") or () if isinstance(trees, Mapping) else ())
+        ]
+    )
     return "\n".join(lines)
+
+
+def _errors_in_full(outcomes: Sequence[tuple[object, object, object]]) -> list[str]:
+    """The errors a table cut short, whole: what to do is often at their end."""
+    cut = [
+        f"{name}: {outcome}: {error}"
+        for name, outcome, error in outcomes
+        if error and len(str(error)) > MAX_ERROR
+    ]
+    if not cut:
+        return []
+    shown = cut[:MAX_FULL_ERRORS]
+    if len(cut) > len(shown):
+        shown.append(f"... and {len(cut) - len(shown)} more: 'mirrord ctl --json status'")
+    return ["", *shown]
 
 
 def _tree_table(trees: Reply, now: float) -> list[str]:
