@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from benchmarks.data import (
@@ -20,6 +20,7 @@ from benchmarks.data import (
     tiny_specs,
 )
 from benchmarks.settings import Sizes
+from mirrord.alpine.apkindex import NOARCH
 from mirrord.demo.repogen import PackageSpec, SigningKey
 
 # one salt per set, so no two sets share package contents
@@ -105,7 +106,12 @@ class DataSets:
     def unchanged(self) -> DataSet:
         s = self.sizes
         count = s.unchanged_repos * s.unchanged_arches * s.unchanged_packages
-        return self._build("unchanged", tiny_specs(self.real, count, 200, salt=_UNCHANGED))
+        # Listed by every arch's index: built for none (mirrord refuses another arch's).
+        specs = [
+            replace(spec, arch=NOARCH)
+            for spec in tiny_specs(self.real, count, 200, salt=_UNCHANGED)
+        ]
+        return self._build("unchanged", specs)
 
     def tiny(self) -> DataSet:
         """The small packages behind the publish and memory scenarios."""

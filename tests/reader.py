@@ -86,7 +86,10 @@ def evolve(specs: list[PackageSpec], step: int) -> list[PackageSpec]:
         for i, s in enumerate(specs)
     ]
     del rebuilt[(step * 3) % len(rebuilt)]
-    rebuilt.append(PackageSpec(f"added{step:03d}", "1.0-r0", payload=1500 + step, seed=5000 + step))
+    added = PackageSpec(
+        f"added{step:03d}", "1.0-r0", arch=specs[0].arch, payload=1500 + step, seed=5000 + step
+    )
+    rebuilt.append(added)
     return rebuilt
 
 

@@ -7,7 +7,7 @@ import hashlib
 import io
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -121,6 +121,13 @@ def unknown_key(world: World) -> None:
     world.tree.write_index(KEY, build_index(world.tree.packages(KEY), world.other))
 
 
+def another_arch(world: World) -> None:
+    """Another arch's index at this path: apk clients would install binaries that cannot run."""
+    builds = [replace(spec, arch="aarch64") for spec in [*BASE, VICTIM]]
+    world.tree.put(KEY, builds)
+    world.bad_bytes += [world.tree.built(spec).data for spec in builds]
+
+
 def mass_deletion(world: World) -> None:
     world.tree.put(KEY, BASE[:5])
 
@@ -135,6 +142,7 @@ SCENARIOS: list[tuple[str, Callable[[World], None], str, str]] = [
     ("unsigned", unsigned, "failed", "index is not signed"),
     ("tampered", tampered, "failed", "does not match the signed bytes"),
     ("unknown_key", unknown_key, "failed", "not a trusted key"),
+    ("another_arch", another_arch, "failed", "a package for another arch in the index of x86_64"),
     ("mass_deletion", mass_deletion, "refused", "drops 15 of 20 package names"),
 ]
 
@@ -180,6 +188,25 @@ async def test_hostile_origin_changes_are_refused_and_the_last_snapshot_stays(
         assert VICTIM.filename in result.error
         failures = mirror.logs.events("fetch.package.verify_failed")
         assert len(failures) == 2 and failures[0]["expected"] != failures[0]["actual"]
+
+
+async def test_verify_tree_names_an_index_of_another_arch(
+    mirror: Mirror, signing_key: SigningKey
+) -> None:
+    """An adopted rsync tree, or a hand-made mistake, that apk clients must not read."""
+    mirror.tree.put(KEY, BASE)
+    config = config_for(mirror)
+    assert (await mirror.sync(config))[0].outcome == "published"
+    assert check_published(config).ok
+    index_path = config.publish.path.joinpath(*KEY.parts, "APKINDEX.tar.gz")
+    builds = [mirror.tree.built(replace(spec, arch="aarch64")) for spec in BASE]
+    index_path.unlink()
+    index_path.write_bytes(build_index(builds, signing_key))
+
+    assert check_published(config).problems == [
+        f"{KEY}: unsafe index: package 'base-0000': A='aarch64': "
+        "a package for another arch in the index of x86_64"
+    ]
 
 
 async def test_a_forced_publish_overrides_the_mass_deletion_guard_once(

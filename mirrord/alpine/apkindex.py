@@ -21,6 +21,7 @@ from mirrord.core.model import PackageRef
 _ALLOWED_NAME = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_+.@~-]*$")
 _ALLOWED_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.~-]*$")
 _MAX_FILENAME = 250
+NOARCH = "noarch"  # a package any arch's index may list
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +97,9 @@ class VerifiedIndex:
     end: int
     max_package_bytes: int
 
-    def entries(self) -> Iterator[IndexEntry]:
+    def entries(self, arch: str | None = None) -> Iterator[IndexEntry]:
         """Each entry in index order; raises as soon as one is unsafe (see ``iter_entries``)."""
-        return iter_entries(self.text, self.max_package_bytes, self.start, self.end)
+        return iter_entries(self.text, self.max_package_bytes, self.start, self.end, arch)
 
 
 # Every character _check_path_text accepts (\s is str.isspace's set, space included):
@@ -132,7 +133,9 @@ def _checksum_ok(value: str) -> bool:
         return False
 
 
-def _entry(fields: dict[str, str], line_number: int, max_package_bytes: int) -> IndexEntry:
+def _entry(
+    fields: dict[str, str], line_number: int, max_package_bytes: int, arch: str | None = None
+) -> IndexEntry:
     name = fields.get("P")
     if name is None:
         raise IndexFormatError(f"entry ending at line {line_number} has no P: (package name)")
@@ -165,7 +168,12 @@ def _entry(fields: dict[str, str], line_number: int, max_package_bytes: int) -> 
             f"absurd size (limit {max_package_bytes}, limits.max_package_bytes)",
             name,
         )
-    return IndexEntry(name, version, checksum, size, fields.get("A"))
+    built_for = fields.get("A")
+    if arch is not None and built_for is not None and built_for not in (arch, NOARCH):
+        raise UnsafeIndexError(
+            "A", built_for, f"a package for another arch in the index of {arch}", name
+        )
+    return IndexEntry(name, version, checksum, size, built_for)
 
 
 _WANTED = frozenset(b"CPVSA")
@@ -184,11 +192,17 @@ def _decoded(fields: dict[int, bytes], line_number: int) -> dict[str, str]:
 
 
 def iter_entries(
-    data: bytes | bytearray, max_package_bytes: int, start: int = 0, end: int | None = None
+    data: bytes | bytearray,
+    max_package_bytes: int,
+    start: int = 0,
+    end: int | None = None,
+    arch: str | None = None,
 ) -> Iterator[IndexEntry]:
     """The entries of the APKINDEX text in ``data[start:end]``, one at a time, each checked.
 
-    Refuses duplicates and unsafe names as it goes: a caller that keeps only
+    Refuses duplicates and unsafe names as it goes, and with ``arch`` a package
+    built for another arch (not ``noarch``): an index served at the wrong path
+    would have apk clients install binaries that cannot run. A caller that keeps only
     what it needs of each entry never holds the whole index as objects.
     Line by line in place, decoding only the fields mirrord uses: an index of
     100,000 packages never exists as a copy, one big str or a list of lines.
@@ -214,11 +228,11 @@ def iter_entries(
                     )
                 fields[key] = bytes(data[pos + 2 : line_end])
         elif fields:
-            yield _unseen(seen, _entry(_decoded(fields, number), number, max_package_bytes))
+            yield _unseen(seen, _entry(_decoded(fields, number), number, max_package_bytes, arch))
             fields = {}
         pos = line_end + 1
     if fields:
-        yield _unseen(seen, _entry(_decoded(fields, number), number, max_package_bytes))
+        yield _unseen(seen, _entry(_decoded(fields, number), number, max_package_bytes, arch))
 
 
 def parse_entries(
@@ -262,8 +276,12 @@ def read_index_archive(
     allow_untrusted: bool,
     max_index_bytes: int,
     max_package_bytes: int,
+    arch: str | None = None,
 ) -> IndexArchive:
-    """Verify and parse an APKINDEX.tar.gz exactly as fetched from the origin."""
+    """Verify and parse an APKINDEX.tar.gz exactly as fetched from the origin.
+
+    With ``arch``, a package built for another arch is refused (see ``iter_entries``).
+    """
     index = open_index_archive(
         blob,
         keyring,
@@ -271,7 +289,7 @@ def read_index_archive(
         max_index_bytes=max_index_bytes,
         max_package_bytes=max_package_bytes,
     )
-    return IndexArchive(index.signer, index.description, tuple(index.entries()))
+    return IndexArchive(index.signer, index.description, tuple(index.entries(arch)))
 
 
 def open_index_archive(

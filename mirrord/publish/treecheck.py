@@ -69,6 +69,7 @@ def check_tree(
                 allow_untrusted=allow_untrusted,
                 max_index_bytes=max_index_bytes,
                 max_package_bytes=max_package_bytes,
+                arch=key.arch,
             )
         except MirrordError as error:
             report.problems.append(f"{key}: {error}")

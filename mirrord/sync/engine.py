@@ -356,7 +356,7 @@ class SyncEngine:
             # it serves; a tree to repair looks every package up in the store.
             intact = trusted and snapshot is not None and _recorded_whole(snapshot)
             signer, description, listing = await self._verify_index(
-                body, previous if intact else None
+                key, body, previous if intact else None
             )
             listed, unchanged = len(listing.files), listing.unchanged
             for batch in listing.waiting.batches(LOOKUP_BATCH):
@@ -392,7 +392,7 @@ class SyncEngine:
         return new
 
     async def _verify_index(
-        self, body: bytes, previous: FileTable | None
+        self, key: ArchKey, body: bytes, previous: FileTable | None
     ) -> tuple[str | None, str, Listing]:
         """The index's signer, description and files; its entries never all exist at once."""
         config = self.live.config
@@ -405,7 +405,7 @@ class SyncEngine:
                 max_index_bytes=config.limits.max_index_bytes,
                 max_package_bytes=config.limits.max_package_bytes,
             )
-            return index.signer, index.description, list_files(index.entries(), previous)
+            return index.signer, index.description, list_files(index.entries(key.arch), previous)
 
         try:
             return await asyncio.to_thread(verify_and_list)
