@@ -10,6 +10,7 @@ import pytest
 
 from mirrord.alpine.apkindex import (
     _PATH_TEXT,
+    VerifiedIndex,
     open_index_archive,
     read_index_archive,
     split_gzip_streams,
@@ -32,6 +33,12 @@ REAL = [
 def read(blob: bytes, keyring: Keyring, *, untrusted: bool = False, limit: int = LIMIT) -> object:
     return read_index_archive(
         blob, keyring, allow_untrusted=untrusted, max_index_bytes=limit, max_package_bytes=PKG_LIMIT
+    )
+
+
+def opened(blob: bytes, keyring: Keyring) -> VerifiedIndex:
+    return open_index_archive(
+        blob, keyring, allow_untrusted=False, max_index_bytes=LIMIT, max_package_bytes=PKG_LIMIT
     )
 
 
@@ -221,13 +228,7 @@ def test_hostile_entries_are_refused_with_the_field(
 
 def test_an_index_of_another_arch_is_refused_at_its_first_entry(alpine_keys: Keyring) -> None:
     name, count, _, _ = REAL[1]  # Alpine's own v3.17 main aarch64
-    index = open_index_archive(
-        (FIXTURES / name).read_bytes(),
-        alpine_keys,
-        allow_untrusted=False,
-        max_index_bytes=LIMIT,
-        max_package_bytes=PKG_LIMIT,
-    )
+    index = opened((FIXTURES / name).read_bytes(), alpine_keys)
     assert sum(1 for _ in index.entries("aarch64")) == count
     with pytest.raises(UnsafeIndexError) as caught:
         next(index.entries("x86_64"))
@@ -243,13 +244,7 @@ def test_noarch_and_entries_without_an_arch_belong_to_every_index(
         f"C:{GOOD_C}\nP:old\nV:1-r0\nS:10\n\n"
         f"C:{GOOD_C}\nP:mine\nV:1-r0\nA:riscv64\nS:10\n\n"
     )
-    index = open_index_archive(
-        _index_with_text(signing_key, text),
-        Keyring.load(_keys(tmp_path, signing_key)),
-        allow_untrusted=False,
-        max_index_bytes=LIMIT,
-        max_package_bytes=PKG_LIMIT,
-    )
+    index = opened(_index_with_text(signing_key, text), Keyring.load(_keys(tmp_path, signing_key)))
     assert [e.arch for e in index.entries("riscv64")] == ["noarch", None, "riscv64"]
     with pytest.raises(UnsafeIndexError, match="another arch in the index of x86"):
         list(index.entries("x86"))
@@ -259,13 +254,7 @@ def test_entries_are_read_one_at_a_time_and_each_is_checked_as_it_comes(
     tmp_path: Path, signing_key: SigningKey
 ) -> None:
     text = f"C:{GOOD_C}\nP:dup\nV:1-r0\nS:10\n\nC:{GOOD_C}\nP:dup\nV:1-r0\nS:10\n\n"
-    index = open_index_archive(
-        _index_with_text(signing_key, text),
-        Keyring.load(_keys(tmp_path, signing_key)),
-        allow_untrusted=False,
-        max_index_bytes=LIMIT,
-        max_package_bytes=PKG_LIMIT,
-    )
+    index = opened(_index_with_text(signing_key, text), Keyring.load(_keys(tmp_path, signing_key)))
     assert index.signer == signing_key.name
     entries = index.entries()
     first = next(entries)
