@@ -190,3 +190,14 @@ async def test_the_daemon_serves_on_without_lag_and_says_why(mirror: Mirror) -> 
         assert row["last_outcome"] == "unchanged"
         index = daemon.config.publish.path.joinpath(*KEY.parts) / "APKINDEX.tar.gz"
         assert index.read_bytes() == new_index
+
+        # The origin really went back: the operator publishes it once, by hand.
+        serve_index(mirror, old_index, new_mtime - 3600)
+        await ctl(daemon, "sync")
+        await synced(daemon, 4)
+        assert index.read_bytes() == new_index
+        await ctl(daemon, "publish", arch=str(KEY), force=True)
+        await synced(daemon, 5)
+        assert index.read_bytes() == old_index
+        (row,) = (await ctl(daemon, "status"))["arches"]
+        assert row["last_outcome"] == "published" and row["lag"] == 0

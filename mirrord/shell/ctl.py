@@ -80,7 +80,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rollback = command("rollback", "publish an earlier snapshot again (and hold it)")
     rollback.add_argument("arch", metavar="BRANCH/REPO/ARCH")
     rollback.add_argument("snapshot", type=int)
-    publish = command("publish", "publish once past the mass-deletion guard")
+    publish = command(
+        "publish", "publish once past the mass-deletion guard or the refusal of an older index"
+    )
     publish.add_argument("--force", action="store_true", required=True)
     publish.add_argument("arch", metavar="BRANCH/REPO/ARCH")
     verify = command("verify", "re-read every stored object against its digest")
