@@ -212,6 +212,11 @@ class PublishError(MirrordError):
         super().__init__(f"{arch_key}: {reason}")
 
 
+def said_beside(error: MirrordError) -> str:
+    """The error as a line that names its arch or directory already says it."""
+    return error.reason if isinstance(error, PublishError) else str(error)
+
+
 class MassDeletionError(PublishError):
     """The new index drops too many package names: refuse until forced."""
 

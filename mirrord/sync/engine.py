@@ -33,10 +33,10 @@ from mirrord.core.errors import (
     OlderIndexError,
     OriginError,
     PermanentOriginError,
-    PublishError,
     ShuttingDownError,
     SignatureError,
     UnsafeIndexError,
+    said_beside,
 )
 from mirrord.core.heap import release_free_memory
 from mirrord.core.metrics import Metrics
@@ -125,7 +125,7 @@ class SyncEngine:
                 with first_of_group(MirrordError, OSError):  # a nested task group's own error
                     result = await self._sync_newest(key, force, log)
             except (MassDeletionError, OlderIndexError, DiskSpaceError) as error:
-                result = ArchResult(key, Outcome.REFUSED, error=_said(error))
+                result = ArchResult(key, Outcome.REFUSED, error=said_beside(error))
             except ShuttingDownError as error:
                 result = ArchResult(key, Outcome.INTERRUPTED, error=str(error))
             except DownloadsFailedError as error:
@@ -133,7 +133,7 @@ class SyncEngine:
                 outcome = Outcome.INTERRUPTED if interrupted else Outcome.FAILED
                 result = ArchResult(key, outcome, error=str(error))
             except MirrordError as error:
-                result = ArchResult(key, Outcome.FAILED, error=_said(error))
+                result = ArchResult(key, Outcome.FAILED, error=said_beside(error))
             except OSError as error:  # the disk (EIO, ENOSPC) where no layer mapped it
                 where = f"{error.filename}: " if error.filename else ""
                 result = ArchResult(key, Outcome.FAILED, error=f"{where}{error.strerror or error}")
@@ -604,8 +604,3 @@ def _log_result(
 def _recorded_whole(snapshot: Snapshot) -> bool:
     """Does the record know every file's bytes? (an adopted snapshot may not)"""
     return snapshot.status != "adopted"
-
-
-def _said(error: MirrordError) -> str:
-    """An arch's error as its result says it: the arch is named beside it already."""
-    return error.reason if isinstance(error, PublishError) else str(error)

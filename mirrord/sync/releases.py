@@ -39,6 +39,7 @@ from mirrord.core.errors import (
     PermanentOriginError,
     PublishError,
     TreeRejectedError,
+    said_beside,
 )
 from mirrord.core.metrics import Metrics
 from mirrord.core.model import TreeFile, TreeManifest, TreeSnapshot, valid_segment
@@ -378,8 +379,7 @@ class ReleaseMirror:
         except (MirrordError, OSError) as error:
             if isinstance(error, TreeRejectedError | PublishError):
                 log.warning("releases.directory.refused", error=str(error))
-                reason = error.reason if isinstance(error, PublishError) else str(error)
-                return TreeOutcome(directory, "refused", reason)  # the directory is named beside it
+                return TreeOutcome(directory, "refused", said_beside(error))
             log.warning("releases.directory.failed", error=str(error))
             return TreeOutcome(directory, "failed", str(error))
 
