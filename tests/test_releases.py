@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,20 @@ async def _synced(
         async with open_runtime(config, log=LogCapture().logger(), clock=clock) as runtime:
             assert (await _pass(runtime)).ok
             yield origin, config, runtime
+
+
+@asynccontextmanager
+async def _every_branch(
+    tmp_path: Path, keys_dir: Path
+) -> AsyncIterator[tuple[Path, Config, Runtime]]:
+    """Every branch's x86_64 releases mirrored once, latest-stable at v3.20 as the origin's."""
+    async with _synced(tmp_path, keys_dir, "lighttpd", branches="all", arches=["x86_64"]) as (
+        origin,
+        config,
+        runtime,
+    ):
+        assert _published_branch(config) == "v3.20"
+        yield origin, config, runtime
 
 
 def sha256_file(path: Path) -> str:
@@ -240,12 +255,7 @@ def _reader(
 async def test_latest_stable_switches_branch_atomically_and_only_when_published(
     tmp_path: Path, keys_dir: Path
 ) -> None:
-    async with _synced(tmp_path, keys_dir, "lighttpd", branches="all", arches=["x86_64"]) as (
-        origin,
-        config,
-        runtime,
-    ):
-        assert _published_branch(config) == "v3.20"
+    async with _every_branch(tmp_path, keys_dir) as (origin, config, runtime):
         stop = threading.Event()
         seen: list[str] = []
         errors: list[str] = []
@@ -275,6 +285,33 @@ async def test_latest_stable_switches_branch_atomically_and_only_when_published(
     assert moved.ok and moved.latest_stable == "v3.21"
     assert errors == []
     assert seen == ["v3.20", "v3.21"]
+
+
+async def test_latest_stable_never_moves_back_to_an_older_branch_unless_told_to(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    async with _every_branch(tmp_path, keys_dir) as (origin, config, runtime):
+        write_top(origin, "v3.19")  # a server behind the others: its link names v3.19
+        refused = await _pass(runtime)
+        assert _published_branch(config) == "v3.20"
+        (outcome,) = [o for o in refused.outcomes if o.directory == "latest-stable"]
+        assert outcome.outcome == "refused" and not refused.ok
+        assert outcome.error == (
+            "refusing to move latest-stable back from v3.20 to v3.19: the origin's link names "
+            "an older branch (a server behind the others, or a restore); "
+            "publish.older_index: publish follows it"
+        )
+        assert runtime.releases.status["latest-stable"].outcome == "refused"
+
+        write_top(origin, "v3.20")  # it caught up: nothing to move, and nothing wrong any more
+        assert (await _pass(runtime)).ok
+        assert runtime.releases.status["latest-stable"].outcome == "unchanged"
+
+        write_top(origin, "v3.19")
+        follow = replace(config, publish=replace(config.publish, older_index="publish"))
+        runtime.live.replace(follow, runtime.live.keyring)  # as a reload does
+        assert (await _pass(runtime)).latest_stable == "v3.19"
+        assert _published_branch(config) == "v3.19"
 
 
 async def test_verify_tree_checks_against_sidecars_and_names_unverified_files(

@@ -7,6 +7,7 @@ import pytest
 from mirrord.alpine.sidecars import Expected
 from mirrord.core.errors import TreeDeletionError
 from mirrord.core.model import TreeFile, TreeManifest, TreeSnapshot
+from mirrord.publish.generations import branch_goes_back
 from mirrord.publish.treeplan import (
     OriginFile,
     choose_latest_stable,
@@ -92,6 +93,18 @@ def test_latest_stable_moves_only_to_a_published_branch() -> None:
     assert choose_latest_stable("v3.20", {"v3.20": True}, "v3.20") is None
     assert choose_latest_stable(None, {"v3.20": True}, "v3.20") is None
     assert choose_latest_stable("v3.22", {}, "v3.20") is None  # not configured here
+
+
+def test_latest_stable_goes_back_only_to_an_older_stable_branch() -> None:
+    assert branch_goes_back("v3.19", "v3.20")
+    assert branch_goes_back("v3.9", "v3.10")  # by number, not by text
+    assert not branch_goes_back("v3.10", "v3.9")
+    assert branch_goes_back("v2.99", "v3.0")
+    assert not branch_goes_back("v3.20", "v3.20")
+    assert not branch_goes_back("v3.21", "v3.20")
+    assert not branch_goes_back("v3.19", None)  # no link yet
+    assert not branch_goes_back("edge", "v3.20")  # names that are not vX.Y order nothing
+    assert not branch_goes_back("v3.19", "stable")
 
 
 def test_a_rollback_links_the_snapshot_indexes_last_and_lets_the_rest_wait_out_the_grace() -> None:

@@ -45,6 +45,7 @@ from mirrord.core.metrics import Metrics
 from mirrord.core.model import TreeFile, TreeManifest, TreeSnapshot, valid_segment
 from mirrord.fetch.filedownload import FileDownloader
 from mirrord.fetch.origin import OriginClient
+from mirrord.publish.generations import branch_goes_back
 from mirrord.publish.treeplan import OriginFile, choose_latest_stable, is_index, plan_tree
 from mirrord.publish.treepublisher import TreePublisher
 from mirrord.storage.committer import Committer
@@ -322,7 +323,8 @@ class ReleaseMirror:
                 branch: bool(dirs) and all(o.ok for o in result.outcomes if o.directory in dirs)
                 for branch, dirs in branches.items()
             }
-            result.latest_stable = await self._latest_stable(published, result)
+            back = config.publish.older_index == "publish"
+            result.latest_stable = await self._latest_stable(published, result, back=back)
 
     async def _list(self, relpath: str) -> Listing:
         url = self._origin.path_url(f"{relpath}/" if relpath else "")
@@ -566,6 +568,11 @@ class ReleaseMirror:
             name, "published", fetched=1, fetched_bytes=len(got.body), unverified=(name,)
         )
 
+    def _settled(self, outcome: str) -> None:
+        """The link was checked without trouble: a failure or refusal shown until now is over."""
+        if LATEST_STABLE in self.status:
+            self._note(TreeOutcome(LATEST_STABLE, outcome))
+
     async def _origin_latest_stable(self) -> str | None:
         """The branch the origin's ``latest-stable`` names: its latest-releases.yaml says."""
         listing = await self._list(f"{LATEST_STABLE}/releases")
@@ -580,7 +587,13 @@ class ReleaseMirror:
                 return named.pop()
         return None
 
-    async def _latest_stable(self, published: dict[str, bool], result: TreePass) -> str | None:
+    async def _latest_stable(
+        self, published: dict[str, bool], result: TreePass, *, back: bool
+    ) -> str | None:
+        """Point ``latest-stable`` where the origin's does, once that branch is published here.
+
+        ``back``: follow it to an older branch too (``publish.older_index: publish``).
+        """
         current = await asyncio.to_thread(self._trees.read_link, LATEST_STABLE)
         try:
             target = await self._origin_latest_stable()
@@ -589,13 +602,24 @@ class ReleaseMirror:
             self._add(result, TreeOutcome(LATEST_STABLE, "failed", str(error)))
             return current
         move_to = choose_latest_stable(target, published, current)
+        if move_to is not None and not back and branch_goes_back(move_to, current):
+            refusal = (
+                f"refusing to move latest-stable back from {current} to {move_to}: the origin's "
+                "link names an older branch (a server behind the others, or a restore); "
+                "publish.older_index: publish follows it"
+            )
+            self._log.warning("releases.latest_stable.refused", origin=move_to, published=current)
+            self._add(result, TreeOutcome(LATEST_STABLE, "refused", refusal))
+            return current
         if move_to is None:
             if target is not None and target != current:
                 self._log.info("releases.latest_stable.waiting", origin=target, published=current)
+            self._settled("unchanged")
             return current
         await asyncio.to_thread(self._trees.point_link, LATEST_STABLE, move_to)
         self._feed.announce(Published("", (LATEST_STABLE,), self._clock.time()))
         self._log.info("releases.latest_stable.moved", previous=current, target=move_to)
+        self._settled("published")
         return move_to
 
     async def _stored(self, expected: Expected) -> int | None:
