@@ -177,7 +177,7 @@ class SyncEngine:
             return ArchResult(
                 key, Outcome.UNCHANGED, packages=snapshot.packages, snapshot_id=snapshot.id
             )
-        self._refuse_going_back(key, response, snapshot, force)
+        self._refuse_going_back(key, snapshot, force)
         new = await self._plan(key, response, body, snapshot, force=force, trusted=trusted, log=log)
         await self.committer.commit_bytes(body)
         del body, response  # stored now: the publish reads it back, not held through downloads
@@ -273,7 +273,6 @@ class SyncEngine:
         now = self.clock.time()
         if response.body is None:
             self.book.note_poll(key, "not_modified", now)
-            seen = self.book[key].origin_seen
             if asked_with is not None:
                 seen = OriginSeen(
                     asked_with.etag,
@@ -281,7 +280,7 @@ class SyncEngine:
                     asked_with.index_sha256,
                     asked_with.last_modified,
                 )
-                self.book.note_origin(key, seen, asked_with.last_modified, now)
+                self.book.note_origin(key, seen, now)
             return
         self.book.note_poll(key, "modified", now)
         seen = OriginSeen(
@@ -290,7 +289,7 @@ class SyncEngine:
             hashlib.sha256(response.body).hexdigest(),
             response.last_modified_ts,
         )
-        self.book.note_origin(key, seen, response.last_modified_ts, now)
+        self.book.note_origin(key, seen, now)
 
     async def _new_index(
         self, key: ArchKey, response: IndexResult, snapshot: Snapshot | None, trusted: bool
@@ -314,9 +313,7 @@ class SyncEngine:
             return None
         return response.body
 
-    def _refuse_going_back(
-        self, key: ArchKey, response: IndexResult, snapshot: Snapshot | None, force: bool
-    ) -> None:
+    def _refuse_going_back(self, key: ArchKey, snapshot: Snapshot | None, force: bool) -> None:
         """Raise OlderIndexError for an index older than the published one, unless forced."""
         if force or snapshot is None or self.live.config.publish.older_index == "publish":
             return
@@ -324,7 +321,7 @@ class SyncEngine:
         assert seen is not None  # the poll that brought the index noted it
         if seen.sha256 == snapshot.index_sha256:
             return  # the published bytes under an older date: a tree to repair, not a step back
-        origin_mtime = response.last_modified_ts
+        origin_mtime = seen.mtime
         if goes_back(origin_mtime, snapshot.last_modified, snapshot.created_at):
             assert origin_mtime is not None and snapshot.last_modified is not None
             self.metrics.older_index_refusals.labels(**Metrics.labels(key)).inc()

@@ -168,15 +168,13 @@ class StatusBook:
         self[key].last_poll = now
         self.metrics.index_polls.labels(**Metrics.labels(key), result=result).inc()
 
-    def note_origin(
-        self, key: ArchKey, seen: OriginSeen, last_modified: float | None, now: float
-    ) -> None:
+    def note_origin(self, key: ArchKey, seen: OriginSeen, now: float) -> None:
         """The origin serves ``seen``: if we do not publish those bytes, we are behind."""
         status = self[key]
         status.origin_seen = seen
-        if last_modified is not None:
-            status.origin_last_modified = last_modified
-            self.metrics.origin_last_modified.labels(**Metrics.labels(key)).set(last_modified)
+        if seen.mtime is not None:
+            status.origin_last_modified = seen.mtime
+            self.metrics.origin_last_modified.labels(**Metrics.labels(key)).set(seen.mtime)
         self._compare(status, now)
 
     @staticmethod
